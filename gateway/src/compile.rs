@@ -1,0 +1,968 @@
+//! `compile()`: the one place that decides whether a bundle is runnable.
+//!
+//! The reconciler compiles every bundle it renders before it plans or applies; the gateway
+//! compiles every bundle before it swaps it in. Both therefore refuse exactly the same
+//! bundles. Every problem is collected (not just the first), and each names its subject with
+//! a [`BundlePath`] such as `gateway.routes[orders.getOrder].backend`, which the reconciler
+//! maps back to the manifest line that produced it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use jsonwebtoken::DecodingKey;
+use jsonwebtoken::jwk::JwkSet;
+
+use crate::bundle::{
+    AuthPolicy, BUNDLE_API_VERSION, Bundle, ClientSecret, Cors, IdpConfig, LOCAL_ISSUER, Method,
+    RateLimit, RateLimitKey, Retries, Route, RouteAuth, SecretRef, StickyKey, VariantMatch,
+};
+use crate::duration::Duration;
+use crate::route::{PathTemplate, RouteTable};
+
+/// One step of a path into a bundle.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PathSeg {
+    /// An object key.
+    Key(String),
+    /// The item of a list of named items whose `key` field (`name` or `id`) is `value`.
+    Item { key: &'static str, value: String },
+    /// A list position, for lists whose items have no name.
+    Index(usize),
+}
+
+/// Where in a bundle something is, e.g. `gateway.routes[orders.getOrder].backend`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BundlePath(pub Vec<PathSeg>);
+
+impl BundlePath {
+    fn root(keys: &[&str]) -> BundlePath {
+        BundlePath(
+            keys.iter()
+                .map(|k| PathSeg::Key((*k).to_string()))
+                .collect(),
+        )
+    }
+
+    fn key(&self, k: &str) -> BundlePath {
+        let mut p = self.clone();
+        p.0.push(PathSeg::Key(k.to_string()));
+        p
+    }
+
+    fn item(&self, key: &'static str, value: &str) -> BundlePath {
+        let mut p = self.clone();
+        p.0.push(PathSeg::Item {
+            key,
+            value: value.to_string(),
+        });
+        p
+    }
+
+    fn index(&self, i: usize) -> BundlePath {
+        let mut p = self.clone();
+        p.0.push(PathSeg::Index(i));
+        p
+    }
+
+    /// What a person calls the thing at this path: `route orders.getOrder`,
+    /// `backend orders`, `client web-portal`, ...
+    pub fn subject(&self) -> String {
+        let segs = &self.0;
+        for (i, seg) in segs.iter().enumerate().rev() {
+            let parent = i.checked_sub(1).and_then(|p| match &segs[p] {
+                PathSeg::Key(k) => Some(k.as_str()),
+                _ => None,
+            });
+            let kind = match parent {
+                Some("routes") => "route",
+                Some("backends") if i >= 2 && segs[i - 2] == PathSeg::Key("gateway".into()) => {
+                    "backend"
+                }
+                Some("authPolicies") => "auth policy",
+                Some("flags") => "flag",
+                Some("clients") => "client",
+                Some("scopes") if i >= 2 && segs[i - 2] == PathSeg::Key("idp".into()) => "scope",
+                Some("trustedIssuers") => "trusted issuer",
+                _ => continue,
+            };
+            let name = match seg {
+                PathSeg::Key(k) => k.clone(),
+                PathSeg::Item { value, .. } => value.clone(),
+                PathSeg::Index(n) => format!("#{n}"),
+            };
+            return format!("{kind} {name}");
+        }
+        match segs.first() {
+            Some(PathSeg::Key(k)) if k == "account" => "account".into(),
+            Some(PathSeg::Key(k)) if k == "idp" => "identity provider".into(),
+            _ => "gateway".into(),
+        }
+    }
+}
+
+impl fmt::Display for BundlePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                PathSeg::Key(k) if i == 0 => write!(f, "{k}")?,
+                PathSeg::Key(k) => write!(f, ".{k}")?,
+                PathSeg::Item { value, .. } => write!(f, "[{value}]")?,
+                PathSeg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CompileError {
+    pub path: BundlePath,
+    pub message: String,
+}
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} (at {})",
+            self.path.subject(),
+            self.message,
+            self.path
+        )
+    }
+}
+
+/// Every reason a bundle cannot run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileErrors(pub Vec<CompileError>);
+
+impl fmt::Display for CompileErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CompileErrors {}
+
+/// A route with everything it inherits resolved, ready for the request path.
+#[derive(Clone, Debug)]
+pub struct CompiledRoute {
+    pub template: PathTemplate,
+    /// `None`: public.
+    pub auth: Option<RouteAuth>,
+    pub timeout: Duration,
+    pub max_body_bytes: u64,
+    pub retries: Option<Retries>,
+    pub rate_limit: Option<RateLimit>,
+    pub cors: Option<Cors>,
+    /// `Some(status)` when the route is switched off (kill switch or flag off).
+    pub disabled: Option<u16>,
+}
+
+/// A bundle that passed every check, with its routing table built.
+#[derive(Debug)]
+pub struct CompiledBundle {
+    pub bundle: Bundle,
+    /// Same order as `bundle.gateway.routes`.
+    pub routes: Vec<CompiledRoute>,
+    pub table: RouteTable,
+    /// Inline JWKS of trusted issuers, parsed, by issuer name.
+    pub inline_jwks: BTreeMap<String, JwkSet>,
+}
+
+struct Checker {
+    errors: Vec<CompileError>,
+}
+
+impl Checker {
+    fn err(&mut self, path: &BundlePath, message: impl Into<String>) {
+        self.errors.push(CompileError {
+            path: path.clone(),
+            message: message.into(),
+        });
+    }
+
+    fn name(&mut self, path: &BundlePath, what: &str, name: &str) {
+        if name.is_empty() {
+            self.err(path, format!("{what} name must not be empty"));
+        } else if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-/".contains(&b))
+        {
+            self.err(
+                path,
+                format!("{what} name {name:?} may only use letters, digits and . _ : - /"),
+            );
+        }
+    }
+
+    fn positive(&mut self, path: &BundlePath, what: &str, d: Duration) {
+        if d.is_zero() {
+            self.err(path, format!("{what} must be greater than zero"));
+        }
+    }
+
+    fn header_name(&mut self, path: &BundlePath, name: &str) {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            self.err(path, format!("{name:?} is not a valid HTTP header name"));
+        }
+    }
+
+    fn url(&mut self, path: &BundlePath, what: &str, raw: &str) -> Option<url::Url> {
+        match url::Url::parse(raw) {
+            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                self.err(
+                    path,
+                    format!("{what} {raw:?} must be an http:// or https:// URL"),
+                );
+                None
+            }
+            Ok(u) if u.host().is_none() => {
+                self.err(path, format!("{what} {raw:?} has no host"));
+                None
+            }
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                // Credentials in a URL end up in logs and plans: keep them in secret refs.
+                self.err(
+                    path,
+                    format!("{what} must not carry credentials in the URL"),
+                );
+                None
+            }
+            Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+                self.err(
+                    path,
+                    format!("{what} {raw:?} must not have a query or fragment"),
+                );
+                None
+            }
+            Ok(u) => Some(u),
+            Err(e) => {
+                self.err(path, format!("{what} {raw:?} is not a valid URL: {e}"));
+                None
+            }
+        }
+    }
+
+    fn host(&mut self, path: &BundlePath, host: &str) {
+        let ok = !host.is_empty()
+            && host.len() <= 253
+            && !host.contains(['/', ':', '*', ' '])
+            && url::Host::parse(host).is_ok();
+        if !ok {
+            self.err(
+                path,
+                format!("{host:?} is not a host name (no scheme, port, path or wildcard)"),
+            );
+        }
+    }
+
+    fn secret_ref(&mut self, path: &BundlePath, r: &SecretRef) {
+        match r {
+            SecretRef::File(p) if !p.starts_with('/') => {
+                self.err(path, format!("secret file {p:?} must be an absolute path"))
+            }
+            SecretRef::Env(v)
+                if v.is_empty()
+                    || v.as_bytes()[0].is_ascii_digit()
+                    || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                self.err(path, format!("{v:?} is not an environment variable name"))
+            }
+            SecretRef::AwsSecretsManager(arn) => {
+                // arn:<partition>:secretsmanager:<region>:<account>:secret:<name>
+                let parts: Vec<&str> = arn.splitn(7, ':').collect();
+                let ok = parts.len() == 7
+                    && parts[0] == "arn"
+                    && parts[1].starts_with("aws")
+                    && parts[2] == "secretsmanager"
+                    && !parts[3].is_empty()
+                    && is_account_id(parts[4])
+                    && parts[5] == "secret"
+                    && !parts[6].is_empty();
+                if !ok {
+                    self.err(
+                        path,
+                        format!(
+                            "{arn:?} is not a Secrets Manager secret ARN \
+                             (arn:aws:secretsmanager:<region>:<account id>:secret:<name>)"
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Checks a bundle and builds what the gateway needs to serve it.
+pub fn compile(bundle: &Bundle) -> Result<CompiledBundle, CompileErrors> {
+    let mut c = Checker { errors: Vec::new() };
+
+    if bundle.api_version != BUNDLE_API_VERSION {
+        c.err(
+            &BundlePath::root(&["apiVersion"]),
+            format!(
+                "apiVersion {:?} is not {BUNDLE_API_VERSION}",
+                bundle.api_version
+            ),
+        );
+    }
+    check_account(&mut c, bundle);
+    let inline_jwks = check_idp(&mut c, &bundle.idp);
+    let (routes, table) = check_gateway(&mut c, bundle);
+
+    if c.errors.is_empty() {
+        Ok(CompiledBundle {
+            bundle: bundle.clone(),
+            routes,
+            table,
+            inline_jwks,
+        })
+    } else {
+        c.errors.sort();
+        c.errors.dedup();
+        Err(CompileErrors(c.errors))
+    }
+}
+
+fn check_account(c: &mut Checker, bundle: &Bundle) {
+    let a = &bundle.account;
+    let p = BundlePath::root(&["account"]);
+    if !is_account_id(&a.id) {
+        c.err(
+            &p.key("id"),
+            format!("account id {:?} must be exactly 12 digits", a.id),
+        );
+    }
+    if a.name.is_empty()
+        || a.name.len() > 63
+        || !a
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        c.err(
+            &p.key("name"),
+            format!(
+                "account name {:?} must be 1-63 lowercase letters, digits or '-'",
+                a.name
+            ),
+        );
+    }
+}
+
+fn check_idp(c: &mut Checker, idp: &IdpConfig) -> BTreeMap<String, JwkSet> {
+    let root = BundlePath::root(&["idp"]);
+    if let Some(issuer) = &idp.issuer {
+        let p = root.key("issuer");
+        c.url(&p.key("url"), "issuer URL", &issuer.url);
+        if issuer.audiences.is_empty() {
+            c.err(
+                &p.key("audiences"),
+                "the issuer needs at least one audience",
+            );
+        }
+        c.positive(&p.key("tokenTtl"), "token TTL", issuer.token_ttl);
+        let keys = &issuer.signing_keys;
+        let kp = p.key("signingKeys");
+        for (which, key) in
+            std::iter::once(("active", &keys.active)).chain(keys.next.as_ref().map(|k| ("next", k)))
+        {
+            if key.kid.is_empty() {
+                c.err(
+                    &kp.key(which).key("kid"),
+                    "signing key kid must not be empty",
+                );
+            }
+            c.secret_ref(&kp.key(which).key("privateKey"), &key.private_key);
+        }
+        if let Some(next) = &keys.next
+            && next.kid == keys.active.kid
+        {
+            c.err(
+                &kp.key("next").key("kid"),
+                "the next key must have a different kid than the active one",
+            );
+        }
+    }
+
+    let mut scopes = BTreeSet::new();
+    for s in &idp.scopes {
+        let p = root.key("scopes").item("name", &s.name);
+        if s.name.is_empty()
+            || s.name
+                .contains(|ch: char| ch.is_whitespace() || ch == '"' || ch == '\\')
+        {
+            c.err(
+                &p,
+                format!(
+                    "scope {:?} must be non-empty without spaces, quotes or backslashes",
+                    s.name
+                ),
+            );
+        }
+        if !scopes.insert(s.name.as_str()) {
+            c.err(&p, "scope is declared twice");
+        }
+    }
+
+    let mut clients = BTreeSet::new();
+    for client in &idp.clients {
+        let p = root.key("clients").item("id", &client.id);
+        c.name(&p, "client", &client.id);
+        if !clients.insert(client.id.as_str()) {
+            c.err(&p, "client id is declared twice");
+        }
+        if idp.issuer.is_none() {
+            c.err(&p, "clients need the IdP's `issuer` to be configured");
+        }
+        for s in &client.scopes {
+            if !scopes.contains(s.as_str()) {
+                c.err(
+                    &p.key("scopes"),
+                    format!("scope {s:?} is not declared in the IdP's scopes"),
+                );
+            }
+        }
+        if let Some(ttl) = client.token_ttl {
+            c.positive(&p.key("tokenTtl"), "token TTL", ttl);
+        }
+        match &client.secret {
+            ClientSecret::Argon2Hash(hash) => {
+                let ok = argon2::PasswordHash::new(hash.expose())
+                    .map(|h| h.algorithm.as_str().starts_with("argon2"))
+                    .unwrap_or(false);
+                if !ok {
+                    // Never echo the value: it is a credential hash.
+                    c.err(
+                        &p.key("secret"),
+                        "argon2Hash is not an argon2 hash in PHC format ($argon2id$v=19$...)",
+                    );
+                }
+            }
+            ClientSecret::Ref(r) => c.secret_ref(&p.key("secret").key("ref"), r),
+        }
+    }
+
+    let mut jwks_by_issuer = BTreeMap::new();
+    let mut trusted = BTreeSet::new();
+    for t in &idp.trusted_issuers {
+        let p = root.key("trustedIssuers").item("name", &t.name);
+        c.name(&p, "trusted issuer", &t.name);
+        if t.name == LOCAL_ISSUER {
+            c.err(
+                &p,
+                format!("{LOCAL_ISSUER:?} is reserved for the account's own issuer"),
+            );
+        }
+        if !trusted.insert(t.name.as_str()) {
+            c.err(&p, "trusted issuer is declared twice");
+        }
+        if idp.issuer.as_ref().is_some_and(|i| i.url == t.issuer) {
+            c.err(
+                &p.key("issuer"),
+                "a trusted issuer cannot have the local issuer's URL",
+            );
+        }
+        if t.issuer.is_empty() {
+            c.err(&p.key("issuer"), "issuer must not be empty");
+        }
+        if t.audiences.is_empty() {
+            c.err(&p.key("audiences"), "trusted issuers need at least one audience, or tokens meant for other services would pass");
+        }
+        if t.algorithms.is_empty() {
+            c.err(&p.key("algorithms"), "list the accepted algorithms");
+        }
+        match (&t.jwks_url, &t.jwks) {
+            (Some(_), Some(_)) => c.err(&p, "set jwksUrl or jwks, not both"),
+            (None, None) => c.err(&p, "set jwksUrl or an inline jwks"),
+            (Some(u), None) => {
+                c.url(&p.key("jwksUrl"), "JWKS URL", u);
+            }
+            (None, Some(doc)) => {
+                match serde_json::from_value::<JwkSet>(doc.clone()) {
+                    Err(e) => c.err(&p.key("jwks"), format!("malformed JWKS: {e}")),
+                    Ok(set) => {
+                        if set.keys.is_empty() {
+                            c.err(&p.key("jwks"), "the JWKS has no keys");
+                        }
+                        for (i, jwk) in set.keys.iter().enumerate() {
+                            let kp = p.key("jwks").key("keys").index(i);
+                            if let Err(e) = DecodingKey::from_jwk(jwk) {
+                                c.err(&kp, format!("malformed JWK: {e}"));
+                            }
+                            if let Some(alg) = jwk.common.key_algorithm {
+                                let name = format!("{alg:?}");
+                                if !t.algorithms.iter().any(|a| format!("{a:?}") == name) {
+                                    c.err(&kp, format!("key algorithm {name} is not in this issuer's algorithms"));
+                                }
+                            }
+                            if matches!(
+                                jwk.algorithm,
+                                jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
+                            ) {
+                                c.err(&kp, "symmetric (oct) keys are never accepted from an external issuer");
+                            }
+                        }
+                        jwks_by_issuer.insert(t.name.clone(), set);
+                    }
+                }
+            }
+        }
+    }
+    jwks_by_issuer
+}
+
+fn check_policy(c: &mut Checker, p: &BundlePath, policy: &AuthPolicy, idp: &IdpConfig) {
+    if policy.issuers.is_empty() {
+        c.err(&p.key("issuers"), "list at least one issuer");
+    }
+    for issuer in &policy.issuers {
+        let known = if issuer == LOCAL_ISSUER {
+            idp.issuer.is_some()
+        } else {
+            idp.trusted_issuers.iter().any(|t| &t.name == issuer)
+        };
+        if !known {
+            let mut names: Vec<&str> = idp
+                .trusted_issuers
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
+            if idp.issuer.is_some() {
+                names.insert(0, LOCAL_ISSUER);
+            }
+            c.err(
+                &p.key("issuers"),
+                format!(
+                    "unknown issuer {issuer:?} (known: {})",
+                    if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            );
+        }
+    }
+    for (claim, header) in &policy.forward_claims {
+        let hp = p.key("forwardClaims").key(claim);
+        c.header_name(&hp, header);
+        if matches!(
+            header.to_ascii_lowercase().as_str(),
+            "host"
+                | "authorization"
+                | "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "cookie"
+        ) {
+            c.err(
+                &hp,
+                format!("claims cannot be forwarded into the {header} header"),
+            );
+        }
+    }
+    c.positive(
+        &p.key("leeway"),
+        "leeway",
+        policy.leeway.max(Duration::from_millis(1)),
+    );
+}
+
+fn check_rate_limit(c: &mut Checker, p: &BundlePath, rl: &RateLimit) {
+    if rl.requests == 0 {
+        c.err(
+            &p.key("requests"),
+            "requests must be at least 1 (to block a route, disable it)",
+        );
+    }
+    c.positive(&p.key("per"), "rate limit window", rl.per);
+    if rl.burst == Some(0) {
+        c.err(&p.key("burst"), "burst must be at least 1");
+    }
+    if let RateLimitKey::Header(h) = &rl.key {
+        c.header_name(&p.key("key"), h);
+    }
+}
+
+fn check_cors(c: &mut Checker, p: &BundlePath, cors: &Cors) {
+    if cors.allow_origins.is_empty() {
+        c.err(&p.key("allowOrigins"), "list at least one origin, or \"*\"");
+    }
+    for o in &cors.allow_origins {
+        if o == "*" {
+            if cors.allow_credentials {
+                c.err(
+                    &p.key("allowOrigins"),
+                    "\"*\" cannot be combined with allowCredentials (browsers refuse it)",
+                );
+            }
+            continue;
+        }
+        if let Some(u) = c.url(&p.key("allowOrigins"), "origin", o)
+            && u.path() != "/"
+        {
+            c.err(
+                &p.key("allowOrigins"),
+                format!("origin {o:?} must not have a path"),
+            );
+        }
+    }
+    for h in cors.allow_headers.iter().chain(&cors.expose_headers) {
+        if h != "*" {
+            c.header_name(p, h);
+        }
+    }
+}
+
+fn check_gateway(c: &mut Checker, bundle: &Bundle) -> (Vec<CompiledRoute>, RouteTable) {
+    let gw = &bundle.gateway;
+    let idp = &bundle.idp;
+    let root = BundlePath::root(&["gateway"]);
+
+    for h in &gw.hosts {
+        c.host(&root.key("hosts"), h);
+    }
+    let d = &gw.defaults;
+    let dp = root.key("defaults");
+    c.positive(&dp.key("timeout"), "timeout", d.timeout);
+    if d.max_body_bytes == 0 {
+        c.err(
+            &dp.key("maxBodyBytes"),
+            "maxBodyBytes must be greater than zero",
+        );
+    }
+    if let Some(rl) = &d.rate_limit {
+        check_rate_limit(c, &dp.key("rateLimit"), rl);
+    }
+    if let Some(cors) = &d.cors {
+        check_cors(c, &dp.key("cors"), cors);
+    }
+    if let Some(auth) = &d.auth
+        && !gw.auth_policies.contains_key(&auth.policy)
+    {
+        c.err(
+            &dp.key("auth").key("policy"),
+            format!("unknown auth policy {:?}", auth.policy),
+        );
+    }
+
+    for (name, backend) in &gw.backends {
+        let p = root.key("backends").key(name);
+        c.name(&p, "backend", name);
+        c.url(&p.key("url"), "backend URL", &backend.url);
+        if let Some(t) = backend.timeout {
+            c.positive(&p.key("timeout"), "timeout", t);
+        }
+        if let Some(t) = backend.connect_timeout {
+            c.positive(&p.key("connectTimeout"), "connect timeout", t);
+        }
+    }
+    for (name, policy) in &gw.auth_policies {
+        let p = root.key("authPolicies").key(name);
+        c.name(&p, "auth policy", name);
+        check_policy(c, &p, policy, idp);
+    }
+    for name in gw.flags.keys() {
+        c.name(&root.key("flags").key(name), "flag", name);
+    }
+
+    let local_only_scopes: BTreeSet<&str> = idp.scopes.iter().map(|s| s.name.as_str()).collect();
+    let mut table = RouteTable::default();
+    let mut compiled = Vec::with_capacity(gw.routes.len());
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    for (index, route) in gw.routes.iter().enumerate() {
+        let p = root.key("routes").item("name", &route.name);
+        c.name(&p, "route", &route.name);
+        if names.insert(&route.name, index).is_some() {
+            c.err(&p, "route name is used twice");
+        }
+        let template = match PathTemplate::parse(&route.path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                c.err(&p.key("path"), e);
+                None
+            }
+        };
+        check_route(c, &p, route, bundle, template.as_ref(), &local_only_scopes);
+        if let Some(template) = template {
+            let hosts = if route.hosts.is_empty() {
+                &gw.hosts
+            } else {
+                &route.hosts
+            };
+            if let Err(conflict) = table.insert(index, hosts, &route.methods, &template) {
+                let with = conflict
+                    .with_route
+                    .map(|i| format!(" (route {})", gw.routes[i].name))
+                    .unwrap_or_default();
+                c.err(&p.key("path"), format!("{}{with}", conflict.message));
+            }
+            compiled.push(resolve_route(route, &gw.defaults, gw, template));
+        }
+    }
+    (compiled, table)
+}
+
+fn check_route(
+    c: &mut Checker,
+    p: &BundlePath,
+    route: &Route,
+    bundle: &Bundle,
+    template: Option<&PathTemplate>,
+    declared_scopes: &BTreeSet<&str>,
+) {
+    let gw = &bundle.gateway;
+    if route.methods.is_empty() {
+        c.err(&p.key("methods"), "list at least one method");
+    }
+    let unique: BTreeSet<Method> = route.methods.iter().copied().collect();
+    if unique.len() != route.methods.len() {
+        c.err(&p.key("methods"), "a method is listed twice");
+    }
+    for h in &route.hosts {
+        c.host(&p.key("hosts"), h);
+    }
+    let params: BTreeSet<&str> = template
+        .map(|t| t.params.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let check_upstream_template =
+        |c: &mut Checker, at: &BundlePath, tpl: &str| match PathTemplate::parse(tpl) {
+            Err(e) => c.err(at, e),
+            Ok(t) => {
+                for name in &t.params {
+                    if template.is_some() && !params.contains(name.as_str()) {
+                        c.err(
+                            at,
+                            format!(
+                                "{{{name}}} is not a parameter of the route path {:?}",
+                                route.path
+                            ),
+                        );
+                    }
+                }
+            }
+        };
+    if let Some(up) = &route.upstream_path {
+        check_upstream_template(c, &p.key("upstreamPath"), up);
+    }
+
+    let backend_ref = |c: &mut Checker, at: &BundlePath, name: &str| {
+        if !gw.backends.contains_key(name) {
+            c.err(
+                at,
+                format!("backend {name:?} is not defined in gateway.backends"),
+            );
+        }
+    };
+    let given: Vec<&str> = [
+        route.backend.as_ref().map(|_| "backend"),
+        (!route.backends.is_empty()).then_some("backends"),
+        route.aggregate.as_ref().map(|_| "aggregate"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match given.len() {
+        0 => c.err(p, "route needs one of backend, backends or aggregate"),
+        1 => {}
+        _ => c.err(
+            p,
+            format!("route sets {}: choose exactly one", given.join(" and ")),
+        ),
+    }
+    if let Some(b) = &route.backend {
+        backend_ref(c, &p.key("backend"), b);
+    }
+    if !route.backends.is_empty() {
+        let bp = p.key("backends");
+        let mut seen = BTreeSet::new();
+        let mut total: u64 = 0;
+        for wb in &route.backends {
+            backend_ref(c, &bp, &wb.backend);
+            if !seen.insert(wb.backend.as_str()) {
+                c.err(&bp, format!("backend {:?} is listed twice", wb.backend));
+            }
+            total += u64::from(wb.weight);
+        }
+        if total != 100 {
+            c.err(&bp, format!("weights sum to {total}, they must sum to 100"));
+        }
+    }
+    if let Some(sticky) = &route.sticky {
+        if route.backends.len() < 2 {
+            c.err(
+                &p.key("sticky"),
+                "sticky needs weighted backends to choose between",
+            );
+        }
+        match sticky {
+            StickyKey::Header(h) => c.header_name(&p.key("sticky"), h),
+            StickyKey::Cookie(k) if k.is_empty() => {
+                c.err(&p.key("sticky"), "cookie name must not be empty")
+            }
+            StickyKey::Cookie(_) => {}
+        }
+    }
+    let mut variant_names = BTreeSet::new();
+    for v in &route.variants {
+        let vp = p.key("variants").item("name", &v.name);
+        if !variant_names.insert(v.name.as_str()) {
+            c.err(&vp, "variant name is used twice");
+        }
+        backend_ref(c, &vp.key("backend"), &v.backend);
+        match &v.matches {
+            VariantMatch::Header { name, .. } => c.header_name(&vp.key("match"), name),
+            VariantMatch::Cookie { name, .. } if name.is_empty() => {
+                c.err(&vp.key("match"), "cookie name must not be empty")
+            }
+            VariantMatch::Cookie { .. } => {}
+        }
+    }
+    if let Some(agg) = &route.aggregate {
+        let ap = p.key("aggregate");
+        if agg.parts.is_empty() {
+            c.err(&ap.key("parts"), "list at least one part");
+        }
+        let mut groups = BTreeSet::new();
+        for (i, part) in agg.parts.iter().enumerate() {
+            let pp = ap.key("parts").index(i);
+            backend_ref(c, &pp.key("backend"), &part.backend);
+            if let Some(path) = &part.path {
+                check_upstream_template(c, &pp.key("path"), path);
+            }
+            if let Some(g) = &part.group
+                && !groups.insert(g.as_str())
+            {
+                c.err(
+                    &pp.key("group"),
+                    format!("group {g:?} is used by two parts"),
+                );
+            }
+        }
+    }
+
+    let effective_auth = if route.public {
+        None
+    } else {
+        route.auth.as_ref().or(gw.defaults.auth.as_ref())
+    };
+    if route.public && route.auth.is_some() {
+        c.err(p, "a route cannot be both public and authenticated");
+    }
+    if !route.public && effective_auth.is_none() {
+        c.err(p, "route has no auth: set `auth`, `defaults.auth`, or `public: true` to serve it unauthenticated");
+    }
+    if let Some(auth) = effective_auth {
+        let at = if route.auth.is_some() {
+            p.key("auth")
+        } else {
+            BundlePath::root(&["gateway", "defaults", "auth"])
+        };
+        match gw.auth_policies.get(&auth.policy) {
+            None => c.err(
+                &at.key("policy"),
+                format!("unknown auth policy {:?}", auth.policy),
+            ),
+            Some(policy) => {
+                // Scopes of the account's own issuer are declared; a typo there would lock
+                // every caller out, so it is caught here. External issuers' scopes are theirs.
+                if policy.issuers.iter().all(|i| i == LOCAL_ISSUER) {
+                    for s in auth
+                        .scopes
+                        .iter()
+                        .chain(auth.scopes_any_of.iter().flatten())
+                        .chain(&policy.required_scopes)
+                    {
+                        if !declared_scopes.contains(s.as_str()) {
+                            c.err(
+                                &at.key("scopes"),
+                                format!("scope {s:?} is not declared in the IdP's scopes"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(rl) = &route.rate_limit {
+        check_rate_limit(c, &p.key("rateLimit"), rl);
+    }
+    if let Some(t) = route.timeout {
+        c.positive(&p.key("timeout"), "timeout", t);
+    }
+    if let Some(r) = &route.retries
+        && r.attempts > 10
+    {
+        c.err(
+            &p.key("retries").key("attempts"),
+            "at most 10 retry attempts",
+        );
+    }
+    if let Some(cors) = &route.cors {
+        check_cors(c, &p.key("cors"), cors);
+    }
+    if route.max_body_bytes == Some(0) {
+        c.err(
+            &p.key("maxBodyBytes"),
+            "maxBodyBytes must be greater than zero",
+        );
+    }
+    if let Some(flag) = &route.flag
+        && !gw.flags.contains_key(flag)
+    {
+        c.err(
+            &p.key("flag"),
+            format!("flag {flag:?} is not declared in gateway.flags"),
+        );
+    }
+    if let Some(s) = route.disabled_status
+        && !(100..=599).contains(&s)
+    {
+        c.err(
+            &p.key("disabledStatus"),
+            format!("{s} is not an HTTP status"),
+        );
+    }
+}
+
+fn resolve_route(
+    route: &Route,
+    defaults: &crate::bundle::RouteDefaults,
+    gw: &crate::bundle::GatewayConfig,
+    template: PathTemplate,
+) -> CompiledRoute {
+    let flag_off = route
+        .flag
+        .as_ref()
+        .is_some_and(|f| gw.flags.get(f).is_some_and(|f| !f.enabled));
+    CompiledRoute {
+        template,
+        auth: if route.public {
+            None
+        } else {
+            route.auth.clone().or_else(|| defaults.auth.clone())
+        },
+        timeout: route.timeout.unwrap_or(defaults.timeout),
+        max_body_bytes: route.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+        retries: route.retries.clone().or_else(|| defaults.retries.clone()),
+        rate_limit: route
+            .rate_limit
+            .clone()
+            .or_else(|| defaults.rate_limit.clone()),
+        cors: route.cors.clone().or_else(|| defaults.cors.clone()),
+        disabled: (!route.enabled || flag_off).then_some(route.disabled_status.unwrap_or(503)),
+    }
+}

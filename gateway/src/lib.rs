@@ -1,0 +1,16 @@
+//! fleetgate's gateway runtime.
+//!
+//! This crate owns the bundle format ([`bundle`]) and [`compile()`](compile::compile), the one
+//! function that decides whether a bundle is runnable. The reconciler links it so that it
+//! refuses exactly the bundles a gateway would refuse.
+
+pub mod bundle;
+pub mod compile;
+pub mod duration;
+pub mod route;
+pub mod sensitive;
+
+pub use bundle::{Bundle, Digest};
+pub use compile::{CompileError, CompileErrors, CompiledBundle, compile};
+pub use duration::Duration;
+pub use sensitive::Sensitive;

@@ -1,0 +1,420 @@
+//! Route matching: host + method + path template -> route. Pure: no I/O, no async, no HTTP
+//! types, so it is tested on its own and reused by compile-time conflict checks.
+//!
+//! Paths are matched with `matchit` (the radix router under axum). Parameter names are
+//! replaced by their position before insertion, so `GET /orders/{id}` and
+//! `POST /orders/{orderId}` share one node (different specs name parameters differently),
+//! while two routes with the same method on the same template are a conflict.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::bundle::Method;
+
+/// A parsed path template such as `/orders/{id}/items/{*rest}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathTemplate {
+    /// Parameter names in order of appearance.
+    pub params: Vec<String>,
+    /// The template with parameters renamed `p0`, `p1`, ... as inserted into the router.
+    normalized: String,
+}
+
+impl PathTemplate {
+    pub fn parse(template: &str) -> Result<PathTemplate, String> {
+        if !template.starts_with('/') {
+            return Err(format!("path template {template:?} must start with '/'"));
+        }
+        if template.contains("//") {
+            return Err(format!(
+                "path template {template:?} has an empty segment ('//')"
+            ));
+        }
+        if template.contains(['?', '#']) {
+            return Err(format!(
+                "path template {template:?} must not contain a query or fragment"
+            ));
+        }
+        let mut params = Vec::new();
+        let mut normalized = String::with_capacity(template.len());
+        let mut rest = template;
+        while let Some(open) = rest.find(['{', '}']) {
+            if rest.as_bytes()[open] == b'}' {
+                return Err(format!("path template {template:?} has an unmatched '}}'"));
+            }
+            normalized.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("path template {template:?} has an unclosed '{{'"))?;
+            let inner = &after[..close];
+            let (catch_all, name) = match inner.strip_prefix('*') {
+                Some(n) => (true, n),
+                None => (false, inner),
+            };
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(format!(
+                    "path template {template:?}: parameter {{{inner}}} needs a name of letters, digits, '_' or '-'"
+                ));
+            }
+            if params.iter().any(|p| p == name) {
+                return Err(format!(
+                    "path template {template:?} uses parameter {{{name}}} twice"
+                ));
+            }
+            let tail = &after[close + 1..];
+            if catch_all && !tail.is_empty() {
+                return Err(format!(
+                    "path template {template:?}: the rest parameter {{*{name}}} must end the path"
+                ));
+            }
+            if catch_all && !normalized.ends_with('/') {
+                return Err(format!(
+                    "path template {template:?}: the rest parameter {{*{name}}} must be a whole segment"
+                ));
+            }
+            let idx = params.len();
+            normalized.push_str(&if catch_all {
+                format!("{{*p{idx}}}")
+            } else {
+                format!("{{p{idx}}}")
+            });
+            params.push(name.to_string());
+            rest = tail;
+        }
+        normalized.push_str(rest);
+        // Let matchit apply its own rules (one parameter per segment, ...) now, so a bad
+        // template is reported here with its text rather than as a confusing conflict.
+        let mut probe = matchit::Router::new();
+        probe
+            .insert(normalized.clone(), ())
+            .map_err(|e| format!("path template {template:?} is not valid: {e}"))?;
+        Ok(PathTemplate { params, normalized })
+    }
+
+    /// Fills the template with values for its parameters (used for upstream paths).
+    pub fn render(template: &str, values: &BTreeMap<&str, &str>) -> String {
+        let mut out = String::with_capacity(template.len());
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('}') else {
+                out.push_str(&rest[open..]);
+                return out;
+            };
+            let name = after[..close].trim_start_matches('*');
+            out.push_str(values.get(name).copied().unwrap_or(""));
+            rest = &after[close + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteMatch<'a> {
+    Found {
+        /// Index into the bundle's `gateway.routes`.
+        route: usize,
+        /// Parameter name -> raw (still percent-encoded) value.
+        params: Vec<(&'a str, String)>,
+    },
+    /// The path exists for other methods: answer 405 with `Allow`.
+    MethodNotAllowed {
+        allowed: Vec<Method>,
+    },
+    NotFound,
+}
+
+#[derive(Debug, Default)]
+struct PathEntry {
+    /// method -> (route index, the route's own parameter names by position)
+    methods: BTreeMap<Method, (usize, Vec<String>)>,
+}
+
+/// Routes by host, then path, then method.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    by_host: BTreeMap<String, matchit::Router<PathEntry>>,
+    /// Routes that answer on every host.
+    any_host: matchit::Router<PathEntry>,
+    /// (host, normalized template) pairs already inserted into a router.
+    known: BTreeSet<(Option<String>, String)>,
+}
+
+/// A route that could not be added, naming the route it collides with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub route: usize,
+    pub with_route: Option<usize>,
+    pub message: String,
+}
+
+impl RouteTable {
+    /// Adds route `index` for `hosts` (empty: any host). Fails on a method+path already taken
+    /// on one of those hosts.
+    pub fn insert(
+        &mut self,
+        index: usize,
+        hosts: &[String],
+        methods: &[Method],
+        template: &PathTemplate,
+    ) -> Result<(), Conflict> {
+        let host_keys: Vec<Option<String>> = if hosts.is_empty() {
+            vec![None]
+        } else {
+            hosts.iter().map(|h| Some(h.to_ascii_lowercase())).collect()
+        };
+        for host in host_keys {
+            let key = (host.clone(), template.normalized.clone());
+            let router = match &host {
+                None => &mut self.any_host,
+                Some(h) => self.by_host.entry(h.clone()).or_default(),
+            };
+            if self.known.insert(key) {
+                router
+                    .insert(template.normalized.clone(), PathEntry::default())
+                    .map_err(|e| Conflict {
+                        route: index,
+                        with_route: None,
+                        message: format!("path {} overlaps another route: {e}", display(template)),
+                    })?;
+            }
+            let entry = match router.at_mut(&template.normalized) {
+                Ok(m) => m.value,
+                Err(_) => unreachable!("the template was just inserted"),
+            };
+            for &method in methods {
+                if let Some((other, _)) = entry.methods.get(&method) {
+                    return Err(Conflict {
+                        route: index,
+                        with_route: Some(*other),
+                        message: format!(
+                            "{method} {}{} is already served by another route",
+                            host.as_deref().unwrap_or(""),
+                            display(template)
+                        ),
+                    });
+                }
+                entry
+                    .methods
+                    .insert(method, (index, template.params.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the route for a request. Host-specific routes win over any-host routes.
+    pub fn find<'a>(&'a self, host: &str, method: Method, path: &str) -> RouteMatch<'a> {
+        let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
+        let mut allowed = Vec::new();
+        let candidates = self
+            .by_host
+            .get(&host)
+            .into_iter()
+            .chain(std::iter::once(&self.any_host));
+        for router in candidates {
+            let Ok(m) = router.at(path) else { continue };
+            if let Some((route, names)) = m.value.methods.get(&method).or_else(|| {
+                // HEAD is served by GET routes, as HTTP expects.
+                (method == Method::Head)
+                    .then(|| m.value.methods.get(&Method::Get))
+                    .flatten()
+            }) {
+                let params = m
+                    .params
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        let pos: usize = k.strip_prefix('p')?.parse().ok()?;
+                        Some((names.get(pos)?.as_str(), v.to_string()))
+                    })
+                    .collect();
+                return RouteMatch::Found {
+                    route: *route,
+                    params,
+                };
+            }
+            allowed.extend(m.value.methods.keys().copied());
+        }
+        if allowed.is_empty() {
+            RouteMatch::NotFound
+        } else {
+            allowed.sort();
+            allowed.dedup();
+            RouteMatch::MethodNotAllowed { allowed }
+        }
+    }
+}
+
+fn display(t: &PathTemplate) -> String {
+    // Put the real names back for messages.
+    let mut s = t.normalized.clone();
+    for (i, name) in t.params.iter().enumerate().rev() {
+        s = s.replace(&format!("{{p{i}}}"), &format!("{{{name}}}"));
+        s = s.replace(&format!("{{*p{i}}}"), &format!("{{*{name}}}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(routes: &[(&[Method], &str)]) -> RouteTable {
+        let mut t = RouteTable::default();
+        for (i, (methods, path)) in routes.iter().enumerate() {
+            t.insert(i, &[], methods, &PathTemplate::parse(path).unwrap())
+                .unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn literal_beats_parameter_beats_rest() {
+        let t = table(&[
+            (&[Method::Get], "/orders/{id}"),
+            (&[Method::Get], "/orders/export"),
+            (&[Method::Get], "/orders/{id}/{*rest}"),
+        ]);
+        assert_eq!(
+            t.find("h", Method::Get, "/orders/export"),
+            RouteMatch::Found {
+                route: 1,
+                params: vec![]
+            }
+        );
+        assert_eq!(
+            t.find("h", Method::Get, "/orders/42"),
+            RouteMatch::Found {
+                route: 0,
+                params: vec![("id", "42".into())]
+            }
+        );
+        assert_eq!(
+            t.find("h", Method::Get, "/orders/42/items/7"),
+            RouteMatch::Found {
+                route: 2,
+                params: vec![("id", "42".into()), ("rest", "items/7".into())]
+            }
+        );
+    }
+
+    #[test]
+    fn same_template_different_param_names_and_methods_coexist() {
+        let t = table(&[
+            (&[Method::Get], "/orders/{id}"),
+            (&[Method::Delete], "/orders/{orderId}"),
+        ]);
+        assert_eq!(
+            t.find("h", Method::Delete, "/orders/9"),
+            RouteMatch::Found {
+                route: 1,
+                params: vec![("orderId", "9".into())]
+            }
+        );
+    }
+
+    #[test]
+    fn wrong_method_is_405_with_allowed_methods_and_unknown_path_is_404() {
+        let t = table(&[(&[Method::Get, Method::Put], "/a/{x}")]);
+        assert_eq!(
+            t.find("h", Method::Post, "/a/1"),
+            RouteMatch::MethodNotAllowed {
+                allowed: vec![Method::Put, Method::Get]
+            }
+            .sorted()
+        );
+        assert_eq!(t.find("h", Method::Get, "/b"), RouteMatch::NotFound);
+    }
+
+    #[test]
+    fn head_falls_back_to_get() {
+        let t = table(&[(&[Method::Get], "/a")]);
+        assert!(matches!(
+            t.find("h", Method::Head, "/a"),
+            RouteMatch::Found { route: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn same_method_and_template_conflicts() {
+        let mut t = RouteTable::default();
+        t.insert(
+            0,
+            &[],
+            &[Method::Get],
+            &PathTemplate::parse("/o/{id}").unwrap(),
+        )
+        .unwrap();
+        let err = t
+            .insert(
+                1,
+                &[],
+                &[Method::Get],
+                &PathTemplate::parse("/o/{other}").unwrap(),
+            )
+            .unwrap_err();
+        assert_eq!(err.with_route, Some(0));
+        assert!(err.message.contains("GET /o/{other}"), "{}", err.message);
+    }
+
+    #[test]
+    fn host_specific_routes_win_and_others_fall_through() {
+        let mut t = RouteTable::default();
+        let p = PathTemplate::parse("/a").unwrap();
+        t.insert(0, &[], &[Method::Get], &p).unwrap();
+        t.insert(1, &["Admin.example.com".into()], &[Method::Get], &p)
+            .unwrap();
+        assert!(matches!(
+            t.find("admin.example.com:8443", Method::Get, "/a"),
+            RouteMatch::Found { route: 1, .. }
+        ));
+        assert!(matches!(
+            t.find("other", Method::Get, "/a"),
+            RouteMatch::Found { route: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn bad_templates_are_explained() {
+        for (t, want) in [
+            ("orders", "must start with '/'"),
+            ("/a//b", "empty segment"),
+            ("/a/{", "unclosed"),
+            ("/a/}", "unmatched"),
+            ("/a/{}", "needs a name"),
+            ("/a/{id}/{id}", "twice"),
+            ("/a/{*rest}/b", "must end the path"),
+            ("/a/{x}{y}", "not valid"),
+        ] {
+            let e = PathTemplate::parse(t).unwrap_err();
+            assert!(e.contains(want), "{t}: {e}");
+        }
+    }
+
+    #[test]
+    fn render_fills_parameters() {
+        let values = BTreeMap::from([("id", "42"), ("rest", "a/b")]);
+        assert_eq!(
+            PathTemplate::render("/v2/orders/{id}/{*rest}", &values),
+            "/v2/orders/42/a/b"
+        );
+    }
+
+    impl RouteMatch<'_> {
+        fn sorted(self) -> Self {
+            match self {
+                RouteMatch::MethodNotAllowed { mut allowed } => {
+                    allowed.sort();
+                    RouteMatch::MethodNotAllowed { allowed }
+                }
+                other => other,
+            }
+        }
+    }
+}
