@@ -376,10 +376,29 @@ pub struct RouteAuth {
     /// Scopes the token must all carry (on top of the policy's).
     #[serde(default)]
     pub scopes: Vec<String>,
-    /// Alternatives: the token must carry every scope of at least one set (OpenAPI's
-    /// `security` with several requirements).
+    /// Other ways to satisfy this route: a token that meets any one of these requirements
+    /// is accepted too (OpenAPI's `security` with several requirement objects).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scopes_any_of: Vec<Vec<String>>,
+    pub alternatives: Vec<AuthRequirement>,
+}
+
+impl RouteAuth {
+    /// The main requirement followed by the alternatives.
+    pub fn requirements(&self) -> impl Iterator<Item = (&str, &[String])> {
+        std::iter::once((self.policy.as_str(), self.scopes.as_slice())).chain(
+            self.alternatives
+                .iter()
+                .map(|a| (a.policy.as_str(), a.scopes.as_slice())),
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthRequirement {
+    pub policy: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -871,26 +871,29 @@ fn check_route(
         } else {
             BundlePath::root(&["gateway", "defaults", "auth"])
         };
-        match gw.auth_policies.get(&auth.policy) {
-            None => c.err(
-                &at.key("policy"),
-                format!("unknown auth policy {:?}", auth.policy),
-            ),
-            Some(policy) => {
-                // Scopes of the account's own issuer are declared; a typo there would lock
-                // every caller out, so it is caught here. External issuers' scopes are theirs.
-                if policy.issuers.iter().all(|i| i == LOCAL_ISSUER) {
-                    for s in auth
-                        .scopes
-                        .iter()
-                        .chain(auth.scopes_any_of.iter().flatten())
-                        .chain(&policy.required_scopes)
-                    {
-                        if !declared_scopes.contains(s.as_str()) {
-                            c.err(
-                                &at.key("scopes"),
-                                format!("scope {s:?} is not declared in the IdP's scopes"),
-                            );
+        for (i, (policy_name, scopes)) in auth.requirements().enumerate() {
+            let rp = if i == 0 {
+                at.clone()
+            } else {
+                at.key("alternatives").index(i - 1)
+            };
+            match gw.auth_policies.get(policy_name) {
+                None => c.err(
+                    &rp.key("policy"),
+                    format!("unknown auth policy {policy_name:?}"),
+                ),
+                Some(policy) => {
+                    // Scopes of the account's own issuer are declared; a typo there would
+                    // lock every caller out, so it is caught here. External issuers' scopes
+                    // are theirs to define.
+                    if policy.issuers.iter().all(|i| i == LOCAL_ISSUER) {
+                        for s in scopes.iter().chain(&policy.required_scopes) {
+                            if !declared_scopes.contains(s.as_str()) {
+                                c.err(
+                                    &rp.key("scopes"),
+                                    format!("scope {s:?} is not declared in the IdP's scopes"),
+                                );
+                            }
                         }
                     }
                 }

@@ -1,1 +1,30 @@
+//! fleetgate's reconciler: config repo -> manifests -> render -> (plan -> execute).
+//!
+//! The data flow, module by module:
+//! - [`source`]: the files of a config repo snapshot (a directory today, a git tree later);
+//! - [`yaml`]: files parsed into trees that remember every value's file and line;
+//! - [`manifest`]: the strict manifest kinds; [`repo`]: a snapshot loaded and cross-checked;
+//! - [`openapi`]: routes generated from services' OpenAPI specs;
+//! - [`merge`]: how overlays and patches apply; [`template`]: `${account.*}` variables;
+//! - [`render`]: one canonical bundle per account, compiled by the gateway's `compile()`;
+//! - [`validate`]: every problem of a repo at once; [`waves`]: rollout wave assignment.
 
+pub mod diagnostics;
+pub mod example_fleet;
+pub mod manifest;
+pub mod merge;
+pub mod openapi;
+pub mod render;
+pub mod repo;
+pub mod schema;
+pub mod source;
+pub mod template;
+pub mod validate;
+pub mod waves;
+pub mod yaml;
+
+pub use diagnostics::{Diagnostic, Invalid};
+pub use render::{Rendered, render};
+pub use repo::Repo;
+pub use source::{ConfigSource, DirSource, MemSource};
+pub use validate::validate;

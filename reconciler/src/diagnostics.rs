@@ -1,0 +1,181 @@
+//! Problems found in a config repo, each with `file:line:col`.
+//!
+//! Everything that reads a repo collects diagnostics instead of stopping at the first one, so
+//! a PR shows all its mistakes at once. The same mistake reached while rendering many
+//! accounts (a typo in an overlay 300 accounts select) is reported once, with the accounts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::yaml::Span;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub span: Span,
+    pub message: String,
+    /// Accounts whose render hit this problem (empty for problems of a file on its own).
+    pub accounts: Vec<String>,
+}
+
+impl Diagnostic {
+    pub fn new(span: Span, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            span,
+            message: message.into(),
+            accounts: Vec::new(),
+        }
+    }
+
+    pub fn in_file(file: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(Span::file(file), message)
+    }
+
+    pub fn for_account(mut self, account: &str) -> Diagnostic {
+        if !self.accounts.iter().any(|a| a == account) {
+            self.accounts.push(account.to_string());
+        }
+        self
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.span, self.message)?;
+        match self.accounts.as_slice() {
+            [] => Ok(()),
+            [one] => write!(f, " (account {one})"),
+            [first, rest @ ..] => write!(f, " (accounts {first} and {} more)", rest.len()),
+        }
+    }
+}
+
+impl std::error::Error for Diagnostic {}
+
+/// A machine-readable diagnostic (`--format json`).
+#[derive(Debug, Serialize)]
+pub struct DiagnosticJson<'a> {
+    pub file: &'a str,
+    pub line: u64,
+    pub column: u64,
+    pub message: &'a str,
+    pub accounts: &'a [String],
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diagnostics(Vec<Diagnostic>);
+
+impl Diagnostics {
+    pub fn new() -> Diagnostics {
+        Diagnostics::default()
+    }
+
+    pub fn push(&mut self, d: Diagnostic) {
+        self.0.push(d);
+    }
+
+    pub fn extend(&mut self, ds: impl IntoIterator<Item = Diagnostic>) {
+        self.0.extend(ds);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Sorted by file, line and column; identical problems merged, their accounts joined.
+    pub fn into_sorted(self) -> Vec<Diagnostic> {
+        let mut merged: BTreeMap<(Span, String), Vec<String>> = BTreeMap::new();
+        for d in self.0 {
+            let accounts = merged.entry((d.span, d.message)).or_default();
+            for a in d.accounts {
+                if !accounts.contains(&a) {
+                    accounts.push(a);
+                }
+            }
+        }
+        merged
+            .into_iter()
+            .map(|((span, message), mut accounts)| {
+                accounts.sort();
+                Diagnostic {
+                    span,
+                    message,
+                    accounts,
+                }
+            })
+            .collect()
+    }
+
+    pub fn to_json(list: &[Diagnostic]) -> serde_json::Value {
+        let items: Vec<DiagnosticJson<'_>> = list
+            .iter()
+            .map(|d| DiagnosticJson {
+                file: &d.span.file,
+                line: d.span.line,
+                column: d.span.column,
+                message: &d.message,
+                accounts: &d.accounts,
+            })
+            .collect();
+        serde_json::json!({ "valid": list.is_empty(), "errors": items })
+    }
+}
+
+impl From<Diagnostic> for Diagnostics {
+    fn from(d: Diagnostic) -> Self {
+        Diagnostics(vec![d])
+    }
+}
+
+impl IntoIterator for Diagnostics {
+    type Item = Diagnostic;
+    type IntoIter = std::vec::IntoIter<Diagnostic>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+/// The error of anything that reads a repo: all its problems.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub Vec<Diagnostic>);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_problem_from_many_accounts_is_reported_once() {
+        let mut ds = Diagnostics::new();
+        for a in ["b", "a", "c"] {
+            ds.push(Diagnostic::in_file("overlays/x/o.yaml", "bad").for_account(a));
+        }
+        ds.push(Diagnostic::in_file("accounts/a.yaml", "other"));
+        let sorted = ds.into_sorted();
+        assert_eq!(sorted.len(), 2);
+        assert_eq!(sorted[0].span.file.as_ref(), "accounts/a.yaml");
+        assert_eq!(sorted[1].accounts, vec!["a", "b", "c"]);
+        assert_eq!(
+            sorted[1].to_string(),
+            "overlays/x/o.yaml:1:1: bad (accounts a and 2 more)"
+        );
+    }
+}

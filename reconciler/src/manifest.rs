@@ -1,0 +1,415 @@
+//! The manifest kinds of a config repo, Kubernetes-style and strict.
+//!
+//! `Gateway` and `IdentityProvider` specs are the gateway crate's [`GatewayConfig`] and
+//! [`IdpConfig`]: one definition of every field, shared by the manifest, the bundle and the
+//! runtime. `Fleet`, `Overlay` and `Account` are the reconciler's own.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use fleetgate_gateway::Duration;
+use fleetgate_gateway::bundle::{GatewayConfig, IdpConfig};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub const API_VERSION: &str = "fleetgate.dev/v1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Fleet,
+    Gateway,
+    IdentityProvider,
+    Overlay,
+    Account,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Fleet,
+        Kind::Gateway,
+        Kind::IdentityProvider,
+        Kind::Overlay,
+        Kind::Account,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Fleet => "Fleet",
+            Kind::Gateway => "Gateway",
+            Kind::IdentityProvider => "IdentityProvider",
+            Kind::Overlay => "Overlay",
+            Kind::Account => "Account",
+        }
+    }
+
+    /// File name of the kind's JSON Schema under `schemas/`.
+    pub fn schema_file(self) -> &'static str {
+        match self {
+            Kind::Fleet => "fleet.schema.json",
+            Kind::Gateway => "gateway.schema.json",
+            Kind::IdentityProvider => "identity-provider.schema.json",
+            Kind::Overlay => "overlay.schema.json",
+            Kind::Account => "account.schema.json",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    pub name: String,
+    /// Labels select accounts into waves (`Account`), and are free-form elsewhere.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The envelope every manifest shares. `S` is the kind's spec.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Manifest<S> {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: S,
+}
+
+/// `fleet.yaml`: how the fleet is reached and rolled out to.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FleetSpec {
+    /// Role assumed in every account: `arn:aws:iam::<account id>:role/<roleName>`.
+    pub role_name: String,
+    /// ExternalId passed to AssumeRole (the accounts' trust policy requires it).
+    pub external_id: String,
+    /// Lifetime of assumed-role sessions (default 1h).
+    #[serde(default = "default_session")]
+    pub session_duration: Duration,
+    /// Region of the hub (STS calls, the reconciler's own state).
+    pub hub_region: String,
+    /// Regions accounts may be in; empty allows any.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Config bucket of each account; `${account.*}` variables, e.g.
+    /// `fleetgate-config-${account.id}`.
+    pub bucket: String,
+    /// Key prefix in that bucket (default `fleetgate/${account.name}`).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Accounts worked on at once (default 32).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Ordered rollout waves. Each account lands in the first wave that selects it.
+    pub waves: Vec<Wave>,
+    #[serde(default)]
+    pub drift: DriftSpec,
+}
+
+fn default_session() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_prefix() -> String {
+    "fleetgate/${account.name}".to_string()
+}
+
+fn default_concurrency() -> u32 {
+    32
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Wave {
+    pub name: String,
+    /// Which accounts: all conditions must hold. An empty selector takes every account not
+    /// taken by an earlier wave.
+    #[serde(default)]
+    pub select: WaveSelector,
+    /// Accounts of this wave changed at once (default: the fleet's concurrency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Failed accounts tolerated before the wave stops and rolls back: a count (`2`) or a
+    /// percentage (`"10%"`). Default 0.
+    #[serde(default)]
+    pub failure_tolerance: FailureTolerance,
+    /// How long the wave's gateways must stay healthy before the next wave starts.
+    #[serde(default)]
+    pub bake_time: Duration,
+    #[serde(default)]
+    pub health_gate: HealthGate,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WaveSelector {
+    /// The account's `stage` is one of these.
+    #[serde(default)]
+    pub stages: Vec<String>,
+    /// The account has all these labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum FailureTolerance {
+    #[default]
+    None,
+    Count(u32),
+    Percent(u8),
+}
+
+impl FailureTolerance {
+    /// Failed accounts allowed in a wave of `size` accounts.
+    pub fn allowed(self, size: usize) -> usize {
+        match self {
+            FailureTolerance::None => 0,
+            FailureTolerance::Count(n) => n as usize,
+            FailureTolerance::Percent(p) => size * p as usize / 100,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FailureTolerance {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(u32),
+            Text(String),
+        }
+        let invalid = || {
+            serde::de::Error::custom(
+                "failureTolerance is a count (e.g. 2) or a percentage (e.g. \"10%\")",
+            )
+        };
+        match Raw::deserialize(d).map_err(|_| invalid())? {
+            Raw::Count(0) => Ok(FailureTolerance::None),
+            Raw::Count(n) => Ok(FailureTolerance::Count(n)),
+            Raw::Text(s) => {
+                let p: u8 = s
+                    .trim()
+                    .strip_suffix('%')
+                    .ok_or_else(invalid)?
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid())?;
+                if p > 100 {
+                    return Err(serde::de::Error::custom(
+                        "failureTolerance cannot exceed 100%",
+                    ));
+                }
+                Ok(if p == 0 {
+                    FailureTolerance::None
+                } else {
+                    FailureTolerance::Percent(p)
+                })
+            }
+        }
+    }
+}
+
+impl JsonSchema for FailureTolerance {
+    fn schema_name() -> Cow<'static, str> {
+        "FailureTolerance".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A count of accounts (e.g. 2) or a percentage of the wave (e.g. \"10%\").",
+            "oneOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": "^\\s*[0-9]{1,3}\\s*%\\s*$" }
+            ]
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthGate {
+    /// Highest tolerated share of 5xx answers since the new bundle was loaded (default 0.01).
+    #[serde(default = "default_ratio")]
+    pub max_5xx_ratio: f64,
+    /// Highest tolerated share of upstream errors (default 0.01).
+    #[serde(default = "default_ratio")]
+    pub max_upstream_error_ratio: f64,
+    /// How long to wait for every gateway to report the new digest (default 5m).
+    #[serde(default = "default_gate_timeout")]
+    pub timeout: Duration,
+    /// What to do with accounts where no gateway reports status.
+    #[serde(default)]
+    pub no_gateway: NoGatewayPolicy,
+}
+
+fn default_ratio() -> f64 {
+    0.01
+}
+
+fn default_gate_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for HealthGate {
+    fn default() -> Self {
+        HealthGate {
+            max_5xx_ratio: default_ratio(),
+            max_upstream_error_ratio: default_ratio(),
+            timeout: default_gate_timeout(),
+            no_gateway: NoGatewayPolicy::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum NoGatewayPolicy {
+    /// Keep waiting until the gate's timeout, then count the account as failed.
+    #[default]
+    Wait,
+    /// Treat the account as healthy.
+    Skip,
+    /// Count the account as failed at once.
+    Fail,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DriftSpec {
+    /// How often the watch daemon checks for drift (default 6h).
+    #[serde(default = "default_drift_interval")]
+    pub interval: Duration,
+    /// How many commits back a deployed digest is looked up to say "N commits behind".
+    #[serde(default = "default_history_depth")]
+    pub history_depth: u32,
+}
+
+fn default_drift_interval() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+
+fn default_history_depth() -> u32 {
+    50
+}
+
+impl Default for DriftSpec {
+    fn default() -> Self {
+        DriftSpec {
+            interval: default_drift_interval(),
+            history_depth: default_history_depth(),
+        }
+    }
+}
+
+/// `overlays/<name>/*.yaml`: changes applied to every account that selects the overlay.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OverlaySpec {
+    /// Service version pins (`service: version`; `null` un-pins).
+    #[serde(default)]
+    pub services: BTreeMap<String, Option<String>>,
+    /// Feature flag values (`flag: true|false`).
+    #[serde(default)]
+    pub flags: BTreeMap<String, bool>,
+    /// A patch of the Gateway spec (merge rules: docs/merge-rules.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::gateway_patch_schema")]
+    pub gateway: Option<serde_json::Value>,
+    /// A patch of the IdentityProvider spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::idp_patch_schema")]
+    pub idp: Option<serde_json::Value>,
+}
+
+/// `accounts/<name>.yaml`: one AWS account running one gateway and IdP.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AccountSpec {
+    /// The 12-digit AWS account id (quote it if it starts with 0).
+    pub account_id: AccountId,
+    pub region: String,
+    /// Rollout stage, e.g. canary, early, prod; waves select on it.
+    pub stage: String,
+    /// The customer (tenant) this account serves; goes into tokens as a claim.
+    pub tenant: String,
+    /// Overlays applied in this order, after the base and before `patches`.
+    #[serde(default)]
+    pub overlays: Vec<String>,
+    /// Service version pins; they override the overlays' (`null` un-pins).
+    #[serde(default)]
+    pub services: BTreeMap<String, Option<String>>,
+    /// Feature flag values; they override the overlays'.
+    #[serde(default)]
+    pub flags: BTreeMap<String, bool>,
+    /// Last-mile patches, applied last.
+    #[serde(default)]
+    pub patches: AccountPatches,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AccountPatches {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::gateway_patch_schema")]
+    pub gateway: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::idp_patch_schema")]
+    pub idp: Option<serde_json::Value>,
+}
+
+/// A 12-digit AWS account id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountId(pub String);
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        let s = match Raw::deserialize(d)? {
+            Raw::Number(n) => n.to_string(),
+            Raw::Text(s) => s,
+        };
+        if fleetgate_gateway::compile::is_account_id(&s) {
+            Ok(AccountId(s))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "account id {s:?} must be exactly 12 digits (quote ids that start with 0)"
+            )))
+        }
+    }
+}
+
+impl JsonSchema for AccountId {
+    fn schema_name() -> Cow<'static, str> {
+        "AccountId".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A 12-digit AWS account id.",
+            "type": "string",
+            "pattern": "^[0-9]{12}$"
+        })
+    }
+}
+
+/// Gateway and IdentityProvider specs are the gateway crate's types.
+pub type GatewaySpec = GatewayConfig;
+pub type IdentityProviderSpec = IdpConfig;

@@ -1,0 +1,359 @@
+//! `render(repo, account) -> Bundle`. Pure: it reads only the loaded repo.
+//!
+//! Order (each step may adjust what the previous ones produced):
+//! 1. `base/gateway.yaml` and `base/idp.yaml`;
+//! 2. routes generated from the OpenAPI spec of every service version the account pins
+//!    (overlays' pins, then the account's own);
+//! 3. each overlay the account selects, in the order it lists them (file-name order within
+//!    an overlay): its gateway and idp patches, then its flag values;
+//! 4. the account's own patches, then its flag values;
+//! 5. `${account.*}` variables expanded; the result decoded strictly and put in canonical
+//!    order (routes and IdP lists by name), so file order never changes a digest;
+//! 6. the bundle compiled by the gateway's `compile()`.
+//!
+//! Besides the bundle, render returns the repo paths it read, so a plan can tell which
+//! accounts a change can affect.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fleetgate_gateway::bundle::{AccountInfo, BUNDLE_API_VERSION, GatewayConfig, IdpConfig};
+use fleetgate_gateway::compile::{BundlePath, PathSeg};
+use fleetgate_gateway::{Bundle, Digest, compile};
+
+use crate::diagnostics::Diagnostic;
+use crate::merge::merge;
+use crate::repo::{Account, Doc, GATEWAY_FILE, IDP_FILE, Repo, spec_span};
+use crate::template::Vars;
+use crate::yaml::{Key, Node, Span, Value};
+
+/// A rendered account.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub account: String,
+    pub bundle: Bundle,
+    /// The canonical bytes (what is stored under the digest).
+    pub canonical: Vec<u8>,
+    pub digest: Digest,
+    /// Repo paths this render read. A path ending in `/` stands for a directory whose
+    /// listing was read: adding a file there can change the result.
+    pub inputs: BTreeSet<String>,
+}
+
+impl Rendered {
+    /// Whether a change to `path` can change this render.
+    pub fn depends_on(&self, path: &str) -> bool {
+        self.inputs.contains(path)
+            || self
+                .inputs
+                .iter()
+                .any(|i| i.ends_with('/') && path.starts_with(i.as_str()))
+    }
+}
+
+/// Renders one account. Every problem is returned, each located and tagged with the account.
+pub fn render(repo: &Repo, account_name: &str) -> Result<Rendered, Vec<Diagnostic>> {
+    let Some(account) = repo.accounts.get(account_name) else {
+        let known: Vec<&str> = repo.account_names().collect();
+        return Err(vec![Diagnostic::in_file(
+            "accounts/",
+            format!(
+                "no account named {account_name:?} (accounts: {})",
+                if known.len() > 10 {
+                    format!("{} and {} more", known[..10].join(", "), known.len() - 10)
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )]);
+    };
+    render_account(repo, account).map_err(|errs| {
+        errs.into_iter()
+            .map(|d| d.for_account(account_name))
+            .collect()
+    })
+}
+
+fn render_account(repo: &Repo, account: &Account) -> Result<Rendered, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let mut inputs = BTreeSet::new();
+    let doc = &account.doc;
+    inputs.insert(doc.path.clone());
+
+    let (Some(gateway), Some(idp)) = (&repo.gateway, &repo.idp) else {
+        // Load reported why; nothing sensible can be rendered without the base.
+        return Err(vec![Diagnostic::in_file(
+            if repo.gateway.is_none() {
+                GATEWAY_FILE
+            } else {
+                IDP_FILE
+            },
+            "cannot render without a valid base",
+        )]);
+    };
+    inputs.insert(gateway.path.clone());
+    inputs.insert(idp.path.clone());
+    let mut gw = gateway.spec_node.clone();
+    let mut id = idp.spec_node.clone();
+
+    // 2. Pins: overlays in order, then the account. `null` un-pins.
+    let mut pins: BTreeMap<&str, (&str, Span)> = BTreeMap::new();
+    let overlays: Vec<_> = crate::repo::account_overlays(repo, account).collect();
+    let pin_layers = overlays
+        .iter()
+        .flat_map(|o| o.files.iter().map(|f| (&f.spec.services, &f.spec_node)))
+        .chain(std::iter::once((&doc.spec.services, &doc.spec_node)));
+    for (layer, node) in pin_layers {
+        for (service, version) in layer {
+            let span = node
+                .get("services")
+                .and_then(|s| s.get(service))
+                .map(|n| n.span.clone());
+            match version {
+                Some(v) => {
+                    pins.insert(service, (v, span.unwrap_or_else(|| node.span.clone())));
+                }
+                None => {
+                    pins.remove(service.as_str());
+                }
+            }
+        }
+    }
+    for (service, (version, span)) in &pins {
+        let Some(sv) = repo
+            .services
+            .get(&(service.to_string(), version.to_string()))
+        else {
+            // Load reports missing versions at the pin; say it again here only if load could
+            // not (it always can), so nothing is silently skipped.
+            errors.push(Diagnostic::new(
+                span.clone(),
+                format!("service {service} version {version} does not exist"),
+            ));
+            continue;
+        };
+        inputs.insert(sv.path.clone());
+        let Some(spec) = &sv.spec else {
+            errors.push(Diagnostic::new(
+                span.clone(),
+                format!("pinned spec {} is invalid (see its errors)", sv.path),
+            ));
+            continue;
+        };
+        add_generated_routes(&mut gw, &spec.routes, &mut errors);
+    }
+
+    // 3. Overlays.
+    for overlay in &overlays {
+        inputs.insert(format!("overlays/{}/", overlay.name));
+        for file in &overlay.files {
+            inputs.insert(file.path.clone());
+            apply_patch(&mut gw, file.spec_node.get("gateway"), &mut errors);
+            apply_patch(&mut id, file.spec_node.get("idp"), &mut errors);
+            apply_flags(&mut gw, file, &mut errors);
+        }
+    }
+    // 4. The account's own patches and flags.
+    if let Some(patches) = doc.spec_node.get("patches") {
+        apply_patch(&mut gw, patches.get("gateway"), &mut errors);
+        apply_patch(&mut id, patches.get("idp"), &mut errors);
+    }
+    apply_flags(&mut gw, doc, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    // 5. Variables, strict decode, canonical order.
+    let spec = &doc.spec;
+    let vars = Vars::for_account(
+        &account.name,
+        &spec.account_id.0,
+        &spec.region,
+        &spec.stage,
+        &spec.tenant,
+        &doc.metadata.labels,
+    );
+    vars.expand_tree(&mut gw, &mut errors);
+    vars.expand_tree(&mut id, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let gateway_config = gw.decode::<GatewayConfig>("gateway");
+    let idp_config = id.decode::<IdpConfig>("idp");
+    let (mut gateway_config, mut idp_config) = match (gateway_config, idp_config) {
+        (Ok(g), Ok(i)) => (g, i),
+        (g, i) => {
+            errors.extend(g.err());
+            errors.extend(i.err());
+            return Err(errors);
+        }
+    };
+    canonical_order(&mut gateway_config, &mut idp_config);
+
+    let bundle = Bundle {
+        api_version: BUNDLE_API_VERSION.to_string(),
+        account: AccountInfo {
+            name: account.name.clone(),
+            id: spec.account_id.0.clone(),
+            region: spec.region.clone(),
+            stage: spec.stage.clone(),
+            tenant: spec.tenant.clone(),
+            labels: doc.metadata.labels.clone(),
+        },
+        gateway: gateway_config,
+        idp: idp_config,
+    };
+
+    // 6. The gateway's verdict, mapped back to the lines that produced each problem.
+    if let Err(problems) = compile(&bundle) {
+        return Err(problems
+            .0
+            .into_iter()
+            .map(|p| {
+                let span = locate_bundle_path(&p.path, &gw, &id, doc);
+                Diagnostic::new(span, format!("{}: {}", p.path.subject(), p.message))
+            })
+            .collect());
+    }
+    let canonical = bundle.canonical_json();
+    let digest = Digest::of(&canonical);
+    Ok(Rendered {
+        account: account.name.clone(),
+        bundle,
+        canonical,
+        digest,
+        inputs,
+    })
+}
+
+/// Appends generated routes to the gateway's `routes`. A name the base already uses is an
+/// error: which one should win is not obvious, so the author must rename or patch.
+fn add_generated_routes(gw: &mut Node, routes: &[Node], errors: &mut Vec<Diagnostic>) {
+    if gw.get("routes").is_none() {
+        let span = gw.span.clone();
+        if let Value::Map(entries) = &mut gw.value {
+            entries.push((
+                Key {
+                    name: "routes".into(),
+                    span: span.clone(),
+                },
+                Node::new(Value::Seq(Vec::new()), span),
+            ));
+        }
+    }
+    let Some(Node {
+        value: Value::Seq(existing),
+        ..
+    }) = gw.get_mut("routes")
+    else {
+        return; // decode reports a `routes` that is not a list
+    };
+    for route in routes {
+        let name = route.get("name").and_then(Node::as_str).unwrap_or_default();
+        if let Some(other) = existing
+            .iter()
+            .find(|r| r.get("name").and_then(Node::as_str) == Some(name))
+        {
+            errors.push(Diagnostic::new(
+                route.span.clone(),
+                format!(
+                    "generated route {name:?} has the same name as the route at {}; rename one (x-fleetgate-route-name) or patch it in an overlay",
+                    other.span
+                ),
+            ));
+            continue;
+        }
+        existing.push(route.clone());
+    }
+}
+
+fn apply_patch(target: &mut Node, patch: Option<&Node>, errors: &mut Vec<Diagnostic>) {
+    if let Some(patch) = patch
+        && !patch.is_null()
+        && let Err(e) = merge(target, patch)
+    {
+        errors.push(e);
+    }
+}
+
+/// `flags: {name: bool}` of an overlay or account sets `gateway.flags.<name>.enabled`.
+fn apply_flags<S>(gw: &mut Node, doc: &Doc<S>, errors: &mut Vec<Diagnostic>) {
+    let Some(Node {
+        value: Value::Map(values),
+        ..
+    }) = doc.spec_node.get("flags")
+    else {
+        return;
+    };
+    for (key, value) in values {
+        let flag = gw.get_mut("flags").and_then(|f| f.get_mut(&key.name));
+        match flag {
+            Some(flag) => {
+                if let Value::Map(_) = flag.value {
+                    flag.set("enabled", value.clone());
+                }
+            }
+            None => errors.push(Diagnostic::new(
+                key.span.clone(),
+                format!("flag {:?} is not declared in the Gateway's flags", key.name),
+            )),
+        }
+    }
+}
+
+/// Routes and IdP lists sorted by name, methods sorted: the bundle does not depend on which
+/// file or overlay happened to add an item first. (Variants and aggregate parts keep their
+/// order: it means something.)
+fn canonical_order(gw: &mut GatewayConfig, idp: &mut IdpConfig) {
+    gw.routes.sort_by(|a, b| a.name.cmp(&b.name));
+    for r in &mut gw.routes {
+        r.methods.sort();
+    }
+    idp.scopes.sort_by(|a, b| a.name.cmp(&b.name));
+    idp.clients.sort_by(|a, b| a.id.cmp(&b.id));
+    idp.trusted_issuers.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+/// Where in the manifests a bundle path came from: walks the merged trees by name.
+fn locate_bundle_path(
+    path: &BundlePath,
+    gw: &Node,
+    idp: &Node,
+    account: &Doc<crate::manifest::AccountSpec>,
+) -> Span {
+    let mut segs = path.0.iter();
+    let (mut node, mut span) = match segs.next() {
+        Some(PathSeg::Key(k)) if k == "gateway" => (gw, gw.span.clone()),
+        Some(PathSeg::Key(k)) if k == "idp" => (idp, idp.span.clone()),
+        Some(PathSeg::Key(k)) if k == "account" => {
+            let key = match path.0.get(1) {
+                Some(PathSeg::Key(k)) if k == "id" => "accountId",
+                Some(PathSeg::Key(k)) => k.as_str(),
+                _ => "",
+            };
+            return spec_span(account, key);
+        }
+        _ => return Span::file(&account.path),
+    };
+    for seg in segs {
+        let next = match (seg, &node.value) {
+            (PathSeg::Key(k), Value::Map(entries)) => entries
+                .iter()
+                .find(|(key, _)| &key.name == k)
+                .map(|(key, v)| (v, key.span.clone())),
+            (PathSeg::Item { key, value }, Value::Seq(items)) => items
+                .iter()
+                .find(|i| i.get(key).and_then(Node::as_str) == Some(value.as_str()))
+                .map(|i| (i, i.span.clone())),
+            (PathSeg::Index(n), Value::Seq(items)) => items.get(*n).map(|i| (i, i.span.clone())),
+            _ => None,
+        };
+        let Some((n, s)) = next else { break };
+        span = if matches!(n.value, Value::Map(_) | Value::Seq(_)) {
+            s
+        } else {
+            n.span.clone()
+        };
+        node = n;
+    }
+    span
+}

@@ -1,0 +1,485 @@
+//! Loading a config repo snapshot: every file parsed, every manifest checked on its own, and
+//! the references between them checked. All problems are collected.
+//!
+//! Layout (see config-repo-example/ and docs/config-repo.md):
+//!
+//! ```text
+//! fleet.yaml                             kind: Fleet
+//! base/gateway.yaml                      kind: Gateway
+//! base/idp.yaml                          kind: IdentityProvider
+//! overlays/<overlay>/*.yaml              kind: Overlay (applied in file-name order)
+//! accounts/*.yaml                        kind: Account
+//! services/<service>/<version>/openapi.yaml (or openapi.json)
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::de::DeserializeOwned;
+
+use crate::diagnostics::Diagnostic;
+use crate::manifest::{
+    API_VERSION, AccountSpec, FleetSpec, GatewaySpec, IdentityProviderSpec, Kind, Manifest,
+    Metadata, OverlaySpec,
+};
+use crate::openapi::{self, ServiceSpec};
+use crate::source::ConfigSource;
+use crate::waves;
+use crate::yaml::{self, Node, Span, Value};
+
+pub const FLEET_FILE: &str = "fleet.yaml";
+pub const GATEWAY_FILE: &str = "base/gateway.yaml";
+pub const IDP_FILE: &str = "base/idp.yaml";
+
+/// A parsed manifest: its typed form and its spec as a spanned tree.
+#[derive(Debug, Clone)]
+pub struct Doc<S> {
+    pub path: String,
+    pub metadata: Metadata,
+    pub spec: S,
+    pub spec_node: Node,
+}
+
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    pub name: String,
+    /// The overlay's files, in file-name order.
+    pub files: Vec<Doc<OverlaySpec>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub doc: Doc<AccountSpec>,
+}
+
+/// One version of one service.
+#[derive(Debug, Clone)]
+pub struct ServiceVersion {
+    pub path: String,
+    /// `None` when the spec is invalid (its problems are in the repo's diagnostics).
+    pub spec: Option<ServiceSpec>,
+}
+
+/// A loaded config repo snapshot. Loading never stops early: what could be read is here,
+/// and everything that was wrong is in `diagnostics`.
+#[derive(Debug, Clone, Default)]
+pub struct Repo {
+    pub fleet: Option<Doc<FleetSpec>>,
+    pub gateway: Option<Doc<GatewaySpec>>,
+    pub idp: Option<Doc<IdentityProviderSpec>>,
+    pub overlays: BTreeMap<String, Overlay>,
+    pub accounts: BTreeMap<String, Account>,
+    /// (service, version) -> spec.
+    pub services: BTreeMap<(String, String), ServiceVersion>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Repo {
+    pub fn load(source: &dyn ConfigSource) -> Repo {
+        let mut repo = Repo::default();
+        let mut files = match source.files() {
+            Ok(f) => f,
+            Err(e) => {
+                repo.diagnostics
+                    .push(Diagnostic::in_file(".", e.to_string()));
+                return repo;
+            }
+        };
+        // Sorted, so that nothing depends on the order a source lists files in.
+        files.sort();
+        files.dedup();
+
+        for path in &files {
+            let Some(role) = classify(path) else { continue };
+            let text = match source.read(path) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        repo.diagnostics
+                            .push(Diagnostic::in_file(path, "file is not UTF-8 text"));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    repo.diagnostics
+                        .push(Diagnostic::in_file(path, e.to_string()));
+                    continue;
+                }
+            };
+            match role {
+                Role::Unexpected(why) => repo.diagnostics.push(Diagnostic::in_file(path, why)),
+                Role::Fleet => repo.fleet = repo.manifest(path, &text, Kind::Fleet),
+                Role::Gateway => repo.gateway = repo.manifest(path, &text, Kind::Gateway),
+                Role::Idp => repo.idp = repo.manifest(path, &text, Kind::IdentityProvider),
+                Role::Overlay(name) => {
+                    if let Some(doc) = repo.manifest::<OverlaySpec>(path, &text, Kind::Overlay) {
+                        if doc.metadata.name != name {
+                            repo.diagnostics
+                                .push(name_mismatch(&doc, &name, "its directory"));
+                        }
+                        repo.overlays
+                            .entry(name.clone())
+                            .or_insert_with(|| Overlay {
+                                name,
+                                files: Vec::new(),
+                            })
+                            .files
+                            .push(doc);
+                    }
+                }
+                Role::Account => {
+                    if let Some(doc) = repo.manifest::<AccountSpec>(path, &text, Kind::Account) {
+                        let name = doc.metadata.name.clone();
+                        match repo.accounts.get(&name) {
+                            Some(existing) => {
+                                let message = format!(
+                                    "account name {name:?} is also defined in {}",
+                                    existing.doc.path
+                                );
+                                repo.diagnostics
+                                    .push(Diagnostic::new(name_span(&doc), message));
+                            }
+                            None => {
+                                repo.accounts.insert(name.clone(), Account { name, doc });
+                            }
+                        }
+                    }
+                }
+                Role::Service { service, version } => {
+                    let spec = match yaml::parse(path, &text) {
+                        Err(e) => {
+                            repo.diagnostics.push(e);
+                            None
+                        }
+                        Ok(node) => match openapi::import(&service, &version, path, &node) {
+                            Ok(spec) => Some(spec),
+                            Err(errs) => {
+                                repo.diagnostics.extend(errs);
+                                None
+                            }
+                        },
+                    };
+                    repo.services.insert(
+                        (service, version),
+                        ServiceVersion {
+                            path: path.clone(),
+                            spec,
+                        },
+                    );
+                }
+            }
+        }
+
+        for (path, what) in [
+            (FLEET_FILE, repo.fleet.is_none()),
+            (GATEWAY_FILE, repo.gateway.is_none()),
+            (IDP_FILE, repo.idp.is_none()),
+        ] {
+            if what && !files.iter().any(|f| f == path) {
+                repo.diagnostics.push(Diagnostic::in_file(
+                    path,
+                    "missing: every config repo needs this file",
+                ));
+            }
+        }
+        repo.check_references();
+        repo
+    }
+
+    /// Parses a manifest of the expected kind. Problems go to the diagnostics.
+    fn manifest<S: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        text: &str,
+        kind: Kind,
+    ) -> Option<Doc<S>> {
+        let node = match yaml::parse(path, text) {
+            Ok(n) => n,
+            Err(e) => {
+                self.diagnostics.push(e);
+                return None;
+            }
+        };
+        if !matches!(node.value, Value::Map(_)) {
+            self.diagnostics.push(Diagnostic::new(
+                node.span.clone(),
+                "a manifest must be a mapping with apiVersion, kind, metadata and spec",
+            ));
+            return None;
+        }
+        // Check the envelope first: a wrong kind explains everything that would follow.
+        let mut ok = true;
+        match node.get("apiVersion").map(|n| (n, n.as_str())) {
+            Some((_, Some(API_VERSION))) => {}
+            Some((n, _)) => {
+                self.diagnostics.push(Diagnostic::new(
+                    n.span.clone(),
+                    format!("apiVersion must be {API_VERSION}"),
+                ));
+                ok = false;
+            }
+            None => {}
+        }
+        match node.get("kind").map(|n| (n, n.as_str())) {
+            Some((_, Some(k))) if k == kind.as_str() => {}
+            Some((n, found)) => {
+                self.diagnostics.push(Diagnostic::new(
+                    n.span.clone(),
+                    format!(
+                        "kind must be {kind} in {} (found {})",
+                        where_kind_lives(kind),
+                        found
+                            .map(|f| format!("{f:?}"))
+                            .unwrap_or_else(|| "a non-string".into())
+                    ),
+                ));
+                ok = false;
+            }
+            None => {}
+        }
+        let decoded = match node.decode::<Manifest<S>>("") {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.diagnostics.push(e);
+                None
+            }
+        };
+        let manifest = decoded.filter(|_| ok)?;
+        let spec_node = node.get("spec").cloned()?;
+        if manifest.metadata.name.is_empty() {
+            self.diagnostics.push(Diagnostic::new(
+                node.span.clone(),
+                "metadata.name must not be empty",
+            ));
+            return None;
+        }
+        Some(Doc {
+            path: path.to_string(),
+            metadata: manifest.metadata,
+            spec: manifest.spec,
+            spec_node,
+        })
+    }
+
+    /// References between manifests: overlays, service pins, duplicate ids, waves, regions.
+    fn check_references(&mut self) {
+        let mut errors = Vec::new();
+        let mut ids: BTreeMap<&str, &Account> = BTreeMap::new();
+        for account in self.accounts.values() {
+            let doc = &account.doc;
+            if let Some(other) = ids.insert(&doc.spec.account_id.0, account) {
+                errors.push(Diagnostic::new(
+                    spec_span(doc, "accountId"),
+                    format!(
+                        "account id {} is also used by account {} ({})",
+                        doc.spec.account_id, other.name, other.doc.path
+                    ),
+                ));
+            }
+            for (i, overlay) in doc.spec.overlays.iter().enumerate() {
+                if !self.overlays.contains_key(overlay) {
+                    let span = match doc.spec_node.get("overlays").map(|n| &n.value) {
+                        Some(Value::Seq(items)) => items.get(i).map(|n| n.span.clone()),
+                        _ => None,
+                    }
+                    .unwrap_or_else(|| doc.spec_node.span.clone());
+                    errors.push(Diagnostic::new(
+                        span,
+                        format!(
+                            "overlay {overlay:?} does not exist (known: {})",
+                            known(self.overlays.keys())
+                        ),
+                    ));
+                }
+            }
+            if let Some(fleet) = &self.fleet {
+                let regions = &fleet.spec.regions;
+                if !regions.is_empty() && !regions.contains(&doc.spec.region) {
+                    errors.push(Diagnostic::new(
+                        spec_span(doc, "region"),
+                        format!(
+                            "region {} is not one of the fleet's regions ({})",
+                            doc.spec.region,
+                            regions.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        // Every pin, wherever it is written, must name an existing service version.
+        let pin_sources = self
+            .accounts
+            .values()
+            .map(|a| (&a.doc.spec.services, &a.doc.spec_node))
+            .chain(
+                self.overlays
+                    .values()
+                    .flat_map(|o| o.files.iter().map(|f| (&f.spec.services, &f.spec_node))),
+            );
+        for (pins, node) in pin_sources {
+            for (service, version) in pins {
+                let Some(version) = version else { continue };
+                if !self
+                    .services
+                    .contains_key(&(service.clone(), version.clone()))
+                {
+                    let span = node
+                        .get("services")
+                        .and_then(|s| s.get(service))
+                        .map(|n| n.span.clone())
+                        .unwrap_or_else(|| node.span.clone());
+                    let versions: Vec<&str> = self
+                        .services
+                        .keys()
+                        .filter(|(s, _)| s == service)
+                        .map(|(_, v)| v.as_str())
+                        .collect();
+                    let message = if versions.is_empty() {
+                        format!(
+                            "service {service:?} does not exist: no services/{service}/<version>/openapi.yaml"
+                        )
+                    } else {
+                        format!(
+                            "service {service} has no version {version} (no services/{service}/{version}/openapi.yaml; available: {})",
+                            versions.join(", ")
+                        )
+                    };
+                    errors.push(Diagnostic::new(span, message));
+                }
+            }
+        }
+        if let Some(fleet) = &self.fleet {
+            errors.extend(waves::check_fleet(fleet));
+            let accounts: Vec<&Account> = self.accounts.values().collect();
+            if let Err(unassigned) = waves::assign(&fleet.spec.waves, &accounts) {
+                for account in unassigned {
+                    errors.push(Diagnostic::new(
+                        spec_span(&account.doc, "stage"),
+                        format!(
+                            "no wave in {FLEET_FILE} selects account {} (stage {}); add a wave whose selector matches it",
+                            account.name, account.doc.spec.stage
+                        ),
+                    ));
+                }
+            }
+        }
+        self.diagnostics.extend(errors);
+    }
+
+    /// Names of accounts, sorted.
+    pub fn account_names(&self) -> impl Iterator<Item = &str> {
+        self.accounts.keys().map(String::as_str)
+    }
+}
+
+enum Role {
+    Fleet,
+    Gateway,
+    Idp,
+    Overlay(String),
+    Account,
+    Service { service: String, version: String },
+    Unexpected(String),
+}
+
+fn classify(path: &str) -> Option<Role> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let yaml = |f: &str| f.ends_with(".yaml");
+    let is_yml = |f: &str| f.ends_with(".yml");
+    Some(match parts.as_slice() {
+        ["fleet.yaml"] => Role::Fleet,
+        ["base", "gateway.yaml"] => Role::Gateway,
+        ["base", "idp.yaml"] => Role::Idp,
+        ["base", f] if yaml(f) || is_yml(f) => {
+            Role::Unexpected("base/ holds gateway.yaml and idp.yaml only".into())
+        }
+        ["overlays", name, f] if yaml(f) => Role::Overlay((*name).to_string()),
+        ["accounts", f] if yaml(f) => Role::Account,
+        [
+            "services",
+            service,
+            version,
+            "openapi.yaml" | "openapi.json",
+        ] => Role::Service {
+            service: (*service).to_string(),
+            version: (*version).to_string(),
+        },
+        ["overlays" | "accounts", ..] | ["services", _, _, _] if is_yml(parts[parts.len() - 1]) => {
+            Role::Unexpected("manifests end in .yaml (this file would be ignored)".into())
+        }
+        ["accounts", _, _, ..] => {
+            Role::Unexpected("accounts/ is flat: one accounts/<name>.yaml per account".into())
+        }
+        _ => return None,
+    })
+}
+
+fn where_kind_lives(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Fleet => "fleet.yaml",
+        Kind::Gateway => "base/gateway.yaml",
+        Kind::IdentityProvider => "base/idp.yaml",
+        Kind::Overlay => "overlays/<name>/",
+        Kind::Account => "accounts/",
+    }
+}
+
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = names.map(String::as_str).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn name_mismatch<S>(doc: &Doc<S>, expected: &str, what: &str) -> Diagnostic {
+    Diagnostic::new(
+        name_span(doc),
+        format!(
+            "metadata.name {:?} must match {what} ({expected:?})",
+            doc.metadata.name
+        ),
+    )
+}
+
+fn name_span<S>(doc: &Doc<S>) -> Span {
+    // The spec node is all that is kept; the name sits a few lines above it. Point at the
+    // file start rather than guess.
+    Span::new(&doc.spec_node.span.file, 1, 1)
+}
+
+/// The span of `spec.<key>` of a manifest (or the spec itself).
+pub fn spec_span<S>(doc: &Doc<S>, key: &str) -> Span {
+    doc.spec_node
+        .get(key)
+        .map(|n| n.span.clone())
+        .unwrap_or_else(|| doc.spec_node.span.clone())
+}
+
+/// Overlay names an account uses that exist, in order.
+pub fn account_overlays<'a>(
+    repo: &'a Repo,
+    account: &'a Account,
+) -> impl Iterator<Item = &'a Overlay> {
+    account
+        .doc
+        .spec
+        .overlays
+        .iter()
+        .filter_map(|o| repo.overlays.get(o))
+}
+
+/// Every name any manifest uses for an overlay that has no directory.
+pub fn unused_overlays(repo: &Repo) -> BTreeSet<&str> {
+    let used: BTreeSet<&str> = repo
+        .accounts
+        .values()
+        .flat_map(|a| a.doc.spec.overlays.iter().map(String::as_str))
+        .collect();
+    repo.overlays
+        .keys()
+        .map(String::as_str)
+        .filter(|o| !used.contains(o))
+        .collect()
+}

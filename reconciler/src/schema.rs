@@ -1,0 +1,110 @@
+//! JSON Schemas of the manifest kinds, generated from the Rust types. The checked-in copies
+//! under `schemas/` are compared with these by a test, so they cannot go stale.
+//!
+//! Patches (an overlay's `gateway`/`idp`, an account's `patches`) get the schema of the
+//! patched spec with nothing required and `$patch` allowed, so editors complete them too.
+
+use fleetgate_gateway::Bundle;
+use fleetgate_gateway::bundle::{GatewayConfig, IdpConfig};
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde_json::{Value, json};
+
+use crate::manifest::{API_VERSION, AccountSpec, FleetSpec, Kind, Manifest, OverlaySpec};
+
+/// Every schema file: (file name, schema).
+pub fn all() -> Vec<(&'static str, Value)> {
+    let mut out: Vec<(&'static str, Value)> = Kind::ALL
+        .iter()
+        .map(|&kind| {
+            let schema = match kind {
+                Kind::Fleet => manifest_schema::<FleetSpec>(kind),
+                Kind::Gateway => manifest_schema::<GatewayConfig>(kind),
+                Kind::IdentityProvider => manifest_schema::<IdpConfig>(kind),
+                Kind::Overlay => manifest_schema::<OverlaySpec>(kind),
+                Kind::Account => manifest_schema::<AccountSpec>(kind),
+            };
+            (kind.schema_file(), schema)
+        })
+        .collect();
+    let mut bundle = SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<Bundle>();
+    bundle.insert(
+        "$id".into(),
+        json!("https://fleetgate.dev/schemas/bundle.schema.json"),
+    );
+    out.push(("bundle.schema.json", bundle.to_value()));
+    out
+}
+
+fn manifest_schema<S: JsonSchema>(kind: Kind) -> Value {
+    let mut root = SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<Manifest<S>>();
+    root.insert(
+        "$id".into(),
+        json!(format!(
+            "https://fleetgate.dev/schemas/{}",
+            kind.schema_file()
+        )),
+    );
+    root.insert("title".into(), json!(kind.as_str()));
+    let mut value = root.to_value();
+    // Pin the envelope: editors then flag a wrong kind or apiVersion right away.
+    if let Some(props) = value.get_mut("properties") {
+        props["apiVersion"] = json!({"const": API_VERSION});
+        props["kind"] = json!({"const": kind.as_str()});
+    }
+    value
+}
+
+pub fn gateway_patch_schema(_: &mut SchemaGenerator) -> Schema {
+    patch_schema::<GatewayConfig>("A patch of the Gateway spec (docs/merge-rules.md).")
+}
+
+pub fn idp_patch_schema(_: &mut SchemaGenerator) -> Schema {
+    patch_schema::<IdpConfig>("A patch of the IdentityProvider spec (docs/merge-rules.md).")
+}
+
+fn patch_schema<T: JsonSchema>(description: &str) -> Schema {
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.inline_subschemas = true;
+    let mut schema = settings
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.remove("$schema");
+        obj.remove("title");
+        obj.insert("description".into(), json!(description));
+    }
+    loosen(&mut schema);
+    Schema::try_from(schema).unwrap_or_default()
+}
+
+/// Nothing required; `$patch` allowed wherever an object is; `null` allowed for removal.
+fn loosen(v: &mut Value) {
+    match v {
+        Value::Object(obj) => {
+            obj.remove("required");
+            if obj.get("type") == Some(&json!("object"))
+                && let Some(Value::Object(props)) = obj.get_mut("properties")
+            {
+                props.insert("$patch".into(), json!({"enum": ["delete", "replace"]}));
+            }
+            for (_, child) in obj.iter_mut() {
+                loosen(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(loosen),
+        _ => {}
+    }
+}
+
+/// A schema as checked in: pretty JSON with a trailing newline.
+pub fn to_file_text(schema: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(schema).unwrap_or_default();
+    s.push('\n');
+    s
+}

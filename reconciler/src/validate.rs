@@ -1,0 +1,69 @@
+//! `validate`: every problem of a repo in one run.
+
+use crate::diagnostics::{Diagnostic, Diagnostics};
+use crate::merge::merge;
+use crate::render::{Rendered, render};
+use crate::repo::Repo;
+
+/// The outcome of rendering a whole repo.
+#[derive(Debug)]
+pub struct Validated {
+    /// Accounts that rendered, by name.
+    pub rendered: Vec<Rendered>,
+    /// Every problem, sorted, each once.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Renders every account and checks what no account exercises (an overlay nobody selects
+/// still has to apply cleanly to the base, or it breaks the day someone selects it).
+pub fn validate(repo: &Repo) -> Validated {
+    let mut ds = Diagnostics::new();
+    ds.extend(repo.diagnostics.iter().cloned());
+    let mut rendered = Vec::with_capacity(repo.accounts.len());
+    // Without a base there is nothing to render; load has said why.
+    let renderable = repo.gateway.is_some() && repo.idp.is_some();
+    for name in repo.account_names().filter(|_| renderable) {
+        match render(repo, name) {
+            Ok(r) => rendered.push(r),
+            Err(errs) => ds.extend(errs),
+        }
+    }
+    for overlay in crate::repo::unused_overlays(repo) {
+        ds.extend(check_overlay_alone(repo, overlay));
+    }
+    Validated {
+        rendered,
+        diagnostics: ds.into_sorted(),
+    }
+}
+
+fn check_overlay_alone(repo: &Repo, overlay: &str) -> Vec<Diagnostic> {
+    let mut errors = Vec::new();
+    let (Some(gateway), Some(idp), Some(o)) =
+        (&repo.gateway, &repo.idp, repo.overlays.get(overlay))
+    else {
+        return errors;
+    };
+    let mut gw = gateway.spec_node.clone();
+    let mut id = idp.spec_node.clone();
+    for file in &o.files {
+        for (target, key) in [(&mut gw, "gateway"), (&mut id, "idp")] {
+            if let Some(patch) = file.spec_node.get(key).filter(|p| !p.is_null())
+                && let Err(e) = merge(target, patch)
+            {
+                errors.push(e);
+            }
+        }
+    }
+    // Unknown fields and wrong types in the patch show up here; references that only an
+    // account completes (a pinned service's routes) are checked when an account selects it.
+    errors.extend(
+        gw.decode::<fleetgate_gateway::bundle::GatewayConfig>("gateway")
+            .err(),
+    );
+    errors.extend(
+        id.decode::<fleetgate_gateway::bundle::IdpConfig>("idp")
+            .err(),
+    );
+    errors
+}

@@ -1,0 +1,170 @@
+//! Wave assignment: which rollout wave each account belongs to. Pure.
+//!
+//! Waves are ordered; an account lands in the first wave whose selector matches it, so it
+//! lands in exactly one wave or, when none matches, in none (a validation error: an account
+//! that no wave selects would never be deployed).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::diagnostics::Diagnostic;
+use crate::manifest::{FleetSpec, Wave, WaveSelector};
+use crate::repo::{Account, Doc};
+
+impl WaveSelector {
+    pub fn matches(&self, stage: &str, labels: &BTreeMap<String, String>) -> bool {
+        (self.stages.is_empty() || self.stages.iter().any(|s| s == stage))
+            && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// Index of the wave that takes an account with this stage and labels.
+pub fn wave_of(waves: &[Wave], stage: &str, labels: &BTreeMap<String, String>) -> Option<usize> {
+    waves.iter().position(|w| w.select.matches(stage, labels))
+}
+
+/// Accounts grouped by wave, in wave order (account names sorted within a wave), or the
+/// accounts no wave selects.
+pub fn assign<'a>(
+    waves: &[Wave],
+    accounts: &[&'a Account],
+) -> Result<Vec<Vec<&'a Account>>, Vec<&'a Account>> {
+    let mut out: Vec<Vec<&Account>> = vec![Vec::new(); waves.len()];
+    let mut unassigned = Vec::new();
+    for account in accounts {
+        let spec = &account.doc.spec;
+        match wave_of(waves, &spec.stage, &account.doc.metadata.labels) {
+            Some(i) => out[i].push(account),
+            None => unassigned.push(*account),
+        }
+    }
+    for wave in &mut out {
+        wave.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    if unassigned.is_empty() {
+        Ok(out)
+    } else {
+        Err(unassigned)
+    }
+}
+
+/// Problems of fleet.yaml on its own.
+pub fn check_fleet(fleet: &Doc<FleetSpec>) -> Vec<Diagnostic> {
+    let mut errors = Vec::new();
+    let spec = &fleet.spec;
+    let at = |key: &str| crate::repo::spec_span(fleet, key);
+    if spec.waves.is_empty() {
+        errors.push(Diagnostic::new(at("waves"), "define at least one wave"));
+    }
+    let mut names = BTreeSet::new();
+    for (i, wave) in spec.waves.iter().enumerate() {
+        let span = match fleet.spec_node.get("waves").map(|w| &w.value) {
+            Some(crate::yaml::Value::Seq(items)) => items.get(i).map(|n| n.span.clone()),
+            _ => None,
+        }
+        .unwrap_or_else(|| at("waves"));
+        if !names.insert(wave.name.as_str()) {
+            errors.push(Diagnostic::new(
+                span.clone(),
+                format!("wave name {:?} is used twice", wave.name),
+            ));
+        }
+        if wave.max_concurrency == Some(0) {
+            errors.push(Diagnostic::new(
+                span.clone(),
+                "maxConcurrency must be at least 1",
+            ));
+        }
+        let g = &wave.health_gate;
+        for (what, r) in [
+            ("max5xxRatio", g.max_5xx_ratio),
+            ("maxUpstreamErrorRatio", g.max_upstream_error_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&r) {
+                errors.push(Diagnostic::new(
+                    span.clone(),
+                    format!("{what} must be between 0 and 1"),
+                ));
+            }
+        }
+        // A catch-all wave before others leaves them empty: almost certainly a mistake.
+        if wave.select == WaveSelector::default() && i + 1 < spec.waves.len() {
+            errors.push(Diagnostic::new(
+                span,
+                format!(
+                    "wave {:?} selects every account, so the waves after it can never get any",
+                    wave.name
+                ),
+            ));
+        }
+    }
+    if spec.concurrency == 0 {
+        errors.push(Diagnostic::new(
+            at("concurrency"),
+            "concurrency must be at least 1",
+        ));
+    }
+    if spec.role_name.is_empty() || spec.role_name.contains(['/', ':', ' ']) {
+        errors.push(Diagnostic::new(
+            at("roleName"),
+            "roleName must be a bare IAM role name",
+        ));
+    }
+    if spec.external_id.len() < 2 || spec.external_id.len() > 1224 {
+        errors.push(Diagnostic::new(
+            at("externalId"),
+            "externalId must be 2 to 1224 characters (an AWS limit)",
+        ));
+    }
+    let session = spec.session_duration.0.as_secs();
+    if !(900..=43_200).contains(&session) {
+        errors.push(Diagnostic::new(
+            at("sessionDuration"),
+            "sessionDuration must be between 15m and 12h (AWS limits)",
+        ));
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{FailureTolerance, HealthGate};
+
+    fn wave(name: &str, stages: &[&str], labels: &[(&str, &str)]) -> Wave {
+        Wave {
+            name: name.into(),
+            select: WaveSelector {
+                stages: stages.iter().map(|s| s.to_string()).collect(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+            max_concurrency: None,
+            failure_tolerance: FailureTolerance::None,
+            bake_time: Default::default(),
+            health_gate: HealthGate::default(),
+        }
+    }
+
+    #[test]
+    fn first_matching_wave_wins() {
+        let waves = [
+            wave("canary", &["canary"], &[]),
+            wave("gold", &[], &[("tier", "gold")]),
+            wave("rest", &[], &[]),
+        ];
+        let gold = BTreeMap::from([("tier".to_string(), "gold".to_string())]);
+        assert_eq!(wave_of(&waves, "canary", &gold), Some(0));
+        assert_eq!(wave_of(&waves, "prod", &gold), Some(1));
+        assert_eq!(wave_of(&waves, "prod", &BTreeMap::new()), Some(2));
+        assert_eq!(wave_of(&waves[..2], "prod", &BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn tolerance_counts_and_percentages() {
+        assert_eq!(FailureTolerance::Percent(10).allowed(87), 8);
+        assert_eq!(FailureTolerance::Count(2).allowed(1), 2);
+        assert_eq!(FailureTolerance::None.allowed(100), 0);
+    }
+}

@@ -1,0 +1,538 @@
+//! YAML documents as trees whose every node remembers where it was written.
+//!
+//! serde-saphyr parses (and rejects invalid YAML and duplicate keys, with their location);
+//! this module keeps the result as a [`Node`] tree with a [`Span`] on every node and key.
+//! Overlays and patches are merged on these trees, so after merging each value still knows
+//! its file and line. Typed decoding then goes through `serde_path_to_error`, and the path of
+//! a failure is walked back through the tree to the line that caused it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_saphyr::Spanned;
+
+use crate::diagnostics::Diagnostic;
+
+/// A position in a repo file. Lines and columns start at 1.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Span {
+    pub file: Arc<str>,
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Span {
+    pub fn new(file: &Arc<str>, line: u64, column: u64) -> Span {
+        Span {
+            file: file.clone(),
+            line: line.max(1),
+            column: column.max(1),
+        }
+    }
+
+    /// The start of a file, for problems that belong to a file as a whole.
+    pub fn file(file: &str) -> Span {
+        Span {
+            file: Arc::from(file),
+            line: 1,
+            column: 1,
+        }
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    /// Entries in document order. Keys are unique (the parser rejects duplicates).
+    Map(Vec<(Key, Node)>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Key {
+    pub name: String,
+    pub span: Span,
+}
+
+impl Node {
+    pub fn new(value: Value, span: Span) -> Node {
+        Node { value, span }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|(k, _)| k.name == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
+        match &mut self.value {
+            Value::Map(entries) => entries
+                .iter_mut()
+                .find(|(k, _)| k.name == key)
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn key_span(&self, key: &str) -> Option<&Span> {
+        match &self.value {
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.name == key)
+                .map(|(k, _)| &k.span),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self.value, Value::Null)
+    }
+
+    /// Removes `key` from a map node, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<Node> {
+        match &mut self.value {
+            Value::Map(entries) => {
+                let i = entries.iter().position(|(k, _)| k.name == key)?;
+                Some(entries.remove(i).1)
+            }
+            _ => None,
+        }
+    }
+
+    /// Sets `key` in a map node (replacing an existing value in place).
+    pub fn set(&mut self, key: &str, value: Node) {
+        if let Value::Map(entries) = &mut self.value {
+            if let Some((_, v)) = entries.iter_mut().find(|(k, _)| k.name == key) {
+                *v = value;
+            } else {
+                let span = value.span.clone();
+                entries.push((
+                    Key {
+                        name: key.to_string(),
+                        span,
+                    },
+                    value,
+                ));
+            }
+        }
+    }
+
+    /// Builds a tree from JSON, every node carrying `span` (used for generated content,
+    /// which points at the spec operation it was generated from).
+    pub fn from_json(json: &serde_json::Value, span: &Span) -> Node {
+        let value = match json {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Value::Int(i)
+                } else if let Some(u) = n.as_u64() {
+                    Value::UInt(u)
+                } else {
+                    Value::Float(n.as_f64().unwrap_or(0.0))
+                }
+            }
+            serde_json::Value::String(s) => Value::Str(s.clone()),
+            serde_json::Value::Array(items) => {
+                Value::Seq(items.iter().map(|i| Node::from_json(i, span)).collect())
+            }
+            serde_json::Value::Object(map) => Value::Map(
+                map.iter()
+                    .map(|(k, v)| {
+                        (
+                            Key {
+                                name: k.clone(),
+                                span: span.clone(),
+                            },
+                            Node::from_json(v, span),
+                        )
+                    })
+                    .collect(),
+            ),
+        };
+        Node {
+            value,
+            span: span.clone(),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match &self.value {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::UInt(u) => serde_json::Value::from(*u),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Value::Str(s) => serde_json::Value::String(s.clone()),
+            Value::Seq(items) => {
+                serde_json::Value::Array(items.iter().map(Node::to_json).collect())
+            }
+            Value::Map(entries) => serde_json::Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Decodes this node into a strict type. On failure, the diagnostic points at the node
+    /// (or key) the failure is about and names its path, e.g. `spec.routes[2].timeout`.
+    pub fn decode<T: DeserializeOwned>(&self, path_prefix: &str) -> Result<T, Diagnostic> {
+        serde_path_to_error::deserialize(self.to_json()).map_err(|e| {
+            let (key_span, value_span) = self.locate_both(e.path());
+            let message = e.inner().to_string();
+            // An unknown field is the key's fault; a bad value is the value's.
+            let span = if message.starts_with("unknown field") {
+                key_span
+            } else {
+                value_span
+            };
+            let path = join_path(path_prefix, &e.path().to_string());
+            if path.is_empty() || path == "." {
+                Diagnostic::new(span, message)
+            } else {
+                Diagnostic::new(span, format!("{path}: {message}"))
+            }
+        })
+    }
+
+    /// The span of the deepest node along a serde path: the key's span for containers
+    /// (where a missing field is the container's fault), the value's for scalars.
+    pub fn locate(&self, path: &serde_path_to_error::Path) -> Span {
+        self.locate_both(path).1
+    }
+
+    /// (span of the last key on the path, span per [`Node::locate`]).
+    fn locate_both(&self, path: &serde_path_to_error::Path) -> (Span, Span) {
+        use serde_path_to_error::Segment;
+        let mut node = self;
+        let mut key_span = &self.span;
+        let mut span = &self.span;
+        for seg in path.iter() {
+            let next = match seg {
+                Segment::Seq { index } => match &node.value {
+                    Value::Seq(items) => items.get(*index).map(|n| (n, &n.span)),
+                    _ => None,
+                },
+                Segment::Map { key } | Segment::Enum { variant: key } => match &node.value {
+                    Value::Map(entries) => entries
+                        .iter()
+                        .find(|(k, _)| &k.name == key)
+                        .map(|(k, v)| (v, &k.span)),
+                    // a unit enum variant written as a plain string
+                    _ => None,
+                },
+                Segment::Unknown => None,
+            };
+            match next {
+                Some((n, s)) => {
+                    node = n;
+                    key_span = s;
+                    span = if matches!(n.value, Value::Map(_) | Value::Seq(_)) {
+                        s
+                    } else {
+                        &n.span
+                    };
+                }
+                None => break,
+            }
+        }
+        (key_span.clone(), span.clone())
+    }
+}
+
+fn join_path(prefix: &str, rest: &str) -> String {
+    match (prefix.is_empty(), rest.is_empty() || rest == ".") {
+        (true, _) => rest.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) if rest.starts_with('[') => format!("{prefix}{rest}"),
+        (false, false) => format!("{prefix}.{rest}"),
+    }
+}
+
+/// Parses one YAML document. YAML syntax errors and duplicate keys come back located.
+pub fn parse(file: &str, text: &str) -> Result<Node, Diagnostic> {
+    let file: Arc<str> = Arc::from(file);
+    let options = serde_saphyr::options! {
+        // Snippets would repeat source lines in messages; we print file:line:col instead.
+        with_snippet: false,
+        // `012345678901` is an AWS account id, not an octal number.
+        leading_zero_numbers_as_strings: true,
+        // YAML 1.2 booleans only: `no` is a country code and `y` a key, not `false`/`true`.
+        strict_booleans: true,
+        reject_unsupported_tags: true,
+    };
+    let raw: Spanned<RawNode> =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            let message = e.without_snippet().to_string();
+            Diagnostic::new(
+                Span::new(&file, line, column),
+                strip_location_suffix(&message),
+            )
+        })?;
+    Ok(convert(raw, &file))
+}
+
+/// serde-saphyr appends or prefixes "line X column Y"; the diagnostic carries it already.
+fn strip_location_suffix(message: &str) -> String {
+    let m = message.trim();
+    let m = match m.strip_prefix("error: ") {
+        Some(rest) => rest,
+        None => m,
+    };
+    let m = if let Some(rest) = m.strip_prefix("line ") {
+        // "line 2 column 1: duplicate mapping key: a"
+        rest.split_once(": ").map(|(_, msg)| msg).unwrap_or(m)
+    } else {
+        m
+    };
+    let m = match m.rfind(" at line ") {
+        Some(i) => &m[..i],
+        None => m,
+    };
+    m.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable")
+        .to_string()
+}
+
+fn convert(raw: Spanned<RawNode>, file: &Arc<str>) -> Node {
+    let span = Span::new(file, raw.referenced.line(), raw.referenced.column());
+    let value = match raw.value {
+        RawNode::Null => Value::Null,
+        RawNode::Bool(b) => Value::Bool(b),
+        RawNode::Int(i) => Value::Int(i),
+        RawNode::UInt(u) => Value::UInt(u),
+        RawNode::Float(f) => Value::Float(f),
+        RawNode::Str(s) => Value::Str(s),
+        RawNode::Seq(items) => Value::Seq(items.into_iter().map(|n| convert(n, file)).collect()),
+        RawNode::Map(entries) => Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = Key {
+                        name: k.value.0,
+                        span: Span::new(file, k.referenced.line(), k.referenced.column()),
+                    };
+                    (key, convert(v, file))
+                })
+                .collect(),
+        ),
+    };
+    Node { value, span }
+}
+
+/// What serde-saphyr fills in, with a span on each child.
+enum RawNode {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Spanned<RawNode>>),
+    Map(Vec<(Spanned<RawKey>, Spanned<RawNode>)>),
+}
+
+/// Mapping keys: strings, or scalars used as keys (`200:` in an OpenAPI response map).
+struct RawKey(String);
+
+impl<'de> Deserialize<'de> for RawNode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawNode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_unit<E>(self) -> Result<RawNode, E> {
+                Ok(RawNode::Null)
+            }
+            fn visit_none<E>(self) -> Result<RawNode, E> {
+                Ok(RawNode::Null)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<RawNode, D::Error> {
+                RawNode::deserialize(d)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawNode, E> {
+                Ok(RawNode::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawNode, E> {
+                Ok(RawNode::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawNode, E> {
+                Ok(RawNode::UInt(v))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawNode, E> {
+                Ok(RawNode::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawNode, E> {
+                Ok(RawNode::Str(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<RawNode, E> {
+                Ok(RawNode::Str(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<RawNode, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = a.next_element::<Spanned<RawNode>>()? {
+                    items.push(item);
+                }
+                Ok(RawNode::Seq(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<RawNode, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = a.next_entry::<Spanned<RawKey>, Spanned<RawNode>>()? {
+                    entries.push(entry);
+                }
+                Ok(RawNode::Map(entries))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RawKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a scalar mapping key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawKey, E> {
+                Ok(RawKey(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<RawKey, E> {
+                Ok(RawKey(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawKey, E> {
+                Ok(RawKey(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawKey, E> {
+                Ok(RawKey(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawKey, E> {
+                Ok(RawKey(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawKey, E> {
+                Ok(RawKey(v.to_string()))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<RawKey, E> {
+                Err(E::custom("a mapping key must not be null"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Route {
+        name: String,
+        timeout: Option<u32>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Doc {
+        routes: Vec<Route>,
+    }
+
+    #[test]
+    fn every_node_knows_its_line_and_column() {
+        let n = parse("f.yaml", "a: 1\nb:\n  - x: hi\n  - 2\n200: ok\n").unwrap();
+        let b = n.get("b").unwrap();
+        let Value::Seq(items) = &b.value else {
+            panic!("{b:?}")
+        };
+        assert_eq!(
+            (
+                items[0].get("x").unwrap().span.line,
+                items[0].get("x").unwrap().span.column
+            ),
+            (3, 8)
+        );
+        assert_eq!(items[1].span.line, 4);
+        assert_eq!(n.get("200").unwrap().as_str(), Some("ok"));
+    }
+
+    #[test]
+    fn account_ids_with_leading_zeros_stay_strings() {
+        let n = parse("f.yaml", "id: 012345678901\n").unwrap();
+        assert_eq!(n.get("id").unwrap().as_str(), Some("012345678901"));
+    }
+
+    #[test]
+    fn syntax_and_duplicate_key_errors_are_located() {
+        let e = parse("f.yaml", "a: 1\na: 2\n").unwrap_err();
+        assert_eq!((e.span.line, e.span.column), (2, 1));
+        assert!(e.message.contains("duplicate mapping key"), "{}", e.message);
+        let e = parse("f.yaml", "a: [1\nb: 2\n").unwrap_err();
+        assert_eq!(e.span.line, 2);
+    }
+
+    #[test]
+    fn typed_decode_errors_point_at_the_offending_key_or_value() {
+        let n = parse(
+            "f.yaml",
+            "routes:\n  - name: a\n  - name: b\n    timout: 3\n",
+        )
+        .unwrap();
+        let e = n.decode::<Doc>("spec").unwrap_err();
+        assert_eq!((e.span.line, e.span.column), (4, 5), "{e}");
+        assert!(
+            e.message
+                .starts_with("spec.routes[1].timout: unknown field `timout`"),
+            "{e}"
+        );
+
+        let n = parse("f.yaml", "routes:\n  - name: a\n    timeout: soon\n").unwrap();
+        let e = n.decode::<Doc>("").unwrap_err();
+        assert_eq!((e.span.line, e.span.column), (3, 14), "{e}");
+    }
+}
