@@ -1,6 +1,9 @@
 //! Embeds config-repo-example/ into the binary, so `fleetgate example-fleet` (and the local
 //! loop) work from an installed binary, not only from a checkout.
 
+// Debug formatting of a str is exactly a Rust string literal, which is what is generated here.
+#![allow(clippy::use_debug)]
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 

@@ -492,7 +492,13 @@ fn check_idp(c: &mut Checker, idp: &IdpConfig) -> BTreeMap<String, JwkSet> {
             }
             (None, Some(doc)) => {
                 match serde_json::from_value::<JwkSet>(doc.clone()) {
-                    Err(e) => c.err(&p.key("jwks"), format!("malformed JWKS: {e}")),
+                    Err(e) => c.err(
+                        &p.key("jwks"),
+                        format!(
+                            "malformed JWKS ({e}); each key needs kty and its parameters: \
+                             RSA n and e, EC crv, x and y, OKP crv and x"
+                        ),
+                    ),
                     Ok(set) => {
                         if set.keys.is_empty() {
                             c.err(&p.key("jwks"), "the JWKS has no keys");
@@ -500,7 +506,13 @@ fn check_idp(c: &mut Checker, idp: &IdpConfig) -> BTreeMap<String, JwkSet> {
                         for (i, jwk) in set.keys.iter().enumerate() {
                             let kp = p.key("jwks").key("keys").index(i);
                             if let Err(e) = DecodingKey::from_jwk(jwk) {
-                                c.err(&kp, format!("malformed JWK: {e}"));
+                                let kid = jwk.common.key_id.as_deref().unwrap_or("without kid");
+                                c.err(
+                                    &kp,
+                                    format!(
+                                        "malformed JWK {kid}: {e} (check that its parameters are base64url)"
+                                    ),
+                                );
                             }
                             if let Some(alg) = jwk.common.key_algorithm {
                                 let name = format!("{alg:?}");
@@ -528,7 +540,7 @@ fn check_policy(c: &mut Checker, p: &BundlePath, policy: &AuthPolicy, idp: &IdpC
     if policy.issuers.is_empty() {
         c.err(&p.key("issuers"), "list at least one issuer");
     }
-    for issuer in &policy.issuers {
+    for (i, issuer) in policy.issuers.iter().enumerate() {
         let known = if issuer == LOCAL_ISSUER {
             idp.issuer.is_some()
         } else {
@@ -544,7 +556,7 @@ fn check_policy(c: &mut Checker, p: &BundlePath, policy: &AuthPolicy, idp: &IdpC
                 names.insert(0, LOCAL_ISSUER);
             }
             c.err(
-                &p.key("issuers"),
+                &p.key("issuers").index(i),
                 format!(
                     "unknown issuer {issuer:?} (known: {})",
                     if names.is_empty() {
@@ -704,11 +716,20 @@ fn check_gateway(c: &mut Checker, bundle: &Bundle) -> (Vec<CompiledRoute>, Route
                 &route.hosts
             };
             if let Err(conflict) = table.insert(index, hosts, &route.methods, &template) {
-                let with = conflict
-                    .with_route
-                    .map(|i| format!(" (route {})", gw.routes[i].name))
-                    .unwrap_or_default();
-                c.err(&p.key("path"), format!("{}{with}", conflict.message));
+                // Reported at both routes: which one is found second depends only on names,
+                // and the author needs to see the one they wrote.
+                match conflict.with_route {
+                    Some(other) => {
+                        let other = &gw.routes[other];
+                        let msg = &conflict.message;
+                        c.err(&p.key("path"), format!("{msg} (also route {})", other.name));
+                        c.err(
+                            &root.key("routes").item("name", &other.name).key("path"),
+                            format!("{msg} (also route {})", route.name),
+                        );
+                    }
+                    None => c.err(&p.key("path"), conflict.message),
+                }
             }
             compiled.push(resolve_route(route, &gw.defaults, gw, template));
         }
@@ -790,10 +811,11 @@ fn check_route(
         let bp = p.key("backends");
         let mut seen = BTreeSet::new();
         let mut total: u64 = 0;
-        for wb in &route.backends {
-            backend_ref(c, &bp, &wb.backend);
+        for (i, wb) in route.backends.iter().enumerate() {
+            let ep = bp.index(i).key("backend");
+            backend_ref(c, &ep, &wb.backend);
             if !seen.insert(wb.backend.as_str()) {
-                c.err(&bp, format!("backend {:?} is listed twice", wb.backend));
+                c.err(&ep, format!("backend {:?} is listed twice", wb.backend));
             }
             total += u64::from(wb.weight);
         }

@@ -62,8 +62,18 @@ impl Serialize for Duration {
 
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                // A bare number is the common mistake: say what text with a unit looks like.
+                f.write_str("a duration with a unit, such as \"5s\" or \"250ms\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -100,5 +110,7 @@ mod tests {
     fn rejects_garbage_with_a_hint() {
         let e = serde_json::from_str::<Duration>("\"five\"").unwrap_err();
         assert!(e.to_string().contains("invalid duration"), "{e}");
+        let e = serde_json::from_str::<Duration>("5").unwrap_err();
+        assert!(e.to_string().contains("a duration with a unit"), "{e}");
     }
 }

@@ -61,7 +61,7 @@ pub fn generate(params: &FleetParams) -> MemSource {
         };
         let name = format!("tenant-{i:05}-{stage}");
         let region = REGIONS[(r % 4) as usize];
-        let enterprise = (r >> 8) % 5 == 0;
+        let enterprise = (r >> 8).is_multiple_of(5);
         let mut overlays = Vec::new();
         if enterprise {
             overlays.push("enterprise");

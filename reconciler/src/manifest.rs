@@ -403,9 +403,11 @@ impl JsonSchema for AccountId {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "A 12-digit AWS account id.",
-            "type": "string",
-            "pattern": "^[0-9]{12}$"
+            "description": "A 12-digit AWS account id (quote it if it starts with 0).",
+            "oneOf": [
+                { "type": "string", "pattern": "^[0-9]{12}$" },
+                { "type": "integer", "minimum": 100000000000u64, "maximum": 999999999999u64 }
+            ]
         })
     }
 }

@@ -307,9 +307,7 @@ fn security_to_auth(
     security: Option<&Node>,
     errors: &mut Vec<Diagnostic>,
 ) -> Option<serde_json::Value> {
-    let Some(security) = security else {
-        return None;
-    };
+    let security = security?;
     let Value::Seq(requirements) = &security.value else {
         errors.push(Diagnostic::new(
             security.span.clone(),

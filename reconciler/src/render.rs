@@ -95,8 +95,33 @@ fn render_account(repo: &Repo, account: &Account) -> Result<Rendered, Vec<Diagno
     let mut gw = gateway.spec_node.clone();
     let mut id = idp.spec_node.clone();
 
-    // 2. Pins: overlays in order, then the account. `null` un-pins.
-    let mut pins: BTreeMap<&str, (&str, Span)> = BTreeMap::new();
+    // An overlay that failed to load cannot be applied, and skipping it would render
+    // something nobody wrote.
+    for (i, name) in doc.spec.overlays.iter().enumerate() {
+        if repo.overlays.get(name).is_none_or(|o| o.broken) {
+            let span = match doc.spec_node.get("overlays").map(|n| &n.value) {
+                Some(Value::Seq(items)) => items.get(i).map(|n| n.span.clone()),
+                _ => None,
+            };
+            // For a missing overlay, load's message word for word, so the two merge.
+            let message = if repo.overlays.contains_key(name) {
+                format!("overlay {name:?} has errors (see above)")
+            } else {
+                crate::repo::unknown_overlay_message(repo, name)
+            };
+            errors.push(Diagnostic::new(
+                span.unwrap_or_else(|| doc.spec_node.span.clone()),
+                message,
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    // 2. Pins: overlays in order, then the account. `null` un-pins. Each pin remembers the
+    // manifest that wrote it, for errors.
+    let mut pins: BTreeMap<&str, (&str, &Node)> = BTreeMap::new();
     let overlays: Vec<_> = crate::repo::account_overlays(repo, account).collect();
     let pin_layers = overlays
         .iter()
@@ -104,13 +129,9 @@ fn render_account(repo: &Repo, account: &Account) -> Result<Rendered, Vec<Diagno
         .chain(std::iter::once((&doc.spec.services, &doc.spec_node)));
     for (layer, node) in pin_layers {
         for (service, version) in layer {
-            let span = node
-                .get("services")
-                .and_then(|s| s.get(service))
-                .map(|n| n.span.clone());
             match version {
                 Some(v) => {
-                    pins.insert(service, (v, span.unwrap_or_else(|| node.span.clone())));
+                    pins.insert(service, (v, node));
                 }
                 None => {
                     pins.remove(service.as_str());
@@ -118,23 +139,24 @@ fn render_account(repo: &Repo, account: &Account) -> Result<Rendered, Vec<Diagno
             }
         }
     }
-    for (service, (version, span)) in &pins {
+    for (service, (version, node)) in &pins {
         let Some(sv) = repo
             .services
             .get(&(service.to_string(), version.to_string()))
         else {
-            // Load reports missing versions at the pin; say it again here only if load could
-            // not (it always can), so nothing is silently skipped.
-            errors.push(Diagnostic::new(
-                span.clone(),
-                format!("service {service} version {version} does not exist"),
-            ));
+            // The same diagnostic as load's, so the two merge into one line.
+            errors.push(crate::repo::missing_service(repo, node, service, version));
             continue;
         };
+        let span = node
+            .get("services")
+            .and_then(|s| s.get(service))
+            .map(|n| n.span.clone())
+            .unwrap_or_else(|| node.span.clone());
         inputs.insert(sv.path.clone());
         let Some(spec) = &sv.spec else {
             errors.push(Diagnostic::new(
-                span.clone(),
+                span,
                 format!("pinned spec {} is invalid (see its errors)", sv.path),
             ));
             continue;

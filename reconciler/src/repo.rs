@@ -34,6 +34,8 @@ pub const IDP_FILE: &str = "base/idp.yaml";
 #[derive(Debug, Clone)]
 pub struct Doc<S> {
     pub path: String,
+    /// Where `metadata.name` is written.
+    pub name_span: Span,
     pub metadata: Metadata,
     pub spec: S,
     pub spec_node: Node,
@@ -44,6 +46,9 @@ pub struct Overlay {
     pub name: String,
     /// The overlay's files, in file-name order.
     pub files: Vec<Doc<OverlaySpec>>,
+    /// A file of the overlay could not be loaded (its problems are in the diagnostics);
+    /// accounts that select it cannot be rendered.
+    pub broken: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -112,19 +117,24 @@ impl Repo {
                 Role::Gateway => repo.gateway = repo.manifest(path, &text, Kind::Gateway),
                 Role::Idp => repo.idp = repo.manifest(path, &text, Kind::IdentityProvider),
                 Role::Overlay(name) => {
-                    if let Some(doc) = repo.manifest::<OverlaySpec>(path, &text, Kind::Overlay) {
-                        if doc.metadata.name != name {
-                            repo.diagnostics
-                                .push(name_mismatch(&doc, &name, "its directory"));
-                        }
-                        repo.overlays
-                            .entry(name.clone())
-                            .or_insert_with(|| Overlay {
-                                name,
-                                files: Vec::new(),
-                            })
-                            .files
-                            .push(doc);
+                    let doc = repo.manifest::<OverlaySpec>(path, &text, Kind::Overlay);
+                    if let Some(doc) = &doc
+                        && doc.metadata.name != name
+                    {
+                        repo.diagnostics
+                            .push(name_mismatch(doc, &name, "its directory"));
+                    }
+                    let overlay = repo
+                        .overlays
+                        .entry(name.clone())
+                        .or_insert_with(|| Overlay {
+                            name,
+                            files: Vec::new(),
+                            broken: false,
+                        });
+                    match doc {
+                        Some(doc) => overlay.files.push(doc),
+                        None => overlay.broken = true,
                     }
                 }
                 Role::Account => {
@@ -253,8 +263,14 @@ impl Repo {
             ));
             return None;
         }
+        let name_span = node
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .map(|n| n.span.clone())
+            .unwrap_or_else(|| node.span.clone());
         Some(Doc {
             path: path.to_string(),
+            name_span,
             metadata: manifest.metadata,
             spec: manifest.spec,
             spec_node,
@@ -285,10 +301,7 @@ impl Repo {
                     .unwrap_or_else(|| doc.spec_node.span.clone());
                     errors.push(Diagnostic::new(
                         span,
-                        format!(
-                            "overlay {overlay:?} does not exist (known: {})",
-                            known(self.overlays.keys())
-                        ),
+                        unknown_overlay_message(self, overlay),
                     ));
                 }
             }
@@ -323,28 +336,7 @@ impl Repo {
                     .services
                     .contains_key(&(service.clone(), version.clone()))
                 {
-                    let span = node
-                        .get("services")
-                        .and_then(|s| s.get(service))
-                        .map(|n| n.span.clone())
-                        .unwrap_or_else(|| node.span.clone());
-                    let versions: Vec<&str> = self
-                        .services
-                        .keys()
-                        .filter(|(s, _)| s == service)
-                        .map(|(_, v)| v.as_str())
-                        .collect();
-                    let message = if versions.is_empty() {
-                        format!(
-                            "service {service:?} does not exist: no services/{service}/<version>/openapi.yaml"
-                        )
-                    } else {
-                        format!(
-                            "service {service} has no version {version} (no services/{service}/{version}/openapi.yaml; available: {})",
-                            versions.join(", ")
-                        )
-                    };
-                    errors.push(Diagnostic::new(span, message));
+                    errors.push(missing_service(self, node, service, version));
                 }
             }
         }
@@ -370,6 +362,44 @@ impl Repo {
     pub fn account_names(&self) -> impl Iterator<Item = &str> {
         self.accounts.keys().map(String::as_str)
     }
+}
+
+pub fn unknown_overlay_message(repo: &Repo, overlay: &str) -> String {
+    format!(
+        "overlay {overlay:?} does not exist (known: {})",
+        known(repo.overlays.keys())
+    )
+}
+
+/// A pin to a service version that has no spec, located at the pin: at the service name when
+/// the service does not exist at all, at the version when only the version is missing.
+pub fn missing_service(repo: &Repo, spec_node: &Node, service: &str, version: &str) -> Diagnostic {
+    let services = spec_node.get("services");
+    let versions: Vec<&str> = repo
+        .services
+        .keys()
+        .filter(|(s, _)| s == service)
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let (span, message) = if versions.is_empty() {
+        (
+            services.and_then(|s| s.key_span(service)).cloned(),
+            format!(
+                "service {service:?} does not exist: no services/{service}/<version>/openapi.yaml"
+            ),
+        )
+    } else {
+        (
+            services
+                .and_then(|s| s.get(service))
+                .map(|n| n.span.clone()),
+            format!(
+                "service {service} has no version {version} (no services/{service}/{version}/openapi.yaml; available: {})",
+                versions.join(", ")
+            ),
+        )
+    };
+    Diagnostic::new(span.unwrap_or_else(|| spec_node.span.clone()), message)
 }
 
 enum Role {
@@ -444,9 +474,7 @@ fn name_mismatch<S>(doc: &Doc<S>, expected: &str, what: &str) -> Diagnostic {
 }
 
 fn name_span<S>(doc: &Doc<S>) -> Span {
-    // The spec node is all that is kept; the name sits a few lines above it. Point at the
-    // file start rather than guess.
-    Span::new(&doc.spec_node.span.file, 1, 1)
+    doc.name_span.clone()
 }
 
 /// The span of `spec.<key>` of a manifest (or the spec itself).

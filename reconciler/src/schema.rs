@@ -88,9 +88,7 @@ fn loosen(v: &mut Value) {
     match v {
         Value::Object(obj) => {
             obj.remove("required");
-            if obj.get("type") == Some(&json!("object"))
-                && let Some(Value::Object(props)) = obj.get_mut("properties")
-            {
+            if let Some(Value::Object(props)) = obj.get_mut("properties") {
                 props.insert("$patch".into(), json!({"enum": ["delete", "replace"]}));
             }
             for (_, child) in obj.iter_mut() {
