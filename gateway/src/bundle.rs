@@ -538,6 +538,8 @@ pub struct Scope {
 pub struct Client {
     /// The OAuth2 `client_id`.
     pub id: String,
+    #[serde(deserialize_with = "client_secret")]
+    #[schemars(with = "ClientSecret")]
     pub secret: ClientSecret,
     /// Scopes this client may request.
     pub scopes: Vec<String>,
@@ -546,11 +548,29 @@ pub struct Client {
     pub token_ttl: Option<Duration>,
 }
 
+/// Decodes a client secret without ever echoing what was written: someone who pastes the
+/// plain secret where the hash belongs must not see it again in CI logs.
+fn client_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ClientSecret, D::Error> {
+    ClientSecret::deserialize(d).map_err(|e| {
+        let message = e.to_string();
+        // These name keys only; every other message may quote the value.
+        if message.starts_with("unknown field") || message.starts_with("missing field") {
+            e
+        } else {
+            serde::de::Error::custom(
+                "a client secret is {argon2Hash: \"$argon2id$...\"} or {ref: {env|file|awsSecretsManager: ...}}; \
+                 plain secrets are never accepted (value not shown)",
+            )
+        }
+    })
+}
+
 /// How a client's secret is checked. Plain secrets are never accepted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub enum ClientSecret {
-    /// An argon2 hash in PHC format (`$argon2id$v=19$...`). Redacted in every output.
+    /// An argon2 hash in PHC format (`$argon2id$v=19$...`). The gateway needs it, so it is
+    /// in the bundle; plans, logs and reports show it only as a keyed fingerprint.
     Argon2Hash(Sensitive<String>),
     /// Where to read the argon2 hash at run time.
     Ref(SecretRef),
@@ -656,15 +676,21 @@ impl fmt::Display for Digest {
 }
 
 impl Bundle {
-    /// The canonical bytes: sorted keys, no whitespace. What is stored and what is hashed.
-    pub fn canonical_json(&self) -> Vec<u8> {
-        // serde_json's Value map is a BTreeMap (the `preserve_order` feature is off), so
-        // going through Value sorts every object's keys, nested ones included.
-        let value = match serde_json::to_value(self) {
+    /// The bundle as a JSON value with every object's keys sorted. Sorting is explicit, not
+    /// left to serde_json's map type: a dependency that enables its `preserve_order`
+    /// feature (features unify across a build) would otherwise change every digest.
+    fn sorted_value(&self) -> serde_json::Value {
+        let mut value = match serde_json::to_value(self) {
             Ok(v) => v,
             Err(e) => unreachable!("bundle types always serialize: {e}"),
         };
-        match serde_json::to_vec(&value) {
+        value.sort_all_objects();
+        value
+    }
+
+    /// The canonical bytes: sorted keys, no whitespace. What is stored and what is hashed.
+    pub fn canonical_json(&self) -> Vec<u8> {
+        match serde_json::to_vec(&self.sorted_value()) {
             Ok(v) => v,
             Err(e) => unreachable!("a JSON value always serializes: {e}"),
         }
@@ -676,11 +702,7 @@ impl Bundle {
 
     /// Canonical, pretty-printed (sorted keys, two-space indent): what people diff and read.
     pub fn pretty_json(&self) -> String {
-        let value = match serde_json::to_value(self) {
-            Ok(v) => v,
-            Err(e) => unreachable!("bundle types always serialize: {e}"),
-        };
-        match serde_json::to_string_pretty(&value) {
+        match serde_json::to_string_pretty(&self.sorted_value()) {
             Ok(s) => s,
             Err(e) => unreachable!("a JSON value always serializes: {e}"),
         }
@@ -713,4 +735,63 @@ pub enum LoadError {
     Json(serde_json::Error),
     #[error("bundle apiVersion {0:?} is not supported (this gateway reads {BUNDLE_API_VERSION})")]
     ApiVersion(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_sorted(v: &serde_json::Value, at: &str) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let keys: Vec<&String> = map.keys().collect();
+                let mut sorted = keys.clone();
+                sorted.sort();
+                assert_eq!(keys, sorted, "keys of {at} are not sorted");
+                for (k, child) in map {
+                    assert_sorted(child, &format!("{at}.{k}"));
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    assert_sorted(child, &format!("{at}[{i}]"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level_whatever_serde_json_features_are_on() {
+        let jwks = serde_json::json!({"keys": [{"n": "x", "e": "AQAB", "kty": "RSA"}]});
+        let bundle = Bundle {
+            api_version: BUNDLE_API_VERSION.into(),
+            account: AccountInfo {
+                name: "a".into(),
+                id: "123456789012".into(),
+                region: "r".into(),
+                stage: "s".into(),
+                tenant: "t".into(),
+                labels: BTreeMap::from([("z".into(), "1".into()), ("a".into(), "2".into())]),
+            },
+            gateway: GatewayConfig::default(),
+            idp: IdpConfig {
+                trusted_issuers: vec![TrustedIssuer {
+                    name: "p".into(),
+                    issuer: "https://p".into(),
+                    jwks_url: None,
+                    jwks: Some(jwks),
+                    audiences: vec!["x".into()],
+                    algorithms: vec![JwtAlgorithm::RS256],
+                }],
+                ..IdpConfig::default()
+            },
+        };
+        let canonical: serde_json::Value =
+            serde_json::from_slice(&bundle.canonical_json()).unwrap();
+        assert_sorted(&canonical, "bundle");
+        let pretty: serde_json::Value = serde_json::from_str(&bundle.pretty_json()).unwrap();
+        assert_sorted(&pretty, "bundle");
+        assert!(bundle.canonical_json().starts_with(b"{\"account\":"));
+    }
 }

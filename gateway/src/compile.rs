@@ -586,11 +586,12 @@ fn check_policy(c: &mut Checker, p: &BundlePath, policy: &AuthPolicy, idp: &IdpC
             );
         }
     }
-    c.positive(
-        &p.key("leeway"),
-        "leeway",
-        policy.leeway.max(Duration::from_millis(1)),
-    );
+    if policy.leeway > Duration::from_secs(300) {
+        c.err(
+            &p.key("leeway"),
+            "leeway above 5m would accept tokens long after they expire",
+        );
+    }
 }
 
 fn check_rate_limit(c: &mut Checker, p: &BundlePath, rl: &RateLimit) {

@@ -177,7 +177,8 @@ fn cmd_render(path: &Path, only: &[String], out: Option<&Path>) -> Result<ExitCo
     let mut rendered = Vec::with_capacity(names.len());
     for name in &names {
         match render(&repo, name) {
-            Ok(r) => rendered.push(r),
+            // Keep the bytes to write, not the whole bundle.
+            Ok(r) => rendered.push((r.account, r.digest, r.canonical)),
             Err(errs) => problems.extend(errs),
         }
     }
@@ -187,18 +188,18 @@ fn cmd_render(path: &Path, only: &[String], out: Option<&Path>) -> Result<ExitCo
     }
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        for r in &rendered {
-            let dest = dir.join(format!("{}.json", r.account));
-            let tmp = dir.join(format!(".{}.json.tmp", r.account));
-            std::fs::write(&tmp, &r.canonical)
+        for (account, _, canonical) in &rendered {
+            let dest = dir.join(format!("{account}.json"));
+            let tmp = dir.join(format!(".{account}.json.tmp"));
+            std::fs::write(&tmp, canonical)
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
             std::fs::rename(&tmp, &dest)
                 .with_context(|| format!("cannot write {}", dest.display()))?;
         }
     }
     let mut stdout = std::io::stdout().lock();
-    for r in &rendered {
-        let _ = writeln!(stdout, "{} {}", r.account, r.digest);
+    for (account, digest, _) in &rendered {
+        let _ = writeln!(stdout, "{account} {digest}");
     }
     Ok(ExitCode::SUCCESS)
 }

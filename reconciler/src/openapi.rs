@@ -13,10 +13,11 @@
 //!   name;
 //! - `security` -> `auth`: each requirement's scheme maps to an auth policy (the scheme's
 //!   `x-fleetgate-auth-policy`, else the document's, else `default`) and its scopes; several
-//!   requirements become alternatives; `[]`, `[{}]` or no security at all -> `public: true`;
+//!   requirements become alternatives; `[]` or `[{}]` -> `public: true`; no `security` on
+//!   the operation or the document -> the gateway's `defaults.auth` (never silently public);
 //! - `x-fleetgate-rate-limit`, `-timeout`, `-retries`, `-max-body-bytes`, `-flag`,
-//!   `-upstream-path` set the route fields of the same name; `x-fleetgate-skip: true` leaves
-//!   the operation out.
+//!   `-upstream-path` set the route fields of the same name; `x-fleetgate-route-name`
+//!   overrides the name; `x-fleetgate-skip: true` leaves the operation out.
 
 use std::collections::BTreeSet;
 
@@ -90,7 +91,6 @@ pub fn import(
         )]);
     }
 
-    check_extensions(doc, &ROOT_EXTENSIONS, "the document root", &mut errors);
     let backend = doc
         .get("x-fleetgate-backend")
         .map(|n| string_ext(n, "x-fleetgate-backend", &mut errors))
@@ -112,16 +112,8 @@ pub fn import(
         .map(|n| string_ext(n, "x-fleetgate-auth-policy", &mut errors))
         .unwrap_or_else(|| DEFAULT_POLICY.to_string());
 
+    check_extension_placement(doc, &mut Vec::new(), &mut errors);
     let schemes = doc.get("components").and_then(|c| c.get("securitySchemes"));
-    if let Some(Node {
-        value: Value::Map(entries),
-        ..
-    }) = schemes
-    {
-        for (_, scheme) in entries {
-            check_extensions(scheme, &SCHEME_EXTENSIONS, "a security scheme", &mut errors);
-        }
-    }
     let root_security = doc.get("security");
 
     let mut routes = Vec::new();
@@ -221,7 +213,6 @@ fn operation_route(
     op: &Node,
     errors: &mut Vec<Diagnostic>,
 ) -> Option<(String, Node)> {
-    check_extensions(op, &OPERATION_EXTENSIONS, "an operation", errors);
     if let Some(skip) = op.get("x-fleetgate-skip") {
         match skip.value {
             Value::Bool(true) => return None,
@@ -256,13 +247,17 @@ fn operation_route(
         json!({"name": ctx.service, "version": ctx.version}),
     );
 
-    let security = op.get("security").or(ctx.root_security);
-    match security_to_auth(ctx, security, errors) {
-        Some(auth) => {
-            route.insert("auth".into(), auth);
-        }
-        None => {
-            route.insert("public".into(), json!(true));
+    // No `security` anywhere: the route inherits the gateway's `defaults.auth` (and fails to
+    // compile if there is none). Only an explicit `security: []` or `[{}]` makes it public:
+    // a spec that forgets security must not expose its operations.
+    if let Some(security) = op.get("security").or(ctx.root_security) {
+        match security_to_auth(ctx, security, errors) {
+            Some(auth) => {
+                route.insert("auth".into(), auth);
+            }
+            None => {
+                route.insert("public".into(), json!(true));
+            }
         }
     }
 
@@ -304,10 +299,9 @@ fn operation_route(
 /// OpenAPI `security` -> the route's `auth` (None: public).
 fn security_to_auth(
     ctx: &OpContext<'_>,
-    security: Option<&Node>,
+    security: &Node,
     errors: &mut Vec<Diagnostic>,
 ) -> Option<serde_json::Value> {
-    let security = security?;
     let Value::Seq(requirements) = &security.value else {
         errors.push(Diagnostic::new(
             security.span.clone(),
@@ -399,20 +393,56 @@ fn scheme_policy(
     })
 }
 
-fn check_extensions(node: &Node, allowed: &[&str], place: &str, errors: &mut Vec<Diagnostic>) {
-    if let Value::Map(entries) = &node.value {
-        for (k, _) in entries {
-            if k.name.starts_with("x-fleetgate-") && !allowed.contains(&k.name.as_str()) {
-                errors.push(Diagnostic::new(
-                    k.span.clone(),
-                    format!(
-                        "unknown extension {} on {place} (known here: {})",
-                        k.name,
-                        allowed.join(", ")
-                    ),
-                ));
+/// Every `x-fleetgate-*` key of the document must be one that is read where it stands: a
+/// misplaced or misspelled extension would otherwise be silently ignored.
+fn check_extension_placement(node: &Node, path: &mut Vec<String>, errors: &mut Vec<Diagnostic>) {
+    match &node.value {
+        Value::Map(entries) => {
+            for (k, v) in entries {
+                if k.name.starts_with("x-fleetgate-") {
+                    let (allowed, place): (&[&str], &str) = match path.as_slice() {
+                        [] => (&ROOT_EXTENSIONS, "the document root"),
+                        [p, _, m] if p == "paths" && http_method(m).is_some() => {
+                            (&OPERATION_EXTENSIONS, "an operation")
+                        }
+                        [c, s, _] if c == "components" && s == "securitySchemes" => {
+                            (&SCHEME_EXTENSIONS, "a security scheme")
+                        }
+                        _ => (&[], ""),
+                    };
+                    if allowed.is_empty() {
+                        errors.push(Diagnostic::new(
+                            k.span.clone(),
+                            format!(
+                                "{} is not read here: fleetgate extensions go on the document root, operations and security schemes",
+                                k.name
+                            ),
+                        ));
+                    } else if !allowed.contains(&k.name.as_str()) {
+                        errors.push(Diagnostic::new(
+                            k.span.clone(),
+                            format!(
+                                "unknown extension {} on {place} (known here: {})",
+                                k.name,
+                                allowed.join(", ")
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+                path.push(k.name.clone());
+                check_extension_placement(v, path, errors);
+                path.pop();
             }
         }
+        Value::Seq(items) => {
+            for item in items {
+                path.push("[]".into());
+                check_extension_placement(item, path, errors);
+                path.pop();
+            }
+        }
+        _ => {}
     }
 }
 
@@ -510,6 +540,39 @@ paths:
         assert_eq!(r[1]["timeout"], json!("5s"));
         assert_eq!(r[2]["public"], json!(true));
         assert!(r[2].get("auth").is_none());
+    }
+
+    #[test]
+    fn no_security_anywhere_inherits_the_gateway_default_instead_of_going_public() {
+        let spec = SPEC.replace("security: [{oauth: [orders:read]}]\n", "");
+        let r = routes(&spec);
+        assert!(
+            r[0].get("auth").is_none() && r[0].get("public").is_none(),
+            "{}",
+            r[0]
+        );
+        assert_eq!(
+            r[2]["public"],
+            json!(true),
+            "an explicit security: [] stays public"
+        );
+    }
+
+    #[test]
+    fn misplaced_fleetgate_extensions_are_errors() {
+        let bad = SPEC.replace(
+            "info: {title: Orders, version: 1.0.0}",
+            "info: {title: Orders, version: 1.0.0, x-fleetgate-timeout: 5s}",
+        );
+        let doc = parse("f.yaml", &bad).unwrap();
+        let errs = import("orders", "1.0.0", "f.yaml", &doc).unwrap_err();
+        assert!(
+            errs[0]
+                .message
+                .contains("x-fleetgate-timeout is not read here"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]

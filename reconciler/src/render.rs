@@ -105,7 +105,7 @@ fn render_account(repo: &Repo, account: &Account) -> Result<Rendered, Vec<Diagno
             };
             // For a missing overlay, load's message word for word, so the two merge.
             let message = if repo.overlays.contains_key(name) {
-                format!("overlay {name:?} has errors (see above)")
+                format!("overlay {name:?} has errors (see its errors)")
             } else {
                 crate::repo::unknown_overlay_message(repo, name)
             };
@@ -249,7 +249,7 @@ fn render_account(repo: &Repo, account: &Account) -> Result<Rendered, Vec<Diagno
 
 /// Appends generated routes to the gateway's `routes`. A name the base already uses is an
 /// error: which one should win is not obvious, so the author must rename or patch.
-fn add_generated_routes(gw: &mut Node, routes: &[Node], errors: &mut Vec<Diagnostic>) {
+pub(crate) fn add_generated_routes(gw: &mut Node, routes: &[Node], errors: &mut Vec<Diagnostic>) {
     if gw.get("routes").is_none() {
         let span = gw.span.clone();
         if let Value::Map(entries) = &mut gw.value {
@@ -278,7 +278,7 @@ fn add_generated_routes(gw: &mut Node, routes: &[Node], errors: &mut Vec<Diagnos
             errors.push(Diagnostic::new(
                 route.span.clone(),
                 format!(
-                    "generated route {name:?} has the same name as the route at {}; rename one (x-fleetgate-route-name) or patch it in an overlay",
+                    "generated route {name:?} has the same name as the route at {}; rename the hand-written route, or give the operation another name with x-fleetgate-route-name",
                     other.span
                 ),
             ));

@@ -169,8 +169,19 @@ impl Repo {
                             }
                         },
                     };
+                    let key = (service, version);
+                    if let Some(other) = repo.services.get(&key) {
+                        repo.diagnostics.push(Diagnostic::in_file(
+                            path,
+                            format!(
+                                "{} also exists: keep one spec per service version",
+                                other.path
+                            ),
+                        ));
+                        continue;
+                    }
                     repo.services.insert(
-                        (service, version),
+                        key,
                         ServiceVersion {
                             path: path.clone(),
                             spec,
@@ -306,6 +317,7 @@ impl Repo {
                 }
             }
             if let Some(fleet) = &self.fleet {
+                errors.extend(waves::check_account_target(fleet, account));
                 let regions = &fleet.spec.regions;
                 if !regions.is_empty() && !regions.contains(&doc.spec.region) {
                     errors.push(Diagnostic::new(
@@ -412,36 +424,49 @@ enum Role {
     Unexpected(String),
 }
 
+/// What a repo path is. Inside the directories fleetgate owns, a file it would not read is
+/// an error rather than silently ignored (a misnamed manifest must not drop out of the
+/// fleet); documentation (`.md`) may live anywhere.
 fn classify(path: &str) -> Option<Role> {
     let parts: Vec<&str> = path.split('/').collect();
-    let yaml = |f: &str| f.ends_with(".yaml");
-    let is_yml = |f: &str| f.ends_with(".yml");
-    Some(match parts.as_slice() {
-        ["fleet.yaml"] => Role::Fleet,
-        ["base", "gateway.yaml"] => Role::Gateway,
-        ["base", "idp.yaml"] => Role::Idp,
-        ["base", f] if yaml(f) || is_yml(f) => {
-            Role::Unexpected("base/ holds gateway.yaml and idp.yaml only".into())
+    let file = parts[parts.len() - 1];
+    if file.ends_with(".md") {
+        return None;
+    }
+    let unexpected = |why: &str| Some(Role::Unexpected(why.to_string()));
+    let yaml = file.ends_with(".yaml");
+    match parts.as_slice() {
+        ["fleet.yaml"] => Some(Role::Fleet),
+        ["fleet.yml" | "fleet.json"] => unexpected("the fleet manifest is fleet.yaml"),
+        ["base", "gateway.yaml"] => Some(Role::Gateway),
+        ["base", "idp.yaml"] => Some(Role::Idp),
+        ["base", ..] => unexpected("base/ holds gateway.yaml and idp.yaml only"),
+        ["overlays", name, _] if yaml => Some(Role::Overlay((*name).to_string())),
+        ["overlays", _] => {
+            unexpected("overlays/ holds one directory per overlay: overlays/<name>/*.yaml")
         }
-        ["overlays", name, f] if yaml(f) => Role::Overlay((*name).to_string()),
-        ["accounts", f] if yaml(f) => Role::Account,
+        ["overlays", _, _, _, ..] => {
+            unexpected("overlay directories are flat: overlays/<name>/*.yaml")
+        }
+        ["overlays", ..] => unexpected("overlay manifests end in .yaml"),
+        ["accounts", _] if yaml => Some(Role::Account),
+        ["accounts", ..] => {
+            unexpected("accounts/ holds one accounts/<name>.yaml per account, nothing else")
+        }
         [
             "services",
             service,
             version,
             "openapi.yaml" | "openapi.json",
-        ] => Role::Service {
+        ] => Some(Role::Service {
             service: (*service).to_string(),
             version: (*version).to_string(),
-        },
-        ["overlays" | "accounts", ..] | ["services", _, _, _] if is_yml(parts[parts.len() - 1]) => {
-            Role::Unexpected("manifests end in .yaml (this file would be ignored)".into())
+        }),
+        ["services", _, _, "openapi.yml"] => {
+            unexpected("a service spec is openapi.yaml or openapi.json")
         }
-        ["accounts", _, _, ..] => {
-            Role::Unexpected("accounts/ is flat: one accounts/<name>.yaml per account".into())
-        }
-        _ => return None,
-    })
+        _ => None,
+    }
 }
 
 fn where_kind_lives(kind: Kind) -> &'static str {
@@ -498,7 +523,7 @@ pub fn account_overlays<'a>(
         .filter_map(|o| repo.overlays.get(o))
 }
 
-/// Every name any manifest uses for an overlay that has no directory.
+/// Overlays that no account selects.
 pub fn unused_overlays(repo: &Repo) -> BTreeSet<&str> {
     let used: BTreeSet<&str> = repo
         .accounts

@@ -88,11 +88,20 @@ fn loosen(v: &mut Value) {
     match v {
         Value::Object(obj) => {
             obj.remove("required");
-            if let Some(Value::Object(props)) = obj.get_mut("properties") {
-                props.insert("$patch".into(), json!({"enum": ["delete", "replace"]}));
-            }
             for (_, child) in obj.iter_mut() {
                 loosen(child);
+            }
+            if let Some(Value::Object(props)) = obj.get_mut("properties") {
+                // `key: null` removes the key from what is patched.
+                for prop in props.values_mut() {
+                    let description = prop.as_object_mut().and_then(|o| o.remove("description"));
+                    let mut wrapped = json!({"anyOf": [prop.take(), {"type": "null"}]});
+                    if let Some(d) = description {
+                        wrapped["description"] = d;
+                    }
+                    *prop = wrapped;
+                }
+                props.insert("$patch".into(), json!({"enum": ["delete", "replace"]}));
             }
         }
         Value::Array(items) => items.iter_mut().for_each(loosen),
@@ -100,9 +109,12 @@ fn loosen(v: &mut Value) {
     }
 }
 
-/// A schema as checked in: pretty JSON with a trailing newline.
+/// A schema as checked in: pretty JSON, keys sorted (explicitly: serde_json's key order
+/// depends on which features the build unified), trailing newline.
 pub fn to_file_text(schema: &Value) -> String {
-    let mut s = serde_json::to_string_pretty(schema).unwrap_or_default();
+    let mut sorted = schema.clone();
+    sorted.sort_all_objects();
+    let mut s = serde_json::to_string_pretty(&sorted).unwrap_or_default();
     s.push('\n');
     s
 }

@@ -2,14 +2,17 @@
 
 use crate::diagnostics::{Diagnostic, Diagnostics};
 use crate::merge::merge;
-use crate::render::{Rendered, render};
+use fleetgate_gateway::Digest;
+
+use crate::render::{add_generated_routes, render};
 use crate::repo::Repo;
 
 /// The outcome of rendering a whole repo.
 #[derive(Debug)]
 pub struct Validated {
-    /// Accounts that rendered, by name.
-    pub rendered: Vec<Rendered>,
+    /// Accounts that rendered, with their digests, by name. (Only the digests: a fleet of
+    /// thousands of bundles does not need to sit in memory to be validated.)
+    pub rendered: Vec<(String, Digest)>,
     /// Every problem, sorted, each once.
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -24,7 +27,7 @@ pub fn validate(repo: &Repo) -> Validated {
     let renderable = repo.gateway.is_some() && repo.idp.is_some();
     for name in repo.account_names().filter(|_| renderable) {
         match render(repo, name) {
-            Ok(r) => rendered.push(r),
+            Ok(r) => rendered.push((r.account, r.digest)),
             Err(errs) => ds.extend(errs),
         }
     }
@@ -37,6 +40,9 @@ pub fn validate(repo: &Repo) -> Validated {
     }
 }
 
+/// An overlay no account selects, applied to the base with the routes of the services it
+/// pins itself. Unknown fields and wrong types are reported; a patched item's missing
+/// fields are not, since the item may come from a service the selecting account pins.
 fn check_overlay_alone(repo: &Repo, overlay: &str) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
     let (Some(gateway), Some(idp), Some(o)) =
@@ -47,6 +53,17 @@ fn check_overlay_alone(repo: &Repo, overlay: &str) -> Vec<Diagnostic> {
     let mut gw = gateway.spec_node.clone();
     let mut id = idp.spec_node.clone();
     for file in &o.files {
+        for (service, version) in &file.spec.services {
+            if let Some(Some(spec)) = version
+                .as_ref()
+                .and_then(|v| repo.services.get(&(service.clone(), v.clone())))
+                .map(|sv| sv.spec.as_ref())
+            {
+                add_generated_routes(&mut gw, &spec.routes, &mut errors);
+            }
+        }
+    }
+    for file in &o.files {
         for (target, key) in [(&mut gw, "gateway"), (&mut id, "idp")] {
             if let Some(patch) = file.spec_node.get(key).filter(|p| !p.is_null())
                 && let Err(e) = merge(target, patch)
@@ -55,15 +72,17 @@ fn check_overlay_alone(repo: &Repo, overlay: &str) -> Vec<Diagnostic> {
             }
         }
     }
-    // Unknown fields and wrong types in the patch show up here; references that only an
-    // account completes (a pinned service's routes) are checked when an account selects it.
-    errors.extend(
+    let decoded = [
         gw.decode::<fleetgate_gateway::bundle::GatewayConfig>("gateway")
             .err(),
-    );
-    errors.extend(
         id.decode::<fleetgate_gateway::bundle::IdpConfig>("idp")
             .err(),
+    ];
+    errors.extend(
+        decoded
+            .into_iter()
+            .flatten()
+            .filter(|d| !d.message.contains(": missing field")),
     );
     errors
 }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::diagnostics::Diagnostic;
 use crate::manifest::{FleetSpec, Wave, WaveSelector};
 use crate::repo::{Account, Doc};
+use crate::template::Vars;
 
 impl WaveSelector {
     pub fn matches(&self, stage: &str, labels: &BTreeMap<String, String>) -> bool {
@@ -45,6 +46,60 @@ pub fn assign<'a>(
     } else {
         Err(unassigned)
     }
+}
+
+/// Where an account's bundles go: the fleet's bucket and prefix templates, expanded for the
+/// account, must be a valid S3 bucket name and key prefix.
+pub fn check_account_target(fleet: &Doc<FleetSpec>, account: &Account) -> Vec<Diagnostic> {
+    let doc = &account.doc;
+    let spec = &doc.spec;
+    let vars = Vars::for_account(
+        &account.name,
+        &spec.account_id.0,
+        &spec.region,
+        &spec.stage,
+        &spec.tenant,
+        &doc.metadata.labels,
+    );
+    let mut errors = Vec::new();
+    let at = |key: &str| crate::repo::spec_span(fleet, key);
+    match vars.expand(&fleet.spec.bucket) {
+        Err(e) => errors.push(Diagnostic::new(at("bucket"), e).for_account(&account.name)),
+        Ok(bucket) => {
+            let ok = (3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
+                })
+                && bucket.as_bytes()[0].is_ascii_alphanumeric()
+                && bucket.as_bytes()[bucket.len() - 1].is_ascii_alphanumeric()
+                && !bucket.contains("..");
+            if !ok {
+                errors.push(
+                    Diagnostic::new(
+                        at("bucket"),
+                        format!("bucket {bucket:?} is not a valid S3 bucket name (3-63 lowercase letters, digits, '.' or '-')"),
+                    )
+                    .for_account(&account.name),
+                );
+            }
+        }
+    }
+    match vars.expand(&fleet.spec.prefix) {
+        Err(e) => errors.push(Diagnostic::new(at("prefix"), e).for_account(&account.name)),
+        Ok(prefix) => {
+            if prefix.is_empty()
+                || prefix.starts_with('/')
+                || prefix.ends_with('/')
+                || prefix.contains("//")
+            {
+                errors.push(
+                    Diagnostic::new(at("prefix"), format!("prefix {prefix:?} must be non-empty, without leading, trailing or double '/'"))
+                        .for_account(&account.name),
+                );
+            }
+        }
+    }
+    errors
 }
 
 /// Problems of fleet.yaml on its own.
