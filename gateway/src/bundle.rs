@@ -558,8 +558,8 @@ fn client_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ClientSecret,
             e
         } else {
             serde::de::Error::custom(
-                "a client secret is {argon2Hash: \"$argon2id$...\"} or {ref: {env|file|awsSecretsManager: ...}}; \
-                 plain secrets are never accepted (value not shown)",
+                "a client secret is exactly one of {argon2Hash: \"$argon2id$...\"} or {ref: {env|file|awsSecretsManager: ...}} \
+                 (a patch that switches between them needs `$patch: replace`); plain secrets are never accepted (value not shown)",
             )
         }
     })

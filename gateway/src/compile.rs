@@ -215,6 +215,16 @@ impl Checker {
     }
 
     fn url(&mut self, path: &BundlePath, what: &str, raw: &str) -> Option<url::Url> {
+        // Before anything that quotes the URL: credentials in it must not reach a message.
+        let authority = raw.split_once("://").map_or(raw, |(_, rest)| rest);
+        let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.contains('@') {
+            self.err(
+                path,
+                format!("{what} must not carry credentials in the URL (value not shown)"),
+            );
+            return None;
+        }
         match url::Url::parse(raw) {
             Ok(u) if !matches!(u.scheme(), "http" | "https") => {
                 self.err(
@@ -255,7 +265,10 @@ impl Checker {
             && host.len() <= 253
             && !host.contains(['/', ':', '*', ' '])
             && url::Host::parse(host).is_ok();
-        if !ok {
+        if ok && (!host.is_ascii() || host.bytes().any(|b| b.is_ascii_uppercase() || b == b'%')) {
+            // Requests carry the lowercase ASCII (punycode) form; anything else never matches.
+            self.err(path, format!("{host:?}: write host names in lowercase ASCII (punycode for international names)"));
+        } else if !ok {
             self.err(
                 path,
                 format!("{host:?} is not a host name (no scheme, port, path or wildcard)"),
@@ -491,6 +504,25 @@ fn check_idp(c: &mut Checker, idp: &IdpConfig) -> BTreeMap<String, JwkSet> {
                 c.url(&p.key("jwksUrl"), "JWKS URL", u);
             }
             (None, Some(doc)) => {
+                // A JWKS to verify with holds public keys only. Private members (RSA d, p, q,
+                // ...; EC/OKP d; oct k) mean a private key was pasted: refuse it, unquoted.
+                if let Some(keys) = doc.get("keys").and_then(|k| k.as_array()) {
+                    for (i, key) in keys.iter().enumerate() {
+                        let private: Vec<&str> = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
+                            .into_iter()
+                            .filter(|m| key.get(m).is_some())
+                            .collect();
+                        if !private.is_empty() {
+                            c.err(
+                                &p.key("jwks").key("keys").index(i),
+                                format!(
+                                    "this JWK carries private key material ({}); publish the public key only (values not shown)",
+                                    private.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
                 match serde_json::from_value::<JwkSet>(doc.clone()) {
                     Err(e) => c.err(
                         &p.key("jwks"),
@@ -645,8 +677,12 @@ fn check_gateway(c: &mut Checker, bundle: &Bundle) -> (Vec<CompiledRoute>, Route
     let idp = &bundle.idp;
     let root = BundlePath::root(&["gateway"]);
 
+    let mut seen_hosts = BTreeSet::new();
     for h in &gw.hosts {
         c.host(&root.key("hosts"), h);
+        if !seen_hosts.insert(h.to_ascii_lowercase()) {
+            c.err(&root.key("hosts"), format!("host {h:?} is listed twice"));
+        }
     }
     let d = &gw.defaults;
     let dp = root.key("defaults");
@@ -756,6 +792,13 @@ fn check_route(
     }
     for h in &route.hosts {
         c.host(&p.key("hosts"), h);
+        // A route narrows the gateway's hosts; it cannot add one the gateway does not serve.
+        if !gw.hosts.is_empty() && !gw.hosts.iter().any(|g| g.eq_ignore_ascii_case(h)) {
+            c.err(
+                &p.key("hosts"),
+                format!("host {h:?} is not one of the gateway's hosts"),
+            );
+        }
     }
     let params: BTreeSet<&str> = template
         .map(|t| t.params.iter().map(String::as_str).collect())
@@ -990,5 +1033,182 @@ fn resolve_route(
             .or_else(|| defaults.rate_limit.clone()),
         cors: route.cors.clone().or_else(|| defaults.cors.clone()),
         disabled: (!route.enabled || flag_off).then_some(route.disabled_status.unwrap_or(503)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    /// A small bundle that compiles; each test breaks it in one way.
+    fn valid() -> Value {
+        json!({
+            "apiVersion": BUNDLE_API_VERSION,
+            "account": {"name": "acme", "id": "123456789012", "region": "eu-west-1", "stage": "prod", "tenant": "acme"},
+            "gateway": {
+                "hosts": ["api.acme.example"],
+                "backends": {"orders": {"url": "http://orders.internal:8080"}, "v2": {"url": "http://v2.internal"}},
+                "authPolicies": {"default": {"issuers": ["local"]}},
+                "routes": [
+                    {"name": "list", "methods": ["GET"], "path": "/orders", "backend": "orders",
+                     "auth": {"policy": "default", "scopes": ["orders:read"]}},
+                    {"name": "get", "methods": ["GET"], "path": "/orders/{id}",
+                     "backends": [{"backend": "orders", "weight": 90}, {"backend": "v2", "weight": 10}], "public": true}
+                ]
+            },
+            "idp": {
+                "issuer": {"url": "https://auth.acme.example", "audiences": ["api"],
+                           "signingKeys": {"active": {"kid": "k1", "algorithm": "RS256", "privateKey": {"env": "KEY"}}}},
+                "scopes": [{"name": "orders:read"}],
+                "trustedIssuers": [{"name": "partner", "issuer": "https://p.example", "audiences": ["api"], "algorithms": ["RS256"],
+                    "jwks": {"keys": [{"kty": "RSA", "kid": "p1", "alg": "RS256", "e": "AQAB",
+                        "n": "yCdO_VbAs1NDZGnzkHSAmWgKwKDbCJ82xa_YnL1VmK8RqmZm8gkvWAP638m_Ke38eysXXI1EnzWJnxUARuIsjSUFoG7SA8vdOh0QytBAIgwaj2rYEPR2LwaTCg7SLMwEr5asHjDKe9uNytSsC2mF1IP1xZj4DKS641m-YLXPKh0MzrPqoHcP2psoLp4l6tLXXLiwKbFxo5_0WkmUAujS4cESGnG7jI5sRn4IKr5MJrxImsLRwYBQlQexwdFBQVwfIZaGUJ3yLzV5eUcPaJ74WXKXQLkFopRyB4Pc2Uln1F7graBv2gMDW5NAmD-RbF1tjnebFGyS6NhZfSmXG1gWMw"}]}}]
+            }
+        })
+    }
+
+    fn errors(mutate: impl FnOnce(&mut Value)) -> Vec<String> {
+        let mut v = valid();
+        mutate(&mut v);
+        let bundle: Bundle = serde_json::from_value(v).expect("still a bundle");
+        match compile(&bundle) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn one_error(mutate: impl FnOnce(&mut Value)) -> String {
+        let errs = errors(mutate);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        errs.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn the_valid_bundle_compiles_and_routes() {
+        let bundle: Bundle = serde_json::from_value(valid()).unwrap();
+        let compiled = compile(&bundle).unwrap();
+        assert!(matches!(
+            compiled
+                .table
+                .find("api.acme.example", Method::Get, "/orders/7"),
+            crate::route::RouteMatch::Found { route: 1, .. }
+        ));
+        assert_eq!(compiled.inline_jwks["partner"].keys.len(), 1);
+    }
+
+    #[test]
+    fn references_must_resolve() {
+        let e = one_error(|v| v["gateway"]["routes"][0]["backend"] = json!("ordrs"));
+        assert_eq!(
+            e,
+            "route list: backend \"ordrs\" is not defined in gateway.backends (at gateway.routes[list].backend)"
+        );
+        let e = one_error(|v| {
+            v["gateway"]["authPolicies"]["default"]["issuers"] = json!(["local", "corp"])
+        });
+        assert!(
+            e.contains("unknown issuer \"corp\" (known: local, partner)")
+                && e.contains("issuers[1]"),
+            "{e}"
+        );
+        let e = one_error(|v| v["gateway"]["routes"][0]["auth"]["scopes"] = json!(["orders:raed"]));
+        assert!(e.contains("scope \"orders:raed\" is not declared"), "{e}");
+    }
+
+    #[test]
+    fn weights_must_sum_to_100() {
+        let e = one_error(|v| v["gateway"]["routes"][1]["backends"][1]["weight"] = json!(20));
+        assert!(e.contains("weights sum to 110"), "{e}");
+    }
+
+    #[test]
+    fn a_route_conflict_is_reported_at_both_routes() {
+        let errs = errors(|v| {
+            v["gateway"]["routes"].as_array_mut().unwrap().push(json!(
+                {"name": "legacy", "methods": ["GET"], "path": "/orders", "backend": "orders", "public": true}));
+        });
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "route legacy: GET /orders is served by two routes (also route list)"
+            )),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "route list: GET /orders is served by two routes (also route legacy)"
+            )),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn routes_need_auth_unless_public() {
+        let e = one_error(|v| {
+            v["gateway"]["routes"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove("auth");
+        });
+        assert!(e.contains("route has no auth"), "{e}");
+    }
+
+    #[test]
+    fn private_key_material_in_a_jwks_is_refused_without_quoting_it() {
+        let e = one_error(|v| {
+            v["idp"]["trustedIssuers"][0]["jwks"]["keys"][0]["d"] = json!("PRIVATE-EXPONENT-zz9")
+        });
+        assert!(e.contains("carries private key material (d)"), "{e}");
+        assert!(!e.contains("PRIVATE-EXPONENT-zz9"), "{e}");
+    }
+
+    #[test]
+    fn credentials_in_urls_are_never_quoted() {
+        for url in [
+            "ftp://svc:Hunter2-S3cret@h.internal",
+            "https://svc:Hunter2-S3cret@bad host",
+            "http://svc:Hunter2-S3cret@h/x",
+        ] {
+            let e = one_error(|v| v["gateway"]["backends"]["v2"]["url"] = json!(url));
+            assert!(
+                e.contains("must not carry credentials") && !e.contains("Hunter2"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_are_checked() {
+        let errs =
+            errors(|v| v["gateway"]["hosts"] = json!(["api.acme.example", "API.acme.example"]));
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(
+            errs[0].contains("write host names in lowercase ASCII"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[1].contains("host \"API.acme.example\" is listed twice"),
+            "{errs:#?}"
+        );
+        let e = one_error(|v| v["gateway"]["routes"][0]["hosts"] = json!(["evil.example.org"]));
+        assert!(e.contains("not one of the gateway's hosts"), "{e}");
+    }
+
+    #[test]
+    fn leeway_is_bounded() {
+        let e = one_error(|v| v["gateway"]["authPolicies"]["default"]["leeway"] = json!("10m"));
+        assert!(e.contains("leeway above 5m"), "{e}");
+    }
+
+    #[test]
+    fn client_secret_hashes_must_be_argon2_and_are_not_quoted() {
+        let e = one_error(|v| {
+            v["idp"]["clients"] = json!([{"id": "web", "secret": {"argon2Hash": "not-a-hash-hunter2"}, "scopes": ["orders:read"]}]);
+        });
+        assert!(
+            e.contains("not an argon2 hash") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 }

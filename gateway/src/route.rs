@@ -34,6 +34,16 @@ impl PathTemplate {
                 "path template {template:?} must not contain a query or fragment"
             ));
         }
+        // Requests arrive percent-encoded; a literal that is not a valid URI path character
+        // (a space, non-ASCII text) could never match one.
+        if let Some(bad) = template
+            .chars()
+            .find(|&ch| !(ch.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/{}%".contains(ch)))
+        {
+            return Err(format!(
+                "path template {template:?} contains {bad:?}: write it percent-encoded, as requests carry it"
+            ));
+        }
         let mut params = Vec::new();
         let mut normalized = String::with_capacity(template.len());
         let mut rest = template;
@@ -131,8 +141,10 @@ pub enum RouteMatch<'a> {
     NotFound,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PathEntry {
+    /// The template as first inserted (for messages).
+    template: PathTemplate,
     /// method -> (route index, the route's own parameter names by position)
     methods: BTreeMap<Method, (usize, Vec<String>)>,
 }
@@ -140,11 +152,13 @@ struct PathEntry {
 /// Routes by host, then path, then method.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    by_host: BTreeMap<String, matchit::Router<PathEntry>>,
+    /// Routers map a path to an index into `entries`.
+    by_host: BTreeMap<String, matchit::Router<usize>>,
     /// Routes that answer on every host.
-    any_host: matchit::Router<PathEntry>,
-    /// (host, normalized template) pairs already inserted into a router.
-    known: BTreeSet<(Option<String>, String)>,
+    any_host: matchit::Router<usize>,
+    entries: Vec<PathEntry>,
+    /// (host, normalized template) -> index into `entries`.
+    slots: BTreeMap<(Option<String>, String), usize>,
 }
 
 /// A route that could not be added, naming the route it collides with.
@@ -157,7 +171,7 @@ pub struct Conflict {
 
 impl RouteTable {
     /// Adds route `index` for `hosts` (empty: any host). Fails on a method+path already taken
-    /// on one of those hosts.
+    /// on one of those hosts, or a path the router cannot tell apart from another one.
     pub fn insert(
         &mut self,
         index: usize,
@@ -165,32 +179,62 @@ impl RouteTable {
         methods: &[Method],
         template: &PathTemplate,
     ) -> Result<(), Conflict> {
-        let host_keys: Vec<Option<String>> = if hosts.is_empty() {
-            vec![None]
+        let host_keys: BTreeSet<Option<String>> = if hosts.is_empty() {
+            BTreeSet::from([None])
         } else {
             hosts.iter().map(|h| Some(h.to_ascii_lowercase())).collect()
         };
+        let methods: BTreeSet<Method> = methods.iter().copied().collect();
         for host in host_keys {
             let key = (host.clone(), template.normalized.clone());
-            let router = match &host {
-                None => &mut self.any_host,
-                Some(h) => self.by_host.entry(h.clone()).or_default(),
+            let slot = match self.slots.get(&key) {
+                Some(&slot) => slot,
+                None => {
+                    let router = match &host {
+                        None => &mut self.any_host,
+                        Some(h) => self.by_host.entry(h.clone()).or_default(),
+                    };
+                    let slot = self.entries.len();
+                    if let Err(e) = router.insert(template.normalized.clone(), slot) {
+                        // Name the route that owns the other path, in the author's words.
+                        let other = match &e {
+                            matchit::InsertError::Conflict { with } => self
+                                .slots
+                                .get(&(host.clone(), with.clone()))
+                                .map(|&s| &self.entries[s]),
+                            _ => None,
+                        };
+                        return Err(Conflict {
+                            route: index,
+                            with_route: other
+                                .and_then(|o| o.methods.values().next().map(|(r, _)| *r)),
+                            message: match other {
+                                Some(o) => format!(
+                                    "path {} cannot be told apart from path {} (a rest parameter and another route under the same prefix overlap)",
+                                    display(template),
+                                    display(&o.template)
+                                ),
+                                None => format!(
+                                    "path {} overlaps another route: {e}",
+                                    display(template)
+                                ),
+                            },
+                        });
+                    }
+                    self.entries.push(PathEntry {
+                        template: template.clone(),
+                        methods: BTreeMap::new(),
+                    });
+                    self.slots.insert(key, slot);
+                    slot
+                }
             };
-            if self.known.insert(key) {
-                router
-                    .insert(template.normalized.clone(), PathEntry::default())
-                    .map_err(|e| Conflict {
-                        route: index,
-                        with_route: None,
-                        message: format!("path {} overlaps another route: {e}", display(template)),
-                    })?;
-            }
-            let entry = match router.at_mut(&template.normalized) {
-                Ok(m) => m.value,
-                Err(_) => unreachable!("the template was just inserted"),
-            };
-            for &method in methods {
+            let entry = &mut self.entries[slot];
+            for &method in &methods {
                 if let Some((other, _)) = entry.methods.get(&method) {
+                    if *other == index {
+                        continue;
+                    }
                     // No host in the message: it is usually the account's own host name,
                     // and the same conflict in many accounts should read the same.
                     return Err(Conflict {
@@ -218,10 +262,11 @@ impl RouteTable {
             .chain(std::iter::once(&self.any_host));
         for router in candidates {
             let Ok(m) = router.at(path) else { continue };
-            if let Some((route, names)) = m.value.methods.get(&method).or_else(|| {
+            let entry = &self.entries[*m.value];
+            if let Some((route, names)) = entry.methods.get(&method).or_else(|| {
                 // HEAD is served by GET routes, as HTTP expects.
                 (method == Method::Head)
-                    .then(|| m.value.methods.get(&Method::Get))
+                    .then(|| entry.methods.get(&Method::Get))
                     .flatten()
             }) {
                 let params = m
@@ -237,7 +282,7 @@ impl RouteTable {
                     params,
                 };
             }
-            allowed.extend(m.value.methods.keys().copied());
+            allowed.extend(entry.methods.keys().copied());
         }
         if allowed.is_empty() {
             RouteMatch::NotFound
@@ -331,6 +376,61 @@ mod tests {
     }
 
     #[test]
+    fn overlapping_templates_are_a_conflict_naming_the_other_route_never_a_panic() {
+        // Regression: the third insert used to panic (a refused template was remembered as
+        // inserted, then looked up as if it were a request path).
+        let mut t = RouteTable::default();
+        t.insert(
+            0,
+            &[],
+            &[Method::Get],
+            &PathTemplate::parse("/files/{id}/meta").unwrap(),
+        )
+        .unwrap();
+        let e1 = t
+            .insert(
+                1,
+                &[],
+                &[Method::Delete],
+                &PathTemplate::parse("/files/{*rest}").unwrap(),
+            )
+            .unwrap_err();
+        let e2 = t
+            .insert(
+                2,
+                &[],
+                &[Method::Put],
+                &PathTemplate::parse("/files/{*rest}").unwrap(),
+            )
+            .unwrap_err();
+        for e in [&e1, &e2] {
+            assert_eq!(e.with_route, Some(0), "{e:?}");
+            assert!(
+                e.message
+                    .contains("/files/{*rest} cannot be told apart from path /files/{id}/meta"),
+                "{}",
+                e.message
+            );
+        }
+        assert!(matches!(
+            t.find("h", Method::Get, "/files/9/meta"),
+            RouteMatch::Found { route: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn a_method_listed_twice_is_not_a_conflict_with_itself() {
+        let mut t = RouteTable::default();
+        t.insert(
+            0,
+            &["a".into(), "A".into()],
+            &[Method::Get, Method::Get],
+            &PathTemplate::parse("/x").unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn head_falls_back_to_get() {
         let t = table(&[(&[Method::Get], "/a")]);
         assert!(matches!(
@@ -389,6 +489,8 @@ mod tests {
             ("/a/{id}/{id}", "twice"),
             ("/a/{*rest}/b", "must end the path"),
             ("/a/{x}{y}", "not valid"),
+            ("/bücher", "percent-encoded"),
+            ("/a b", "percent-encoded"),
         ] {
             let e = PathTemplate::parse(t).unwrap_err();
             assert!(e.contains(want), "{t}: {e}");

@@ -277,6 +277,40 @@ mod tests {
     }
 
     #[test]
+    fn an_item_can_be_replaced_instead_of_merged() {
+        assert_eq!(
+            merged(
+                "r:\n- {name: a, x: 1, y: 2}\n",
+                "r:\n- {name: a, $patch: replace, z: 3}\n"
+            ),
+            serde_json::json!({"r": [{"name": "a", "z": 3}]})
+        );
+    }
+
+    #[test]
+    fn a_one_of_value_is_switched_with_replace() {
+        assert_eq!(
+            merged(
+                "privateKey: {awsSecretsManager: arn}\n",
+                "privateKey: {$patch: replace, env: KEY}\n"
+            ),
+            serde_json::json!({"privateKey": {"env": "KEY"}})
+        );
+    }
+
+    #[test]
+    fn delete_outside_a_named_list_is_an_error() {
+        let e = merge_err("a: {x: 1}\n", "a: {$patch: delete}\n");
+        assert!(
+            e.message
+                .contains("only valid on an item of a list of named items"),
+            "{e}"
+        );
+        let e = merge_err("m: [GET]\n", "m:\n- {name: x, $patch: delete}\n");
+        assert!(e.message.contains("has no named items"), "{e}");
+    }
+
+    #[test]
     fn mistakes_are_located_errors() {
         let e = merge_err("r:\n- {name: a}\n", "r:\n- {name: zz, $patch: delete}\n");
         assert_eq!(e.span.file.as_ref(), "patch.yaml");

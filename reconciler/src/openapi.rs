@@ -136,6 +136,19 @@ pub fn import(
             };
             for (method_key, op) in ops {
                 let Some(method) = http_method(&method_key.name) else {
+                    const PATH_ITEM_FIELDS: [&str; 4] =
+                        ["summary", "description", "servers", "parameters"];
+                    if !PATH_ITEM_FIELDS.contains(&method_key.name.as_str())
+                        && !method_key.name.starts_with("x-")
+                    {
+                        errors.push(Diagnostic::new(
+                            method_key.span.clone(),
+                            format!(
+                                "{:?} is not a field of a path item (operations are lowercase: get, put, post, delete, options, head, patch)",
+                                method_key.name
+                            ),
+                        ));
+                    }
                     continue;
                 };
                 let Some(method) = method else {

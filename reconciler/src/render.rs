@@ -73,7 +73,7 @@ pub fn render(repo: &Repo, account_name: &str) -> Result<Rendered, Vec<Diagnosti
     })
 }
 
-fn render_account(repo: &Repo, account: &Account) -> Result<Rendered, Vec<Diagnostic>> {
+pub(crate) fn render_account(repo: &Repo, account: &Account) -> Result<Rendered, Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let mut inputs = BTreeSet::new();
     let doc = &account.doc;
@@ -249,7 +249,7 @@ fn render_account(repo: &Repo, account: &Account) -> Result<Rendered, Vec<Diagno
 
 /// Appends generated routes to the gateway's `routes`. A name the base already uses is an
 /// error: which one should win is not obvious, so the author must rename or patch.
-pub(crate) fn add_generated_routes(gw: &mut Node, routes: &[Node], errors: &mut Vec<Diagnostic>) {
+fn add_generated_routes(gw: &mut Node, routes: &[Node], errors: &mut Vec<Diagnostic>) {
     if gw.get("routes").is_none() {
         let span = gw.span.clone();
         if let Value::Map(entries) = &mut gw.value {
@@ -348,6 +348,7 @@ fn locate_bundle_path(
         Some(PathSeg::Key(k)) if k == "idp" => (idp, idp.span.clone()),
         Some(PathSeg::Key(k)) if k == "account" => {
             let key = match path.0.get(1) {
+                Some(PathSeg::Key(k)) if k == "name" => return account.name_span.clone(),
                 Some(PathSeg::Key(k)) if k == "id" => "accountId",
                 Some(PathSeg::Key(k)) => k.as_str(),
                 _ => "",
@@ -362,9 +363,11 @@ fn locate_bundle_path(
                 .iter()
                 .find(|(key, _)| &key.name == k)
                 .map(|(key, v)| (v, key.span.clone())),
+            // The last item of that name: when a name is used twice, the later one is the
+            // one to fix.
             (PathSeg::Item { key, value }, Value::Seq(items)) => items
                 .iter()
-                .find(|i| i.get(key).and_then(Node::as_str) == Some(value.as_str()))
+                .rfind(|i| i.get(key).and_then(Node::as_str) == Some(value.as_str()))
                 .map(|i| (i, i.span.clone())),
             (PathSeg::Index(n), Value::Seq(items)) => items.get(*n).map(|i| (i, i.span.clone())),
             _ => None,

@@ -304,12 +304,18 @@ impl Repo {
                 ));
             }
             for (i, overlay) in doc.spec.overlays.iter().enumerate() {
+                let span = match doc.spec_node.get("overlays").map(|n| &n.value) {
+                    Some(Value::Seq(items)) => items.get(i).map(|n| n.span.clone()),
+                    _ => None,
+                }
+                .unwrap_or_else(|| doc.spec_node.span.clone());
+                if doc.spec.overlays[..i].contains(overlay) {
+                    errors.push(Diagnostic::new(
+                        span.clone(),
+                        format!("overlay {overlay:?} is listed twice"),
+                    ));
+                }
                 if !self.overlays.contains_key(overlay) {
-                    let span = match doc.spec_node.get("overlays").map(|n| &n.value) {
-                        Some(Value::Seq(items)) => items.get(i).map(|n| n.span.clone()),
-                        _ => None,
-                    }
-                    .unwrap_or_else(|| doc.spec_node.span.clone());
                     errors.push(Diagnostic::new(
                         span,
                         unknown_overlay_message(self, overlay),

@@ -50,7 +50,7 @@ impl Vars {
             } else if let Some(tail) = after.strip_prefix("${") {
                 let end = tail
                     .find('}')
-                    .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
+                    .ok_or_else(|| "unclosed ${ (write $${ for a literal ${)".to_string())?;
                 let name = tail[..end].trim();
                 match self.values.get(name) {
                     Some(v) => out.push_str(v),
@@ -132,6 +132,10 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown variable ${account.nme}")
         );
-        assert!(v.expand("${account.name").unwrap_err().contains("unclosed"));
+        let e = v.expand("s3cr3t-${account.name").unwrap_err();
+        assert!(
+            e.contains("unclosed") && !e.contains("s3cr3t"),
+            "errors never quote the string: {e}"
+        );
     }
 }

@@ -1,11 +1,11 @@
 //! `validate`: every problem of a repo in one run.
 
 use crate::diagnostics::{Diagnostic, Diagnostics};
-use crate::merge::merge;
 use fleetgate_gateway::Digest;
 
-use crate::render::{add_generated_routes, render};
+use crate::render::{render, render_account};
 use crate::repo::Repo;
+use crate::yaml::{Node, Value};
 
 /// The outcome of rendering a whole repo.
 #[derive(Debug)]
@@ -40,49 +40,57 @@ pub fn validate(repo: &Repo) -> Validated {
     }
 }
 
-/// An overlay no account selects, applied to the base with the routes of the services it
-/// pins itself. Unknown fields and wrong types are reported; a patched item's missing
-/// fields are not, since the item may come from a service the selecting account pins.
+/// An overlay no account selects, rendered for a stand-in account that selects only it (the
+/// first account's identity, no pins but the overlay's own, no patches): merge, flags,
+/// variables, decode and `compile()` all run. Only problems located in the overlay's own
+/// files are reported (the rest of the repo is checked by the real accounts), and a patched
+/// item's missing fields are not, since the item may come from a service the selecting
+/// account pins.
 fn check_overlay_alone(repo: &Repo, overlay: &str) -> Vec<Diagnostic> {
-    let mut errors = Vec::new();
-    let (Some(gateway), Some(idp), Some(o)) =
-        (&repo.gateway, &repo.idp, repo.overlays.get(overlay))
-    else {
-        return errors;
+    let (Some(o), Some(model)) = (repo.overlays.get(overlay), repo.accounts.values().next()) else {
+        return Vec::new();
     };
-    let mut gw = gateway.spec_node.clone();
-    let mut id = idp.spec_node.clone();
-    for file in &o.files {
-        for (service, version) in &file.spec.services {
-            if let Some(Some(spec)) = version
-                .as_ref()
-                .and_then(|v| repo.services.get(&(service.clone(), v.clone())))
-                .map(|sv| sv.spec.as_ref())
-            {
-                add_generated_routes(&mut gw, &spec.routes, &mut errors);
-            }
-        }
+    let mut stand_in = model.clone();
+    let spec = &mut stand_in.doc.spec;
+    spec.overlays = vec![overlay.to_string()];
+    spec.services.clear();
+    spec.flags.clear();
+    spec.patches = Default::default();
+    for key in ["services", "flags", "patches", "overlays"] {
+        stand_in.doc.spec_node.remove(key);
     }
-    for file in &o.files {
-        for (target, key) in [(&mut gw, "gateway"), (&mut id, "idp")] {
-            if let Some(patch) = file.spec_node.get(key).filter(|p| !p.is_null())
-                && let Err(e) = merge(target, patch)
-            {
-                errors.push(e);
-            }
-        }
-    }
-    let decoded = [
-        gw.decode::<fleetgate_gateway::bundle::GatewayConfig>("gateway")
-            .err(),
-        id.decode::<fleetgate_gateway::bundle::IdpConfig>("idp")
-            .err(),
-    ];
-    errors.extend(
-        decoded
+    let files: Vec<&str> = o.files.iter().map(|f| f.path.as_str()).collect();
+    match render_account(repo, &stand_in) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors
             .into_iter()
-            .flatten()
-            .filter(|d| !d.message.contains(": missing field")),
-    );
-    errors
+            .filter(|d| files.contains(&d.span.file.as_ref()))
+            .filter(|d| {
+                !(d.message.contains(": missing field") && patches_a_generated_route(repo, o, d))
+            })
+            .collect(),
+    }
+}
+
+/// Whether a diagnostic is about a route item of the overlay named like a generated route
+/// (`<service>.<operation>` of a service in the repo): such an item patches a route that the
+/// selecting account's pins provide, so on its own it is incomplete by design.
+fn patches_a_generated_route(repo: &Repo, overlay: &crate::repo::Overlay, d: &Diagnostic) -> bool {
+    overlay.files.iter().any(|f| {
+        let Some(Value::Seq(routes)) = f
+            .spec_node
+            .get("gateway")
+            .and_then(|g| g.get("routes"))
+            .map(|r| &r.value)
+        else {
+            return false;
+        };
+        routes.iter().any(|r| {
+            r.span == d.span
+                && r.get("name")
+                    .and_then(Node::as_str)
+                    .and_then(|n| n.split_once('.'))
+                    .is_some_and(|(service, _)| repo.services.keys().any(|(s, _)| s == service))
+        })
+    })
 }

@@ -321,12 +321,28 @@ fn strip_location_suffix(message: &str) -> String {
     } else {
         m
     };
+    // Only a trailing "at line X, column Y" repeats the location; keep anything after it.
     let m = match m.rfind(" at line ") {
-        Some(i) => &m[..i],
-        None => m,
+        Some(i)
+            if m[i + 9..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b", column".contains(&b)) =>
+        {
+            &m[..i]
+        }
+        _ => m,
     };
-    m.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable")
-        .to_string()
+    let m = m.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable");
+    // The parser's resource limits and API hints, in the manifest author's terms.
+    if m.starts_with("multiple YAML documents detected") {
+        "a manifest file holds one YAML document (found a second one after `---`)".to_string()
+    } else if m.contains("budget breached: Depth") {
+        "nested too deeply (more than 64 levels)".to_string()
+    } else if m.contains("budget breached") {
+        "the document is too large once anchors and aliases are expanded".to_string()
+    } else {
+        m.to_string()
+    }
 }
 
 fn convert(raw: Spanned<RawNode>, file: &Arc<str>) -> Node {

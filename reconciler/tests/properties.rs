@@ -1,6 +1,7 @@
 //! Invariants, checked over generated inputs:
-//! - render is deterministic and does not depend on the order files are listed in, nor on
-//!   the order of routes, scopes and clients in the base manifests;
+//! - render is deterministic and does not depend on the order of routes, scopes and clients
+//!   in the base manifests, nor on the order a source lists files in (today `Repo::load`
+//!   sorts the listing, so that half guards the loader against regressions);
 //! - merging an empty patch, or a document into itself, changes nothing.
 
 use std::collections::BTreeMap;

@@ -81,8 +81,22 @@ fn secrets_never_reach_a_bundle_and_hashes_are_marked() {
     let repo = example();
     let r = render(&repo, "acme-prod").expect("renders");
     let text = String::from_utf8(r.canonical.clone()).expect("utf-8");
-    // Keys are references, never key material.
-    assert!(!text.contains("PRIVATE KEY"));
+    // Signing keys are references; inline JWKS hold public members only.
+    let bundle: serde_json::Value = serde_json::from_slice(&r.canonical).unwrap();
+    assert!(
+        bundle["idp"]["issuer"]["signingKeys"]["active"]["privateKey"]["awsSecretsManager"]
+            .is_string()
+    );
+    for issuer in bundle["idp"]["trustedIssuers"].as_array().unwrap() {
+        for key in issuer["jwks"]["keys"].as_array().unwrap() {
+            for member in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+                assert!(
+                    key.get(member).is_none(),
+                    "private member {member} in a bundle"
+                );
+            }
+        }
+    }
     // The client secret hash is present for the gateway, but redacted when shown.
     assert!(text.contains("$argon2id$"));
     let redacted = fleetgate_gateway::sensitive::redacting(b"plan-key", || r.bundle.pretty_json());

@@ -36,6 +36,24 @@ fn a_plain_secret_instead_of_a_hash_is_rejected_and_never_echoed() {
 }
 
 #[test]
+fn a_secret_pasted_into_an_overlay_is_never_echoed_even_by_variable_errors() {
+    // Overlays are merged and have their variables expanded before the strict decode, so
+    // this goes through the template code with the secret in hand.
+    let hash_line = "secret: {argon2Hash: \"$argon2id$v=19$m=19456,t=2,p=1$ZmxlZXRnYXRlLWRlbW8y$VTz97xUZZZXECrHwoOnu+xgG2rhJgdQb+OaGUjrOIwM\"}";
+    for replacement in [
+        format!("secret: \"{PLANTED}${{pw\""),
+        format!("secret: {{argon2Hash: \"{PLANTED}${{x}}\"}}"),
+        format!("secret: \"{PLANTED}\""),
+    ] {
+        let ds = diagnostics_after(hash_line, &replacement, "overlays/enterprise/tier.yaml");
+        assert!(!ds.is_empty(), "{replacement} must be rejected");
+        for d in &ds {
+            assert!(!d.contains(PLANTED), "diagnostic quotes the secret: {d}");
+        }
+    }
+}
+
+#[test]
 fn bucket_templates_are_expanded_and_checked_for_every_account() {
     let ds = diagnostics_after(
         "bucket: fleetgate-config-${account.id}",
