@@ -23,7 +23,6 @@ use fleetgate_gateway::{Bundle, Digest, compile};
 use crate::diagnostics::Diagnostic;
 use crate::merge::merge;
 use crate::repo::{Account, Doc, GATEWAY_FILE, IDP_FILE, Repo, spec_span};
-use crate::template::Vars;
 use crate::yaml::{Key, Node, Span, Value};
 
 /// A rendered account.
@@ -186,14 +185,7 @@ pub(crate) fn render_account(repo: &Repo, account: &Account) -> Result<Rendered,
 
     // 5. Variables, strict decode, canonical order.
     let spec = &doc.spec;
-    let vars = Vars::for_account(
-        &account.name,
-        &spec.account_id.0,
-        &spec.region,
-        &spec.stage,
-        &spec.tenant,
-        &doc.metadata.labels,
-    );
+    let vars = account.vars();
     vars.expand_tree(&mut gw, &mut errors);
     vars.expand_tree(&mut id, &mut errors);
     if !errors.is_empty() {

@@ -57,6 +57,21 @@ pub struct Account {
     pub doc: Doc<AccountSpec>,
 }
 
+impl Account {
+    /// The `${account.*}` values of this account.
+    pub fn vars(&self) -> crate::template::Vars {
+        let spec = &self.doc.spec;
+        crate::template::Vars::for_account(
+            &self.name,
+            &spec.account_id.0,
+            &spec.region,
+            &spec.stage,
+            &spec.tenant,
+            &self.doc.metadata.labels,
+        )
+    }
+}
+
 /// One version of one service.
 #[derive(Debug, Clone)]
 pub struct ServiceVersion {

@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::diagnostics::Diagnostic;
 use crate::manifest::{FleetSpec, Wave, WaveSelector};
 use crate::repo::{Account, Doc};
-use crate::template::Vars;
 
 impl WaveSelector {
     pub fn matches(&self, stage: &str, labels: &BTreeMap<String, String>) -> bool {
@@ -51,16 +50,7 @@ pub fn assign<'a>(
 /// Where an account's bundles go: the fleet's bucket and prefix templates, expanded for the
 /// account, must be a valid S3 bucket name and key prefix.
 pub fn check_account_target(fleet: &Doc<FleetSpec>, account: &Account) -> Vec<Diagnostic> {
-    let doc = &account.doc;
-    let spec = &doc.spec;
-    let vars = Vars::for_account(
-        &account.name,
-        &spec.account_id.0,
-        &spec.region,
-        &spec.stage,
-        &spec.tenant,
-        &doc.metadata.labels,
-    );
+    let vars = account.vars();
     let mut errors = Vec::new();
     let at = |key: &str| crate::repo::spec_span(fleet, key);
     match vars.expand(&fleet.spec.bucket) {
