@@ -11,6 +11,7 @@
 
 pub mod diagnostics;
 pub mod example_fleet;
+pub mod git;
 pub mod manifest;
 pub mod merge;
 pub mod openapi;

@@ -1,1 +1,62 @@
-//! Cross-crate integration tests live in `tests/`.
+//! Helpers for the cross-crate integration tests in `tests/`: real git repositories built
+//! with the git CLI in temp directories.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs git in `dir` with a fixed identity; panics with git's stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=fleetgate-test",
+            "-c",
+            "user.email=test@fleetgate.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("git prints UTF-8")
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("readable") {
+        let entry = entry.expect("entry");
+        let dest = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).expect("copy");
+        }
+    }
+}
+
+pub fn example_repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config-repo-example")
+}
+
+/// A git repository in `dir` holding the example config repo as one commit on `main`.
+pub fn example_git_repo(dir: &Path) -> String {
+    copy_dir(&example_repo_dir(), dir);
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", "fleet as in the example"]);
+    git(dir, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+/// Rewrites one file of a working tree.
+pub fn edit(dir: &Path, file: &str, find: &str, replace: &str) {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert_eq!(text.matches(find).count(), 1, "{find:?} in {file}");
+    std::fs::write(&path, text.replace(find, replace)).expect("write");
+}

@@ -3,44 +3,9 @@
 //! else rolls out), and the changed account's digest changes.
 
 use std::path::Path;
-use std::process::Command;
 
 use fleetgate::{DirSource, Repo, render};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=fleetgate-test",
-            "-c",
-            "user.email=test@fleetgate.invalid",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("readable") {
-        let entry = entry.expect("entry");
-        let dest = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), dest).expect("copy");
-        }
-    }
-}
+use fleetgate_tests::{edit, example_git_repo, git};
 
 /// Renders every account of the repo as of `commit`, from a clean export of that commit.
 fn digests_at(repo: &Path, commit: &str, scratch: &Path) -> Vec<(String, String)> {
@@ -73,26 +38,21 @@ fn digests_at(repo: &Path, commit: &str, scratch: &Path) -> Vec<(String, String)
 fn a_commit_to_one_account_changes_only_that_accounts_digest() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let repo = tmp.path().join("config");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../config-repo-example"),
-        &repo,
-    );
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-q", "-m", "fleet as in the example"]);
-    let first = git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let first = example_git_repo(&repo);
 
-    // Bump one account's pin and, in the same commit, edit only comments elsewhere.
-    let stark = repo.join("accounts/stark-prod.yaml");
-    let text = std::fs::read_to_string(&stark)
-        .expect("read")
-        .replace("customers: \"1.3.0\"", "customers: \"1.2.0\"");
-    std::fs::write(&stark, text).expect("write");
-    let acme = repo.join("accounts/acme-prod.yaml");
-    let text = std::fs::read_to_string(&acme)
-        .expect("read")
-        .replace("# Largest customer", "# Our largest customer");
-    std::fs::write(&acme, text).expect("write");
+    // Bump one account's pin and, in the same commit, edit only a comment elsewhere.
+    edit(
+        &repo,
+        "accounts/stark-prod.yaml",
+        "customers: \"1.3.0\"",
+        "customers: \"1.2.0\"",
+    );
+    edit(
+        &repo,
+        "accounts/acme-prod.yaml",
+        "# Largest customer",
+        "# Our largest customer",
+    );
     git(
         &repo,
         &["commit", "-q", "-am", "stark: back to customers 1.2.0"],

@@ -1,0 +1,288 @@
+//! The config repo in git: manifests read at any commit, branch or tag straight from the
+//! object database (no checkout, no working tree), through the same [`ConfigSource`] trait
+//! render reads everything through.
+//!
+//! A local path is opened where it is (a working clone or a bare repository). A URL
+//! (`file://...`, or a remote path) is cloned once as a bare repository into a cache
+//! directory and fetched on every open, so `origin/main` means what the remote says now.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Oid, Repository, Tree, TreeWalkMode, TreeWalkResult};
+use sha2::{Digest as _, Sha256};
+
+use crate::source::{ConfigSource, SourceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{location} is not a git repository: {message}")]
+    Open { location: String, message: String },
+    #[error("cannot fetch {url}: {message}")]
+    Fetch { url: String, message: String },
+    #[error("unknown revision {rev:?} in {location}: {message}")]
+    Rev {
+        rev: String,
+        location: String,
+        message: String,
+    },
+    #[error("cannot diff {base}..{head}: {message}")]
+    Diff {
+        base: String,
+        head: String,
+        message: String,
+    },
+}
+
+/// A config repository, opened for reading.
+pub struct GitRepo {
+    repo: Repository,
+    /// What the user gave (path or URL), for messages.
+    location: String,
+}
+
+impl std::fmt::Debug for GitRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitRepo")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+/// A resolved commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub id: Oid,
+    /// The revision as the user wrote it (`HEAD~1`, `origin/main`, a sha).
+    pub rev: String,
+}
+
+impl Commit {
+    pub fn short(&self) -> String {
+        self.id.to_string()[..12].to_string()
+    }
+}
+
+/// Whether `location` names a remote to clone rather than a local path.
+fn is_url(location: &str) -> bool {
+    location.contains("://") || (location.contains('@') && location.contains(':'))
+}
+
+impl GitRepo {
+    /// Opens a local repository, or clones/fetches a remote one into `cache_dir`.
+    pub fn open(location: &str, cache_dir: &Path) -> Result<GitRepo, GitError> {
+        if !is_url(location) {
+            let repo = Repository::open(location).map_err(|e| GitError::Open {
+                location: location.to_string(),
+                message: e.message().to_string(),
+            })?;
+            return Ok(GitRepo {
+                repo,
+                location: location.to_string(),
+            });
+        }
+        let dir = cache_path(cache_dir, location);
+        let repo = match Repository::open_bare(&dir) {
+            Ok(repo) => repo,
+            Err(_) => {
+                std::fs::create_dir_all(&dir).map_err(|e| GitError::Open {
+                    location: dir.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                let repo = Repository::init_bare(&dir).map_err(|e| GitError::Open {
+                    location: dir.display().to_string(),
+                    message: e.message().to_string(),
+                })?;
+                repo.remote("origin", location)
+                    .map_err(|e| GitError::Fetch {
+                        url: location.to_string(),
+                        message: e.message().to_string(),
+                    })?;
+                repo
+            }
+        };
+        {
+            let mut remote = repo.find_remote("origin").map_err(|e| GitError::Fetch {
+                url: location.to_string(),
+                message: e.message().to_string(),
+            })?;
+            // Branches as remote-tracking refs (origin/main), tags as tags; pruned, so a
+            // deleted branch does not linger in the cache.
+            let mut options = git2::FetchOptions::new();
+            options.prune(git2::FetchPrune::On);
+            remote
+                .fetch(
+                    &[
+                        "+refs/heads/*:refs/remotes/origin/*",
+                        "+refs/tags/*:refs/tags/*",
+                    ],
+                    Some(&mut options),
+                    None,
+                )
+                .map_err(|e| GitError::Fetch {
+                    url: location.to_string(),
+                    message: e.message().to_string(),
+                })?;
+        }
+        // HEAD of a bare cache points nowhere useful; resolve it to the remote's default.
+        if let Ok(reference) = repo.find_reference("refs/remotes/origin/HEAD")
+            && let Ok(Some(target)) = reference.symbolic_target()
+        {
+            let _ = repo.set_head(target);
+        } else {
+            for branch in ["refs/remotes/origin/main", "refs/remotes/origin/master"] {
+                if repo.find_reference(branch).is_ok() {
+                    let _ = repo.set_head(branch);
+                    break;
+                }
+            }
+        }
+        Ok(GitRepo {
+            repo,
+            location: location.to_string(),
+        })
+    }
+
+    /// Resolves a revision the way git does (`HEAD~1`, `origin/main`, a tag, a sha).
+    pub fn resolve(&self, rev: &str) -> Result<Commit, GitError> {
+        let err = |message: String| GitError::Rev {
+            rev: rev.to_string(),
+            location: self.location.clone(),
+            message,
+        };
+        let object = self
+            .repo
+            .revparse_single(rev)
+            .map_err(|e| err(e.message().to_string()))?;
+        let commit = object
+            .peel_to_commit()
+            .map_err(|e| err(format!("does not name a commit: {}", e.message())))?;
+        Ok(Commit {
+            id: commit.id(),
+            rev: rev.to_string(),
+        })
+    }
+
+    /// The repo's files at a commit.
+    pub fn snapshot(&self, commit: &Commit) -> Result<GitSource<'_>, GitError> {
+        let tree = self
+            .repo
+            .find_commit(commit.id)
+            .and_then(|c| c.tree())
+            .map_err(|e| GitError::Rev {
+                rev: commit.rev.clone(),
+                location: self.location.clone(),
+                message: e.message().to_string(),
+            })?;
+        Ok(GitSource {
+            repo: &self.repo,
+            tree,
+            rev: commit.rev.clone(),
+        })
+    }
+
+    /// Paths that differ between two commits (added, deleted, modified, both sides of a rename).
+    pub fn changed_paths(
+        &self,
+        base: &Commit,
+        head: &Commit,
+    ) -> Result<BTreeSet<String>, GitError> {
+        let err = |message: String| GitError::Diff {
+            base: base.rev.clone(),
+            head: head.rev.clone(),
+            message,
+        };
+        let tree = |c: &Commit| {
+            self.repo
+                .find_commit(c.id)
+                .and_then(|c| c.tree())
+                .map_err(|e| err(e.message().to_string()))
+        };
+        let (base_tree, head_tree) = (tree(base)?, tree(head)?);
+        let diff = self
+            .repo
+            .diff_tree_to_tree(Some(&base_tree), Some(&head_tree), None)
+            .map_err(|e| err(e.message().to_string()))?;
+        let mut paths = BTreeSet::new();
+        for delta in diff.deltas() {
+            for file in [delta.old_file(), delta.new_file()] {
+                if let Some(path) = file.path().and_then(|p| p.to_str()) {
+                    paths.insert(path.to_string());
+                }
+            }
+        }
+        Ok(paths)
+    }
+}
+
+/// Where a remote is cached: one bare repository per URL.
+fn cache_path(cache_dir: &Path, url: &str) -> PathBuf {
+    let hash = hex::encode(Sha256::digest(url.as_bytes()));
+    let name: String = url
+        .rsplit(['/', ':'])
+        .find(|s| !s.is_empty())
+        .unwrap_or("repo")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    cache_dir.join(format!("{name}-{}.git", &hash[..12]))
+}
+
+/// A commit's tree as a config repo snapshot.
+pub struct GitSource<'r> {
+    repo: &'r Repository,
+    tree: Tree<'r>,
+    rev: String,
+}
+
+impl std::fmt::Debug for GitSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSource")
+            .field("rev", &self.rev)
+            .field("tree", &self.tree.id())
+            .finish()
+    }
+}
+
+impl ConfigSource for GitSource<'_> {
+    fn files(&self) -> Result<Vec<String>, SourceError> {
+        let mut out = Vec::new();
+        self.tree
+            .walk(TreeWalkMode::PreOrder, |dir, entry| {
+                if entry.kind() == Some(ObjectType::Blob)
+                    && let Ok(name) = entry.name()
+                    && !name.starts_with('.')
+                    && !dir.split('/').any(|d| d.starts_with('.'))
+                {
+                    out.push(format!("{dir}{name}"));
+                }
+                TreeWalkResult::Ok
+            })
+            .map_err(|e| {
+                SourceError::Other(format!("{}: cannot list files: {}", self.rev, e.message()))
+            })?;
+        Ok(out)
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, SourceError> {
+        let entry = self
+            .tree
+            .get_path(Path::new(path))
+            .map_err(|_| SourceError::NotFound {
+                path: format!("{path} (at {})", self.rev),
+            })?;
+        let blob = entry
+            .to_object(self.repo)
+            .and_then(|o| o.peel_to_blob())
+            .map_err(|e| {
+                SourceError::Other(format!("{path} (at {}): {}", self.rev, e.message()))
+            })?;
+        Ok(blob.content().to_vec())
+    }
+}
