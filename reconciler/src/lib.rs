@@ -19,6 +19,7 @@ pub mod render;
 pub mod repo;
 pub mod schema;
 pub mod source;
+pub mod target;
 pub mod template;
 pub mod validate;
 pub mod waves;

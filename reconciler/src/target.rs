@@ -1,0 +1,440 @@
+//! Deployed state, the way DESIGN.md lays it out, on a local directory (the embedded default
+//! target, `file://DIR`):
+//!
+//! ```text
+//! DIR/<account>/bundles/<sha256>.json   immutable, content-addressed; written first
+//! DIR/<account>/current.json            the pointer; replaced with a compare-and-swap
+//! DIR/<account>/status/                 gateways report here (later)
+//! ```
+//!
+//! The pointer's ETag is the sha256 of its bytes (what S3 gives for a single-part object is
+//! also a content hash). A replace names the ETag it read; under an OS file lock the current
+//! ETag is compared and the new pointer renamed into place, so two appliers racing lose
+//! nothing: the second gets [`TargetError::Conflict`]. A crash between the two writes leaves
+//! an unreferenced bundle and an intact pointer.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use fleetgate_gateway::{Bundle, Digest};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// `current.json`: which bundle an account runs, and how it got there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pointer {
+    pub digest: Digest,
+    /// The commit that produced the bundle (absent when applied from a plain directory).
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// The digest this pointer replaced.
+    #[serde(default)]
+    pub previous: Option<Digest>,
+    pub applied_by: String,
+    /// RFC 3339, UTC.
+    pub applied_at: String,
+}
+
+/// The version of a pointer a compare-and-swap expects.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ETag(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{account}: {path}: {source}")]
+    Io {
+        account: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{account}: current.json is corrupt: {message}")]
+    CorruptPointer { account: String, message: String },
+    #[error(
+        "{account}: bundle {digest} does not match its digest (content hashes to {actual}): tampered or truncated"
+    )]
+    TamperedBundle {
+        account: String,
+        digest: Digest,
+        actual: Digest,
+    },
+    #[error("{account}: the pointer names bundle {digest}, which is missing")]
+    MissingBundle { account: String, digest: Digest },
+    #[error(
+        "{account}: the pointer changed since it was read (expected {expected}, found {found}): someone else applied; re-plan"
+    )]
+    Conflict {
+        account: String,
+        expected: String,
+        found: String,
+    },
+    #[error("{account}: not a valid account name for a target")]
+    BadAccount { account: String },
+}
+
+/// A directory of accounts.
+#[derive(Debug, Clone)]
+pub struct FileTarget {
+    root: PathBuf,
+}
+
+impl FileTarget {
+    /// `file://DIR` or a plain path.
+    pub fn new(location: &str) -> FileTarget {
+        FileTarget {
+            root: PathBuf::from(location.strip_prefix("file://").unwrap_or(location)),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn account_dir(&self, account: &str) -> Result<PathBuf, TargetError> {
+        // Account names are validated by the manifests; a path separator here would escape
+        // the target directory, so refuse it outright.
+        if account.is_empty() || account.contains(['/', '\\']) || account.starts_with('.') {
+            return Err(TargetError::BadAccount {
+                account: account.to_string(),
+            });
+        }
+        Ok(self.root.join(account))
+    }
+
+    fn io(account: &str, path: &Path, source: std::io::Error) -> TargetError {
+        TargetError::Io {
+            account: account.to_string(),
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Accounts that have a directory in the target (deployed or bootstrapped), sorted.
+    pub fn accounts(&self) -> Result<Vec<String>, TargetError> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::io("*", &self.root, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Self::io("*", &self.root, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && entry.path().is_dir() {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The pointer and its ETag; `None` for an account never deployed.
+    pub fn read_pointer(&self, account: &str) -> Result<Option<(Pointer, ETag)>, TargetError> {
+        let path = self.account_dir(account)?.join("current.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::io(account, &path, e)),
+        };
+        let pointer: Pointer =
+            serde_json::from_slice(&bytes).map_err(|e| TargetError::CorruptPointer {
+                account: account.to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(Some((pointer, etag_of(&bytes))))
+    }
+
+    /// A stored bundle, checked against its digest; `None` when absent.
+    pub fn read_bundle(
+        &self,
+        account: &str,
+        digest: &Digest,
+    ) -> Result<Option<Bundle>, TargetError> {
+        let path = self.bundle_path(account, digest)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::io(account, &path, e)),
+        };
+        let actual = Digest::of(&bytes);
+        if &actual != digest {
+            return Err(TargetError::TamperedBundle {
+                account: account.to_string(),
+                digest: digest.clone(),
+                actual,
+            });
+        }
+        Bundle::from_stored(&bytes, digest)
+            .map(Some)
+            .map_err(|e| TargetError::CorruptPointer {
+                account: account.to_string(),
+                message: format!("bundle {digest}: {e}"),
+            })
+    }
+
+    fn bundle_path(&self, account: &str, digest: &Digest) -> Result<PathBuf, TargetError> {
+        Ok(self
+            .account_dir(account)?
+            .join("bundles")
+            .join(format!("{}.json", digest.hex())))
+    }
+
+    /// Stores canonical bundle bytes under their digest. Returns whether anything was written
+    /// (an identical object already there is fine; a different one is reported as tampered).
+    pub fn write_bundle(&self, account: &str, canonical: &[u8]) -> Result<bool, TargetError> {
+        let digest = Digest::of(canonical);
+        let path = self.bundle_path(account, &digest)?;
+        match std::fs::read(&path) {
+            Ok(existing) if existing == canonical => return Ok(false),
+            Ok(existing) => {
+                return Err(TargetError::TamperedBundle {
+                    account: account.to_string(),
+                    digest,
+                    actual: Digest::of(&existing),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Self::io(account, &path, e)),
+        }
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(|e| Self::io(account, dir, e))?;
+        write_atomically(&path, canonical).map_err(|e| Self::io(account, &path, e))?;
+        Ok(true)
+    }
+
+    /// Replaces the pointer if it is still at `expected` (`None`: there must be no pointer).
+    /// The bundle it names must already be stored.
+    pub fn write_pointer(
+        &self,
+        account: &str,
+        pointer: &Pointer,
+        expected: Option<&ETag>,
+    ) -> Result<ETag, TargetError> {
+        let dir = self.account_dir(account)?;
+        let bundle = self.bundle_path(account, &pointer.digest)?;
+        if !bundle.exists() {
+            return Err(TargetError::MissingBundle {
+                account: account.to_string(),
+                digest: pointer.digest.clone(),
+            });
+        }
+        let lock_path = dir.join(".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Self::io(account, &lock_path, e))?;
+        lock.lock().map_err(|e| Self::io(account, &lock_path, e))?;
+        let path = dir.join("current.json");
+        let found = match std::fs::read(&path) {
+            Ok(bytes) => Some(etag_of(&bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Self::io(account, &path, e)),
+        };
+        if found.as_ref() != expected {
+            let show = |t: Option<&ETag>| {
+                t.map(|t| t.0.clone())
+                    .unwrap_or_else(|| "no pointer".into())
+            };
+            return Err(TargetError::Conflict {
+                account: account.to_string(),
+                expected: show(expected),
+                found: show(found.as_ref()),
+            });
+        }
+        let mut bytes =
+            serde_json::to_vec_pretty(pointer).map_err(|e| TargetError::CorruptPointer {
+                account: account.to_string(),
+                message: e.to_string(),
+            })?;
+        bytes.push(b'\n');
+        write_atomically(&path, &bytes).map_err(|e| Self::io(account, &path, e))?;
+        // The lock is released when `lock` drops.
+        Ok(etag_of(&bytes))
+    }
+}
+
+fn etag_of(bytes: &[u8]) -> ETag {
+    ETag(hex::encode(Sha256::digest(bytes))[..32].to_string())
+}
+
+/// Write to a temp file in the same directory, fsync, rename over: readers see the old or
+/// the new content, never a torn one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    // Unique per process and per call: concurrent writers never share a temp file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pointer(digest: &Digest, previous: Option<Digest>) -> Pointer {
+        Pointer {
+            digest: digest.clone(),
+            commit: Some("0123456789ab".into()),
+            previous,
+            applied_by: "test".into(),
+            applied_at: "2026-11-23T12:00:00Z".into(),
+        }
+    }
+
+    fn sample_bundle() -> Vec<u8> {
+        let src = crate::example_fleet::example_repo();
+        let repo = crate::Repo::load(&src);
+        crate::render(&repo, "acme-prod").unwrap().canonical
+    }
+
+    #[test]
+    fn bundle_then_pointer_then_cas() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = FileTarget::new(&format!("file://{}", tmp.path().display()));
+        assert_eq!(t.read_pointer("acme-prod").unwrap(), None, "never deployed");
+        let bytes = sample_bundle();
+        let digest = Digest::of(&bytes);
+
+        // The pointer may not name a bundle that is not stored.
+        assert!(matches!(
+            t.write_pointer("acme-prod", &pointer(&digest, None), None),
+            Err(TargetError::MissingBundle { .. })
+        ));
+        assert!(t.write_bundle("acme-prod", &bytes).unwrap());
+        assert!(
+            !t.write_bundle("acme-prod", &bytes).unwrap(),
+            "identical object: nothing written"
+        );
+        let etag = t
+            .write_pointer("acme-prod", &pointer(&digest, None), None)
+            .unwrap();
+        let (read, read_etag) = t.read_pointer("acme-prod").unwrap().unwrap();
+        assert_eq!(
+            (read.digest.clone(), read_etag.clone()),
+            (digest.clone(), etag.clone())
+        );
+        assert_eq!(
+            t.read_bundle("acme-prod", &digest)
+                .unwrap()
+                .unwrap()
+                .account
+                .name,
+            "acme-prod"
+        );
+
+        // A writer holding a stale ETag loses; the pointer is unchanged.
+        t.write_pointer(
+            "acme-prod",
+            &pointer(&digest, Some(digest.clone())),
+            Some(&etag),
+        )
+        .unwrap();
+        let e = t
+            .write_pointer("acme-prod", &pointer(&digest, None), Some(&etag))
+            .unwrap_err();
+        assert!(matches!(e, TargetError::Conflict { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("acme-prod: the pointer changed since it was read"),
+            "{e}"
+        );
+        assert_eq!(
+            t.read_pointer("acme-prod").unwrap().unwrap().0.previous,
+            Some(digest.clone())
+        );
+        // Expecting "no pointer" when there is one is a conflict too.
+        assert!(matches!(
+            t.write_pointer("acme-prod", &pointer(&digest, None), None),
+            Err(TargetError::Conflict { .. })
+        ));
+        assert_eq!(t.accounts().unwrap(), ["acme-prod"]);
+    }
+
+    #[test]
+    fn of_two_racing_writers_with_the_same_etag_exactly_one_wins() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = FileTarget::new(tmp.path().to_str().unwrap());
+        let bytes = sample_bundle();
+        let digest = Digest::of(&bytes);
+        t.write_bundle("acme-prod", &bytes).unwrap();
+        let mut etag = t
+            .write_pointer("acme-prod", &pointer(&digest, None), None)
+            .unwrap();
+        for round in 0..50 {
+            let barrier = std::sync::Barrier::new(2);
+            let results: Vec<Result<ETag, TargetError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..2)
+                    .map(|i| {
+                        let (t, barrier, etag, digest) = (&t, &barrier, &etag, &digest);
+                        s.spawn(move || {
+                            let mut p = pointer(digest, Some(digest.clone()));
+                            p.applied_by = format!("writer-{i}-round-{round}");
+                            barrier.wait();
+                            t.write_pointer("acme-prod", &p, Some(etag))
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let winners: Vec<&ETag> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+            assert!(
+                results
+                    .iter()
+                    .any(|r| matches!(r, Err(TargetError::Conflict { .. })))
+            );
+            let (current, current_etag) = t.read_pointer("acme-prod").unwrap().unwrap();
+            assert_eq!(&current_etag, winners[0], "the pointer is the winner's");
+            assert!(current.applied_by.ends_with(&format!("round-{round}")));
+            etag = current_etag;
+        }
+    }
+
+    #[test]
+    fn tampering_and_corruption_are_reported_per_account() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = FileTarget::new(tmp.path().to_str().unwrap());
+        let bytes = sample_bundle();
+        let digest = Digest::of(&bytes);
+        t.write_bundle("acme-prod", &bytes).unwrap();
+        let path = tmp
+            .path()
+            .join("acme-prod/bundles")
+            .join(format!("{}.json", digest.hex()));
+        std::fs::write(
+            &path,
+            String::from_utf8(bytes.clone())
+                .unwrap()
+                .replace("acme", "evil"),
+        )
+        .unwrap();
+        let e = t.read_bundle("acme-prod", &digest).unwrap_err();
+        assert!(e.to_string().contains("does not match its digest"), "{e}");
+        assert!(matches!(
+            t.write_bundle("acme-prod", &bytes),
+            Err(TargetError::TamperedBundle { .. })
+        ));
+
+        std::fs::create_dir_all(tmp.path().join("globex-prod")).unwrap();
+        std::fs::write(
+            tmp.path().join("globex-prod/current.json"),
+            "{\"digest\": 12",
+        )
+        .unwrap();
+        let e = t.read_pointer("globex-prod").unwrap_err().to_string();
+        assert!(e.starts_with("globex-prod: current.json is corrupt"), "{e}");
+        assert!(matches!(
+            t.read_pointer("../etc"),
+            Err(TargetError::BadAccount { .. })
+        ));
+    }
+}
