@@ -221,12 +221,6 @@ impl Method {
         }
     }
 
-    /// Safe to retry after a connection error: the request never reached the backend or
-    /// repeating it has no further effect.
-    pub fn is_idempotent(self) -> bool {
-        !matches!(self, Method::Post | Method::Patch)
-    }
-
     pub fn parse(s: &str) -> Option<Method> {
         Method::ALL
             .into_iter()

@@ -83,10 +83,6 @@ impl Diagnostics {
         self.0.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     /// Sorted by file, line and column; identical problems merged, their accounts joined.
     pub fn into_sorted(self) -> Vec<Diagnostic> {
         let mut merged: BTreeMap<(Span, String), Vec<String>> = BTreeMap::new();
@@ -139,24 +135,6 @@ impl IntoIterator for Diagnostics {
         self.0.into_iter()
     }
 }
-
-/// The error of anything that reads a repo: all its problems.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid(pub Vec<Diagnostic>);
-
-impl fmt::Display for Invalid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{d}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Invalid {}
 
 #[cfg(test)]
 mod tests {

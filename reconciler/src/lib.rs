@@ -25,7 +25,7 @@ pub mod validate;
 pub mod waves;
 pub mod yaml;
 
-pub use diagnostics::{Diagnostic, Invalid};
+pub use diagnostics::Diagnostic;
 pub use render::{Rendered, render};
 pub use repo::Repo;
 pub use source::{ConfigSource, DirSource, MemSource};

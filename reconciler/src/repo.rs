@@ -162,7 +162,7 @@ impl Repo {
                                     existing.doc.path
                                 );
                                 repo.diagnostics
-                                    .push(Diagnostic::new(name_span(&doc), message));
+                                    .push(Diagnostic::new(doc.name_span.clone(), message));
                             }
                             None => {
                                 repo.accounts.insert(name.clone(), Account { name, doc });
@@ -511,16 +511,12 @@ fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
 
 fn name_mismatch<S>(doc: &Doc<S>, expected: &str, what: &str) -> Diagnostic {
     Diagnostic::new(
-        name_span(doc),
+        doc.name_span.clone(),
         format!(
             "metadata.name {:?} must match {what} ({expected:?})",
             doc.metadata.name
         ),
     )
-}
-
-fn name_span<S>(doc: &Doc<S>) -> Span {
-    doc.name_span.clone()
 }
 
 /// The span of `spec.<key>` of a manifest (or the spec itself).

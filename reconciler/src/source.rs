@@ -107,16 +107,6 @@ pub struct MemSource {
 }
 
 impl MemSource {
-    /// Reads a whole directory into memory.
-    pub fn from_source(src: &dyn ConfigSource) -> Result<MemSource, SourceError> {
-        let mut files = BTreeMap::new();
-        for path in src.files()? {
-            let bytes = src.read(&path)?;
-            files.insert(path, bytes);
-        }
-        Ok(MemSource { files })
-    }
-
     pub fn insert(&mut self, path: &str, text: &str) {
         self.files
             .insert(path.to_string(), text.as_bytes().to_vec());
