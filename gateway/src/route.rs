@@ -106,6 +106,22 @@ impl PathTemplate {
     }
 
     /// Fills the template with values for its parameters (used for upstream paths).
+    /// A concrete path this template matches, every parameter set to `0`: for checks that
+    /// ask "which route would answer this?" (a plan's shadowing warning).
+    pub fn sample(&self) -> String {
+        let mut s = self.normalized.clone();
+        for i in (0..self.params.len()).rev() {
+            s = s.replace(&format!("{{*p{i}}}"), "0");
+            s = s.replace(&format!("{{p{i}}}"), "0");
+        }
+        s
+    }
+
+    /// The template with its parameter names, as the author wrote it.
+    pub fn display(&self) -> String {
+        display(self)
+    }
+
     pub fn render(template: &str, values: &BTreeMap<&str, &str>) -> String {
         let mut out = String::with_capacity(template.len());
         let mut rest = template;

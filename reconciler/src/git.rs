@@ -143,6 +143,11 @@ impl GitRepo {
         })
     }
 
+    /// The path or URL it was opened from.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
     /// Resolves a revision the way git does (`HEAD~1`, `origin/main`, a tag, a sha).
     pub fn resolve(&self, rev: &str) -> Result<Commit, GitError> {
         let err = |message: String| GitError::Rev {

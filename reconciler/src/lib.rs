@@ -9,12 +9,15 @@
 //! - [`render`]: one canonical bundle per account, compiled by the gateway's `compile()`;
 //! - [`validate`]: every problem of a repo at once; [`waves`]: rollout wave assignment.
 
+pub mod affected;
 pub mod diagnostics;
 pub mod example_fleet;
 pub mod git;
 pub mod manifest;
 pub mod merge;
 pub mod openapi;
+pub mod pipeline;
+pub mod plan;
 pub mod render;
 pub mod repo;
 pub mod schema;

@@ -8,6 +8,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use fleetgate::diagnostics::{Diagnostic, Diagnostics};
 use fleetgate::example_fleet::{self, FleetParams};
+use fleetgate::git::GitRepo;
+use fleetgate::pipeline::{self, PipelineError};
+use fleetgate::plan;
+use fleetgate::target::FileTarget;
 use fleetgate::{DirSource, Repo, render, validate};
 
 #[derive(Parser, Debug)]
@@ -45,6 +49,42 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// What would change in which account: the head against the target, or with --base only
+    /// the accounts the base..head change can affect (exit 0 no changes, 2 changes, 1 error).
+    Plan {
+        #[command(flatten)]
+        source: GitArgs,
+        /// Plan only the accounts the change from this revision to --head can affect.
+        #[arg(long, value_name = "REF")]
+        base: Option<String>,
+        /// The revision to plan (a branch, tag, sha, `origin/main`, `HEAD~1`).
+        #[arg(long, value_name = "REF", default_value = "HEAD")]
+        head: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        /// Write the plan to FILE instead of standard output (never colored).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Warn when more than this percentage of the fleet would be updated at once.
+        #[arg(long, value_name = "PERCENT", default_value_t = 25)]
+        warn_fleet_percent: u32,
+        /// Link to the full plan (e.g. a CI artifact) in markdown truncation notes.
+        #[arg(long, value_name = "URL")]
+        full_plan_url: Option<String>,
+    },
+    /// Deploy the head to every account that needs it: bundle first, then the pointer by
+    /// compare-and-swap. Idempotent: accounts already at the head are not written.
+    Apply {
+        #[command(flatten)]
+        source: GitArgs,
+        /// The revision to apply.
+        #[arg(long, value_name = "REF", default_value = "HEAD")]
+        head: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Generate a config repo with N accounts (deterministic) for tests and benchmarks.
     ExampleFleet {
         #[arg(long, default_value_t = 1000)]
@@ -60,6 +100,36 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "schemas")]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct GitArgs {
+    /// The config repo: a local git repository (working clone or bare), or a URL
+    /// (file://, https://, ssh://) cloned into the cache as a bare repository.
+    #[arg(long, value_name = "PATH|URL", default_value = ".")]
+    repo: String,
+    /// Where remote repositories are cached [default: $XDG_CACHE_HOME/fleetgate or
+    /// ~/.cache/fleetgate].
+    #[arg(long, value_name = "DIR", env = "FLEETGATE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct TargetArgs {
+    /// Where bundles are deployed: file://DIR (the embedded default, DESIGN.md's S3 layout on
+    /// a local directory).
+    #[arg(long, value_name = "TARGET")]
+    target: String,
+    /// Accounts read or written at once.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    concurrency: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Markdown,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -88,6 +158,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             all: _,
             out,
         } => cmd_render(&repo, &accounts, out.as_deref()),
+        Command::Plan {
+            source,
+            base,
+            head,
+            target,
+            format,
+            out,
+            warn_fleet_percent,
+            full_plan_url,
+        } => cmd_plan(PlanArgs {
+            source,
+            base,
+            head,
+            target,
+            format,
+            out,
+            warn_fleet_percent,
+            full_plan_url,
+        }),
+        Command::Apply {
+            source,
+            head,
+            target,
+        } => cmd_apply(&source, &head, &target),
         Command::ExampleFleet {
             accounts,
             seed,
@@ -202,4 +296,226 @@ fn cmd_render(path: &Path, only: &[String], out: Option<&Path>) -> Result<ExitCo
         let _ = writeln!(stdout, "{account} {digest}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn cache_dir(args: &GitArgs) -> PathBuf {
+    if let Some(dir) = &args.cache_dir {
+        return dir.clone();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("fleetgate")
+}
+
+fn file_target(args: &TargetArgs) -> Result<FileTarget> {
+    match args.target.strip_prefix("file://") {
+        Some(dir) if !dir.is_empty() => Ok(FileTarget::new(dir)),
+        _ => bail!(
+            "unsupported target {:?}: this build deploys to file://DIR (a local directory in DESIGN.md's S3 layout)",
+            args.target
+        ),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The key of the fingerprints that stand in for sensitive values: random per run, or
+/// FLEETGATE_REDACTION_KEY when outputs must compare across runs (keep it secret).
+fn redaction_key() -> Result<Vec<u8>> {
+    if let Some(key) = std::env::var_os("FLEETGATE_REDACTION_KEY").filter(|k| !k.is_empty()) {
+        return Ok(key.as_encoded_bytes().to_vec());
+    }
+    let mut key = vec![0u8; 32];
+    getrandom::fill(&mut key)
+        .map_err(|e| anyhow::anyhow!("no randomness for the redaction key: {e}"))?;
+    Ok(key)
+}
+
+/// Opens the repo and resolves the revisions; git errors name the ref or path.
+fn open_git(args: &GitArgs) -> Result<GitRepo> {
+    let repo = GitRepo::open(&args.repo, &cache_dir(args))?;
+    Ok(repo)
+}
+
+fn report_pipeline_error(e: PipelineError) -> Result<ExitCode> {
+    match e {
+        PipelineError::Invalid {
+            ref diagnostics, ..
+        } => {
+            let mut err = std::io::stderr().lock();
+            for d in diagnostics {
+                let _ = writeln!(err, "{d}");
+            }
+            let _ = writeln!(err, "error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        other => Err(other.into()),
+    }
+}
+
+struct PlanArgs {
+    source: GitArgs,
+    base: Option<String>,
+    head: String,
+    target: TargetArgs,
+    format: PlanFormat,
+    out: Option<PathBuf>,
+    warn_fleet_percent: u32,
+    full_plan_url: Option<String>,
+}
+
+fn cmd_plan(args: PlanArgs) -> Result<ExitCode> {
+    let target = file_target(&args.target)?;
+    let repo = open_git(&args.source)?;
+    let head = repo.resolve(&args.head)?;
+    let base = args.base.as_deref().map(|b| repo.resolve(b)).transpose()?;
+    let prepared = match pipeline::prepare(&repo, base.as_ref(), &head) {
+        Ok(p) => p,
+        Err(e) => return report_pipeline_error(e),
+    };
+    let options = plan::Options {
+        redaction_key: redaction_key()?,
+        fleet_change_percent: args.warn_fleet_percent,
+        ..plan::Options::default()
+    };
+    let (plan, _) = runtime()?.block_on(pipeline::observe_and_plan(
+        &prepared,
+        &target,
+        &options,
+        args.target.concurrency,
+    ))?;
+    let to_file = args.out.is_some();
+    let text = match args.format {
+        PlanFormat::Text => plan::format::text(&plan, !to_file),
+        PlanFormat::Markdown => plan::format::markdown(
+            &plan,
+            plan::format::MARKDOWN_LIMIT,
+            args.full_plan_url.as_deref(),
+        ),
+        PlanFormat::Json => plan::format::json(&plan),
+    };
+    match &args.out {
+        Some(path) => std::fs::write(path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => {
+            // Colors only on a terminal, and never with NO_COLOR set.
+            let mut out = anstream::AutoStream::auto(std::io::stdout().lock());
+            out.write_all(text.as_bytes())
+                .context("cannot write the plan")?;
+        }
+    }
+    Ok(if plan.summary.unreachable > 0 {
+        ExitCode::FAILURE
+    } else if plan.summary.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn cmd_apply(source: &GitArgs, head: &str, target_args: &TargetArgs) -> Result<ExitCode> {
+    let target = file_target(target_args)?;
+    let repo = open_git(source)?;
+    let head = repo.resolve(head)?;
+    let prepared = match pipeline::prepare(&repo, None, &head) {
+        Ok(p) => p,
+        Err(e) => return report_pipeline_error(e),
+    };
+    let options = plan::Options {
+        redaction_key: redaction_key()?,
+        ..plan::Options::default()
+    };
+    let stamp = pipeline::Stamp {
+        applied_by: applied_by(),
+        applied_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    };
+    let rt = runtime()?;
+    let (plan, observed) = rt.block_on(pipeline::observe_and_plan(
+        &prepared,
+        &target,
+        &options,
+        target_args.concurrency,
+    ))?;
+    let results = rt.block_on(pipeline::apply(
+        &plan,
+        &prepared.desired,
+        &observed,
+        &target,
+        &stamp,
+        target_args.concurrency,
+    ));
+    let mut stdout = std::io::stdout().lock();
+    let (mut created, mut updated, mut failed) = (0, 0, 0);
+    for (account, outcome) in &results {
+        match outcome {
+            pipeline::Applied::Created { digest } => {
+                created += 1;
+                let _ = writeln!(stdout, "created {account} {digest}");
+            }
+            pipeline::Applied::Updated { from, to } => {
+                updated += 1;
+                let _ = writeln!(
+                    stdout,
+                    "updated {account} {} -> {}",
+                    from.short(),
+                    to.short()
+                );
+            }
+            pipeline::Applied::Failed { reason } => {
+                failed += 1;
+                let _ = writeln!(std::io::stderr(), "failed {account}: {reason}");
+            }
+        }
+    }
+    for a in plan
+        .accounts
+        .iter()
+        .filter(|a| a.action == plan::Action::Unreachable)
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped {}: {}",
+            a.name,
+            a.note.as_deref().unwrap_or("unreachable")
+        );
+    }
+    let _ = writeln!(
+        stdout,
+        "applied {} ({}) to {}: {created} created, {updated} updated, {} unchanged, {failed} failed, {} unreachable, {} orphaned (never deleted)",
+        plan.head.rev,
+        &plan.head.commit[..12.min(plan.head.commit.len())],
+        plan.target,
+        plan.summary.no_change,
+        plan.summary.unreachable,
+        plan.summary.orphaned,
+    );
+    Ok(if failed + plan.summary.unreachable > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn applied_by() -> String {
+    if let Ok(who) = std::env::var("FLEETGATE_APPLIED_BY")
+        && !who.is_empty()
+    {
+        return who;
+    }
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    if host.is_empty() {
+        format!("fleetgate/{} {user}", env!("CARGO_PKG_VERSION"))
+    } else {
+        format!("fleetgate/{} {user}@{host}", env!("CARGO_PKG_VERSION"))
+    }
 }

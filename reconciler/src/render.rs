@@ -11,8 +11,8 @@
 //!    order (routes and IdP lists by name), so file order never changes a digest;
 //! 6. the bundle compiled by the gateway's `compile()`.
 //!
-//! Besides the bundle, render returns the repo paths it read, so a plan can tell which
-//! accounts a change can affect.
+//! Besides the bundle, render returns the repo paths it can read ([`input_paths`], worked out
+//! from the manifests alone), so a plan can tell which accounts a change can affect.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,8 +33,8 @@ pub struct Rendered {
     /// The canonical bytes (what is stored under the digest).
     pub canonical: Vec<u8>,
     pub digest: Digest,
-    /// Repo paths this render read. A path ending in `/` stands for a directory whose
-    /// listing was read: adding a file there can change the result.
+    /// Repo paths this render can read ([`input_paths`]). A path ending in `/` stands for a
+    /// directory: adding a file there can change the result.
     pub inputs: BTreeSet<String>,
 }
 
@@ -72,11 +72,54 @@ pub fn render(repo: &Repo, account_name: &str) -> Result<Rendered, Vec<Diagnosti
     })
 }
 
+/// Every repo path an account's render can read, worked out from the manifests alone
+/// (without rendering): the account's file, the base, the directories of the overlays it
+/// selects, and the directory of every service version it or those overlays pin (also a pin
+/// an overlay later un-pins: more is safe, less is not). A plan uses this on both sides of a
+/// change to decide which accounts to render.
+pub fn input_paths(repo: &Repo, account: &Account) -> BTreeSet<String> {
+    let doc = &account.doc;
+    let mut inputs = BTreeSet::from([
+        doc.path.clone(),
+        GATEWAY_FILE.to_string(),
+        IDP_FILE.to_string(),
+    ]);
+    let mut pin = |service: &str, version: &str| {
+        inputs.insert(format!("services/{service}/{version}/"));
+        if let Some(sv) = repo
+            .services
+            .get(&(service.to_string(), version.to_string()))
+        {
+            inputs.insert(sv.path.clone());
+        }
+    };
+    for name in &doc.spec.overlays {
+        for file in repo.overlays.get(name).iter().flat_map(|o| &o.files) {
+            for (service, version) in &file.spec.services {
+                if let Some(v) = version {
+                    pin(service, v);
+                }
+            }
+        }
+    }
+    for (service, version) in &doc.spec.services {
+        if let Some(v) = version {
+            pin(service, v);
+        }
+    }
+    for name in &doc.spec.overlays {
+        inputs.insert(format!("overlays/{name}/"));
+        for file in repo.overlays.get(name).iter().flat_map(|o| &o.files) {
+            inputs.insert(file.path.clone());
+        }
+    }
+    inputs
+}
+
 pub(crate) fn render_account(repo: &Repo, account: &Account) -> Result<Rendered, Vec<Diagnostic>> {
     let mut errors = Vec::new();
-    let mut inputs = BTreeSet::new();
+    let inputs = input_paths(repo, account);
     let doc = &account.doc;
-    inputs.insert(doc.path.clone());
 
     let (Some(gateway), Some(idp)) = (&repo.gateway, &repo.idp) else {
         // Load reported why; nothing sensible can be rendered without the base.
@@ -89,8 +132,6 @@ pub(crate) fn render_account(repo: &Repo, account: &Account) -> Result<Rendered,
             "cannot render without a valid base",
         )]);
     };
-    inputs.insert(gateway.path.clone());
-    inputs.insert(idp.path.clone());
     let mut gw = gateway.spec_node.clone();
     let mut id = idp.spec_node.clone();
 
@@ -152,7 +193,6 @@ pub(crate) fn render_account(repo: &Repo, account: &Account) -> Result<Rendered,
             .and_then(|s| s.get(service))
             .map(|n| n.span.clone())
             .unwrap_or_else(|| node.span.clone());
-        inputs.insert(sv.path.clone());
         let Some(spec) = &sv.spec else {
             errors.push(Diagnostic::new(
                 span,
@@ -165,9 +205,7 @@ pub(crate) fn render_account(repo: &Repo, account: &Account) -> Result<Rendered,
 
     // 3. Overlays.
     for overlay in &overlays {
-        inputs.insert(format!("overlays/{}/", overlay.name));
         for file in &overlay.files {
-            inputs.insert(file.path.clone());
             apply_patch(&mut gw, file.spec_node.get("gateway"), &mut errors);
             apply_patch(&mut id, file.spec_node.get("idp"), &mut errors);
             apply_flags(&mut gw, file, &mut errors);

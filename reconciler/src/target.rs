@@ -74,6 +74,151 @@ pub enum TargetError {
     BadAccount { account: String },
 }
 
+/// Which account a target call is about. The file target keys on the name; the AWS target
+/// needs the account id and region as well.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRef {
+    pub name: String,
+    pub id: String,
+    pub region: String,
+}
+
+/// Where bundles are deployed: `file://DIR` here, every account's own S3 bucket in the AWS
+/// target. Reads for plan and drift, writes for apply (bundle first, then pointer by CAS).
+pub trait Target: Send + Sync {
+    /// For messages and plans: `file:///srv/fleet`, `aws`.
+    fn location(&self) -> String;
+
+    /// Accounts the target holds state for, whether or not git still has them (for orphans).
+    /// A target that cannot enumerate accounts returns an empty list.
+    fn deployed_accounts(&self) -> impl Future<Output = Result<Vec<String>, TargetError>> + Send;
+
+    /// The pointer and its ETag; `None` for an account never deployed.
+    fn read_pointer(
+        &self,
+        account: &AccountRef,
+    ) -> impl Future<Output = Result<Option<(Pointer, ETag)>, TargetError>> + Send;
+
+    /// A stored bundle, checked against its digest; `None` when absent.
+    fn read_bundle(
+        &self,
+        account: &AccountRef,
+        digest: &Digest,
+    ) -> impl Future<Output = Result<Option<Bundle>, TargetError>> + Send;
+
+    /// Stores canonical bundle bytes under their digest; whether anything was written.
+    fn write_bundle(
+        &self,
+        account: &AccountRef,
+        canonical: &[u8],
+    ) -> impl Future<Output = Result<bool, TargetError>> + Send;
+
+    /// Replaces the pointer if it is still at `expected` (`None`: there must be none).
+    fn write_pointer(
+        &self,
+        account: &AccountRef,
+        pointer: &Pointer,
+        expected: Option<&ETag>,
+    ) -> impl Future<Output = Result<ETag, TargetError>> + Send;
+}
+
+/// What a target holds for one account.
+#[derive(Clone, Debug)]
+pub enum Observed {
+    /// No pointer: never deployed.
+    New,
+    Deployed {
+        pointer: Pointer,
+        etag: ETag,
+        bundle: Box<Bundle>,
+    },
+    /// The state could not be read or cannot be trusted (corrupt pointer, tampered or
+    /// missing bundle, I/O). The message names the account.
+    Unreachable { reason: String },
+}
+
+/// Reads every account's deployed state, `concurrency` at a time. One account's failure is
+/// that account's [`Observed::Unreachable`], never the others'.
+pub async fn observe<T: Target>(
+    target: &T,
+    accounts: &[AccountRef],
+    concurrency: usize,
+) -> std::collections::BTreeMap<String, Observed> {
+    use futures::StreamExt as _;
+    futures::stream::iter(accounts)
+        .map(|account| async move {
+            let observed = match observe_one(target, account).await {
+                Ok(o) => o,
+                Err(e) => Observed::Unreachable {
+                    reason: e.to_string(),
+                },
+            };
+            (account.name.clone(), observed)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+}
+
+async fn observe_one<T: Target>(target: &T, account: &AccountRef) -> Result<Observed, TargetError> {
+    let Some((pointer, etag)) = target.read_pointer(account).await? else {
+        return Ok(Observed::New);
+    };
+    match target.read_bundle(account, &pointer.digest).await? {
+        Some(bundle) => Ok(Observed::Deployed {
+            pointer,
+            etag,
+            bundle: Box::new(bundle),
+        }),
+        None => Err(TargetError::MissingBundle {
+            account: account.name.clone(),
+            digest: pointer.digest,
+        }),
+    }
+}
+
+impl Target for FileTarget {
+    fn location(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    async fn deployed_accounts(&self) -> Result<Vec<String>, TargetError> {
+        self.accounts()
+    }
+
+    async fn read_pointer(
+        &self,
+        account: &AccountRef,
+    ) -> Result<Option<(Pointer, ETag)>, TargetError> {
+        FileTarget::read_pointer(self, &account.name)
+    }
+
+    async fn read_bundle(
+        &self,
+        account: &AccountRef,
+        digest: &Digest,
+    ) -> Result<Option<Bundle>, TargetError> {
+        FileTarget::read_bundle(self, &account.name, digest)
+    }
+
+    async fn write_bundle(
+        &self,
+        account: &AccountRef,
+        canonical: &[u8],
+    ) -> Result<bool, TargetError> {
+        FileTarget::write_bundle(self, &account.name, canonical)
+    }
+
+    async fn write_pointer(
+        &self,
+        account: &AccountRef,
+        pointer: &Pointer,
+        expected: Option<&ETag>,
+    ) -> Result<ETag, TargetError> {
+        FileTarget::write_pointer(self, &account.name, pointer, expected)
+    }
+}
+
 /// A directory of accounts.
 #[derive(Debug, Clone)]
 pub struct FileTarget {

@@ -46,7 +46,7 @@ pub fn validate(repo: &Repo) -> Validated {
 /// files are reported (the rest of the repo is checked by the real accounts), and a patched
 /// item's missing fields are not, since the item may come from a service the selecting
 /// account pins.
-fn check_overlay_alone(repo: &Repo, overlay: &str) -> Vec<Diagnostic> {
+pub(crate) fn check_overlay_alone(repo: &Repo, overlay: &str) -> Vec<Diagnostic> {
     let (Some(o), Some(model)) = (repo.overlays.get(overlay), repo.accounts.values().next()) else {
         return Vec::new();
     };

@@ -59,8 +59,11 @@ fn render_records_what_it_read() {
             "overlays/enterprise/tier.yaml",
             "overlays/eu/",
             "overlays/eu/region.yaml",
+            "services/customers/1.3.0/",
             "services/customers/1.3.0/openapi.yaml",
+            "services/orders/2.0.0/",
             "services/orders/2.0.0/openapi.yaml",
+            "services/payments/3.2.0/",
             "services/payments/3.2.0/openapi.yaml",
         ]
     );

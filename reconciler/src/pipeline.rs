@@ -1,0 +1,267 @@
+//! The plan and apply pipelines: git -> load -> (affected) -> render -> observe -> plan ->
+//! (apply). The adapters (git, target, clock) are passed in; the decisions are the pure
+//! functions of [`crate::affected`], [`crate::render`] and [`crate::plan`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fleetgate_gateway::Digest;
+
+use crate::affected::affected;
+use crate::diagnostics::{Diagnostic, Diagnostics};
+use crate::git::{Commit, GitError, GitRepo};
+use crate::plan::{self, Context, Desired, Plan, Revision};
+use crate::render::render;
+use crate::repo::Repo;
+use crate::target::{AccountRef, ETag, Observed, Pointer, Target, TargetError, observe};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(
+        "{rev} ({commit}) has invalid manifests ({} problem{}); nothing was planned or applied",
+        .diagnostics.len(),
+        if .diagnostics.len() == 1 { "" } else { "s" }
+    )]
+    Invalid {
+        rev: String,
+        commit: String,
+        diagnostics: Vec<Diagnostic>,
+    },
+    #[error("{0}")]
+    Target(#[from] TargetError),
+}
+
+/// Everything decided from git alone: the head's bundles for the accounts to plan.
+#[derive(Debug)]
+pub struct Prepared {
+    pub context: Context,
+    pub desired: Vec<Desired>,
+}
+
+fn revision(c: &Commit) -> Revision {
+    Revision {
+        rev: c.rev.clone(),
+        commit: c.id.to_string(),
+    }
+}
+
+/// Loads the head (and the base), works out which accounts the change can affect, and
+/// renders those on both sides (every account at the head when there is no base). Invalid
+/// manifests at the head fail the whole plan with every problem located; the base is only
+/// context, so its problems are not the plan's.
+pub fn prepare(
+    repo: &GitRepo,
+    base: Option<&Commit>,
+    head: &Commit,
+) -> Result<Prepared, PipelineError> {
+    let head_repo = Repo::load(&repo.snapshot(head)?);
+    let invalid = |diagnostics: Vec<Diagnostic>| PipelineError::Invalid {
+        rev: head.rev.clone(),
+        commit: head.short(),
+        diagnostics,
+    };
+    if !head_repo.diagnostics.is_empty() {
+        let mut ds = Diagnostics::new();
+        ds.extend(head_repo.diagnostics.iter().cloned());
+        return Err(invalid(ds.into_sorted()));
+    }
+
+    let (to_render, base_repo, changed) = match base {
+        Some(base) => {
+            let base_repo = Repo::load(&repo.snapshot(base)?);
+            let changed = repo.changed_paths(base, head)?;
+            let a = affected(&base_repo, &head_repo, &changed);
+            (a.accounts, Some(base_repo), Some(changed))
+        }
+        None => (
+            head_repo.account_names().map(str::to_string).collect(),
+            None,
+            None,
+        ),
+    };
+
+    let mut problems = Diagnostics::new();
+    let mut desired = Vec::new();
+    let mut rendered = plan::Rendered::default();
+    for name in to_render
+        .iter()
+        .filter(|n| head_repo.accounts.contains_key(*n))
+    {
+        match render(&head_repo, name) {
+            Ok(r) => {
+                rendered.head += 1;
+                let spec = &head_repo.accounts[name].doc.spec;
+                desired.push(Desired {
+                    account: AccountRef {
+                        name: name.clone(),
+                        id: spec.account_id.0.clone(),
+                        region: spec.region.clone(),
+                    },
+                    bundle: r.bundle,
+                    canonical: r.canonical,
+                    digest: r.digest,
+                    base_digest: None,
+                });
+            }
+            Err(errs) => problems.extend(errs),
+        }
+    }
+    // An overlay no account selects must still apply cleanly; check the ones this change
+    // touches (all of them without a base).
+    for overlay in crate::repo::unused_overlays(&head_repo) {
+        let dir = format!("overlays/{overlay}/");
+        if changed
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|p| p.starts_with(&dir)))
+        {
+            problems.extend(crate::validate::check_overlay_alone(&head_repo, overlay));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(invalid(problems.into_sorted()));
+    }
+
+    if let Some(base_repo) = &base_repo {
+        let mut base_digests: BTreeMap<&str, Digest> = BTreeMap::new();
+        for name in to_render
+            .iter()
+            .filter(|n| base_repo.accounts.contains_key(*n))
+        {
+            // A base that does not render is history, not this plan's problem: its accounts
+            // simply have no base digest to compare with.
+            rendered.base += 1;
+            if let Ok(r) = render(base_repo, name) {
+                base_digests.insert(name, r.digest);
+            }
+        }
+        for d in &mut desired {
+            d.base_digest = base_digests.remove(d.account.name.as_str());
+        }
+    }
+
+    Ok(Prepared {
+        context: Context {
+            repo: repo.location().to_string(),
+            base: base.map(revision),
+            head: revision(head),
+            target: String::new(),
+            fleet: head_repo.account_names().map(str::to_string).collect(),
+            deployed: BTreeSet::new(),
+            rendered,
+        },
+        desired,
+    })
+}
+
+/// Observes the prepared accounts in the target and decides the plan.
+pub async fn observe_and_plan<T: Target>(
+    prepared: &Prepared,
+    target: &T,
+    options: &plan::Options,
+    concurrency: usize,
+) -> Result<(Plan, BTreeMap<String, Observed>), PipelineError> {
+    let refs: Vec<AccountRef> = prepared.desired.iter().map(|d| d.account.clone()).collect();
+    let deployed: BTreeSet<String> = target.deployed_accounts().await?.into_iter().collect();
+    let observed = observe(target, &refs, concurrency).await;
+    let mut context = prepared.context.clone();
+    context.target = target.location();
+    context.deployed = deployed;
+    let plan = plan::plan(&context, &prepared.desired, &observed, options);
+    Ok((plan, observed))
+}
+
+/// Who applies and when, recorded in every pointer written.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub applied_by: String,
+    /// RFC 3339, UTC.
+    pub applied_at: String,
+}
+
+/// What apply did to one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Created { digest: Digest },
+    Updated { from: Digest, to: Digest },
+    Failed { reason: String },
+}
+
+/// Carries out the plan's creates and updates: each bundle is stored first, then the pointer
+/// moves by compare-and-swap against the ETag read when observing. A pointer someone else
+/// moved meanwhile is a conflict for that account (re-plan), never overwritten. Accounts
+/// with nothing to do are not touched, so applying twice writes nothing the second time.
+pub async fn apply<T: Target>(
+    plan: &Plan,
+    desired: &[Desired],
+    observed: &BTreeMap<String, Observed>,
+    target: &T,
+    stamp: &Stamp,
+    concurrency: usize,
+) -> BTreeMap<String, Applied> {
+    use futures::StreamExt as _;
+    let by_name: BTreeMap<&str, &Desired> = desired
+        .iter()
+        .map(|d| (d.account.name.as_str(), d))
+        .collect();
+    let todo: Vec<(&Desired, Option<(&Pointer, &ETag)>)> = plan
+        .accounts
+        .iter()
+        .filter(|a| matches!(a.action, plan::Action::Create | plan::Action::Update))
+        .filter_map(|a| by_name.get(a.name.as_str()).copied())
+        .map(|d| {
+            let current = match observed.get(&d.account.name) {
+                Some(Observed::Deployed { pointer, etag, .. }) => Some((pointer, etag)),
+                _ => None,
+            };
+            (d, current)
+        })
+        .collect();
+    let commit = plan.head.commit.clone();
+    futures::stream::iter(todo)
+        .map(|(d, current)| {
+            let commit = commit.clone();
+            async move {
+                let result = apply_one(target, d, current, &commit, stamp).await;
+                let outcome = match result {
+                    Ok(()) => match current {
+                        Some((p, _)) => Applied::Updated {
+                            from: p.digest.clone(),
+                            to: d.digest.clone(),
+                        },
+                        None => Applied::Created {
+                            digest: d.digest.clone(),
+                        },
+                    },
+                    Err(e) => Applied::Failed {
+                        reason: e.to_string(),
+                    },
+                };
+                (d.account.name.clone(), outcome)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+}
+
+async fn apply_one<T: Target>(
+    target: &T,
+    d: &Desired,
+    current: Option<(&Pointer, &ETag)>,
+    commit: &str,
+    stamp: &Stamp,
+) -> Result<(), TargetError> {
+    target.write_bundle(&d.account, &d.canonical).await?;
+    let pointer = Pointer {
+        digest: d.digest.clone(),
+        commit: Some(commit.to_string()),
+        previous: current.map(|(p, _)| p.digest.clone()),
+        applied_by: stamp.applied_by.clone(),
+        applied_at: stamp.applied_at.clone(),
+    };
+    target
+        .write_pointer(&d.account, &pointer, current.map(|(_, e)| e))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! `plan(desired, observed) -> Plan`: what would change in which account, decided before
+//! anything is written. Pure and deterministic: the same inputs (and the same redaction key)
+//! give the same plan, byte for byte, in every format.
+//!
+//! Per account the action is `create` (never deployed), `update`, `no-change` or
+//! `unreachable` (its state could not be read or trusted); an update carries a semantic
+//! summary ([`changes`]) and a unified diff of the redacted, pretty canonical bundles
+//! ([`diff`]). Accounts whose change is identical are grouped, so a plan over 1,000 accounts
+//! reads as a handful of changes. Risky changes ([`risks`]) come first in every format.
+//! Accounts deployed in the target but gone from git are listed as orphans and never deleted.
+
+pub mod changes;
+pub mod diff;
+pub mod format;
+pub mod risks;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fleetgate_gateway::sensitive::redacting;
+use fleetgate_gateway::{Bundle, Digest};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::target::{AccountRef, Observed};
+pub use changes::{Area, Change, Op};
+pub use risks::WarningKind;
+
+/// The version of the JSON plan document (`formatVersion`). Bumped on any change that is
+/// not an addition.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// One account's desired state: its bundle rendered at the head.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub account: AccountRef,
+    pub bundle: Bundle,
+    /// The canonical bytes (what apply stores).
+    pub canonical: Vec<u8>,
+    pub digest: Digest,
+    /// The digest rendered at the plan's base, when it has one and the account rendered
+    /// there: tells a drifted target apart from a change in git.
+    pub base_digest: Option<Digest>,
+}
+
+/// Where the plan's inputs came from; carried into the plan for its readers.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub repo: String,
+    pub base: Option<Revision>,
+    pub head: Revision,
+    pub target: String,
+    /// Every account in git at the head.
+    pub fleet: BTreeSet<String>,
+    /// Accounts the target holds state for (orphans are those not in `fleet`).
+    pub deployed: BTreeSet<String>,
+    pub rendered: Rendered,
+}
+
+/// Settings that shape the output, not the decision.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Key of the fingerprints that stand in for sensitive values. One per plan (random by
+    /// default), so fingerprints compare within a plan and cannot be looked up across plans.
+    pub redaction_key: Vec<u8>,
+    /// Lines of context around each change in a diff.
+    pub context_lines: usize,
+    /// Warn when more than this percentage of the fleet's accounts would be updated at once.
+    pub fleet_change_percent: u32,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            redaction_key: Vec::new(),
+            context_lines: 3,
+            fleet_change_percent: 25,
+        }
+    }
+}
+
+/// A commit as the user named it and as git resolved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Revision {
+    /// As given: `HEAD~1`, `origin/main`, a tag.
+    pub rev: String,
+    /// The full commit id.
+    pub commit: String,
+}
+
+/// How many accounts were rendered on each side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Rendered {
+    pub base: usize,
+    pub head: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// First deployment: the account has no pointer.
+    Create,
+    Update,
+    NoChange,
+    /// Its deployed state could not be read or cannot be trusted; nothing will be written.
+    Unreachable,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::NoChange => "no-change",
+            Action::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// The plan. Its JSON form is documented in docs/plan.md and schemas/plan.schema.json.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// Risky changes, first in every format; each names the accounts it applies to.
+    pub warnings: Vec<Warning>,
+    pub format_version: u32,
+    pub summary: Summary,
+    /// Accounts rendered at the base and at the head. With a base, only the accounts the
+    /// change can affect are rendered; without one, every account at the head.
+    pub rendered: Rendered,
+    pub repo: String,
+    pub base: Option<Revision>,
+    pub head: Revision,
+    pub target: String,
+    /// Identical changes, each shown once with the accounts it applies to. Updates first,
+    /// then creates; within each, the biggest group first.
+    pub groups: Vec<Group>,
+    /// Every planned account, by name.
+    pub accounts: Vec<AccountPlan>,
+    /// Deployed in the target, absent from git. Never deleted by fleetgate.
+    pub orphans: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Accounts in git at the head.
+    pub fleet: usize,
+    /// Accounts this plan looked at (with a base: those the change can affect).
+    pub planned: usize,
+    pub create: usize,
+    pub update: usize,
+    pub no_change: usize,
+    pub unreachable: usize,
+    /// Accounts in the fleet the change cannot affect (not rendered, not observed).
+    pub not_affected: usize,
+    pub orphaned: usize,
+}
+
+impl Summary {
+    /// Whether applying would write anything (the `2` of exit codes).
+    pub fn has_changes(&self) -> bool {
+        self.create + self.update > 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountPlan {
+    pub name: String,
+    pub account_id: String,
+    pub action: Action,
+    /// The digest deployed now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The digest the head renders.
+    pub to: String,
+    /// The commit recorded in the deployed pointer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployed_commit: Option<String>,
+    /// Why it is unreachable, or that the target drifted from the base.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Index into `groups` (creates and updates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<usize>,
+    pub changes: Vec<Change>,
+    /// Unified diff of the redacted pretty bundles (deployed -> head); empty when nothing
+    /// changes. Hunk headers name the place in the bundle instead of line numbers.
+    pub diff: String,
+}
+
+/// Accounts that share one change (same action, same summary, same diff).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    pub action: Action,
+    pub accounts: Vec<String>,
+    pub changes: Vec<Change>,
+    pub diff: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Warning {
+    pub kind: WarningKind,
+    pub message: String,
+    /// The accounts it applies to (empty for fleet-wide warnings).
+    pub accounts: Vec<String>,
+}
+
+/// The redacted, pretty, canonical text of a bundle: what diffs are made of.
+pub fn redacted_pretty(bundle: &Bundle, key: &[u8]) -> String {
+    let mut text = redacting(key, || bundle.pretty_json());
+    text.push('\n');
+    text
+}
+
+/// Decides the plan. `desired` are the accounts to plan (all of them, or with a base the
+/// ones the change can affect); `observed` holds their deployed state by name (an account
+/// missing from it counts as never deployed).
+pub fn plan(
+    context: &Context,
+    desired: &[Desired],
+    observed: &BTreeMap<String, Observed>,
+    options: &Options,
+) -> Plan {
+    let key = options.redaction_key.as_slice();
+    let mut accounts: Vec<AccountPlan> = Vec::with_capacity(desired.len());
+    let mut warnings: BTreeMap<(WarningKind, String), BTreeSet<String>> = BTreeMap::new();
+    let mut sorted: Vec<&Desired> = desired.iter().collect();
+    sorted.sort_by(|a, b| a.account.name.cmp(&b.account.name));
+    sorted.dedup_by(|a, b| a.account.name == b.account.name);
+
+    for d in sorted {
+        let name = &d.account.name;
+        let mut entry = AccountPlan {
+            name: name.clone(),
+            account_id: d.account.id.clone(),
+            action: Action::NoChange,
+            from: None,
+            to: d.digest.to_string(),
+            deployed_commit: None,
+            note: None,
+            group: None,
+            changes: Vec::new(),
+            diff: String::new(),
+        };
+        match observed.get(name).unwrap_or(&Observed::New) {
+            Observed::New => {
+                entry.action = Action::Create;
+                entry.changes = vec![changes::created(&d.bundle)];
+                entry.diff =
+                    diff::unified("", &redacted_pretty(&d.bundle, key), options.context_lines);
+            }
+            Observed::Unreachable { reason } => {
+                entry.action = Action::Unreachable;
+                entry.note = Some(reason.clone());
+            }
+            Observed::Deployed {
+                pointer, bundle, ..
+            } => {
+                entry.from = Some(pointer.digest.to_string());
+                entry.deployed_commit = pointer.commit.clone();
+                if let Some(base) = &d.base_digest
+                    && &pointer.digest != base
+                    && pointer.digest != d.digest
+                {
+                    entry.note = Some(format!(
+                        "the deployed bundle {} is not what the base renders ({}): the target drifted from git; the diff is against what is deployed",
+                        pointer.digest.short(),
+                        base.short()
+                    ));
+                }
+                if pointer.digest != d.digest {
+                    entry.action = Action::Update;
+                    let old = redacted_pretty(bundle, key);
+                    let new = redacted_pretty(&d.bundle, key);
+                    entry.changes = changes::between(bundle, &d.bundle, key);
+                    entry.diff = diff::unified(&old, &new, options.context_lines);
+                    for risk in risks::between(bundle, &d.bundle) {
+                        warnings
+                            .entry((risk.kind, risk.message))
+                            .or_default()
+                            .insert(name.clone());
+                    }
+                }
+            }
+        }
+        accounts.push(entry);
+    }
+
+    let groups = group(&mut accounts);
+    let count = |a: Action| accounts.iter().filter(|p| p.action == a).count();
+    let orphans: Vec<String> = context
+        .deployed
+        .iter()
+        .filter(|a| !context.fleet.contains(*a))
+        .cloned()
+        .collect();
+    let summary = Summary {
+        fleet: context.fleet.len(),
+        planned: accounts.len(),
+        create: count(Action::Create),
+        update: count(Action::Update),
+        no_change: count(Action::NoChange),
+        unreachable: count(Action::Unreachable),
+        not_affected: context
+            .fleet
+            .iter()
+            .filter(|a| accounts.binary_search_by(|p| p.name.cmp(a)).is_err())
+            .count(),
+        orphaned: orphans.len(),
+    };
+
+    let mut warnings: Vec<Warning> = warnings
+        .into_iter()
+        .map(|((kind, message), accounts)| Warning {
+            kind,
+            message,
+            accounts: accounts.into_iter().collect(),
+        })
+        .collect();
+    if let Some(w) = risks::fleet_share(summary.update, summary.fleet, options.fleet_change_percent)
+    {
+        warnings.push(w);
+    }
+    // Most severe kind first, then the most widespread.
+    warnings.sort_by(|a, b| {
+        (a.kind, std::cmp::Reverse(a.accounts.len()), &a.message).cmp(&(
+            b.kind,
+            std::cmp::Reverse(b.accounts.len()),
+            &b.message,
+        ))
+    });
+
+    Plan {
+        warnings,
+        format_version: PLAN_FORMAT_VERSION,
+        summary,
+        rendered: context.rendered,
+        repo: context.repo.clone(),
+        base: context.base.clone(),
+        head: context.head.clone(),
+        target: context.target.clone(),
+        groups,
+        accounts,
+        orphans,
+    }
+}
+
+/// Groups creates and updates with identical changes and diffs, and points each account at
+/// its group. Order: updates before creates, bigger groups first, then by first account.
+fn group(accounts: &mut [AccountPlan]) -> Vec<Group> {
+    let mut by_change: BTreeMap<(Action, &str, &[Change]), Vec<usize>> = BTreeMap::new();
+    for (i, a) in accounts.iter().enumerate() {
+        if matches!(a.action, Action::Create | Action::Update) {
+            by_change
+                .entry((a.action, a.diff.as_str(), a.changes.as_slice()))
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut members: Vec<(Action, Vec<usize>)> = by_change
+        .into_iter()
+        .map(|((action, _, _), idx)| (action, idx))
+        .collect();
+    members.sort_by(|(a, x), (b, y)| {
+        let rank = |a: &Action| if *a == Action::Update { 0 } else { 1 };
+        (rank(a), std::cmp::Reverse(x.len()), x[0]).cmp(&(
+            rank(b),
+            std::cmp::Reverse(y.len()),
+            y[0],
+        ))
+    });
+    let mut groups = Vec::with_capacity(members.len());
+    for (g, (action, idx)) in members.into_iter().enumerate() {
+        let first = &accounts[idx[0]];
+        groups.push(Group {
+            action,
+            accounts: idx.iter().map(|&i| accounts[i].name.clone()).collect(),
+            changes: first.changes.clone(),
+            diff: first.diff.clone(),
+        });
+        for i in idx {
+            accounts[i].group = Some(g);
+        }
+    }
+    groups
+}
