@@ -35,6 +35,14 @@ pub fn all() -> Vec<(&'static str, Value)> {
         json!("https://fleetgate.dev/schemas/bundle.schema.json"),
     );
     out.push(("bundle.schema.json", bundle.to_value()));
+    let mut plan = SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<crate::plan::Plan>();
+    plan.insert(
+        "$id".into(),
+        json!("https://fleetgate.dev/schemas/plan.schema.json"),
+    );
+    out.push(("plan.schema.json", plan.to_value()));
     out
 }
 

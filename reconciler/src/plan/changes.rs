@@ -79,13 +79,13 @@ pub struct Change {
 
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {} {}",
-            self.area.as_str(),
-            self.name,
-            self.op.as_str()
-        )?;
+        if self.area == Area::IdpIssuer {
+            // There is one; its name would only repeat the area.
+            write!(f, "{} {}", self.area.as_str(), self.op.as_str())?;
+        } else {
+            let (area, name, op) = (self.area.as_str(), &self.name, self.op.as_str());
+            write!(f, "{area} {name} {op}")?;
+        }
         if !self.details.is_empty() {
             write!(f, ": {}", self.details.join("; "))?;
         }

@@ -152,6 +152,12 @@ pub fn text(plan: &Plan, color: bool) -> String {
         for c in &g.changes {
             let _ = writeln!(out, "    {c}");
         }
+        if let Some(from) = &g.context_from {
+            let _ = writeln!(
+                out,
+                "    (the changed lines are the same in every account; context lines are {from}'s)"
+            );
+        }
         for line in g.diff.lines() {
             let styled = match line.as_bytes().first() {
                 Some(b'+') => p.paint(fg(AnsiColor::Green), line),
@@ -343,28 +349,53 @@ pub fn markdown(plan: &Plan, limit: usize, full_plan: Option<&str>) -> String {
         "\n### Changes\n\n".to_string()
     };
     let budget = budget.saturating_sub(changes_head.len());
-    let render_all = |cap: usize| -> Vec<String> {
-        plan.groups
+    // Each block is a fixed part plus as many diff lines as fit under a per-diff cap; find
+    // the largest cap that fits from line lengths alone, then render once.
+    let sizes: Vec<(usize, Vec<usize>)> = plan
+        .groups
+        .iter()
+        .map(|g| {
+            let fixed = group_block(g, 0, &see_full).len();
+            (fixed, g.diff.lines().map(|l| l.len() + 1).collect())
+        })
+        .collect();
+    let total_at = |cap: usize| -> usize {
+        sizes
             .iter()
-            .map(|g| group_block(g, cap, &see_full))
-            .collect()
+            .map(|(fixed, lines)| {
+                let mut used = 0;
+                for l in lines {
+                    if used + l > cap {
+                        break;
+                    }
+                    used += l;
+                }
+                // Fence around a shown diff; the truncation note is in `fixed` already
+                // (a block with nothing shown carries it), give or take its digits.
+                fixed + used + if used > 0 { 16 } else { 0 }
+            })
+            .sum()
     };
     let longest = plan.groups.iter().map(|g| g.diff.len()).max().unwrap_or(0);
-    let total = |blocks: &[String]| blocks.iter().map(String::len).sum::<usize>();
-    let mut blocks = render_all(longest);
-    if total(&blocks) > budget {
-        // The largest per-diff cap that fits.
+    let cap = if total_at(longest) <= budget {
+        longest
+    } else {
         let (mut lo, mut hi) = (0, longest);
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
-            if total(&render_all(mid)) <= budget {
+            if total_at(mid) <= budget {
                 lo = mid;
             } else {
                 hi = mid - 1;
             }
         }
-        blocks = render_all(lo);
-    }
+        lo
+    };
+    let blocks: Vec<String> = plan
+        .groups
+        .iter()
+        .map(|g| group_block(g, cap, &see_full))
+        .collect();
     let mut body = String::new();
     body.push_str(&changes_head);
     let mut used = 0;
@@ -419,6 +450,12 @@ fn group_block(g: &Group, cap: usize, see_full: &str) -> String {
             "<details><summary>show all {} accounts</summary>\n\n{}\n</details>\n",
             g.accounts.len(),
             code_list(&g.accounts, 400)
+        );
+    }
+    if let Some(from) = &g.context_from {
+        let _ = writeln!(
+            b,
+            "_The changed lines are the same in every account; context lines are `{from}`'s._\n"
         );
     }
     for c in g.changes.iter().take(40) {

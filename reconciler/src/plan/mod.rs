@@ -189,14 +189,20 @@ pub struct AccountPlan {
     pub diff: String,
 }
 
-/// Accounts that share one change (same action, same summary, same diff).
+/// Accounts that share one change: the same action, the same summary and the same changed
+/// lines (context lines may differ: they can hold account ids and hosts).
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Group {
     pub action: Action,
     pub accounts: Vec<String>,
     pub changes: Vec<Change>,
+    /// The first account's diff.
     pub diff: String,
+    /// Set when the accounts' diffs differ in context lines only: the account whose context
+    /// `diff` shows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
@@ -348,14 +354,22 @@ pub fn plan(
     }
 }
 
-/// Groups creates and updates with identical changes and diffs, and points each account at
-/// its group. Order: updates before creates, bigger groups first, then by first account.
+/// The lines of a diff that say what changes: hunk headers, additions, removals.
+fn changed_lines(diff: &str) -> String {
+    diff.lines()
+        .filter(|l| !l.starts_with(' '))
+        .flat_map(|l| [l, "\n"])
+        .collect()
+}
+
+/// Groups creates and updates with identical changes, and points each account at its group.
+/// Order: updates before creates, bigger groups first, then by first account.
 fn group(accounts: &mut [AccountPlan]) -> Vec<Group> {
-    let mut by_change: BTreeMap<(Action, &str, &[Change]), Vec<usize>> = BTreeMap::new();
+    let mut by_change: BTreeMap<(Action, String, &[Change]), Vec<usize>> = BTreeMap::new();
     for (i, a) in accounts.iter().enumerate() {
         if matches!(a.action, Action::Create | Action::Update) {
             by_change
-                .entry((a.action, a.diff.as_str(), a.changes.as_slice()))
+                .entry((a.action, changed_lines(&a.diff), a.changes.as_slice()))
                 .or_default()
                 .push(i);
         }
@@ -380,6 +394,10 @@ fn group(accounts: &mut [AccountPlan]) -> Vec<Group> {
             accounts: idx.iter().map(|&i| accounts[i].name.clone()).collect(),
             changes: first.changes.clone(),
             diff: first.diff.clone(),
+            context_from: idx
+                .iter()
+                .any(|&i| accounts[i].diff != first.diff)
+                .then(|| first.name.clone()),
         });
         for i in idx {
             accounts[i].group = Some(g);
