@@ -110,6 +110,7 @@ impl GitRepo {
             // deleted branch does not linger in the cache.
             let mut options = git2::FetchOptions::new();
             options.prune(git2::FetchPrune::On);
+            options.remote_callbacks(credentials());
             remote
                 .fetch(
                     &[
@@ -121,7 +122,16 @@ impl GitRepo {
                 )
                 .map_err(|e| GitError::Fetch {
                     url: location.to_string(),
-                    message: e.message().to_string(),
+                    message: if e.class() == git2::ErrorClass::Net
+                        && e.message().contains("unsupported URL protocol")
+                    {
+                        format!(
+                            "{}: build fleetgate with `--features https` or `--features ssh`, or clone with git and pass the clone's path",
+                            e.message()
+                        )
+                    } else {
+                        e.message().to_string()
+                    },
                 })?;
         }
         // HEAD of a bare cache points nowhere useful; resolve it to the remote's default.
@@ -238,6 +248,33 @@ impl GitRepo {
         }
         Ok(paths)
     }
+}
+
+/// Credentials for https (git's credential helpers) and ssh (the ssh agent), tried once
+/// each: libgit2 asks again after a refusal, and asking forever would hang.
+fn credentials() -> git2::RemoteCallbacks<'static> {
+    let mut callbacks = git2::RemoteCallbacks::new();
+    let mut tried = git2::CredentialType::empty();
+    callbacks.credentials(move |url, username, allowed| {
+        let fresh = allowed - tried;
+        if fresh.contains(git2::CredentialType::SSH_KEY) {
+            tried |= git2::CredentialType::SSH_KEY;
+            return git2::Cred::ssh_key_from_agent(username.unwrap_or("git"));
+        }
+        if fresh.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+            tried |= git2::CredentialType::USER_PASS_PLAINTEXT;
+            let config = git2::Config::open_default()?;
+            return git2::Cred::credential_helper(&config, url, username);
+        }
+        if fresh.contains(git2::CredentialType::DEFAULT) {
+            tried |= git2::CredentialType::DEFAULT;
+            return git2::Cred::default();
+        }
+        Err(git2::Error::from_str(
+            "no credentials accepted (tried the ssh agent and git's credential helpers)",
+        ))
+    });
+    callbacks
 }
 
 /// Where a remote is cached: one bare repository per URL.
