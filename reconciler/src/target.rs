@@ -60,6 +60,12 @@ pub enum TargetError {
         digest: Digest,
         actual: Digest,
     },
+    #[error("{account}: bundle {digest} is not a valid bundle: {message}")]
+    CorruptBundle {
+        account: String,
+        digest: Digest,
+        message: String,
+    },
     #[error("{account}: the pointer names bundle {digest}, which is missing")]
     MissingBundle { account: String, digest: Digest },
     #[error(
@@ -313,9 +319,10 @@ impl FileTarget {
         }
         Bundle::from_stored(&bytes, digest)
             .map(Some)
-            .map_err(|e| TargetError::CorruptPointer {
+            .map_err(|e| TargetError::CorruptBundle {
                 account: account.to_string(),
-                message: format!("bundle {digest}: {e}"),
+                digest: digest.clone(),
+                message: e.to_string(),
             })
     }
 

@@ -283,7 +283,10 @@ pub fn markdown(plan: &Plan, limit: usize, full_plan: Option<&str>) -> String {
 
     if !plan.warnings.is_empty() {
         let _ = writeln!(head, "\n### ⚠️ Warnings\n");
-        for w in &plan.warnings {
+        // Messages can name per-account values (an issuer URL), so there can be one per
+        // account: show the first ones, count the rest.
+        const SHOWN: usize = 30;
+        for w in plan.warnings.iter().take(SHOWN) {
             let _ = write!(head, "- **{}**: {}", w.kind.as_str(), w.message);
             if !w.accounts.is_empty() {
                 let _ = write!(
@@ -295,6 +298,13 @@ pub fn markdown(plan: &Plan, limit: usize, full_plan: Option<&str>) -> String {
                 );
             }
             head.push('\n');
+        }
+        if plan.warnings.len() > SHOWN {
+            let _ = writeln!(
+                head,
+                "- ... and {} more warnings in the full plan",
+                plan.warnings.len() - SHOWN
+            );
         }
     }
 

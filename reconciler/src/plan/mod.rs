@@ -272,7 +272,7 @@ pub fn plan(
                     && pointer.digest != d.digest
                 {
                     entry.note = Some(format!(
-                        "the deployed bundle {} is not what the base renders ({}): the target drifted from git; the diff is against what is deployed",
+                        "the deployed bundle {} is neither the base's ({}) nor the head's: the target is behind the base or was changed out of band; the diff is against what is deployed",
                         pointer.digest.short(),
                         base.short()
                     ));

@@ -21,7 +21,7 @@ pub enum WarningKind {
     SigningKeyWithoutOverlap,
     /// The IdP's issuer URL, or a trusted issuer's `iss`, changes or goes away.
     IssuerChanged,
-    /// Accepted or issued audiences change.
+    /// An audience stops being issued or accepted.
     AudienceChanged,
     /// A route stops requiring authentication.
     RouteLosesAuth,
