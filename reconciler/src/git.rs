@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use git2::{ObjectType, Oid, Repository, Tree, TreeWalkMode, TreeWalkResult};
+use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 use sha2::{Digest as _, Sha256};
 
 use crate::source::{ConfigSource, SourceError};
@@ -210,7 +210,7 @@ impl GitRepo {
         })?;
         Ok(GitSource {
             repo: &self.repo,
-            tree,
+            tree: tree.id(),
             blobs,
             rev: commit.rev.clone(),
         })
@@ -299,7 +299,7 @@ fn cache_path(cache_dir: &Path, url: &str) -> PathBuf {
 /// A commit's tree as a config repo snapshot.
 pub struct GitSource<'r> {
     repo: &'r Repository,
-    tree: Tree<'r>,
+    tree: Oid,
     /// Path -> blob id, for every file (dot-files and dot-directories left out).
     blobs: BTreeMap<String, Oid>,
     rev: String,
@@ -309,7 +309,7 @@ impl std::fmt::Debug for GitSource<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GitSource")
             .field("rev", &self.rev)
-            .field("tree", &self.tree.id())
+            .field("tree", &self.tree)
             .finish()
     }
 }

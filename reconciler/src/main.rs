@@ -51,29 +51,7 @@ enum Command {
     },
     /// What would change in which account: the head against the target, or with --base only
     /// the accounts the base..head change can affect (exit 0 no changes, 2 changes, 1 error).
-    Plan {
-        #[command(flatten)]
-        source: GitArgs,
-        /// Plan only the accounts the change from this revision to --head can affect.
-        #[arg(long, value_name = "REF")]
-        base: Option<String>,
-        /// The revision to plan (a branch, tag, sha, `origin/main`, `HEAD~1`).
-        #[arg(long, value_name = "REF", default_value = "HEAD")]
-        head: String,
-        #[command(flatten)]
-        target: TargetArgs,
-        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
-        format: PlanFormat,
-        /// Write the plan to FILE instead of standard output (never colored).
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-        /// Warn when more than this percentage of the fleet would be updated at once.
-        #[arg(long, value_name = "PERCENT", default_value_t = 25)]
-        warn_fleet_percent: u32,
-        /// Link to the full plan (e.g. a CI artifact) in markdown truncation notes.
-        #[arg(long, value_name = "URL")]
-        full_plan_url: Option<String>,
-    },
+    Plan(PlanArgs),
     /// Deploy the head to every account that needs it: bundle first, then the pointer by
     /// compare-and-swap. Idempotent: accounts already at the head are not written.
     Apply {
@@ -169,25 +147,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             all: _,
             out,
         } => cmd_render(&repo, &accounts, out.as_deref()),
-        Command::Plan {
-            source,
-            base,
-            head,
-            target,
-            format,
-            out,
-            warn_fleet_percent,
-            full_plan_url,
-        } => cmd_plan(PlanArgs {
-            source,
-            base,
-            head,
-            target,
-            format,
-            out,
-            warn_fleet_percent,
-            full_plan_url,
-        }),
+        Command::Plan(args) => cmd_plan(args),
         Command::Apply {
             source,
             head,
@@ -371,14 +331,29 @@ fn report_pipeline_error(e: PipelineError) -> Result<ExitCode> {
     }
 }
 
+#[derive(clap::Args, Debug)]
 struct PlanArgs {
+    #[command(flatten)]
     source: GitArgs,
+    /// Plan only the accounts the change from this revision to --head can affect.
+    #[arg(long, value_name = "REF")]
     base: Option<String>,
+    /// The revision to plan (a branch, tag, sha, `origin/main`, `HEAD~1`).
+    #[arg(long, value_name = "REF", default_value = "HEAD")]
     head: String,
+    #[command(flatten)]
     target: TargetArgs,
+    /// text for terminals, markdown for PR comments, json for machines (docs/plan.md).
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     format: PlanFormat,
+    /// Write the plan to FILE instead of standard output (never colored).
+    #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Warn when more than this percentage of the fleet would be updated at once.
+    #[arg(long, value_name = "PERCENT", default_value_t = 25)]
     warn_fleet_percent: u32,
+    /// Link to the full plan (e.g. a CI artifact) in markdown truncation notes.
+    #[arg(long, value_name = "URL")]
     full_plan_url: Option<String>,
 }
 

@@ -41,11 +41,7 @@ pub struct Rendered {
 impl Rendered {
     /// Whether a change to `path` can change this render.
     pub fn depends_on(&self, path: &str) -> bool {
-        self.inputs.contains(path)
-            || self
-                .inputs
-                .iter()
-                .any(|i| i.ends_with('/') && path.starts_with(i.as_str()))
+        crate::affected::depends_on(&self.inputs, path)
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use anstyle::{AnsiColor, Style};
 
-use super::{Action, Group, Plan};
+use super::{AccountPlan, Action, Group, Plan};
 
 /// The marker CI looks for to update one sticky PR comment instead of adding another.
 pub const MARKDOWN_MARKER: &str = "<!-- fleetgate:plan -->";
@@ -72,6 +72,22 @@ fn group_title(g: &Group, names: usize) -> String {
     } else {
         format!("same change in {} accounts: {list}", g.accounts.len())
     }
+}
+
+/// Drift notes of reachable accounts (an unreachable account's note is its reason).
+fn notes(plan: &Plan) -> Vec<(&AccountPlan, &String)> {
+    plan.accounts
+        .iter()
+        .filter(|a| a.action != Action::Unreachable)
+        .filter_map(|a| a.note.as_ref().map(|n| (a, n)))
+        .collect()
+}
+
+fn unreachable(plan: &Plan) -> Vec<&AccountPlan> {
+    plan.accounts
+        .iter()
+        .filter(|a| a.action == Action::Unreachable)
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -168,23 +184,14 @@ pub fn text(plan: &Plan, color: bool) -> String {
             let _ = writeln!(out, "    {styled}");
         }
     }
-    let notes: Vec<_> = plan
-        .accounts
-        .iter()
-        .filter(|a| a.action != Action::Unreachable)
-        .filter_map(|a| a.note.as_ref().map(|n| (a, n)))
-        .collect();
+    let notes = notes(plan);
     if !notes.is_empty() {
         let _ = writeln!(out, "\n{}", p.paint(bold, "Notes:"));
         for (a, n) in notes {
             let _ = writeln!(out, "  {}: {n}", a.name);
         }
     }
-    let unreachable: Vec<_> = plan
-        .accounts
-        .iter()
-        .filter(|a| a.action == Action::Unreachable)
-        .collect();
+    let unreachable = unreachable(plan);
     if !unreachable.is_empty() {
         let _ = writeln!(
             out,
@@ -309,12 +316,7 @@ pub fn markdown(plan: &Plan, limit: usize, full_plan: Option<&str>) -> String {
     }
 
     let mut tail = String::new();
-    let notes: Vec<_> = plan
-        .accounts
-        .iter()
-        .filter(|a| a.action != Action::Unreachable)
-        .filter_map(|a| a.note.as_ref().map(|n| (a, n)))
-        .collect();
+    let notes = notes(plan);
     if !notes.is_empty() {
         let _ = writeln!(tail, "\n### Notes\n");
         for (a, n) in notes.iter().take(50) {
@@ -324,11 +326,7 @@ pub fn markdown(plan: &Plan, limit: usize, full_plan: Option<&str>) -> String {
             let _ = writeln!(tail, "- ... and {} more", notes.len() - 50);
         }
     }
-    let unreachable: Vec<_> = plan
-        .accounts
-        .iter()
-        .filter(|a| a.action == Action::Unreachable)
-        .collect();
+    let unreachable = unreachable(plan);
     if !unreachable.is_empty() {
         let _ = writeln!(tail, "\n### ❌ Unreachable (nothing will be written)\n");
         for a in unreachable.iter().take(50) {
