@@ -17,7 +17,7 @@ use fleetgate::example_fleet::{FleetParams, generate, write_to};
 use fleetgate::git::GitRepo;
 use fleetgate::pipeline::{self, Stamp};
 use fleetgate::plan::{Options, Plan};
-use fleetgate::target::FileTarget;
+use fleetgate::target::{FanOut, FileTarget};
 
 const ACCOUNTS: usize = 1000;
 
@@ -50,9 +50,14 @@ fn plan(
         redaction_key: b"bench".to_vec(),
         ..Options::default()
     };
-    rt.block_on(pipeline::observe_and_plan(&prepared, target, &options, 32))
-        .unwrap()
-        .0
+    rt.block_on(pipeline::observe_and_plan(
+        &prepared,
+        target,
+        &options,
+        &FanOut::quiet(32),
+    ))
+    .unwrap()
+    .0
 }
 
 fn bench(c: &mut Criterion) {
@@ -81,7 +86,7 @@ fn bench(c: &mut Criterion) {
             &prepared,
             &target,
             &Options::default(),
-            32,
+            &FanOut::quiet(32),
         ))
         .unwrap();
     let stamp = Stamp {
@@ -94,7 +99,7 @@ fn bench(c: &mut Criterion) {
         &observed,
         &target,
         &stamp,
-        32,
+        &FanOut::quiet(32),
     ));
     let name = &p.accounts[ACCOUNTS / 2].name;
     let file = dir.join(format!("accounts/{name}.yaml"));

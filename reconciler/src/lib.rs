@@ -10,6 +10,8 @@
 //! - [`validate`]: every problem of a repo at once; [`waves`]: rollout wave assignment.
 
 pub mod affected;
+pub mod aws;
+pub mod connect;
 pub mod diagnostics;
 pub mod example_fleet;
 pub mod git;
@@ -18,9 +20,11 @@ pub mod merge;
 pub mod openapi;
 pub mod pipeline;
 pub mod plan;
+pub mod progress;
 pub mod render;
 pub mod repo;
 pub mod schema;
+pub mod selector;
 pub mod source;
 pub mod target;
 pub mod template;

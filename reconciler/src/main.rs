@@ -6,12 +6,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use fleetgate::connect::{AnyTarget, TargetSpec};
 use fleetgate::diagnostics::{Diagnostic, Diagnostics};
 use fleetgate::example_fleet::{self, FleetParams};
 use fleetgate::git::GitRepo;
 use fleetgate::pipeline::{self, PipelineError};
 use fleetgate::plan;
-use fleetgate::target::FileTarget;
+use fleetgate::progress::StderrProgress;
+use fleetgate::selector::Selector;
+use fleetgate::target::{AccountRef, Bootstrapped, FanOut, Progress, Target as _};
 use fleetgate::{DirSource, Repo, render, validate};
 
 #[derive(Parser, Debug)]
@@ -63,6 +66,22 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Onboard accounts: create each selected account's config store when missing (S3: the
+    /// bucket, versioned, encrypted by default, public access blocked), through its assumed
+    /// role. Idempotent. Production onboarding uses deploy/'s StackSet template.
+    Bootstrap {
+        #[command(flatten)]
+        source: GitArgs,
+        /// The revision whose accounts and fleet.yaml to use.
+        #[arg(long = "ref", value_name = "REF", default_value = "HEAD")]
+        rev: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Which accounts: names, globs (acme-*), stage=, label:<key>=<value>, wave=,
+        /// comma-separated [default: all].
+        #[arg(long, value_name = "SELECTOR")]
+        accounts: Option<Selector>,
+    },
     /// Generate a config repo with N accounts (deterministic) for tests and benchmarks.
     ExampleFleet {
         #[arg(long, default_value_t = 1000)]
@@ -95,12 +114,50 @@ struct GitArgs {
 #[derive(clap::Args, Debug)]
 struct TargetArgs {
     /// Where bundles are deployed: file://DIR (the embedded default, DESIGN.md's S3 layout on
-    /// a local directory).
-    #[arg(long, value_name = "TARGET")]
-    target: String,
-    /// Accounts read or written at once.
-    #[arg(long, value_name = "N", default_value_t = 32)]
-    concurrency: usize,
+    /// a local directory) or aws (each account's bucket from fleet.yaml, through a role
+    /// assumed in that account; hub credentials from the AWS default chain).
+    #[arg(long, value_name = "file://DIR|aws")]
+    target: TargetSpec,
+    /// Accounts read or written at once [default: fleet.yaml's concurrency, else 32].
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
+    /// Longest one account may take per step (observe, apply, bootstrap), retries included.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
+    account_timeout: std::time::Duration,
+    /// S3 and STS endpoint for S3-compatible stores and tests (path-style addressing)
+    /// [default: AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, value_name = "URL")]
+    endpoint_url: Option<String>,
+}
+
+impl TargetArgs {
+    fn fan_out<'a>(
+        &self,
+        fleet: Option<&fleetgate::manifest::FleetSpec>,
+        progress: &'a dyn Progress,
+    ) -> FanOut<'a> {
+        FanOut {
+            concurrency: self
+                .concurrency
+                .or(fleet.map(|f| f.concurrency as usize))
+                .unwrap_or(32)
+                .max(1),
+            timeout: self.account_timeout,
+            progress,
+        }
+    }
+
+    fn connect(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        fleet: Option<&fleetgate::manifest::FleetSpec>,
+        commit: &str,
+    ) -> Result<AnyTarget> {
+        rt.block_on(
+            self.target
+                .connect(fleet, commit, self.endpoint_url.as_deref()),
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -153,6 +210,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             head,
             target,
         } => cmd_apply(&source, &head, &target),
+        Command::Bootstrap {
+            source,
+            rev,
+            target,
+            accounts,
+        } => cmd_bootstrap(&source, &rev, &target, accounts.as_ref()),
         Command::ExampleFleet {
             accounts,
             seed,
@@ -280,16 +343,6 @@ fn cache_dir(args: &GitArgs) -> PathBuf {
     base.join("fleetgate")
 }
 
-fn file_target(args: &TargetArgs) -> Result<FileTarget> {
-    match args.target.strip_prefix("file://") {
-        Some(dir) if !dir.is_empty() => Ok(FileTarget::new(dir)),
-        _ => bail!(
-            "unsupported target {:?}: this build deploys to file://DIR (a local directory in DESIGN.md's S3 layout)",
-            args.target
-        ),
-    }
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -358,7 +411,6 @@ struct PlanArgs {
 }
 
 fn cmd_plan(args: PlanArgs) -> Result<ExitCode> {
-    let target = file_target(&args.target)?;
     let repo = open_git(&args.source)?;
     let head = repo.resolve(&args.head)?;
     let base = args.base.as_deref().map(|b| repo.resolve(b)).transpose()?;
@@ -371,11 +423,13 @@ fn cmd_plan(args: PlanArgs) -> Result<ExitCode> {
         fleet_change_percent: args.warn_fleet_percent,
         ..plan::Options::default()
     };
-    let (plan, _) = runtime()?.block_on(pipeline::observe_and_plan(
-        &prepared,
-        &target,
-        &options,
-        args.target.concurrency,
+    let rt = runtime()?;
+    let fleet = prepared.fleet.as_ref();
+    let target = args.target.connect(&rt, fleet, &head.id.to_string())?;
+    let progress = StderrProgress::new();
+    let fan = args.target.fan_out(fleet, &progress);
+    let (plan, _) = rt.block_on(pipeline::observe_and_plan(
+        &prepared, &target, &options, &fan,
     ))?;
     let to_file = args.out.is_some();
     let text = match args.format {
@@ -407,7 +461,6 @@ fn cmd_plan(args: PlanArgs) -> Result<ExitCode> {
 }
 
 fn cmd_apply(source: &GitArgs, head: &str, target_args: &TargetArgs) -> Result<ExitCode> {
-    let target = file_target(target_args)?;
     let repo = open_git(source)?;
     let head = repo.resolve(head)?;
     let prepared = match pipeline::prepare(&repo, None, &head) {
@@ -423,11 +476,12 @@ fn cmd_apply(source: &GitArgs, head: &str, target_args: &TargetArgs) -> Result<E
         applied_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     };
     let rt = runtime()?;
+    let fleet = prepared.fleet.as_ref();
+    let target = target_args.connect(&rt, fleet, &head.id.to_string())?;
+    let progress = StderrProgress::new();
+    let fan = target_args.fan_out(fleet, &progress);
     let (plan, observed) = rt.block_on(pipeline::observe_and_plan(
-        &prepared,
-        &target,
-        &options,
-        target_args.concurrency,
+        &prepared, &target, &options, &fan,
     ))?;
     let results = rt.block_on(pipeline::apply(
         &plan,
@@ -435,10 +489,10 @@ fn cmd_apply(source: &GitArgs, head: &str, target_args: &TargetArgs) -> Result<E
         &observed,
         &target,
         &stamp,
-        target_args.concurrency,
+        &fan,
     ));
     let mut stdout = std::io::stdout().lock();
-    let (mut created, mut updated, mut failed) = (0, 0, 0);
+    let (mut created, mut updated, mut failed, mut conflicts) = (0, 0, 0, 0);
     for (account, outcome) in &results {
         match outcome {
             pipeline::Applied::Created { digest } => {
@@ -454,9 +508,25 @@ fn cmd_apply(source: &GitArgs, head: &str, target_args: &TargetArgs) -> Result<E
                     to.short()
                 );
             }
-            pipeline::Applied::Failed { reason } => {
+            pipeline::Applied::Conflict { reason, now } => {
+                conflicts += 1;
+                if *now != plan::Action::NoChange {
+                    failed += 1;
+                }
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "conflict {reason}; observed again: {}",
+                    match now {
+                        plan::Action::NoChange =>
+                            "now at the head (another apply deployed it), nothing to do",
+                        plan::Action::Unreachable => "unreachable now",
+                        _ => "still needs the head: run apply again to re-plan and write",
+                    }
+                );
+            }
+            pipeline::Applied::Failed { reason, class } => {
                 failed += 1;
-                let _ = writeln!(std::io::stderr(), "failed {account}: {reason}");
+                let _ = writeln!(std::io::stderr(), "failed [{class}] {reason}");
             }
         }
     }
@@ -474,7 +544,7 @@ fn cmd_apply(source: &GitArgs, head: &str, target_args: &TargetArgs) -> Result<E
     }
     let _ = writeln!(
         stdout,
-        "applied {} ({}) to {}: {created} created, {updated} updated, {} unchanged, {failed} failed, {} unreachable, {} orphaned (never deleted)",
+        "applied {} ({}) to {}: {created} created, {updated} updated, {} unchanged, {conflicts} conflicts, {failed} failed, {} unreachable, {} orphaned (never deleted)",
         plan.head.rev,
         &plan.head.commit[..12.min(plan.head.commit.len())],
         plan.target,
@@ -504,4 +574,85 @@ fn applied_by() -> String {
     } else {
         format!("fleetgate/{} {user}@{host}", env!("CARGO_PKG_VERSION"))
     }
+}
+
+/// The head's repo, every problem printed when it has any.
+fn load_valid(repo: &GitRepo, commit: &fleetgate::git::Commit) -> Result<Option<Repo>> {
+    let loaded = Repo::load(&repo.snapshot(commit)?);
+    if loaded.diagnostics.is_empty() {
+        return Ok(Some(loaded));
+    }
+    let mut ds = Diagnostics::new();
+    ds.extend(loaded.diagnostics.iter().cloned());
+    print_diagnostics(&ds.into_sorted());
+    Ok(None)
+}
+
+fn cmd_bootstrap(
+    source: &GitArgs,
+    rev: &str,
+    target_args: &TargetArgs,
+    selector: Option<&Selector>,
+) -> Result<ExitCode> {
+    let repo = open_git(source)?;
+    let head = repo.resolve(rev)?;
+    let Some(config) = load_valid(&repo, &head)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let names: Vec<String> = match selector {
+        Some(sel) => sel
+            .select(&config)
+            .map_err(anyhow::Error::msg)?
+            .into_iter()
+            .collect(),
+        None => config.account_names().map(str::to_string).collect(),
+    };
+    let accounts: Vec<AccountRef> = names
+        .iter()
+        .filter_map(|n| AccountRef::from_repo(&config, n))
+        .collect();
+    let fleet = config.fleet.as_ref().map(|f| &f.spec);
+    let rt = runtime()?;
+    let target = target_args.connect(&rt, fleet, &head.id.to_string())?;
+    let progress = StderrProgress::new();
+    let fan = target_args.fan_out(fleet, &progress);
+    let by_name: std::collections::BTreeMap<&str, &AccountRef> =
+        accounts.iter().map(|a| (a.name.as_str(), a)).collect();
+    let mut results =
+        rt.block_on(fan.run("bootstrap", accounts.iter(), |a| a, |a| target.bootstrap(a)));
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    let (mut created, mut present, mut failed) = (0, 0, 0);
+    let mut stdout = std::io::stdout().lock();
+    for (name, r) in &results {
+        let store = by_name
+            .get(name.as_str())
+            .map(|a| format!("s3://{}/{}", a.bucket, a.prefix))
+            .unwrap_or_default();
+        match r {
+            Ok(Bootstrapped::Created) => {
+                created += 1;
+                let _ = writeln!(stdout, "created {name} {store}");
+            }
+            Ok(Bootstrapped::AlreadyThere) => {
+                present += 1;
+                let _ = writeln!(stdout, "present {name} {store}");
+            }
+            Err(e) => {
+                failed += 1;
+                let _ = writeln!(std::io::stderr(), "failed [{}] {e}", e.class());
+            }
+        }
+    }
+    let _ = writeln!(
+        stdout,
+        "bootstrapped {} account{} in {}: {created} created, {present} already there, {failed} failed",
+        results.len(),
+        if results.len() == 1 { "" } else { "s" },
+        target.location()
+    );
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -12,7 +12,9 @@ use crate::git::{Commit, GitError, GitRepo};
 use crate::plan::{self, Context, Desired, Plan, Revision};
 use crate::render::render;
 use crate::repo::Repo;
-use crate::target::{AccountRef, ETag, Observed, Pointer, Target, TargetError, observe};
+use crate::target::{
+    AccountRef, ETag, ErrorClass, FanOut, Observed, Pointer, Target, TargetError, observe,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -37,6 +39,8 @@ pub enum PipelineError {
 pub struct Prepared {
     pub context: Context,
     pub desired: Vec<Desired>,
+    /// The head's fleet.yaml (how accounts are reached).
+    pub fleet: Option<crate::manifest::FleetSpec>,
 }
 
 fn revision(c: &Commit) -> Revision {
@@ -91,13 +95,13 @@ pub fn prepare(
         match render(&head_repo, name) {
             Ok(r) => {
                 rendered.head += 1;
-                let spec = &head_repo.accounts[name].doc.spec;
+                // A repo without problems places every account (validate checks the
+                // templates).
+                let Some(account) = AccountRef::from_repo(&head_repo, name) else {
+                    continue;
+                };
                 desired.push(Desired {
-                    account: AccountRef {
-                        name: name.clone(),
-                        id: spec.account_id.0.clone(),
-                        region: spec.region.clone(),
-                    },
+                    account,
                     bundle: r.bundle,
                     canonical: r.canonical,
                     digest: r.digest,
@@ -151,6 +155,7 @@ pub fn prepare(
             rendered,
         },
         desired,
+        fleet: head_repo.fleet.as_ref().map(|f| f.spec.clone()),
     })
 }
 
@@ -159,11 +164,11 @@ pub async fn observe_and_plan<T: Target>(
     prepared: &Prepared,
     target: &T,
     options: &plan::Options,
-    concurrency: usize,
+    fan: &FanOut<'_>,
 ) -> Result<(Plan, BTreeMap<String, Observed>), PipelineError> {
     let refs: Vec<AccountRef> = prepared.desired.iter().map(|d| d.account.clone()).collect();
     let deployed: BTreeSet<String> = target.deployed_accounts().await?.into_iter().collect();
-    let observed = observe(target, &refs, concurrency).await;
+    let observed = observe(target, &refs, fan).await;
     let mut context = prepared.context.clone();
     context.target = target.location();
     context.deployed = deployed;
@@ -182,24 +187,50 @@ pub struct Stamp {
 /// What apply did to one account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    Created { digest: Digest },
-    Updated { from: Digest, to: Digest },
-    Failed { reason: String },
+    Created {
+        digest: Digest,
+    },
+    Updated {
+        from: Digest,
+        to: Digest,
+    },
+    /// Someone else moved the pointer between observe and write. Nothing was overwritten;
+    /// the account was observed again and re-planned: `now` is what it needs at this point
+    /// (`no-change` when the other writer deployed the same bundle).
+    Conflict {
+        reason: String,
+        now: plan::Action,
+    },
+    Failed {
+        reason: String,
+        class: ErrorClass,
+    },
+}
+
+impl Applied {
+    /// Whether the account ends at the head.
+    pub fn converged(&self) -> bool {
+        match self {
+            Applied::Created { .. } | Applied::Updated { .. } => true,
+            Applied::Conflict { now, .. } => *now == plan::Action::NoChange,
+            Applied::Failed { .. } => false,
+        }
+    }
 }
 
 /// Carries out the plan's creates and updates: each bundle is stored first, then the pointer
 /// moves by compare-and-swap against the ETag read when observing. A pointer someone else
-/// moved meanwhile is a conflict for that account (re-plan), never overwritten. Accounts
-/// with nothing to do are not touched, so applying twice writes nothing the second time.
+/// moved meanwhile is a [`Applied::Conflict`] for that account: never overwritten, observed
+/// again and re-planned. Accounts with nothing to do are not touched, so applying twice
+/// writes nothing the second time.
 pub async fn apply<T: Target>(
     plan: &Plan,
     desired: &[Desired],
     observed: &BTreeMap<String, Observed>,
     target: &T,
     stamp: &Stamp,
-    concurrency: usize,
+    fan: &FanOut<'_>,
 ) -> BTreeMap<String, Applied> {
-    use futures::StreamExt as _;
     let by_name: BTreeMap<&str, &Desired> = desired
         .iter()
         .map(|d| (d.account.name.as_str(), d))
@@ -217,34 +248,73 @@ pub async fn apply<T: Target>(
             (d, current)
         })
         .collect();
-    let commit = plan.head.commit.clone();
-    futures::stream::iter(todo)
-        .map(|(d, current)| {
-            let commit = commit.clone();
-            async move {
-                let result = apply_one(target, d, current, &commit, stamp).await;
-                let outcome = match result {
-                    Ok(()) => match current {
-                        Some((p, _)) => Applied::Updated {
-                            from: p.digest.clone(),
-                            to: d.digest.clone(),
-                        },
-                        None => Applied::Created {
-                            digest: d.digest.clone(),
-                        },
+    let commit = plan.head.commit.as_str();
+    let results = fan
+        .run(
+            "apply",
+            todo,
+            |(d, _)| &d.account,
+            |(d, current)| async move {
+                apply_one(target, d, current, commit, stamp).await?;
+                Ok(match current {
+                    Some((p, _)) => Applied::Updated {
+                        from: p.digest.clone(),
+                        to: d.digest.clone(),
                     },
-                    Err(e) => Applied::Failed {
-                        reason: e.to_string(),
+                    None => Applied::Created {
+                        digest: d.digest.clone(),
                     },
-                };
-                (d.account.name.clone(), outcome)
-            }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await
-}
+                })
+            },
+        )
+        .await;
 
+    let mut out = BTreeMap::new();
+    let mut conflicts = BTreeMap::new();
+    for (name, r) in results {
+        match r {
+            Ok(applied) => {
+                out.insert(name, applied);
+            }
+            Err(e @ TargetError::Conflict { .. }) => {
+                conflicts.insert(name, e.to_string());
+            }
+            Err(e) => {
+                let class = e.class();
+                out.insert(
+                    name,
+                    Applied::Failed {
+                        reason: e.to_string(),
+                        class,
+                    },
+                );
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        // Observe the contested accounts again and decide afresh; writing again is the
+        // next apply's job, with a plan someone can read.
+        let refs: Vec<AccountRef> = conflicts
+            .keys()
+            .filter_map(|n| by_name.get(n.as_str()).map(|d| d.account.clone()))
+            .collect();
+        let again = observe(target, &refs, fan).await;
+        for (name, reason) in conflicts {
+            let now = match (again.get(&name), by_name.get(name.as_str())) {
+                (Some(Observed::Deployed { pointer, .. }), Some(d))
+                    if pointer.digest == d.digest =>
+                {
+                    plan::Action::NoChange
+                }
+                (Some(Observed::Deployed { .. }), _) => plan::Action::Update,
+                (Some(Observed::New), _) => plan::Action::Create,
+                _ => plan::Action::Unreachable,
+            };
+            out.insert(name, Applied::Conflict { reason, now });
+        }
+    }
+    out
+}
 async fn apply_one<T: Target>(
     target: &T,
     d: &Desired,

@@ -78,15 +78,133 @@ pub enum TargetError {
     },
     #[error("{account}: not a valid account name for a target")]
     BadAccount { account: String },
+    /// A remote store or its credentials said no, or could not be reached; `class` says
+    /// which kind of failure it was.
+    #[error("{account}: {class}: {message}")]
+    Remote {
+        account: String,
+        class: ErrorClass,
+        message: String,
+    },
+    #[error("{account}: timeout: no answer within {after}")]
+    Timeout { account: String, after: String },
+}
+
+impl TargetError {
+    /// The kind of failure, for reports and for deciding what to do about it.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            TargetError::Io { .. } => ErrorClass::Io,
+            TargetError::CorruptPointer { .. } | TargetError::CorruptBundle { .. } => {
+                ErrorClass::Corrupt
+            }
+            TargetError::TamperedBundle { .. } => ErrorClass::Tampered,
+            TargetError::MissingBundle { .. } => ErrorClass::MissingBundle,
+            TargetError::Conflict { .. } => ErrorClass::Conflict,
+            TargetError::BadAccount { .. } => ErrorClass::Other,
+            TargetError::Remote { class, .. } => *class,
+            TargetError::Timeout { .. } => ErrorClass::Timeout,
+        }
+    }
+}
+
+/// Why an account could not be read or written, in the words reports use
+/// (`access-denied`, `role-not-assumable`, ...).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorClass {
+    /// The assumed role may not read or write the account's bucket (or the bucket belongs to
+    /// another account).
+    AccessDenied,
+    /// STS refused the role: missing, trust policy, ExternalId, or the hub's own
+    /// credentials.
+    RoleNotAssumable,
+    /// The account's config bucket does not exist: run `fleetgate bootstrap`.
+    BucketMissing,
+    /// Still throttled after the SDK's retries.
+    Throttled,
+    /// Still failing with 5xx after the SDK's retries.
+    ServerError,
+    /// No answer within the per-account timeout.
+    Timeout,
+    /// The pointer moved since it was read.
+    Conflict,
+    /// Could not connect, or the connection broke.
+    Network,
+    /// A bundle that does not hash to its digest.
+    Tampered,
+    /// The pointer names a bundle that is not stored.
+    MissingBundle,
+    /// A pointer or bundle that does not parse.
+    Corrupt,
+    /// A local file error.
+    Io,
+    Other,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::AccessDenied => "access denied",
+            ErrorClass::RoleNotAssumable => "role not assumable",
+            ErrorClass::BucketMissing => "bucket missing",
+            ErrorClass::Throttled => "throttled after retries",
+            ErrorClass::ServerError => "server error after retries",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Conflict => "conflict",
+            ErrorClass::Network => "network",
+            ErrorClass::Tampered => "tampered",
+            ErrorClass::MissingBundle => "missing bundle",
+            ErrorClass::Corrupt => "corrupt",
+            ErrorClass::Io => "i/o",
+            ErrorClass::Other => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Which account a target call is about. The file target keys on the name; the AWS target
-/// needs the account id and region as well.
+/// needs the account id, region, and the bucket and prefix the fleet's templates give it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountRef {
     pub name: String,
     pub id: String,
     pub region: String,
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl AccountRef {
+    /// The account as `repo` defines it, with the fleet's bucket and prefix templates
+    /// expanded (`None` for an account the repo does not have or cannot place).
+    pub fn from_repo(repo: &crate::Repo, name: &str) -> Option<AccountRef> {
+        let account = repo.accounts.get(name)?;
+        let fleet = repo.fleet.as_ref()?;
+        let vars = account.vars();
+        let spec = &account.doc.spec;
+        Some(AccountRef {
+            name: name.to_string(),
+            id: spec.account_id.0.clone(),
+            region: spec.region.clone(),
+            bucket: vars.expand(&fleet.spec.bucket).ok()?,
+            prefix: vars.expand(&fleet.spec.prefix).ok()?,
+        })
+    }
+}
+
+/// What `bootstrap` did for one account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bootstrapped {
+    Created,
+    /// The store was there; its settings were (re)applied.
+    AlreadyThere,
 }
 
 /// Where bundles are deployed: `file://DIR` here, every account's own S3 bucket in the AWS
@@ -126,6 +244,13 @@ pub trait Target: Send + Sync {
         pointer: &Pointer,
         expected: Option<&ETag>,
     ) -> impl Future<Output = Result<ETag, TargetError>> + Send;
+
+    /// Creates the account's store (S3: its config bucket, versioned, encrypted, not public)
+    /// when missing. Idempotent.
+    fn bootstrap(
+        &self,
+        account: &AccountRef,
+    ) -> impl Future<Output = Result<Bootstrapped, TargetError>> + Send;
 }
 
 /// What a target holds for one account.
@@ -139,31 +264,126 @@ pub enum Observed {
         bundle: Box<Bundle>,
     },
     /// The state could not be read or cannot be trusted (corrupt pointer, tampered or
-    /// missing bundle, I/O). The message names the account.
-    Unreachable { reason: String },
+    /// missing bundle, access denied, timeout...). The message names the account.
+    Unreachable { reason: String, class: ErrorClass },
 }
 
-/// Reads every account's deployed state, `concurrency` at a time. One account's failure is
-/// that account's [`Observed::Unreachable`], never the others'.
+impl Observed {
+    pub fn from_error(e: &TargetError) -> Observed {
+        Observed::Unreachable {
+            reason: e.to_string(),
+            class: e.class(),
+        }
+    }
+}
+
+/// Reads every account's deployed state, [`FanOut::concurrency`] at a time, each within the
+/// per-account timeout. One account's failure is that account's [`Observed::Unreachable`],
+/// never the others'.
 pub async fn observe<T: Target>(
     target: &T,
     accounts: &[AccountRef],
-    concurrency: usize,
+    fan: &FanOut<'_>,
 ) -> std::collections::BTreeMap<String, Observed> {
-    use futures::StreamExt as _;
-    futures::stream::iter(accounts)
-        .map(|account| async move {
-            let observed = match observe_one(target, account).await {
-                Ok(o) => o,
-                Err(e) => Observed::Unreachable {
-                    reason: e.to_string(),
-                },
-            };
-            (account.name.clone(), observed)
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await
+    fan.run(
+        "observe",
+        accounts.iter(),
+        |a| a,
+        |a| observe_one(target, a),
+    )
+    .await
+    .into_iter()
+    .map(|(name, r)| (name, r.unwrap_or_else(|e| Observed::from_error(&e))))
+    .collect()
+}
+
+/// How calls fan out over accounts: how many at once, how long one account may take, and
+/// who hears about progress.
+#[derive(Clone, Copy)]
+pub struct FanOut<'a> {
+    pub concurrency: usize,
+    /// For all of one account's calls in one step (observe, apply, bootstrap), retries
+    /// included.
+    pub timeout: std::time::Duration,
+    pub progress: &'a dyn Progress,
+}
+
+impl std::fmt::Debug for FanOut<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanOut")
+            .field("concurrency", &self.concurrency)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FanOut<'static> {
+    /// 32 at once, 2 minutes per account, no progress output.
+    pub fn quiet(concurrency: usize) -> FanOut<'static> {
+        FanOut {
+            concurrency,
+            timeout: std::time::Duration::from_secs(120),
+            progress: &NoProgress,
+        }
+    }
+}
+
+impl FanOut<'_> {
+    /// Runs `step` for every item, `concurrency` at a time, each under the timeout, and
+    /// returns the results in completion order. A step that times out is that account's
+    /// [`TargetError::Timeout`]; the others go on.
+    pub async fn run<I, T, F>(
+        &self,
+        what: &str,
+        items: impl IntoIterator<Item = I>,
+        account: impl Fn(&I) -> &AccountRef,
+        step: impl Fn(I) -> F,
+    ) -> Vec<(String, Result<T, TargetError>)>
+    where
+        F: Future<Output = Result<T, TargetError>>,
+    {
+        use futures::StreamExt as _;
+        let items: Vec<I> = items.into_iter().collect();
+        self.progress.start(what, items.len());
+        let results = futures::stream::iter(items)
+            .map(|item| {
+                let name = account(&item).name.clone();
+                let work = step(item);
+                async move {
+                    let r = match tokio::time::timeout(self.timeout, work).await {
+                        Ok(r) => r,
+                        Err(_) => Err(TargetError::Timeout {
+                            account: name.clone(),
+                            after: humantime::format_duration(self.timeout).to_string(),
+                        }),
+                    };
+                    self.progress.done(&name, r.is_ok());
+                    (name, r)
+                }
+            })
+            .buffer_unordered(self.concurrency.max(1))
+            .collect()
+            .await;
+        self.progress.finish();
+        results
+    }
+}
+
+/// Hears about a fan-out as it goes (a progress bar on a terminal, counters in CI).
+pub trait Progress: Sync {
+    fn start(&self, what: &str, total: usize);
+    fn done(&self, account: &str, ok: bool);
+    fn finish(&self);
+}
+
+/// Progress that goes nowhere.
+#[derive(Debug, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _: &str, _: usize) {}
+    fn done(&self, _: &str, _: bool) {}
+    fn finish(&self) {}
 }
 
 async fn observe_one<T: Target>(target: &T, account: &AccountRef) -> Result<Observed, TargetError> {
@@ -222,6 +442,15 @@ impl Target for FileTarget {
         expected: Option<&ETag>,
     ) -> Result<ETag, TargetError> {
         FileTarget::write_pointer(self, &account.name, pointer, expected)
+    }
+
+    async fn bootstrap(&self, account: &AccountRef) -> Result<Bootstrapped, TargetError> {
+        let dir = self.account_dir(&account.name)?;
+        if dir.is_dir() {
+            return Ok(Bootstrapped::AlreadyThere);
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| Self::io(&account.name, &dir, e))?;
+        Ok(Bootstrapped::Created)
     }
 }
 
@@ -309,21 +538,7 @@ impl FileTarget {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Self::io(account, &path, e)),
         };
-        let actual = Digest::of(&bytes);
-        if &actual != digest {
-            return Err(TargetError::TamperedBundle {
-                account: account.to_string(),
-                digest: digest.clone(),
-                actual,
-            });
-        }
-        Bundle::from_stored(&bytes, digest)
-            .map(Some)
-            .map_err(|e| TargetError::CorruptBundle {
-                account: account.to_string(),
-                digest: digest.clone(),
-                message: e.to_string(),
-            })
+        check_stored_bundle(account, &bytes, digest).map(Some)
     }
 
     fn bundle_path(&self, account: &str, digest: &Digest) -> Result<PathBuf, TargetError> {
@@ -407,6 +622,27 @@ impl FileTarget {
         // The lock is released when `lock` drops.
         Ok(etag_of(&bytes))
     }
+}
+
+/// A stored bundle's bytes must hash to the digest they are stored under, and parse.
+pub fn check_stored_bundle(
+    account: &str,
+    bytes: &[u8],
+    digest: &Digest,
+) -> Result<Bundle, TargetError> {
+    let actual = Digest::of(bytes);
+    if &actual != digest {
+        return Err(TargetError::TamperedBundle {
+            account: account.to_string(),
+            digest: digest.clone(),
+            actual,
+        });
+    }
+    Bundle::from_stored(bytes, digest).map_err(|e| TargetError::CorruptBundle {
+        account: account.to_string(),
+        digest: digest.clone(),
+        message: e.to_string(),
+    })
 }
 
 fn etag_of(bytes: &[u8]) -> ETag {

@@ -16,7 +16,7 @@ use fleetgate::example_fleet::{self, FleetParams};
 use fleetgate::git::GitRepo;
 use fleetgate::pipeline;
 use fleetgate::plan::{self, Action, Plan, format};
-use fleetgate::target::FileTarget;
+use fleetgate::target::{FanOut, FileTarget};
 use serde_json::Value;
 use support::{edit, example_git_repo, git};
 
@@ -95,7 +95,12 @@ impl Fleet {
         let target = FileTarget::new(&self.target);
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (mut plan, _) = rt
-            .block_on(pipeline::observe_and_plan(&prepared, &target, &options, 8))
+            .block_on(pipeline::observe_and_plan(
+                &prepared,
+                &target,
+                &options,
+                &FanOut::quiet(8),
+            ))
             .expect("plans");
         // Stable text for snapshots: temp paths and commit ids vary from run to run.
         plan.repo = "config".into();

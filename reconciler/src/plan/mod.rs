@@ -21,7 +21,7 @@ use fleetgate_gateway::{Bundle, Digest};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::target::{AccountRef, Observed};
+use crate::target::{AccountRef, ErrorClass, Observed};
 pub use changes::{Area, Change, Op};
 pub use risks::WarningKind;
 
@@ -180,6 +180,9 @@ pub struct AccountPlan {
     /// Why it is unreachable, or that the target drifted from the base.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The kind of failure of an unreachable account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorClass>,
     /// Index into `groups` (creates and updates).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<usize>,
@@ -247,6 +250,7 @@ pub fn plan(
             to: d.digest.to_string(),
             deployed_commit: None,
             note: None,
+            error: None,
             group: None,
             changes: Vec::new(),
             diff: String::new(),
@@ -258,9 +262,10 @@ pub fn plan(
                 entry.diff =
                     diff::unified("", &redacted_pretty(&d.bundle, key), options.context_lines);
             }
-            Observed::Unreachable { reason } => {
+            Observed::Unreachable { reason, class } => {
                 entry.action = Action::Unreachable;
                 entry.note = Some(reason.clone());
+                entry.error = Some(*class);
             }
             Observed::Deployed {
                 pointer, bundle, ..

@@ -1,0 +1,686 @@
+//! The AWS target: every account's own S3 bucket, reached through a role assumed in that
+//! account. Same layout and rules as the file target (DESIGN.md):
+//!
+//! ```text
+//! s3://<bucket>/<prefix>/bundles/<sha256>.json   written first, with If-None-Match: *
+//! s3://<bucket>/<prefix>/current.json            If-Match: <ETag read by observe>
+//!                                                (If-None-Match: * when there was none)
+//! ```
+//!
+//! Hub credentials come from the SDK's default chain (env, profile, SSO, web identity,
+//! IMDS). Per account: `AssumeRole` on `arn:aws:iam::<id>:role/<roleName>` with the fleet's
+//! ExternalId and a session name carrying the commit; the session is cached per account and
+//! renewed before it expires. Throttling and 5xx are retried by the SDK's standard retry
+//! (backoff with jitter; `AWS_MAX_ATTEMPTS` raises the attempts); what still fails is
+//! classified ([`ErrorClass`]) and stays that account's failure.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::{Credentials, ProvideCredentials as _, Region};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
+};
+use fleetgate_gateway::{Bundle, Digest};
+
+use crate::target::{AccountRef, Bootstrapped, ETag, ErrorClass, Pointer, Target, TargetError};
+
+/// How the fleet is reached: fleet.yaml's settings plus the command line's.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    /// `arn:aws:iam::<id>:role/<role_name>` in every account.
+    pub role_name: String,
+    pub external_id: String,
+    /// Asked of STS for each session (15 minutes to 12 hours).
+    pub session_duration: Duration,
+    /// `fleetgate-<short sha>`: CloudTrail in the account shows which commit acted.
+    pub session_name: String,
+    /// Region of the STS calls.
+    pub hub_region: String,
+    /// An S3- and STS-compatible endpoint (moto, MinIO, a VPC endpoint); path-style
+    /// addressing when set. `None` leaves it to `AWS_ENDPOINT_URL` or the real AWS.
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsSettings {
+    /// The settings fleet.yaml gives, for a run at `commit`.
+    pub fn from_fleet(spec: &crate::manifest::FleetSpec, commit: &str) -> AwsSettings {
+        AwsSettings {
+            role_name: spec.role_name.clone(),
+            external_id: spec.external_id.clone(),
+            session_duration: spec.session_duration.0,
+            session_name: session_name(commit),
+            hub_region: spec.hub_region.clone(),
+            endpoint_url: None,
+        }
+    }
+}
+
+/// `fleetgate-<first 12 of the commit>`, within STS's `[\w+=,.@-]{2,64}`.
+pub fn session_name(commit: &str) -> String {
+    let short: String = commit
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(12)
+        .collect();
+    if short.is_empty() {
+        "fleetgate".to_string()
+    } else {
+        format!("fleetgate-{short}")
+    }
+}
+
+/// Every account's bucket through its assumed role.
+#[derive(Debug)]
+pub struct AwsTarget {
+    hub: aws_config::SdkConfig,
+    sts: aws_sdk_sts::Client,
+    settings: AwsSettings,
+    path_style: bool,
+    /// Per account id and region: the S3 client of the current session. The inner lock
+    /// makes concurrent callers for one account share one AssumeRole.
+    sessions: Mutex<HashMap<(String, String), SessionSlot>>,
+}
+
+/// One account's session, renewed under its lock.
+type SessionSlot = Arc<tokio::sync::Mutex<Option<Session>>>;
+
+#[derive(Debug, Clone)]
+struct Session {
+    s3: aws_sdk_s3::Client,
+    expires: Option<SystemTime>,
+}
+
+/// Sessions are renewed this long before STS says they expire (or a quarter of their
+/// lifetime, if shorter), so no call starts with credentials about to lapse.
+const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
+
+impl AwsTarget {
+    /// Loads the hub's credentials from the default chain and checks that there are some:
+    /// without them every account would fail the same way.
+    pub async fn connect(settings: AwsSettings) -> Result<AwsTarget, anyhow::Error> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(settings.hub_region.clone()));
+        if let Some(url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let hub = loader.load().await;
+        let Some(provider) = hub.credentials_provider() else {
+            anyhow::bail!("no AWS credentials provider for the hub");
+        };
+        if let Err(e) = provider.provide_credentials().await {
+            anyhow::bail!(
+                "no AWS credentials for the hub ({}): set AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
+                 AWS_WEB_IDENTITY_TOKEN_FILE/AWS_ROLE_ARN, or run where an instance or pod role is available",
+                DisplayErrorContext(&e)
+            );
+        }
+        let path_style = hub.endpoint_url().is_some();
+        Ok(AwsTarget {
+            sts: aws_sdk_sts::Client::new(&hub),
+            hub,
+            settings,
+            path_style,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn settings(&self) -> &AwsSettings {
+        &self.settings
+    }
+
+    fn role_arn(&self, account: &AccountRef) -> String {
+        format!(
+            "arn:aws:iam::{}:role/{}",
+            account.id, self.settings.role_name
+        )
+    }
+
+    /// The account's S3 client, assuming its role when there is no fresh session.
+    async fn s3(&self, account: &AccountRef) -> Result<aws_sdk_s3::Client, TargetError> {
+        let slot = {
+            let mut sessions = self
+                .sessions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            sessions
+                .entry((account.id.clone(), account.region.clone()))
+                .or_default()
+                .clone()
+        };
+        let mut session = slot.lock().await;
+        if let Some(s) = session.as_ref()
+            && s.fresh(SystemTime::now(), self.settings.session_duration)
+        {
+            return Ok(s.s3.clone());
+        }
+        let fresh = self.assume(account).await?;
+        let s3 = fresh.s3.clone();
+        *session = Some(fresh);
+        Ok(s3)
+    }
+
+    async fn assume(&self, account: &AccountRef) -> Result<Session, TargetError> {
+        let seconds = self.settings.session_duration.as_secs().clamp(900, 43_200);
+        let out = self
+            .sts
+            .assume_role()
+            .role_arn(self.role_arn(account))
+            .role_session_name(&self.settings.session_name)
+            .external_id(&self.settings.external_id)
+            .duration_seconds(i32::try_from(seconds).unwrap_or(3600))
+            .send()
+            .await
+            .map_err(|e| {
+                let (class, message) = classify(&e);
+                TargetError::Remote {
+                    account: account.name.clone(),
+                    // Throttling and network trouble keep their class; any refusal means
+                    // the role cannot be assumed.
+                    class: match class {
+                        ErrorClass::Throttled
+                        | ErrorClass::ServerError
+                        | ErrorClass::Network
+                        | ErrorClass::Timeout => class,
+                        _ => ErrorClass::RoleNotAssumable,
+                    },
+                    message: format!(
+                        "AssumeRole {} (ExternalId set, session {}): {message}",
+                        self.role_arn(account),
+                        self.settings.session_name
+                    ),
+                }
+            })?;
+        let Some(c) = out.credentials() else {
+            return Err(TargetError::Remote {
+                account: account.name.clone(),
+                class: ErrorClass::RoleNotAssumable,
+                message: format!(
+                    "AssumeRole {} returned no credentials",
+                    self.role_arn(account)
+                ),
+            });
+        };
+        let expires = SystemTime::try_from(*c.expiration()).ok();
+        let credentials = Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_string()),
+            expires,
+            "fleetgate-assume-role",
+        );
+        let config = aws_sdk_s3::config::Builder::from(&self.hub)
+            .region(Region::new(account.region.clone()))
+            .credentials_provider(credentials)
+            .force_path_style(self.path_style)
+            .build();
+        Ok(Session {
+            s3: aws_sdk_s3::Client::from_conf(config),
+            expires,
+        })
+    }
+
+    fn key(account: &AccountRef, rest: &str) -> String {
+        format!("{}/{rest}", account.prefix)
+    }
+
+    fn bundle_key(account: &AccountRef, digest: &Digest) -> String {
+        Self::key(account, &format!("bundles/{}.json", digest.hex()))
+    }
+
+    fn remote<E>(account: &AccountRef, what: &str, e: &SdkError<E>) -> TargetError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let (class, message) = classify(e);
+        TargetError::Remote {
+            account: account.name.clone(),
+            class,
+            message: format!("{what}: {message}"),
+        }
+    }
+
+    /// An object's bytes and ETag; `None` when the key does not exist.
+    async fn get(
+        &self,
+        account: &AccountRef,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, TargetError> {
+        let s3 = self.s3(account).await?;
+        let what = || format!("GetObject s3://{}/{key}", account.bucket);
+        let out = match s3
+            .get_object()
+            .bucket(&account.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if is_no_such_key(&e) => return Ok(None),
+            Err(e) => return Err(Self::remote(account, &what(), &e)),
+        };
+        let etag = out.e_tag().map(str::to_string);
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| TargetError::Remote {
+                account: account.name.clone(),
+                class: ErrorClass::Network,
+                message: format!("{}: reading the body: {e}", what()),
+            })?
+            .into_bytes()
+            .to_vec();
+        Ok(Some((bytes, etag)))
+    }
+}
+
+impl Session {
+    fn fresh(&self, now: SystemTime, lifetime: Duration) -> bool {
+        let margin = RENEW_BEFORE.min(lifetime / 4);
+        match self.expires {
+            Some(expires) => now + margin < expires,
+            None => true,
+        }
+    }
+}
+
+/// `x-amz-meta-*` values are HTTP header values: keep them printable ASCII.
+fn meta(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+fn status<E>(e: &SdkError<E>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+fn is_no_such_key<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    match e {
+        SdkError::ServiceError(s) => {
+            s.err().code() == Some("NoSuchKey")
+                || (status(e) == Some(404) && s.err().code() != Some("NoSuchBucket"))
+        }
+        _ => false,
+    }
+}
+
+fn is_precondition_failed<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    matches!(status(e), Some(412 | 409))
+        || matches!(
+            e.code(),
+            Some("PreconditionFailed" | "ConditionalRequestConflict")
+        )
+}
+
+/// Sorts an SDK failure into the classes reports use, with a one-line message (the
+/// service's code and message, or the transport error). Messages carry no credentials:
+/// the SDK's errors never include them.
+pub fn classify<E>(e: &SdkError<E>) -> (ErrorClass, String)
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match e {
+        SdkError::TimeoutError(_) => (
+            ErrorClass::Timeout,
+            "the SDK's operation timeout elapsed".into(),
+        ),
+        SdkError::DispatchFailure(d) => {
+            let class = if d.is_timeout() {
+                ErrorClass::Timeout
+            } else {
+                ErrorClass::Network
+            };
+            (class, format!("{}", DisplayErrorContext(e)))
+        }
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("");
+            let status = s.raw().status().as_u16();
+            let class = match code {
+                "AccessDenied"
+                | "AccessDeniedException"
+                | "AllAccessDisabled"
+                | "InvalidAccessKeyId"
+                | "InvalidClientTokenId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "InvalidToken" => ErrorClass::AccessDenied,
+                "NoSuchBucket" => ErrorClass::BucketMissing,
+                "SlowDown"
+                | "Throttling"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "TooManyRequestsException"
+                | "RequestThrottled" => ErrorClass::Throttled,
+                "PreconditionFailed" | "ConditionalRequestConflict" => ErrorClass::Conflict,
+                _ if status == 429 => ErrorClass::Throttled,
+                _ if status == 403 => ErrorClass::AccessDenied,
+                _ if status >= 500 => ErrorClass::ServerError,
+                _ => ErrorClass::Other,
+            };
+            let message = match (code, s.err().message()) {
+                ("", _) => format!("HTTP {status}"),
+                (code, Some(m)) if !m.is_empty() => format!("{code} (HTTP {status}): {m}"),
+                (code, _) => format!("{code} (HTTP {status})"),
+            };
+            (class, message)
+        }
+        SdkError::ResponseError(_) => (
+            ErrorClass::Network,
+            format!("unreadable response: {}", DisplayErrorContext(e)),
+        ),
+        _ => (ErrorClass::Other, format!("{}", DisplayErrorContext(e))),
+    }
+}
+
+impl Target for AwsTarget {
+    fn location(&self) -> String {
+        match self.hub.endpoint_url() {
+            Some(url) => format!("aws ({url})"),
+            None => "aws".to_string(),
+        }
+    }
+
+    /// S3 cannot list other accounts: orphans are found from git's history instead
+    /// (accounts removed recently whose pointer is still there).
+    async fn deployed_accounts(&self) -> Result<Vec<String>, TargetError> {
+        Ok(Vec::new())
+    }
+
+    async fn read_pointer(
+        &self,
+        account: &AccountRef,
+    ) -> Result<Option<(Pointer, ETag)>, TargetError> {
+        let Some((bytes, etag)) = self
+            .get(account, &Self::key(account, "current.json"))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let pointer: Pointer =
+            serde_json::from_slice(&bytes).map_err(|e| TargetError::CorruptPointer {
+                account: account.name.clone(),
+                message: e.to_string(),
+            })?;
+        let Some(etag) = etag else {
+            return Err(TargetError::CorruptPointer {
+                account: account.name.clone(),
+                message: "S3 returned current.json without an ETag".into(),
+            });
+        };
+        Ok(Some((pointer, ETag(etag))))
+    }
+
+    async fn read_bundle(
+        &self,
+        account: &AccountRef,
+        digest: &Digest,
+    ) -> Result<Option<Bundle>, TargetError> {
+        let Some((bytes, _)) = self
+            .get(account, &Self::bundle_key(account, digest))
+            .await?
+        else {
+            return Ok(None);
+        };
+        crate::target::check_stored_bundle(&account.name, &bytes, digest).map(Some)
+    }
+
+    async fn write_bundle(
+        &self,
+        account: &AccountRef,
+        canonical: &[u8],
+    ) -> Result<bool, TargetError> {
+        let digest = Digest::of(canonical);
+        let key = Self::bundle_key(account, &digest);
+        let s3 = self.s3(account).await?;
+        let put = s3
+            .put_object()
+            .bucket(&account.bucket)
+            .key(&key)
+            .if_none_match("*")
+            .content_type("application/json")
+            .metadata("fleetgate-digest", digest.to_string())
+            .body(ByteStream::from(canonical.to_vec()))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if is_precondition_failed(&e) => {
+                // Already stored (an earlier apply, or one that crashed before its pointer
+                // write): fine if identical, tampering if not.
+                match self.get(account, &key).await? {
+                    Some((existing, _)) if existing == canonical => Ok(false),
+                    Some((existing, _)) => Err(TargetError::TamperedBundle {
+                        account: account.name.clone(),
+                        digest,
+                        actual: Digest::of(&existing),
+                    }),
+                    None => Err(Self::remote(
+                        account,
+                        &format!("PutObject s3://{}/{key}", account.bucket),
+                        &e,
+                    )),
+                }
+            }
+            Err(e) => Err(Self::remote(
+                account,
+                &format!("PutObject s3://{}/{key}", account.bucket),
+                &e,
+            )),
+        }
+    }
+
+    async fn write_pointer(
+        &self,
+        account: &AccountRef,
+        pointer: &Pointer,
+        expected: Option<&ETag>,
+    ) -> Result<ETag, TargetError> {
+        let key = Self::key(account, "current.json");
+        let mut bytes =
+            serde_json::to_vec_pretty(pointer).map_err(|e| TargetError::CorruptPointer {
+                account: account.name.clone(),
+                message: e.to_string(),
+            })?;
+        bytes.push(b'\n');
+        let s3 = self.s3(account).await?;
+        let mut put = s3
+            .put_object()
+            .bucket(&account.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .metadata("fleetgate-digest", pointer.digest.to_string())
+            .metadata("fleetgate-applied-by", meta(&pointer.applied_by))
+            .metadata("fleetgate-applied-at", meta(&pointer.applied_at))
+            .body(ByteStream::from(bytes));
+        if let Some(commit) = &pointer.commit {
+            put = put.metadata("fleetgate-commit", meta(commit));
+        }
+        if let Some(previous) = &pointer.previous {
+            put = put.metadata("fleetgate-previous", previous.to_string());
+        }
+        put = match expected {
+            Some(etag) => put.if_match(&etag.0),
+            None => put.if_none_match("*"),
+        };
+        match put.send().await {
+            Ok(out) => Ok(ETag(out.e_tag().unwrap_or_default().to_string())),
+            Err(e) if is_precondition_failed(&e) => {
+                let found = match s3
+                    .head_object()
+                    .bucket(&account.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                {
+                    Ok(head) => head.e_tag().unwrap_or("an unknown ETag").to_string(),
+                    Err(_) => "no pointer or an unreadable one".to_string(),
+                };
+                Err(TargetError::Conflict {
+                    account: account.name.clone(),
+                    expected: expected
+                        .map(|t| t.0.clone())
+                        .unwrap_or_else(|| "no pointer".into()),
+                    found,
+                })
+            }
+            Err(e) => Err(Self::remote(
+                account,
+                &format!("PutObject s3://{}/{key}", account.bucket),
+                &e,
+            )),
+        }
+    }
+
+    async fn bootstrap(&self, account: &AccountRef) -> Result<Bootstrapped, TargetError> {
+        let s3 = self.s3(account).await?;
+        let bucket = &account.bucket;
+        let what = |op: &str| format!("{op} s3://{bucket}");
+        let exists = match s3.head_bucket().bucket(bucket).send().await {
+            Ok(_) => true,
+            Err(e) if status(&e) == Some(404) => false,
+            Err(e) => {
+                let (class, message) = classify(&e);
+                // HeadBucket has no body: a 403 is a bucket someone else owns (or a role
+                // without s3:ListBucket).
+                let message = if status(&e) == Some(403) {
+                    "HTTP 403: the bucket exists but this account's role may not use it (owned by another account?)".to_string()
+                } else {
+                    message
+                };
+                return Err(TargetError::Remote {
+                    account: account.name.clone(),
+                    class,
+                    message: format!("{}: {message}", what("HeadBucket")),
+                });
+            }
+        };
+        if !exists {
+            let mut create = s3.create_bucket().bucket(bucket);
+            // us-east-1 is the one region that refuses a location constraint.
+            if account.region != "us-east-1" {
+                create = create.create_bucket_configuration(
+                    CreateBucketConfiguration::builder()
+                        .location_constraint(BucketLocationConstraint::from(
+                            account.region.as_str(),
+                        ))
+                        .build(),
+                );
+            }
+            match create.send().await {
+                Ok(_) => {}
+                Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => {}
+                Err(e) => return Err(Self::remote(account, &what("CreateBucket"), &e)),
+            }
+        }
+        s3.put_public_access_block()
+            .bucket(bucket)
+            .public_access_block_configuration(
+                PublicAccessBlockConfiguration::builder()
+                    .block_public_acls(true)
+                    .ignore_public_acls(true)
+                    .block_public_policy(true)
+                    .restrict_public_buckets(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| Self::remote(account, &what("PutPublicAccessBlock"), &e))?;
+        s3.put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| Self::remote(account, &what("PutBucketVersioning"), &e))?;
+        let by_default = ServerSideEncryptionByDefault::builder()
+            .sse_algorithm(ServerSideEncryption::Aes256)
+            .build()
+            .map_err(|e| TargetError::Remote {
+                account: account.name.clone(),
+                class: ErrorClass::Other,
+                message: e.to_string(),
+            })?;
+        let encryption = ServerSideEncryptionConfiguration::builder()
+            .rules(
+                ServerSideEncryptionRule::builder()
+                    .apply_server_side_encryption_by_default(by_default)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| TargetError::Remote {
+                account: account.name.clone(),
+                class: ErrorClass::Other,
+                message: e.to_string(),
+            })?;
+        s3.put_bucket_encryption()
+            .bucket(bucket)
+            .server_side_encryption_configuration(encryption)
+            .send()
+            .await
+            .map_err(|e| Self::remote(account, &what("PutBucketEncryption"), &e))?;
+        Ok(if exists {
+            Bootstrapped::AlreadyThere
+        } else {
+            Bootstrapped::Created
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_names_carry_the_commit_within_sts_limits() {
+        assert_eq!(
+            session_name("0123456789abcdef0123456789abcdef01234567"),
+            "fleetgate-0123456789ab"
+        );
+        assert_eq!(session_name(""), "fleetgate");
+        assert!(session_name(&"f".repeat(100)).len() <= 64);
+    }
+
+    #[test]
+    fn sessions_are_renewed_before_they_expire() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let hour = Duration::from_secs(3600);
+        let session = |expires| Session {
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::Config::builder()
+                    .behavior_version(BehaviorVersion::latest())
+                    .build(),
+            ),
+            expires,
+        };
+        assert!(session(Some(now + hour)).fresh(now, hour));
+        assert!(!session(Some(now + Duration::from_secs(60))).fresh(now, hour));
+        assert!(!session(Some(now - hour)).fresh(now, hour));
+        // A 20-minute session is renewed 5 minutes early, not 5 minutes of a quarter.
+        let short = Duration::from_secs(20 * 60);
+        assert!(!session(Some(now + Duration::from_secs(4 * 60))).fresh(now, short));
+        assert!(session(Some(now + Duration::from_secs(6 * 60))).fresh(now, short));
+    }
+
+    #[test]
+    fn metadata_values_stay_printable_ascii() {
+        assert_eq!(meta("jörg@host ci"), "j?rg@host ci");
+    }
+}
