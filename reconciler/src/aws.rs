@@ -106,6 +106,7 @@ impl AwsTarget {
     /// without them every account would fail the same way.
     pub async fn connect(settings: AwsSettings) -> Result<AwsTarget, anyhow::Error> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https_client())
             .region(Region::new(settings.hub_region.clone()));
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url);
@@ -279,6 +280,16 @@ impl AwsTarget {
             .to_vec();
         Ok(Some((bytes, etag)))
     }
+}
+
+/// hyper 1 with rustls on ring, the platform's root certificates, pooled connections.
+pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 impl Session {

@@ -216,6 +216,37 @@ impl GitRepo {
         })
     }
 
+    /// The branch's last `depth` commits, newest first (`head` itself first), following
+    /// first parents: the commits a merge brought in are its own history, not the branch's.
+    pub fn first_parents(&self, head: &Commit, depth: usize) -> Result<Vec<Commit>, GitError> {
+        let err = |message: String| GitError::Rev {
+            rev: head.rev.clone(),
+            location: self.location.clone(),
+            message,
+        };
+        let mut out = Vec::new();
+        let mut next = Some(
+            self.repo
+                .find_commit(head.id)
+                .map_err(|e| err(e.message().to_string()))?,
+        );
+        while let Some(c) = next.take() {
+            if out.len() >= depth {
+                break;
+            }
+            out.push(Commit {
+                id: c.id(),
+                rev: if out.is_empty() {
+                    head.rev.clone()
+                } else {
+                    format!("{}~{}", head.rev, out.len())
+                },
+            });
+            next = c.parent(0).ok();
+        }
+        Ok(out)
+    }
+
     /// Paths that differ between two commits (added, deleted, modified, both sides of a rename).
     pub fn changed_paths(
         &self,

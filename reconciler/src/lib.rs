@@ -13,6 +13,7 @@ pub mod affected;
 pub mod aws;
 pub mod connect;
 pub mod diagnostics;
+pub mod drift;
 pub mod example_fleet;
 pub mod git;
 pub mod manifest;

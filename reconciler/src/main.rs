@@ -66,6 +66,27 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// For every account: in sync with the head, or drifted with a cause (behind, out-of-band
+    /// edit, tampered, never deployed), unreachable, or orphaned (exit 0 in sync, 2 drift,
+    /// 1 error).
+    Drift {
+        #[command(flatten)]
+        source: GitArgs,
+        /// The branch (or any revision) the fleet should run.
+        #[arg(long = "ref", value_name = "REF", default_value = "HEAD")]
+        rev: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        /// Write the report to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Commits of the branch searched for deployed digests and removed accounts
+        /// [default: fleet.yaml's drift.historyDepth, else 50].
+        #[arg(long, value_name = "N")]
+        history: Option<usize>,
+    },
     /// Onboard accounts: create each selected account's config store when missing (S3: the
     /// bucket, versioned, encrypted by default, public access blocked), through its assumed
     /// role. Idempotent. Production onboarding uses deploy/'s StackSet template.
@@ -210,6 +231,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             head,
             target,
         } => cmd_apply(&source, &head, &target),
+        Command::Drift {
+            source,
+            rev,
+            target,
+            format,
+            out,
+            history,
+        } => cmd_drift(&source, &rev, &target, format, out.as_deref(), history),
         Command::Bootstrap {
             source,
             rev,
@@ -655,4 +684,47 @@ fn cmd_bootstrap(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn cmd_drift(
+    source: &GitArgs,
+    rev: &str,
+    target_args: &TargetArgs,
+    format: PlanFormat,
+    out: Option<&Path>,
+    history: Option<usize>,
+) -> Result<ExitCode> {
+    let repo = open_git(source)?;
+    let head = repo.resolve(rev)?;
+    let Some(config) = load_valid(&repo, &head)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let fleet = config.fleet.as_ref().map(|f| &f.spec);
+    let depth = history
+        .or(fleet.map(|f| f.drift.history_depth as usize))
+        .unwrap_or(50);
+    let rt = runtime()?;
+    let target = target_args.connect(&rt, fleet, &head.id.to_string())?;
+    let progress = StderrProgress::new();
+    let fan = target_args.fan_out(fleet, &progress);
+    let report = match rt.block_on(fleetgate::drift::run(&repo, &head, &target, &fan, depth)) {
+        Ok(r) => r,
+        Err(e) => return report_pipeline_error(e),
+    };
+    let text = match format {
+        PlanFormat::Text => fleetgate::drift::text(&report),
+        PlanFormat::Markdown => fleetgate::drift::markdown(&report),
+        PlanFormat::Json => fleetgate::drift::json(&report),
+    };
+    match out {
+        Some(path) => std::fs::write(path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => {
+            std::io::stdout()
+                .lock()
+                .write_all(text.as_bytes())
+                .context("cannot write the report")?;
+        }
+    }
+    Ok(ExitCode::from(report.exit_code()))
 }

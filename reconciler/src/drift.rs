@@ -1,0 +1,684 @@
+//! The drift report: for every account, is what is deployed what git's head produces, and
+//! if not, why. Meant for a cron job or scheduled CI (exit 0 in sync, 2 drift, 1 error).
+//!
+//! Causes, in the order they are decided:
+//!
+//! - **never deployed**: no pointer.
+//! - **tampered**: the pointer names a bundle whose bytes do not hash to its digest.
+//! - **behind**: the pointer names a digest the head does not produce, but the commit the
+//!   pointer records is one of the branch's last N commits and renders exactly that digest
+//!   for this account: "still on a1b2c3d, 3 commits behind".
+//! - **out-of-band edit**: any other digest (the pointer was changed by hand, or applied
+//!   from a commit not on the branch), a pointer naming a bundle that is not stored, or one
+//!   that does not parse.
+//! - **unreachable**: the state could not be read (the classified error).
+//! - **orphaned**: deployed, but the account is no longer in git (found among accounts the
+//!   branch's last N commits had; a file target also lists its directories).
+//!
+//! [`assess`] is pure; [`run`] gathers its inputs from git and the target.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use fleetgate_gateway::Digest;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::git::{Commit, GitRepo};
+use crate::pipeline::{self, PipelineError};
+use crate::plan::Revision;
+use crate::repo::Repo;
+use crate::target::{AccountRef, ErrorClass, FanOut, Observed, Target, observe};
+
+/// The version of the JSON drift document.
+pub const DRIFT_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    InSync,
+    Drifted,
+    Unreachable,
+    Orphaned,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::InSync => "in-sync",
+            Status::Drifted => "drifted",
+            Status::Unreachable => "unreachable",
+            Status::Orphaned => "orphaned",
+        }
+    }
+}
+
+/// Why an account is not in sync (machine-readable; `cause` is the sentence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CauseKind {
+    NeverDeployed,
+    Tampered,
+    Behind,
+    OutOfBand,
+    Unreachable,
+    Orphaned,
+}
+
+/// What the account's pointer says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Deployed {
+    pub digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    pub applied_by: String,
+    pub applied_at: String,
+}
+
+/// One account's line of the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct AccountDrift {
+    pub name: String,
+    pub account_id: String,
+    pub status: Status,
+    /// Why it is not in sync, in words; absent when in sync.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause_kind: Option<CauseKind>,
+    /// The classified error of an unreachable account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorClass>,
+    /// For `behind`: how many commits of the branch the deployed one is behind the head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commits_behind: Option<usize>,
+    /// The digest the head renders (absent for orphans).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployed: Option<Deployed>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct DriftSummary {
+    pub accounts: usize,
+    pub in_sync: usize,
+    pub drifted: usize,
+    pub unreachable: usize,
+    pub orphaned: usize,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct DriftReport {
+    pub format_version: u32,
+    pub repo: String,
+    pub head: Revision,
+    pub target: String,
+    /// How many commits of the branch were searched for deployed digests.
+    pub history_depth: usize,
+    pub summary: DriftSummary,
+    /// Sorted by status (drifted, unreachable, orphaned, in sync), then name.
+    pub accounts: Vec<AccountDrift>,
+}
+
+impl DriftReport {
+    /// 0 in sync, 2 drift (drifted or orphaned accounts), 1 when any account could not be
+    /// read.
+    pub fn exit_code(&self) -> u8 {
+        if self.summary.unreachable > 0 {
+            1
+        } else if self.summary.drifted + self.summary.orphaned > 0 {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+/// What the pointer's recorded commit turned out to be, found by rendering it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Behind {
+    pub commit: String,
+    /// Position on the branch: 1 = the head's parent.
+    pub commits_behind: usize,
+}
+
+/// One account in git at the head, with what it should run and what it runs.
+#[derive(Debug, Clone)]
+pub struct Subject<'a> {
+    pub account: &'a AccountRef,
+    pub expected: &'a Digest,
+    pub observed: &'a Observed,
+    /// Set when the deployed digest was verified to be an older commit's.
+    pub behind: Option<&'a Behind>,
+}
+
+fn deployed_of(observed: &Observed) -> Option<Deployed> {
+    match observed {
+        Observed::Deployed { pointer, .. } => Some(Deployed {
+            digest: pointer.digest.to_string(),
+            commit: pointer.commit.clone(),
+            applied_by: pointer.applied_by.clone(),
+            applied_at: pointer.applied_at.clone(),
+        }),
+        _ => None,
+    }
+}
+
+fn short(s: &str) -> &str {
+    &s[..s.len().min(7)]
+}
+
+/// Decides one account's status and cause. Pure.
+pub fn assess(subject: &Subject<'_>) -> AccountDrift {
+    let mut out = AccountDrift {
+        name: subject.account.name.clone(),
+        account_id: subject.account.id.clone(),
+        status: Status::Drifted,
+        cause: None,
+        cause_kind: None,
+        error: None,
+        commits_behind: None,
+        expected: Some(subject.expected.to_string()),
+        deployed: deployed_of(subject.observed),
+    };
+    let mut set = |kind: CauseKind, cause: String| {
+        out.cause_kind = Some(kind);
+        out.cause = Some(cause);
+    };
+    match subject.observed {
+        Observed::New => set(CauseKind::NeverDeployed, "never deployed".into()),
+        Observed::Unreachable { reason, class } => match class {
+            ErrorClass::Tampered => {
+                set(CauseKind::Tampered, format!("tampered: {reason}"));
+            }
+            // A pointer naming a bundle nobody stored, or one that does not parse, was
+            // written by hand: fleetgate stores the bundle before it moves the pointer.
+            ErrorClass::MissingBundle | ErrorClass::Corrupt => {
+                set(CauseKind::OutOfBand, format!("out-of-band edit: {reason}"));
+            }
+            _ => {
+                set(CauseKind::Unreachable, reason.clone());
+                out.status = Status::Unreachable;
+                out.error = Some(*class);
+            }
+        },
+        Observed::Deployed { pointer, .. } if &pointer.digest == subject.expected => {
+            out.status = Status::InSync;
+        }
+        Observed::Deployed { pointer, .. } => match subject.behind {
+            Some(b) => {
+                set(
+                    CauseKind::Behind,
+                    format!(
+                        "still on {}, {} commit{} behind",
+                        short(&b.commit),
+                        b.commits_behind,
+                        if b.commits_behind == 1 { "" } else { "s" }
+                    ),
+                );
+                out.commits_behind = Some(b.commits_behind);
+            }
+            None => set(
+                CauseKind::OutOfBand,
+                format!(
+                    "out-of-band edit: {} is not what {} renders{}",
+                    pointer.digest.short(),
+                    match &pointer.commit {
+                        Some(c) => format!("its recorded commit {}", short(c)),
+                        None => "any recorded commit".to_string(),
+                    },
+                    match &pointer.commit {
+                        Some(_) => " (or that commit is not among the branch's recent ones)",
+                        None => "",
+                    }
+                ),
+            ),
+        },
+    }
+    out
+}
+
+/// An account deployed in the target but gone from git.
+pub fn orphan(account: &AccountRef, observed: &Observed) -> AccountDrift {
+    AccountDrift {
+        name: account.name.clone(),
+        account_id: account.id.clone(),
+        status: Status::Orphaned,
+        cause: Some("deployed, but no longer in git (fleetgate never deletes it)".into()),
+        cause_kind: Some(CauseKind::Orphaned),
+        error: None,
+        commits_behind: None,
+        expected: None,
+        deployed: deployed_of(observed),
+    }
+}
+
+/// Sorts the lines (most urgent first) and counts them.
+pub fn report(
+    repo: &str,
+    head: Revision,
+    target: &str,
+    history_depth: usize,
+    mut accounts: Vec<AccountDrift>,
+) -> DriftReport {
+    let rank = |s: Status| match s {
+        Status::Drifted => 0,
+        Status::Unreachable => 1,
+        Status::Orphaned => 2,
+        Status::InSync => 3,
+    };
+    accounts.sort_by(|a, b| {
+        rank(a.status)
+            .cmp(&rank(b.status))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    let count = |s: Status| accounts.iter().filter(|a| a.status == s).count();
+    let summary = DriftSummary {
+        accounts: accounts.len(),
+        in_sync: count(Status::InSync),
+        drifted: count(Status::Drifted),
+        unreachable: count(Status::Unreachable),
+        orphaned: count(Status::Orphaned),
+    };
+    DriftReport {
+        format_version: DRIFT_FORMAT_VERSION,
+        repo: repo.to_string(),
+        head,
+        target: target.to_string(),
+        history_depth,
+        summary,
+        accounts,
+    }
+}
+
+/// Gathers the inputs: the head's bundles, every account's deployed state, the commits the
+/// drifted pointers name (rendered once per commit), and accounts the branch's last
+/// `depth` commits had but the head does not (for orphans).
+pub async fn run<T: Target>(
+    repo: &GitRepo,
+    head: &Commit,
+    target: &T,
+    fan: &FanOut<'_>,
+    depth: usize,
+) -> Result<DriftReport, PipelineError> {
+    let prepared = pipeline::prepare(repo, None, head)?;
+    let refs: Vec<AccountRef> = prepared.desired.iter().map(|d| d.account.clone()).collect();
+    let observed = observe(target, &refs, fan).await;
+    let history = repo.first_parents(head, depth.max(1))?;
+    let position: BTreeMap<String, usize> = history
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id.to_string(), i))
+        .collect();
+
+    // Pointers that name an older commit of the branch: render that commit (once for all
+    // its accounts) to check the claim.
+    let mut claims: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for d in &prepared.desired {
+        if let Some(Observed::Deployed { pointer, .. }) = observed.get(&d.account.name)
+            && pointer.digest != d.digest
+            && let Some(commit) = &pointer.commit
+            && let Some(&i) = position.get(commit)
+            && i > 0
+        {
+            claims.entry(i).or_default().push(&d.account.name);
+        }
+    }
+    let mut behind: BTreeMap<String, Behind> = BTreeMap::new();
+    for (i, names) in claims {
+        let old = Repo::load(&repo.snapshot(&history[i])?);
+        for name in names {
+            let Some(Observed::Deployed { pointer, .. }) = observed.get(name) else {
+                continue;
+            };
+            if let Ok(r) = crate::render(&old, name)
+                && r.digest == pointer.digest
+            {
+                behind.insert(
+                    name.to_string(),
+                    Behind {
+                        commit: history[i].id.to_string(),
+                        commits_behind: i,
+                    },
+                );
+            }
+        }
+    }
+
+    let mut lines: Vec<AccountDrift> = prepared
+        .desired
+        .iter()
+        .map(|d| {
+            let observed = observed.get(&d.account.name).unwrap_or(&Observed::New);
+            assess(&Subject {
+                account: &d.account,
+                expected: &d.digest,
+                observed,
+                behind: behind.get(&d.account.name),
+            })
+        })
+        .collect();
+
+    // Orphans: accounts the recent history had, and whatever the target can list.
+    let fleet: BTreeSet<&str> = prepared
+        .desired
+        .iter()
+        .map(|d| d.account.name.as_str())
+        .collect();
+    let mut former: BTreeMap<String, AccountRef> = BTreeMap::new();
+    let head_accounts = account_files(repo, head)?;
+    for commit in history.iter().skip(1) {
+        let files = account_files(repo, commit)?;
+        if files.is_subset(&head_accounts) {
+            continue;
+        }
+        let old = Repo::load(&repo.snapshot(commit)?);
+        for name in old.account_names() {
+            if !fleet.contains(name)
+                && !former.contains_key(name)
+                && let Some(r) = AccountRef::from_repo(&old, name)
+            {
+                former.insert(name.to_string(), r);
+            }
+        }
+    }
+    for name in target.deployed_accounts().await? {
+        if !fleet.contains(name.as_str()) && !former.contains_key(&name) {
+            former.insert(
+                name.clone(),
+                AccountRef {
+                    name: name.clone(),
+                    id: String::new(),
+                    region: String::new(),
+                    bucket: String::new(),
+                    prefix: name,
+                },
+            );
+        }
+    }
+    let former: Vec<AccountRef> = former.into_values().collect();
+    let seen = observe(target, &former, fan).await;
+    for account in &former {
+        // Only a pointer that is still there makes an orphan: a removed account whose
+        // bucket is gone or closed to us was offboarded.
+        if let Some(o @ Observed::Deployed { .. }) = seen.get(&account.name) {
+            lines.push(orphan(account, o));
+        }
+    }
+
+    Ok(report(
+        repo.location(),
+        Revision {
+            rev: head.rev.clone(),
+            commit: head.id.to_string(),
+        },
+        &target.location(),
+        history.len(),
+        lines,
+    ))
+}
+
+fn account_files(repo: &GitRepo, commit: &Commit) -> Result<BTreeSet<String>, PipelineError> {
+    use crate::source::ConfigSource as _;
+    let snapshot = repo.snapshot(commit)?;
+    let files = snapshot.files().map_err(|e| PipelineError::Invalid {
+        rev: commit.rev.clone(),
+        commit: commit.short(),
+        diagnostics: vec![crate::diagnostics::Diagnostic::new(
+            crate::yaml::Span::file("accounts/"),
+            e.to_string(),
+        )],
+    })?;
+    Ok(files
+        .into_iter()
+        .filter(|f| f.starts_with("accounts/"))
+        .collect())
+}
+
+/// The report as JSON (pretty), ending in a newline.
+pub fn json(report: &DriftReport) -> String {
+    let mut s = serde_json::to_string_pretty(report)
+        .unwrap_or_else(|e| unreachable!("a drift report always serializes: {e}"));
+    s.push('\n');
+    s
+}
+
+fn headline(report: &DriftReport) -> String {
+    let s = &report.summary;
+    format!(
+        "{} accounts: {} in sync, {} drifted, {} unreachable, {} orphaned",
+        s.accounts, s.in_sync, s.drifted, s.unreachable, s.orphaned
+    )
+}
+
+/// For terminals and logs: one line per account that is not in sync, then the summary.
+pub fn text(report: &DriftReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Drift of {} against {} ({}), {} accounts, history {} commits\n",
+        report.target,
+        report.head.rev,
+        short(&report.head.commit),
+        report.summary.accounts,
+        report.history_depth
+    );
+    for a in report
+        .accounts
+        .iter()
+        .filter(|a| a.status != Status::InSync)
+    {
+        let _ = writeln!(
+            out,
+            "  {:<12} {} ({}): {}",
+            a.status.as_str(),
+            a.name,
+            a.account_id,
+            a.cause.as_deref().unwrap_or("")
+        );
+    }
+    if report.summary.in_sync < report.summary.accounts {
+        out.push('\n');
+    }
+    let _ = writeln!(out, "{}.", headline(report));
+    out
+}
+
+/// For an issue or a chat post: a summary line, then a table of the accounts not in sync.
+pub fn markdown(report: &DriftReport) -> String {
+    let mut out = String::new();
+    let icon = match report.exit_code() {
+        0 => "✅",
+        2 => "⚠️",
+        _ => "❌",
+    };
+    let _ = writeln!(out, "<!-- fleetgate:drift -->");
+    let _ = writeln!(
+        out,
+        "### {icon} Drift report: `{}` at `{}` against `{}`\n",
+        report.head.rev,
+        short(&report.head.commit),
+        report.target
+    );
+    let _ = writeln!(out, "{}.\n", headline(report));
+    let not_in_sync: Vec<&AccountDrift> = report
+        .accounts
+        .iter()
+        .filter(|a| a.status != Status::InSync)
+        .collect();
+    if not_in_sync.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "| Account | Account id | Status | Cause |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    for a in not_in_sync {
+        let cause = a.cause.as_deref().unwrap_or("").replace('|', "\\|");
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} |",
+            a.name,
+            a.account_id,
+            a.status.as_str(),
+            cause
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::{ETag, Pointer};
+
+    fn account() -> AccountRef {
+        AccountRef {
+            name: "acme-prod".into(),
+            id: "423456789012".into(),
+            region: "us-east-1".into(),
+            bucket: "b".into(),
+            prefix: "p".into(),
+        }
+    }
+
+    fn deployed(digest: &Digest, commit: &str) -> Observed {
+        let src = crate::example_fleet::example_repo();
+        let bundle = crate::render(&Repo::load(&src), "acme-prod")
+            .unwrap()
+            .bundle;
+        Observed::Deployed {
+            pointer: Pointer {
+                digest: digest.clone(),
+                commit: Some(commit.into()),
+                previous: None,
+                applied_by: "ci".into(),
+                applied_at: "2026-11-23T00:00:00Z".into(),
+            },
+            etag: ETag("\"e\"".into()),
+            bundle: Box::new(bundle),
+        }
+    }
+
+    #[test]
+    fn each_cause() {
+        let a = account();
+        let head = Digest::of(b"head");
+        let old = Digest::of(b"old");
+        let subject = |observed: &Observed, behind: Option<&Behind>| {
+            assess(&Subject {
+                account: &a,
+                expected: &head,
+                observed,
+                behind,
+            })
+        };
+        let in_sync = subject(&deployed(&head, "c0"), None);
+        assert_eq!((in_sync.status, in_sync.cause), (Status::InSync, None));
+
+        let b = Behind {
+            commit: "a1b2c3d4e5f6".into(),
+            commits_behind: 3,
+        };
+        let behind = subject(&deployed(&old, "a1b2c3d4e5f6"), Some(&b));
+        assert_eq!(behind.status, Status::Drifted);
+        assert_eq!(
+            behind.cause.as_deref(),
+            Some("still on a1b2c3d, 3 commits behind")
+        );
+
+        let oob = subject(&deployed(&old, "a1b2c3d4e5f6"), None);
+        assert_eq!(oob.cause_kind, Some(CauseKind::OutOfBand));
+        assert!(oob.cause.unwrap().starts_with("out-of-band edit"));
+
+        let never = subject(&Observed::New, None);
+        assert_eq!(
+            (never.status, never.cause.as_deref()),
+            (Status::Drifted, Some("never deployed"))
+        );
+
+        let tampered = subject(
+            &Observed::Unreachable {
+                reason: "acme-prod: bundle ... does not match its digest".into(),
+                class: ErrorClass::Tampered,
+            },
+            None,
+        );
+        assert_eq!(
+            (tampered.status, tampered.cause_kind),
+            (Status::Drifted, Some(CauseKind::Tampered))
+        );
+
+        let denied = subject(
+            &Observed::Unreachable {
+                reason: "acme-prod: access denied: ...".into(),
+                class: ErrorClass::AccessDenied,
+            },
+            None,
+        );
+        assert_eq!(
+            (denied.status, denied.error),
+            (Status::Unreachable, Some(ErrorClass::AccessDenied))
+        );
+    }
+
+    #[test]
+    fn exit_codes_and_order() {
+        let a = account();
+        let head = Digest::of(b"head");
+        let line = |observed: Observed, name: &str| {
+            let mut l = assess(&Subject {
+                account: &a,
+                expected: &head,
+                observed: &observed,
+                behind: None,
+            });
+            l.name = name.into();
+            l
+        };
+        let rev = Revision {
+            rev: "main".into(),
+            commit: "c".repeat(40),
+        };
+        let ok = report(
+            "r",
+            rev.clone(),
+            "t",
+            50,
+            vec![line(deployed(&head, "c"), "a")],
+        );
+        assert_eq!(ok.exit_code(), 0);
+        let drift = report(
+            "r",
+            rev.clone(),
+            "t",
+            50,
+            vec![line(deployed(&head, "c"), "a"), line(Observed::New, "b")],
+        );
+        assert_eq!(drift.exit_code(), 2);
+        assert_eq!(drift.accounts[0].name, "b", "drifted first");
+        let broken = report(
+            "r",
+            rev,
+            "t",
+            50,
+            vec![
+                line(Observed::New, "b"),
+                line(
+                    Observed::Unreachable {
+                        reason: "x".into(),
+                        class: ErrorClass::Timeout,
+                    },
+                    "c",
+                ),
+            ],
+        );
+        assert_eq!(broken.exit_code(), 1);
+        let json: serde_json::Value = serde_json::from_str(&json(&broken)).unwrap();
+        assert_eq!(json["accounts"][1]["status"], "unreachable");
+        assert_eq!(json["accounts"][1]["account_id"], "423456789012");
+        assert_eq!(json["accounts"][0]["cause"], "never deployed");
+        assert!(markdown(&broken).contains("| `b` | 423456789012 | drifted | never deployed |"));
+        assert!(text(&broken).contains("drifted      b (423456789012): never deployed"));
+    }
+}
