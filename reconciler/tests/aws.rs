@@ -1,0 +1,774 @@
+//! `--target aws` against real S3 and STS APIs: moto's server on a free loopback port (one
+//! per test), the `fleetgate` binary as a user runs it, real git repositories, and, where a
+//! test needs to count, fail or hold requests, a proxy between the SDK and moto.
+//!
+//! moto maps the credentials AssumeRole returns to the role's account, so every account of
+//! a fleet really is a separate account here: its own buckets, no access to the others'.
+
+// Helpers outside #[test] functions panic on purpose too: a test that cannot set up fails.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../tests/src/lib.rs"]
+mod support;
+
+#[path = "../../tests/src/aws.rs"]
+mod aws_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_support::{Faults, Moto, Proxy};
+use fleetgate::example_fleet::{self, FleetParams};
+use serde_json::Value;
+use support::{edit, example_git_repo, git};
+
+/// A config repo in git and the AWS endpoint its commands use.
+struct Fleet {
+    tmp: tempfile::TempDir,
+    repo: PathBuf,
+    endpoint: String,
+}
+
+impl Fleet {
+    fn example(endpoint: &str) -> Fleet {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("config");
+        example_git_repo(&repo);
+        Fleet {
+            tmp,
+            repo,
+            endpoint: endpoint.to_string(),
+        }
+    }
+
+    fn generated(endpoint: &str, accounts: usize) -> Fleet {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("config");
+        let src = example_fleet::generate(&FleetParams { accounts, seed: 11 });
+        example_fleet::write_to(&src, &repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "-q", "-m", "generated fleet"]);
+        Fleet {
+            tmp,
+            repo,
+            endpoint: endpoint.to_string(),
+        }
+    }
+
+    fn repo(&self) -> &str {
+        self.repo.to_str().unwrap()
+    }
+
+    /// The CLI with hub credentials in the environment (as in CI), nothing read from the
+    /// user's AWS files, no instance metadata, and the endpoint given by `--endpoint-url`.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fleetgate"));
+        c.args(args)
+            .args(["--endpoint-url", &self.endpoint])
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", self.tmp.path().join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.tmp.path().join("no-aws-credentials"),
+            )
+            .env("FLEETGATE_CACHE_DIR", self.tmp.path().join("cache"))
+            .env("FLEETGATE_REDACTION_KEY", "test-key")
+            .env("FLEETGATE_APPLIED_BY", "aws-test")
+            .env("NO_COLOR", "1")
+            .env("CI", "true");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("fleetgate runs")
+    }
+
+    fn bootstrap(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["bootstrap", "--repo", self.repo(), "--target", "aws"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    fn plan(&self) -> Output {
+        self.run(&[
+            "plan",
+            "--repo",
+            self.repo(),
+            "--target",
+            "aws",
+            "--format",
+            "json",
+        ])
+    }
+
+    fn apply(&self) -> Output {
+        self.run(&["apply", "--repo", self.repo(), "--target", "aws"])
+    }
+
+    fn drift(&self) -> Output {
+        self.run(&[
+            "drift",
+            "--repo",
+            self.repo(),
+            "--ref",
+            "main",
+            "--target",
+            "aws",
+            "--format",
+            "json",
+        ])
+    }
+
+    fn commit(&self, file: &str, find: &str, replace: &str, message: &str) {
+        edit(&self.repo, file, find, replace);
+        git(&self.repo, &["commit", "-q", "-am", message]);
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+        code(o),
+        stdout(o),
+        stderr(o)
+    )
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("JSON: {e}\n{}", show(o)))
+}
+
+/// name -> field of each entry of `accounts[]`.
+fn by_account(doc: &Value, field: &str) -> BTreeMap<String, String> {
+    doc["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_string(),
+                a[field].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A plain S3 client acting as `account_id` (what an engineer with console access would
+/// use), through STS like fleetgate but without it.
+async fn s3_as(endpoint: &str, account_id: &str, region: &str) -> aws_sdk_s3::Client {
+    let hub = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .http_client(fleetgate::aws::https_client())
+        .load()
+        .await;
+    let c = aws_sdk_sts::Client::new(&hub)
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{account_id}:role/admin"))
+        .role_session_name("someone-by-hand")
+        .send()
+        .await
+        .unwrap()
+        .credentials
+        .unwrap();
+    let conf = aws_sdk_s3::config::Builder::from(&hub)
+        .region(Region::new(region.to_string()))
+        .credentials_provider(Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_string()),
+            None,
+            "test",
+        ))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+async fn get_json(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Value {
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_slice(&out.body.collect().await.unwrap().into_bytes()).unwrap()
+}
+
+/// acme-prod in the example fleet.
+const ACME: (&str, &str, &str) = ("acme-prod", "423456789012", "us-east-1");
+/// wayne-prod in the example fleet.
+const WAYNE: (&str, &str, &str) = ("wayne-prod", "023456789012", "eu-west-1");
+
+fn bucket(account_id: &str) -> String {
+    format!("fleetgate-config-{account_id}")
+}
+
+#[test]
+fn example_fleet_bootstraps_plans_applies_and_converges() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(moto.addr, Faults::default());
+    let fleet = Fleet::example(&proxy.endpoint());
+
+    // Onboarding: every account's bucket, versioned, encrypted, not public; idempotent.
+    let out = fleet.bootstrap(&[]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(
+        stdout(&out).contains("10 created, 0 already there, 0 failed"),
+        "{}",
+        show(&out)
+    );
+    let again = fleet.bootstrap(&["--accounts", "acme-*,stage=canary"]);
+    assert!(
+        stdout(&again).contains("0 created, 3 already there, 0 failed"),
+        "{}",
+        show(&again)
+    );
+    runtime().block_on(async {
+        let s3 = s3_as(&moto.endpoint(), ACME.1, ACME.2).await;
+        let b = bucket(ACME.1);
+        // (moto's GetBucketVersioning answer has a root element the Rust SDK refuses;
+        // versioning is checked below by the pointer's versions instead.)
+        let enc = s3.get_bucket_encryption().bucket(&b).send().await.unwrap();
+        assert!(enc.server_side_encryption_configuration().is_some());
+        let pab = s3
+            .get_public_access_block()
+            .bucket(&b)
+            .send()
+            .await
+            .unwrap();
+        let pab = pab.public_access_block_configuration().unwrap();
+        assert_eq!(
+            (
+                pab.block_public_acls(),
+                pab.ignore_public_acls(),
+                pab.block_public_policy(),
+                pab.restrict_public_buckets()
+            ),
+            (Some(true), Some(true), Some(true), Some(true))
+        );
+    });
+
+    // Every account new: plan exits 2 and says create for all ten.
+    let plan = fleet.plan();
+    assert_eq!(code(&plan), 2, "{}", show(&plan));
+    let actions = by_account(&json(&plan), "action");
+    assert_eq!(actions.len(), 10);
+    assert!(actions.values().all(|a| a == "create"), "{actions:?}");
+
+    proxy.reset_counts();
+    let out = fleet.apply();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(
+        stdout(&out).contains("10 created, 0 updated, 0 unchanged, 0 conflicts, 0 failed"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(proxy.puts(), 20, "a bundle and a pointer per account");
+
+    // The second apply writes nothing; the plan is then clean.
+    proxy.reset_counts();
+    let out = fleet.apply();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(
+        stdout(&out).contains("0 created, 0 updated, 10 unchanged"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(proxy.puts(), 0, "a second apply writes nothing");
+    let plan = fleet.plan();
+    assert_eq!(code(&plan), 0, "{}", show(&plan));
+
+    // What landed in S3 is DESIGN.md's layout: the pointer names the commit, the session,
+    // and its facts are in the object's metadata too.
+    let head = git(&fleet.repo, &["rev-parse", "HEAD"]);
+    runtime().block_on(async {
+        let s3 = s3_as(&moto.endpoint(), ACME.1, ACME.2).await;
+        let key = "fleetgate/acme-prod/current.json";
+        let pointer = get_json(&s3, &bucket(ACME.1), key).await;
+        assert_eq!(pointer["commit"], head.trim());
+        assert_eq!(pointer["applied_by"], "aws-test");
+        assert!(pointer["previous"].is_null());
+        let digest = pointer["digest"].as_str().unwrap();
+        let head_obj = s3
+            .head_object()
+            .bucket(bucket(ACME.1))
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let meta = head_obj.metadata().unwrap();
+        assert_eq!(meta["fleetgate-digest"], digest);
+        assert_eq!(meta["fleetgate-commit"], head.trim());
+        let bundle_key = format!(
+            "fleetgate/acme-prod/bundles/{}.json",
+            digest.trim_start_matches("sha256:")
+        );
+        let bundle = get_json(&s3, &bucket(ACME.1), &bundle_key).await;
+        assert_eq!(bundle["account"]["name"], "acme-prod");
+    });
+
+    // A change to one account updates that account only, with `previous` set.
+    fleet.commit(
+        "accounts/acme-prod.yaml",
+        "tier: enterprise",
+        "tier: platinum",
+        "acme is platinum now",
+    );
+    proxy.reset_counts();
+    let out = fleet.apply();
+    assert!(
+        stdout(&out).contains("0 created, 1 updated, 9 unchanged"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(proxy.puts(), 2);
+    runtime().block_on(async {
+        let s3 = s3_as(&moto.endpoint(), ACME.1, ACME.2).await;
+        let key = "fleetgate/acme-prod/current.json";
+        let versions = s3
+            .list_object_versions()
+            .bucket(bucket(ACME.1))
+            .prefix(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            versions.versions().len(),
+            2,
+            "the bucket is versioned: both pointers are kept"
+        );
+        let pointer = get_json(&s3, &bucket(ACME.1), key).await;
+        assert!(pointer["previous"].as_str().unwrap().starts_with("sha256:"));
+    });
+    drop(proxy);
+    drop(moto);
+}
+
+#[test]
+fn a_fleet_of_120_accounts_applies_once_and_then_writes_nothing() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(moto.addr, Faults::default());
+    let fleet = Fleet::generated(&proxy.endpoint(), 120);
+    let out = fleet.bootstrap(&[]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+
+    proxy.reset_counts();
+    let out = fleet.apply();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(
+        stdout(&out).contains("120 created, 0 updated"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(proxy.puts(), 240);
+    // CI has no terminal: progress is plain counter lines, then a summary.
+    assert!(
+        stderr(&out).contains("apply: 120/120 accounts, 0 failed"),
+        "{}",
+        show(&out)
+    );
+
+    proxy.reset_counts();
+    let out = fleet.apply();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(
+        stdout(&out).contains("0 created, 0 updated, 120 unchanged"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(proxy.puts(), 0, "the second apply writes nothing");
+
+    let drift = fleet.drift();
+    assert_eq!(code(&drift), 0, "{}", show(&drift));
+    let report = json(&drift);
+    assert_eq!(report["summary"]["in_sync"], 120);
+}
+
+#[test]
+fn drift_names_the_cause_of_each_drifted_account() {
+    let moto = Moto::start();
+    let fleet = Fleet::example(&moto.endpoint());
+    assert_eq!(code(&fleet.bootstrap(&[])), 0);
+    assert_eq!(code(&fleet.apply()), 0);
+    let drift = fleet.drift();
+    assert_eq!(code(&drift), 0, "{}", show(&drift));
+    assert!(
+        by_account(&json(&drift), "status")
+            .values()
+            .all(|s| s == "in-sync")
+    );
+
+    // Someone edits wayne-prod's pointer by hand with a plain S3 client.
+    runtime().block_on(async {
+        let s3 = s3_as(&moto.endpoint(), WAYNE.1, WAYNE.2).await;
+        let key = "fleetgate/wayne-prod/current.json";
+        let mut pointer = get_json(&s3, &bucket(WAYNE.1), key).await;
+        pointer["digest"] = Value::from(format!("sha256:{}", "ab".repeat(32)));
+        s3.put_object()
+            .bucket(bucket(WAYNE.1))
+            .key(key)
+            .body(ByteStream::from(serde_json::to_vec(&pointer).unwrap()))
+            .send()
+            .await
+            .unwrap();
+    });
+    let drift = fleet.drift();
+    assert_eq!(code(&drift), 2, "{}", show(&drift));
+    let report = json(&drift);
+    let status = by_account(&report, "status");
+    let cause = by_account(&report, "cause");
+    assert_eq!(status["wayne-prod"], "drifted");
+    assert!(
+        cause["wayne-prod"].starts_with("out-of-band edit"),
+        "{cause:?}"
+    );
+    assert_eq!(
+        status.values().filter(|s| *s == "in-sync").count(),
+        9,
+        "{status:?}"
+    );
+    let wayne = report["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "wayne-prod")
+        .unwrap();
+    assert_eq!(wayne["account_id"], WAYNE.1);
+
+    // Someone rewrites acme-prod's deployed bundle in place.
+    runtime().block_on(async {
+        let s3 = s3_as(&moto.endpoint(), ACME.1, ACME.2).await;
+        let pointer = get_json(&s3, &bucket(ACME.1), "fleetgate/acme-prod/current.json").await;
+        let key = format!(
+            "fleetgate/acme-prod/bundles/{}.json",
+            pointer["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+        );
+        let mut bundle = get_json(&s3, &bucket(ACME.1), &key).await;
+        bundle["gateway"]["routes"] = Value::Array(vec![]);
+        s3.put_object()
+            .bucket(bucket(ACME.1))
+            .key(&key)
+            .body(ByteStream::from(serde_json::to_vec(&bundle).unwrap()))
+            .send()
+            .await
+            .unwrap();
+    });
+
+    // git moves on for globex-prod, and stark-prod leaves git while still deployed.
+    fleet.commit(
+        "accounts/globex-prod.yaml",
+        "stage: prod",
+        "stage: prod\n  # moved to the new datacenter",
+        "comment only",
+    );
+    fleet.commit(
+        "accounts/globex-prod.yaml",
+        "tier: enterprise",
+        "tier: platinum",
+        "globex goes platinum",
+    );
+    git(&fleet.repo, &["rm", "-q", "accounts/stark-prod.yaml"]);
+    git(&fleet.repo, &["commit", "-q", "-m", "stark leaves"]);
+
+    let drift = fleet.drift();
+    assert_eq!(code(&drift), 2, "{}", show(&drift));
+    let report = json(&drift);
+    let status = by_account(&report, "status");
+    let cause = by_account(&report, "cause");
+    assert!(cause["acme-prod"].starts_with("tampered"), "{cause:?}");
+    let applied = git(&fleet.repo, &["rev-parse", "--short=7", "HEAD~3"]);
+    assert_eq!(
+        cause["globex-prod"],
+        format!("still on {}, 3 commits behind", applied.trim()),
+        "{cause:?}"
+    );
+    assert_eq!(status["stark-prod"], "orphaned", "{status:?}");
+    assert!(cause["wayne-prod"].starts_with("out-of-band edit"));
+    assert_eq!(report["summary"]["in_sync"], 6, "{}", show(&drift));
+
+    // The markdown report is for an issue: a table of what is not in sync.
+    let md = fleet.run(&[
+        "drift",
+        "--repo",
+        fleet.repo(),
+        "--target",
+        "aws",
+        "--format",
+        "markdown",
+    ]);
+    assert_eq!(code(&md), 2);
+    assert!(
+        stdout(&md).contains("| `stark-prod` | 723456789012 | orphaned |"),
+        "{}",
+        show(&md)
+    );
+}
+
+#[test]
+fn two_applies_racing_lose_nothing_and_a_rerun_converges() {
+    let moto = Moto::start();
+    // Pointer writes are held until both appliers send theirs, so every account's
+    // compare-and-swap is contested.
+    let proxy = Proxy::start(
+        moto.addr,
+        Faults {
+            pair_pointer_writes: true,
+            ..Faults::default()
+        },
+    );
+    let fleet = Fleet::example(&proxy.endpoint());
+    assert_eq!(code(&fleet.bootstrap(&[])), 0);
+    // Two commits that differ for every account: racer A applies the newer, B the older.
+    let old = git(&fleet.repo, &["rev-parse", "HEAD"]).trim().to_string();
+    fleet.commit(
+        "base/gateway.yaml",
+        "maxBodyBytes: 1048576",
+        "maxBodyBytes: 2097152",
+        "bigger bodies everywhere",
+    );
+    let new = git(&fleet.repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let render = |rev: &str| -> BTreeMap<String, String> {
+        git(&fleet.repo, &["checkout", "-q", rev]);
+        let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+            .args(["render", "--repo", fleet.repo()])
+            .output()
+            .unwrap();
+        git(&fleet.repo, &["checkout", "-q", "main"]);
+        stdout(&out)
+            .lines()
+            .map(|l| {
+                let (a, d) = l.split_once(' ').unwrap();
+                (a.to_string(), d.to_string())
+            })
+            .collect()
+    };
+    let (old_digests, new_digests) = (render(&old), render(&new));
+    assert!(old_digests.iter().all(|(a, d)| &new_digests[a] != d));
+
+    let spawn = |who: &str, head: &str| {
+        fleet
+            .command(&[
+                "apply",
+                "--repo",
+                fleet.repo(),
+                "--head",
+                head,
+                "--target",
+                "aws",
+            ])
+            .env("FLEETGATE_APPLIED_BY", who)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn("racer-a", &new);
+    let b = spawn("racer-b", &old);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+
+    // Per account, exactly one of the two lost its compare-and-swap and said so.
+    let conflicts = |o: &Output| -> BTreeSet<String> {
+        stderr(o)
+            .lines()
+            .filter_map(|l| l.strip_prefix("conflict "))
+            .map(|l| l.split(':').next().unwrap().to_string())
+            .collect()
+    };
+    let (ca, cb) = (conflicts(&a), conflicts(&b));
+    assert!(ca.is_disjoint(&cb), "{}\n{}", show(&a), show(&b));
+    assert_eq!(
+        ca.len() + cb.len(),
+        10,
+        "every account contested once\n{}\n{}",
+        show(&a),
+        show(&b)
+    );
+
+    // Nothing lost: each pointer is exactly its winner's, naming that racer's bundle.
+    let examples = [
+        ("acme-prod", "423456789012", "us-east-1"),
+        ("wayne-prod", "023456789012", "eu-west-1"),
+        ("globex-canary", "310987654321", "us-east-1"),
+    ];
+    runtime().block_on(async {
+        for (name, id, region) in examples {
+            let s3 = s3_as(&moto.endpoint(), id, region).await;
+            let p = get_json(&s3, &bucket(id), &format!("fleetgate/{name}/current.json")).await;
+            let (winner, digests) = if ca.contains(name) {
+                ("racer-b", &old_digests)
+            } else {
+                ("racer-a", &new_digests)
+            };
+            assert_eq!(p["applied_by"], winner, "{name}: {p}");
+            assert_eq!(p["digest"].as_str().unwrap(), digests[name], "{name}");
+        }
+    });
+
+    // A rerun at the head converges, and the one after it writes nothing.
+    let proxy_free = Fleet {
+        tmp: tempfile::tempdir().unwrap(),
+        repo: fleet.repo.clone(),
+        endpoint: moto.endpoint(),
+    };
+    let out = proxy_free.apply();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(
+        stdout(&out).contains(&format!("{} updated", ca.len())),
+        "accounts racer B won move to the head\n{}",
+        show(&out)
+    );
+    let out = proxy_free.apply();
+    assert!(
+        stdout(&out).contains("0 created, 0 updated, 10 unchanged"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn accounts_denied_or_without_a_bucket_are_reported_while_the_rest_converge() {
+    let moto = Moto::start();
+    let fleet = Fleet::example(&moto.endpoint());
+    // Onboard all but acme-prod (no bucket) and wayne-prod, whose bucket name another
+    // account took first.
+    let out = fleet.bootstrap(&[
+        "--accounts",
+        "globex-*,hooli-*,initech-*,internal-*,stark-*,umbrella-*",
+    ]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    runtime().block_on(async {
+        let other = s3_as(&moto.endpoint(), "999999999999", WAYNE.2).await;
+        other
+            .create_bucket()
+            .bucket(bucket(WAYNE.1))
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+
+    let plan = fleet.plan();
+    assert_eq!(
+        code(&plan),
+        1,
+        "unreachable accounts make the plan fail\n{}",
+        show(&plan)
+    );
+    let doc = json(&plan);
+    let action = by_account(&doc, "action");
+    let error = by_account(&doc, "error");
+    assert_eq!(action["acme-prod"], "unreachable");
+    assert_eq!(error["acme-prod"], "bucket-missing");
+    assert_eq!(error["wayne-prod"], "access-denied");
+    assert_eq!(action.values().filter(|a| *a == "create").count(), 8);
+
+    let out = fleet.apply();
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(
+        stdout(&out).contains("8 created"),
+        "the other accounts converge\n{}",
+        show(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("skipped acme-prod: acme-prod: bucket missing: GetObject s3://fleetgate-config-423456789012/"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        err.contains("skipped wayne-prod: wayne-prod: access denied:"),
+        "{}",
+        show(&out)
+    );
+
+    // Bootstrapping the missing one fixes it; the taken name stays a clear failure.
+    let out = fleet.bootstrap(&["--accounts", "acme-prod,wayne-prod"]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(stdout(&out).contains("created acme-prod"), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("failed [access denied] wayne-prod"),
+        "{}",
+        show(&out)
+    );
+    let out = fleet.apply();
+    assert!(stdout(&out).contains("1 created"), "{}", show(&out));
+    let drift = fleet.drift();
+    assert_eq!(code(&drift), 1, "{}", show(&drift));
+    let report = json(&drift);
+    assert_eq!(report["summary"]["in_sync"], 9);
+    assert_eq!(by_account(&report, "status")["wayne-prod"], "unreachable");
+    assert_eq!(by_account(&report, "error")["wayne-prod"], "access-denied");
+    moto.reset();
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried_and_the_fleet_converges() {
+    let moto = Moto::start();
+    // One SDK call in five fails its first attempt: 503 SlowDown or 500 InternalError.
+    let proxy = Proxy::start(
+        moto.addr,
+        Faults {
+            every: 5,
+            ..Faults::default()
+        },
+    );
+    let fleet = Fleet::generated(&proxy.endpoint(), 40);
+    let out = fleet.bootstrap(&[]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let out = fleet.apply();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(stdout(&out).contains("40 created"), "{}", show(&out));
+    let out = fleet.apply();
+    assert!(
+        stdout(&out).contains("0 created, 0 updated, 40 unchanged"),
+        "{}",
+        show(&out)
+    );
+    let drift = fleet.drift();
+    assert_eq!(code(&drift), 0, "{}", show(&drift));
+    assert!(
+        proxy.injected() > 50,
+        "faults were injected: {}",
+        proxy.injected()
+    );
+}

@@ -1,0 +1,347 @@
+//! AWS for tests: moto's server (real S3 and STS APIs, many accounts) on a free loopback
+//! port, and a small HTTP proxy in front of it that counts requests, injects throttling and
+//! 5xx, and can hold pointer writes so two appliers race deterministically.
+//!
+//! Each test starts its own server and stops it when the [`Moto`] drops. moto runs under a
+//! tiny Python watchdog that reads its stdin: if the test process dies without dropping,
+//! the pipe closes and the watchdog stops moto, so no server outlives its test.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// Starts moto as a child of a watchdog that stops it when our end of the pipe closes.
+const WATCHDOG: &str = "import subprocess, sys\n\
+p = subprocess.Popen([sys.executable, '-m', 'moto.server', '-H', '127.0.0.1', '-p', sys.argv[1]])\n\
+try:\n    sys.stdin.read()\nfinally:\n    p.terminate()\n    p.wait()\n";
+
+/// A moto server on 127.0.0.1, stopped on drop.
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub addr: SocketAddr,
+}
+
+impl Moto {
+    /// Starts `python3 -m moto.server` with cross-account S3 access refused (so a bucket of
+    /// another account is AccessDenied, as in AWS), and waits until it answers.
+    pub fn start() -> Moto {
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .args(["-c", WATCHDOG, &port.to_string()])
+            .env("MOTO_S3_ALLOW_CROSSACCOUNT_ACCESS", "false")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs (moto is installed by scripts/test: pip install 'moto[server]')");
+        let stdin = child.stdin.take();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let moto = Moto { child, stdin, addr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if moto.ready() {
+                return moto;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto did not answer on {addr} within 60s; is it installed? (pip install 'moto[server]')"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn ready(&self) -> bool {
+        // Any HTTP answer will do; moto answers only once it has loaded.
+        TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+            && http_call(self.addr, "GET", "/moto-api/data.json").is_some()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Forgets every bucket, object and role: `POST /moto-api/reset`.
+    pub fn reset(&self) {
+        assert_eq!(
+            http_call(self.addr, "POST", "/moto-api/reset"),
+            Some(200),
+            "moto reset"
+        );
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        // Closing stdin makes the watchdog stop moto; kill the watchdog if it lingers.
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on the loopback interface.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// One bodiless request with hyper's client; the status, or `None` when nothing answered.
+fn http_call(addr: SocketAddr, method: &str, path: &str) -> Option<u16> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .build_http::<Full<Bytes>>();
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+            .await
+            .ok()?
+            .ok()?;
+        Some(resp.status().as_u16())
+    })
+}
+
+/// What the proxy does besides forwarding.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Fail the first attempt of every Nth SDK invocation (0: never), alternating
+    /// `503 SlowDown` and `500 InternalError`. Retries of a failed invocation (same
+    /// `amz-sdk-invocation-id`) go through, so the SDK's retry converges.
+    pub every: usize,
+    /// Hold each `PUT .../current.json` until a second one for the same key arrives (or
+    /// 20 s pass), then send both: two appliers' compare-and-swaps meet head-on.
+    pub pair_pointer_writes: bool,
+}
+
+/// Counters of what went through the proxy.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicUsize,
+    /// PUT requests that reached moto (writes).
+    pub puts: AtomicUsize,
+    /// Requests answered with an injected error.
+    pub injected: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    invocations: AtomicUsize,
+    failed: Mutex<HashSet<String>>,
+    held: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+}
+
+/// An HTTP proxy on 127.0.0.1 in front of moto, stopped on drop.
+#[derive(Debug)]
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+impl Proxy {
+    pub fn start(upstream: SocketAddr, faults: Faults) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread_stats = stats.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
+            rt.block_on(serve(listener, upstream, faults, thread_stats, rx));
+        });
+        Proxy {
+            addr,
+            stats,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn puts(&self) -> usize {
+        self.stats.puts.load(Ordering::SeqCst)
+    }
+
+    pub fn injected(&self) -> usize {
+        self.stats.injected.load(Ordering::SeqCst)
+    }
+
+    pub fn reset_counts(&self) {
+        self.stats.requests.store(0, Ordering::SeqCst);
+        self.stats.puts.store(0, Ordering::SeqCst);
+        self.stats.injected.store(0, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    faults: Faults,
+    stats: Arc<Stats>,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+    let client =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Incoming>();
+    let state = Arc::new(ProxyState::default());
+    let faults = Arc::new(faults);
+    loop {
+        let stream = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let (client, state, faults, stats) =
+            (client.clone(), state.clone(), faults.clone(), stats.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let (client, state, faults, stats) =
+                    (client.clone(), state.clone(), faults.clone(), stats.clone());
+                async move { handle(req, upstream, &client, &state, &faults, &stats).await }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn full(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(body.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
+    r
+}
+
+async fn handle(
+    mut req: Request<Incoming>,
+    upstream: SocketAddr,
+    client: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Incoming,
+    >,
+    state: &ProxyState,
+    faults: &Faults,
+    stats: &Stats,
+) -> Result<Response<Body>, hyper::Error> {
+    stats.requests.fetch_add(1, Ordering::SeqCst);
+    if faults.every > 0
+        && let Some(id) = req
+            .headers()
+            .get("amz-sdk-invocation-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    {
+        let mut failed = state.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if !failed.contains(&id) {
+            let n = state.invocations.fetch_add(1, Ordering::SeqCst) + 1;
+            if n.is_multiple_of(faults.every) {
+                failed.insert(id);
+                stats.injected.fetch_add(1, Ordering::SeqCst);
+                return Ok(if (n / faults.every).is_multiple_of(2) {
+                    full(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "<Error><Code>InternalError</Code><Message>injected by the test proxy</Message></Error>",
+                    )
+                } else {
+                    full(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+                    )
+                });
+            }
+        }
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    if req.method() == hyper::Method::PUT {
+        if faults.pair_pointer_writes && req.uri().path().ends_with("/current.json") {
+            let (notify, first) = {
+                let mut held = state.held.lock().unwrap_or_else(|e| e.into_inner());
+                match held.remove(req.uri().path()) {
+                    Some(n) => (n, false),
+                    None => {
+                        let n = Arc::new(tokio::sync::Notify::new());
+                        held.insert(req.uri().path().to_string(), n.clone());
+                        (n, true)
+                    }
+                }
+            };
+            if first {
+                let _ = tokio::time::timeout(Duration::from_secs(20), notify.notified()).await;
+            } else {
+                notify.notify_one();
+            }
+        }
+        stats.puts.fetch_add(1, Ordering::SeqCst);
+    }
+    *req.uri_mut() = format!("http://{upstream}{path}")
+        .parse()
+        .expect("an upstream URI");
+    match client.request(req).await {
+        Ok(resp) => Ok(resp.map(|b| b.boxed())),
+        Err(_) => Ok(full(
+            StatusCode::BAD_GATEWAY,
+            "<Error><Code>BadGateway</Code><Message>the proxy could not reach moto</Message></Error>",
+        )),
+    }
+}
