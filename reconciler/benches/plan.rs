@@ -55,6 +55,7 @@ fn plan(
         target,
         &options,
         &FanOut::quiet(32),
+        pipeline::Verify::Pointers,
     ))
     .unwrap()
     .0
@@ -87,6 +88,7 @@ fn bench(c: &mut Criterion) {
             &target,
             &Options::default(),
             &FanOut::quiet(32),
+            pipeline::Verify::Pointers,
         ))
         .unwrap();
     let stamp = Stamp {

@@ -156,7 +156,7 @@ pub struct Subject<'a> {
 
 fn deployed_of(observed: &Observed) -> Option<Deployed> {
     match observed {
-        Observed::Deployed { pointer, .. } => Some(Deployed {
+        Observed::Deployed { pointer, .. } | Observed::Current { pointer, .. } => Some(Deployed {
             digest: pointer.digest.to_string(),
             commit: pointer.commit.clone(),
             applied_by: pointer.applied_by.clone(),
@@ -204,38 +204,42 @@ pub fn assess(subject: &Subject<'_>) -> AccountDrift {
                 out.error = Some(*class);
             }
         },
-        Observed::Deployed { pointer, .. } if &pointer.digest == subject.expected => {
+        Observed::Deployed { pointer, .. } | Observed::Current { pointer, .. }
+            if &pointer.digest == subject.expected =>
+        {
             out.status = Status::InSync;
         }
-        Observed::Deployed { pointer, .. } => match subject.behind {
-            Some(b) => {
-                set(
-                    CauseKind::Behind,
+        Observed::Deployed { pointer, .. } | Observed::Current { pointer, .. } => {
+            match subject.behind {
+                Some(b) => {
+                    set(
+                        CauseKind::Behind,
+                        format!(
+                            "still on {}, {} commit{} behind",
+                            short(&b.commit),
+                            b.commits_behind,
+                            if b.commits_behind == 1 { "" } else { "s" }
+                        ),
+                    );
+                    out.commits_behind = Some(b.commits_behind);
+                }
+                None => set(
+                    CauseKind::OutOfBand,
                     format!(
-                        "still on {}, {} commit{} behind",
-                        short(&b.commit),
-                        b.commits_behind,
-                        if b.commits_behind == 1 { "" } else { "s" }
+                        "out-of-band edit: {} is not what {} renders{}",
+                        pointer.digest.short(),
+                        match &pointer.commit {
+                            Some(c) => format!("its recorded commit {}", short(c)),
+                            None => "any recorded commit".to_string(),
+                        },
+                        match &pointer.commit {
+                            Some(_) => " (or that commit is not among the branch's recent ones)",
+                            None => "",
+                        }
                     ),
-                );
-                out.commits_behind = Some(b.commits_behind);
-            }
-            None => set(
-                CauseKind::OutOfBand,
-                format!(
-                    "out-of-band edit: {} is not what {} renders{}",
-                    pointer.digest.short(),
-                    match &pointer.commit {
-                        Some(c) => format!("its recorded commit {}", short(c)),
-                        None => "any recorded commit".to_string(),
-                    },
-                    match &pointer.commit {
-                        Some(_) => " (or that commit is not among the branch's recent ones)",
-                        None => "",
-                    }
                 ),
-            ),
-        },
+            }
+        }
     }
     out
 }
@@ -305,7 +309,7 @@ pub async fn run<T: Target>(
 ) -> Result<DriftReport, PipelineError> {
     let prepared = pipeline::prepare(repo, None, head)?;
     let refs: Vec<AccountRef> = prepared.desired.iter().map(|d| d.account.clone()).collect();
-    let observed = observe(target, &refs, fan).await;
+    let observed = observe(target, &refs, None, fan).await;
     let history = repo.first_parents(head, depth.max(1))?;
     let position: BTreeMap<String, usize> = history
         .iter()
@@ -399,11 +403,13 @@ pub async fn run<T: Target>(
         }
     }
     let former: Vec<AccountRef> = former.into_values().collect();
-    let seen = observe(target, &former, fan).await;
+    let seen = observe(target, &former, None, fan).await;
     for account in &former {
         // Only a pointer that is still there makes an orphan: a removed account whose
         // bucket is gone or closed to us was offboarded.
-        if let Some(o @ Observed::Deployed { .. }) = seen.get(&account.name) {
+        if let Some(o @ (Observed::Deployed { .. } | Observed::Current { .. })) =
+            seen.get(&account.name)
+        {
             lines.push(orphan(account, o));
         }
     }

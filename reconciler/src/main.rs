@@ -434,6 +434,10 @@ struct PlanArgs {
     /// Warn when more than this percentage of the fleet would be updated at once.
     #[arg(long, value_name = "PERCENT", default_value_t = 25)]
     warn_fleet_percent: u32,
+    /// Also read every deployed bundle and check it against its digest (by default only
+    /// pointers are read for accounts already at the head; `fleetgate drift` checks all).
+    #[arg(long)]
+    verify_bundles: bool,
     /// Link to the full plan (e.g. a CI artifact) in markdown truncation notes.
     #[arg(long, value_name = "URL")]
     full_plan_url: Option<String>,
@@ -452,13 +456,18 @@ fn cmd_plan(args: PlanArgs) -> Result<ExitCode> {
         fleet_change_percent: args.warn_fleet_percent,
         ..plan::Options::default()
     };
+    let verify = if args.verify_bundles {
+        pipeline::Verify::Bundles
+    } else {
+        pipeline::Verify::Pointers
+    };
     let rt = runtime()?;
     let fleet = prepared.fleet.as_ref();
     let target = args.target.connect(&rt, fleet, &head.id.to_string())?;
     let progress = StderrProgress::new();
     let fan = args.target.fan_out(fleet, &progress);
     let (plan, _) = rt.block_on(pipeline::observe_and_plan(
-        &prepared, &target, &options, &fan,
+        &prepared, &target, &options, &fan, verify,
     ))?;
     let to_file = args.out.is_some();
     let text = match args.format {
@@ -504,13 +513,15 @@ fn cmd_apply(source: &GitArgs, head: &str, target_args: &TargetArgs) -> Result<E
         applied_by: applied_by(),
         applied_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     };
+    // Apply reads bundles only where it will replace them; drift checks the rest.
+    let verify = pipeline::Verify::Pointers;
     let rt = runtime()?;
     let fleet = prepared.fleet.as_ref();
     let target = target_args.connect(&rt, fleet, &head.id.to_string())?;
     let progress = StderrProgress::new();
     let fan = target_args.fan_out(fleet, &progress);
     let (plan, observed) = rt.block_on(pipeline::observe_and_plan(
-        &prepared, &target, &options, &fan,
+        &prepared, &target, &options, &fan, verify,
     ))?;
     let results = rt.block_on(pipeline::apply(
         &plan,

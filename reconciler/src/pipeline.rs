@@ -159,16 +159,34 @@ pub fn prepare(
     })
 }
 
+/// How much of the deployed state a plan reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verify {
+    /// Pointers, and bundles only where a diff needs them: an account already at the head
+    /// costs one read (AssumeRole aside). Tampered bundles are the drift report's job.
+    #[default]
+    Pointers,
+    /// Every deployed bundle too, checked against its digest.
+    Bundles,
+}
+
 /// Observes the prepared accounts in the target and decides the plan.
 pub async fn observe_and_plan<T: Target>(
     prepared: &Prepared,
     target: &T,
     options: &plan::Options,
     fan: &FanOut<'_>,
+    verify: Verify,
 ) -> Result<(Plan, BTreeMap<String, Observed>), PipelineError> {
     let refs: Vec<AccountRef> = prepared.desired.iter().map(|d| d.account.clone()).collect();
     let deployed: BTreeSet<String> = target.deployed_accounts().await?.into_iter().collect();
-    let observed = observe(target, &refs, fan).await;
+    let wanted: BTreeMap<String, Digest> = prepared
+        .desired
+        .iter()
+        .map(|d| (d.account.name.clone(), d.digest.clone()))
+        .collect();
+    let wanted = (verify == Verify::Pointers).then_some(&wanted);
+    let observed = observe(target, &refs, wanted, fan).await;
     let mut context = prepared.context.clone();
     context.target = target.location();
     context.deployed = deployed;
@@ -298,15 +316,21 @@ pub async fn apply<T: Target>(
             .keys()
             .filter_map(|n| by_name.get(n.as_str()).map(|d| d.account.clone()))
             .collect();
-        let again = observe(target, &refs, fan).await;
+        let wanted: BTreeMap<String, Digest> = refs
+            .iter()
+            .filter_map(|r| by_name.get(r.name.as_str()))
+            .map(|d| (d.account.name.clone(), d.digest.clone()))
+            .collect();
+        let again = observe(target, &refs, Some(&wanted), fan).await;
         for (name, reason) in conflicts {
             let now = match (again.get(&name), by_name.get(name.as_str())) {
-                (Some(Observed::Deployed { pointer, .. }), Some(d))
-                    if pointer.digest == d.digest =>
-                {
-                    plan::Action::NoChange
+                (
+                    Some(Observed::Deployed { pointer, .. } | Observed::Current { pointer, .. }),
+                    Some(d),
+                ) if pointer.digest == d.digest => plan::Action::NoChange,
+                (Some(Observed::Deployed { .. } | Observed::Current { .. }), _) => {
+                    plan::Action::Update
                 }
-                (Some(Observed::Deployed { .. }), _) => plan::Action::Update,
                 (Some(Observed::New), _) => plan::Action::Create,
                 _ => plan::Action::Unreachable,
             };
@@ -315,6 +339,7 @@ pub async fn apply<T: Target>(
     }
     out
 }
+
 async fn apply_one<T: Target>(
     target: &T,
     d: &Desired,

@@ -772,3 +772,51 @@ fn throttling_and_server_errors_are_retried_and_the_fleet_converges() {
         proxy.injected()
     );
 }
+
+#[test]
+fn accounts_still_throttled_or_silent_are_classified_and_do_not_hold_up_the_rest() {
+    let moto = Moto::start();
+    let fleet = Fleet::example(&moto.endpoint());
+    assert_eq!(code(&fleet.bootstrap(&[])), 0);
+    // acme-prod's bucket always answers SlowDown; wayne-prod's never answers.
+    let proxy = Proxy::start(
+        moto.addr,
+        Faults {
+            throttle_always: Some(bucket(ACME.1)),
+            stall: Some(bucket(WAYNE.1)),
+            ..Faults::default()
+        },
+    );
+    let through_proxy = Fleet {
+        tmp: tempfile::tempdir().unwrap(),
+        repo: fleet.repo.clone(),
+        endpoint: proxy.endpoint(),
+    };
+    let out = through_proxy.run(&[
+        "apply",
+        "--repo",
+        fleet.repo(),
+        "--target",
+        "aws",
+        "--account-timeout",
+        "4s",
+    ]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(stdout(&out).contains("8 created"), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("skipped acme-prod: acme-prod: throttled after retries: GetObject"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        err.contains("skipped wayne-prod: wayne-prod: timeout: no answer within 4s"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        proxy.injected() >= 3,
+        "the SDK retried the throttled call: {}",
+        proxy.injected()
+    );
+}

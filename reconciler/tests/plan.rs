@@ -100,6 +100,7 @@ impl Fleet {
                 &target,
                 &options,
                 &FanOut::quiet(8),
+                pipeline::Verify::Pointers,
             ))
             .expect("plans");
         // Stable text for snapshots: temp paths and commit ids vary from run to run.
@@ -590,7 +591,51 @@ fn bad_input_fails_clearly_or_stays_with_its_account() {
     std::fs::write(&bundle, text.replace("acme", "evil")).unwrap();
     std::fs::create_dir_all(dir.join("retired-customer/bundles")).unwrap();
 
+    // A plain plan reads only the pointer of an account already at the head; the tampered
+    // bundle behind acme-prod's intact pointer is for --verify-bundles and drift to find.
     let out = fleet.plan(&["--format", "json"]);
+    assert_eq!(code(&out), 1, "globex-prod is unreachable");
+    let p = json(&out);
+    let by_name: BTreeMap<String, String> = actions(&p).into_iter().collect();
+    assert_eq!(by_name["acme-prod"], "no-change");
+    assert_eq!(by_name["globex-prod"], "unreachable");
+    let repo = fleet.repo.to_str().unwrap();
+    let drift = fleet.run(&[
+        "drift",
+        "--repo",
+        repo,
+        "--target",
+        &fleet.target,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code(&drift), 2, "drift, and nothing unreachable");
+    let report = json(&drift);
+    let globex = report["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "globex-prod")
+        .unwrap();
+    assert!(
+        globex["cause"]
+            .as_str()
+            .unwrap()
+            .starts_with("out-of-band edit: globex-prod: current.json is corrupt"),
+        "{globex}"
+    );
+    let acme = report["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "acme-prod")
+        .unwrap();
+    assert_eq!(acme["status"], "drifted");
+    assert!(
+        acme["cause"].as_str().unwrap().starts_with("tampered"),
+        "{acme}"
+    );
+    let out = fleet.plan(&["--format", "json", "--verify-bundles"]);
     assert_eq!(
         code(&out),
         1,
@@ -628,9 +673,14 @@ fn bad_input_fails_clearly_or_stays_with_its_account() {
     let out = fleet.apply();
     assert_eq!(code(&out), 1);
     assert!(
-        stderr(&out).contains("skipped acme-prod"),
+        stderr(&out).contains("skipped globex-prod"),
         "{}",
         stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("0 created, 0 updated, 9 unchanged"),
+        "acme-prod's pointer is at the head: nothing to write\n{}",
+        stdout(&out)
     );
     assert!(
         dir.join("retired-customer").exists(),

@@ -36,7 +36,8 @@ impl Moto {
     /// another account is AccessDenied, as in AWS), and waits until it answers.
     pub fn start() -> Moto {
         let port = free_port();
-        let mut child = Command::new("python3")
+        let python = std::env::var("FLEETGATE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = Command::new(python)
             .args(["-c", WATCHDOG, &port.to_string()])
             .env("MOTO_S3_ALLOW_CROSSACCOUNT_ACCESS", "false")
             .stdin(Stdio::piped())
@@ -136,6 +137,10 @@ pub struct Faults {
     /// Hold each `PUT .../current.json` until a second one for the same key arrives (or
     /// 20 s pass), then send both: two appliers' compare-and-swaps meet head-on.
     pub pair_pointer_writes: bool,
+    /// Requests whose path contains this always get `503 SlowDown` (retries too).
+    pub throttle_always: Option<String>,
+    /// Requests whose path contains this are never answered.
+    pub stall: Option<String>,
 }
 
 /// Counters of what went through the proxy.
@@ -281,6 +286,22 @@ async fn handle(
     stats: &Stats,
 ) -> Result<Response<Body>, hyper::Error> {
     stats.requests.fetch_add(1, Ordering::SeqCst);
+    let path_has = |needle: &Option<String>| {
+        needle
+            .as_deref()
+            .is_some_and(|n| req.uri().path().contains(n))
+    };
+    if path_has(&faults.stall) {
+        // Until the proxy shuts down (which drops this task).
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if path_has(&faults.throttle_always) {
+        stats.injected.fetch_add(1, Ordering::SeqCst);
+        return Ok(full(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+        ));
+    }
     if faults.every > 0
         && let Some(id) = req
             .headers()

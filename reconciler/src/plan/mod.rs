@@ -267,6 +267,21 @@ pub fn plan(
                 entry.note = Some(reason.clone());
                 entry.error = Some(*class);
             }
+            Observed::Current { pointer, .. } => {
+                entry.from = Some(pointer.digest.to_string());
+                entry.deployed_commit = pointer.commit.clone();
+                if pointer.digest != d.digest {
+                    // Only observe decides "current", and only for this digest; anything
+                    // else is a caller's mistake, shown rather than hidden.
+                    entry.action = Action::Unreachable;
+                    entry.note = Some(format!(
+                        "{name}: observed as current at {}, which is not the head's {}",
+                        pointer.digest.short(),
+                        d.digest.short()
+                    ));
+                    entry.error = Some(ErrorClass::Other);
+                }
+            }
             Observed::Deployed {
                 pointer, bundle, ..
             } => {
