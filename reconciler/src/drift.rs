@@ -101,6 +101,7 @@ pub struct AccountDrift {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct DriftSummary {
+    /// Accounts in git at the head (orphans are counted apart).
     pub accounts: usize,
     pub in_sync: usize,
     pub drifted: usize,
@@ -280,7 +281,7 @@ pub fn report(
     });
     let count = |s: Status| accounts.iter().filter(|a| a.status == s).count();
     let summary = DriftSummary {
-        accounts: accounts.len(),
+        accounts: accounts.len() - count(Status::Orphaned),
         in_sync: count(Status::InSync),
         drifted: count(Status::Drifted),
         unreachable: count(Status::Unreachable),
@@ -405,12 +406,29 @@ pub async fn run<T: Target>(
     let former: Vec<AccountRef> = former.into_values().collect();
     let seen = observe(target, &former, None, fan).await;
     for account in &former {
-        // Only a pointer that is still there makes an orphan: a removed account whose
-        // bucket is gone or closed to us was offboarded.
-        if let Some(o @ (Observed::Deployed { .. } | Observed::Current { .. })) =
-            seen.get(&account.name)
-        {
-            lines.push(orphan(account, o));
+        match seen.get(&account.name) {
+            Some(o @ (Observed::Deployed { .. } | Observed::Current { .. })) => {
+                lines.push(orphan(account, o));
+            }
+            // A removed account whose store is gone or closed to us was offboarded.
+            None | Some(Observed::New) => {}
+            Some(Observed::Unreachable {
+                class:
+                    ErrorClass::BucketMissing | ErrorClass::AccessDenied | ErrorClass::RoleNotAssumable,
+                ..
+            }) => {}
+            // Anything else (throttled, timeout, a pointer that is there but broken) may
+            // still be serving: say so rather than drop it.
+            Some(Observed::Unreachable { reason, class }) => {
+                let mut line = orphan(account, &Observed::New);
+                line.status = Status::Unreachable;
+                line.error = Some(*class);
+                line.cause_kind = Some(CauseKind::Unreachable);
+                line.cause = Some(format!(
+                    "removed from git; its state could not be read: {reason}"
+                ));
+                lines.push(line);
+            }
         }
     }
 
@@ -454,7 +472,7 @@ pub fn json(report: &DriftReport) -> String {
 fn headline(report: &DriftReport) -> String {
     let s = &report.summary;
     format!(
-        "{} accounts: {} in sync, {} drifted, {} unreachable, {} orphaned",
+        "{} accounts in git: {} in sync, {} drifted, {} unreachable; {} orphaned",
         s.accounts, s.in_sync, s.drifted, s.unreachable, s.orphaned
     )
 }
@@ -464,12 +482,13 @@ pub fn text(report: &DriftReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Drift of {} against {} ({}), {} accounts, history {} commits\n",
+        "Drift of {} against {} ({}), {} accounts, history {} commit{}\n",
         report.target,
         report.head.rev,
         short(&report.head.commit),
         report.summary.accounts,
-        report.history_depth
+        report.history_depth,
+        if report.history_depth == 1 { "" } else { "s" }
     );
     for a in report
         .accounts

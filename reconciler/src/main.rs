@@ -89,7 +89,7 @@ enum Command {
     },
     /// Onboard accounts: create each selected account's config store when missing (S3: the
     /// bucket, versioned, encrypted by default, public access blocked), through its assumed
-    /// role. Idempotent. Production onboarding uses deploy/'s StackSet template.
+    /// role. Idempotent. For production onboarding deploy/ will ship a StackSet template.
     Bootstrap {
         #[command(flatten)]
         source: GitArgs,
@@ -532,7 +532,7 @@ fn cmd_apply(source: &GitArgs, head: &str, target_args: &TargetArgs) -> Result<E
         &fan,
     ));
     let mut stdout = std::io::stdout().lock();
-    let (mut created, mut updated, mut failed, mut conflicts) = (0, 0, 0, 0);
+    let (mut created, mut updated, mut failed, mut conflicts, mut unresolved) = (0, 0, 0, 0, 0);
     for (account, outcome) in &results {
         match outcome {
             pipeline::Applied::Created { digest } => {
@@ -551,7 +551,7 @@ fn cmd_apply(source: &GitArgs, head: &str, target_args: &TargetArgs) -> Result<E
             pipeline::Applied::Conflict { reason, now } => {
                 conflicts += 1;
                 if *now != plan::Action::NoChange {
-                    failed += 1;
+                    unresolved += 1;
                 }
                 let _ = writeln!(
                     std::io::stderr(),
@@ -584,7 +584,7 @@ fn cmd_apply(source: &GitArgs, head: &str, target_args: &TargetArgs) -> Result<E
     }
     let _ = writeln!(
         stdout,
-        "applied {} ({}) to {}: {created} created, {updated} updated, {} unchanged, {conflicts} conflicts, {failed} failed, {} unreachable, {} orphaned (never deleted)",
+        "applied {} ({}) to {}: {created} created, {updated} updated, {} unchanged, {conflicts} conflicts ({unresolved} still to apply), {failed} failed, {} unreachable, {} orphaned (never deleted)",
         plan.head.rev,
         &plan.head.commit[..12.min(plan.head.commit.len())],
         plan.target,
@@ -592,7 +592,7 @@ fn cmd_apply(source: &GitArgs, head: &str, target_args: &TargetArgs) -> Result<E
         plan.summary.unreachable,
         plan.summary.orphaned,
     );
-    Ok(if failed + plan.summary.unreachable > 0 {
+    Ok(if failed + unresolved + plan.summary.unreachable > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

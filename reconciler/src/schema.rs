@@ -43,6 +43,14 @@ pub fn all() -> Vec<(&'static str, Value)> {
         json!("https://fleetgate.dev/schemas/plan.schema.json"),
     );
     out.push(("plan.schema.json", plan.to_value()));
+    let mut drift = SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<crate::drift::DriftReport>();
+    drift.insert(
+        "$id".into(),
+        json!("https://fleetgate.dev/schemas/drift.schema.json"),
+    );
+    out.push(("drift.schema.json", drift.to_value()));
     out
 }
 

@@ -292,7 +292,9 @@ fn example_fleet_bootstraps_plans_applies_and_converges() {
     let out = fleet.apply();
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert!(
-        stdout(&out).contains("10 created, 0 updated, 0 unchanged, 0 conflicts, 0 failed"),
+        stdout(&out).contains(
+            "10 created, 0 updated, 0 unchanged, 0 conflicts (0 still to apply), 0 failed"
+        ),
         "{}",
         show(&out)
     );
