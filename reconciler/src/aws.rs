@@ -43,7 +43,7 @@ pub struct AwsSettings {
     pub session_name: String,
     /// Region of the STS calls.
     pub hub_region: String,
-    /// An S3- and STS-compatible endpoint (moto, MinIO, a VPC endpoint); path-style
+    /// One endpoint for both STS and S3 (moto, LocalStack, an S3-compatible store); path-style
     /// addressing when set. `None` leaves it to `AWS_ENDPOINT_URL` or the real AWS.
     pub endpoint_url: Option<String>,
 }
@@ -621,14 +621,15 @@ impl Target for AwsTarget {
             .send()
             .await
             .map_err(|e| Self::remote(account, &what("PutBucketVersioning"), &e))?;
+        let built = |e: aws_sdk_s3::error::BuildError| TargetError::Remote {
+            account: account.name.clone(),
+            class: ErrorClass::Other,
+            message: format!("building the encryption request: {e}"),
+        };
         let by_default = ServerSideEncryptionByDefault::builder()
             .sse_algorithm(ServerSideEncryption::Aes256)
             .build()
-            .map_err(|e| TargetError::Remote {
-                account: account.name.clone(),
-                class: ErrorClass::Other,
-                message: e.to_string(),
-            })?;
+            .map_err(built)?;
         let encryption = ServerSideEncryptionConfiguration::builder()
             .rules(
                 ServerSideEncryptionRule::builder()
@@ -636,11 +637,7 @@ impl Target for AwsTarget {
                     .build(),
             )
             .build()
-            .map_err(|e| TargetError::Remote {
-                account: account.name.clone(),
-                class: ErrorClass::Other,
-                message: e.to_string(),
-            })?;
+            .map_err(built)?;
         s3.put_bucket_encryption()
             .bucket(bucket)
             .server_side_encryption_configuration(encryption)

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 #[path = "../../tests/src/lib.rs"]
+#[allow(dead_code)] // shared helpers: not every test file uses each
 mod support;
 
 #[path = "../../tests/src/aws.rs"]
@@ -24,7 +25,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_support::{Faults, Moto, Proxy};
 use fleetgate::example_fleet::{self, FleetParams};
 use serde_json::Value;
-use support::{edit, example_git_repo, git};
+use support::{code, edit, example_git_repo, git, json, show, stderr, stdout};
 
 /// A config repo in git and the AWS endpoint its commands use.
 struct Fleet {
@@ -134,31 +135,6 @@ impl Fleet {
         edit(&self.repo, file, find, replace);
         git(&self.repo, &["commit", "-q", "-am", message]);
     }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-        code(o),
-        stdout(o),
-        stderr(o)
-    )
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("JSON: {e}\n{}", show(o)))
 }
 
 /// name -> field of each entry of `accounts[]`.

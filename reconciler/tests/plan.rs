@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 #[path = "../../tests/src/lib.rs"]
+#[allow(dead_code)] // shared helpers: not every test file uses each
 mod support;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ use fleetgate::pipeline;
 use fleetgate::plan::{self, Action, Plan, format};
 use fleetgate::target::{FanOut, FileTarget};
 use serde_json::Value;
-use support::{edit, example_git_repo, git};
+use support::{code, edit, example_git_repo, git, json, stderr, stdout};
 
 /// A config repo in git and an empty file target, in one temp dir.
 struct Fleet {
@@ -112,23 +113,6 @@ impl Fleet {
         }
         plan
     }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("plan JSON: {e}\n{}\n{}", stdout(o), stderr(o)))
 }
 
 fn actions(plan: &Value) -> Vec<(String, String)> {

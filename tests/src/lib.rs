@@ -2,7 +2,7 @@
 //! with the git CLI in temp directories.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// Runs git in `dir` with a fixed identity; panics with git's stderr on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
@@ -59,4 +59,32 @@ pub fn edit(dir: &Path, file: &str, find: &str, replace: &str) {
     let text = std::fs::read_to_string(&path).expect("read");
     assert_eq!(text.matches(find).count(), 1, "{find:?} in {file}");
     std::fs::write(&path, text.replace(find, replace)).expect("write");
+}
+
+/// A finished command's exit code (-1 when killed by a signal).
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit code, stdout and stderr, for assertion messages.
+pub fn show(o: &Output) -> String {
+    format!(
+        "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+        code(o),
+        stdout(o),
+        stderr(o)
+    )
+}
+
+/// Standard output parsed as JSON; panics with the whole output when it is not.
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("JSON: {e}\n{}", show(o)))
 }
