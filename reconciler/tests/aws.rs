@@ -131,6 +131,29 @@ impl Fleet {
         ])
     }
 
+    /// `fleetgate render` of one account from the working tree: its digest and bytes.
+    fn render(&self, account: &str) -> (String, Vec<u8>) {
+        let dir = self.tmp.path().join("rendered");
+        let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+            .args([
+                "render",
+                "--repo",
+                self.repo(),
+                "--account",
+                account,
+                "--out",
+            ])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", show(&out));
+        let digest = stdout(&out).split_whitespace().nth(1).unwrap().to_string();
+        (
+            digest,
+            std::fs::read(dir.join(format!("{account}.json"))).unwrap(),
+        )
+    }
+
     fn commit(&self, file: &str, find: &str, replace: &str, message: &str) {
         edit(&self.repo, file, find, replace);
         git(&self.repo, &["commit", "-q", "-am", message]);
@@ -255,6 +278,23 @@ fn example_fleet_bootstraps_plans_applies_and_converges() {
             ),
             (Some(true), Some(true), Some(true), Some(true))
         );
+    });
+
+    // An apply that crashed between its two writes left acme-prod's bundle stored and no
+    // pointer: the next apply finds the identical object and carries on.
+    let (acme_digest, acme_bundle) = fleet.render("acme-prod");
+    runtime().block_on(async {
+        let s3 = s3_as(&moto.endpoint(), ACME.1, ACME.2).await;
+        s3.put_object()
+            .bucket(bucket(ACME.1))
+            .key(format!(
+                "fleetgate/acme-prod/bundles/{}.json",
+                acme_digest.trim_start_matches("sha256:")
+            ))
+            .body(ByteStream::from(acme_bundle))
+            .send()
+            .await
+            .unwrap();
     });
 
     // Every account new: plan exits 2 and says create for all ten.
@@ -516,6 +556,44 @@ fn drift_names_the_cause_of_each_drifted_account() {
         "{}",
         show(&md)
     );
+
+    // Someone planted other bytes under the name of the bundle umbrella-early is about to
+    // get: apply refuses to point at them and leaves the account as it was.
+    fleet.commit(
+        "accounts/umbrella-early.yaml",
+        "tier: standard",
+        "tier: gold",
+        "umbrella goes gold",
+    );
+    let (digest, _) = fleet.render("umbrella-early");
+    let digest = digest.as_str();
+    let (name, id, region) = ("umbrella-early", "223456789012", "eu-central-1");
+    let before = runtime().block_on(async {
+        let s3 = s3_as(&moto.endpoint(), id, region).await;
+        s3.put_object()
+            .bucket(bucket(id))
+            .key(format!(
+                "fleetgate/{name}/bundles/{}.json",
+                digest.trim_start_matches("sha256:")
+            ))
+            .body(ByteStream::from_static(b"{\"not\": \"the bundle\"}"))
+            .send()
+            .await
+            .unwrap();
+        get_json(&s3, &bucket(id), &format!("fleetgate/{name}/current.json")).await
+    });
+    let out = fleet.apply();
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(
+        stderr(&out).contains("failed [tampered] umbrella-early: bundle"),
+        "{}",
+        show(&out)
+    );
+    let after = runtime().block_on(async {
+        let s3 = s3_as(&moto.endpoint(), id, region).await;
+        get_json(&s3, &bucket(id), &format!("fleetgate/{name}/current.json")).await
+    });
+    assert_eq!(before, after, "the pointer did not move");
 }
 
 #[test]
