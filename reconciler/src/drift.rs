@@ -497,14 +497,18 @@ pub fn text(report: &DriftReport) -> String {
     {
         let _ = writeln!(
             out,
-            "  {:<12} {} ({}): {}",
+            "  {:<12} {}{}: {}",
             a.status.as_str(),
             a.name,
-            a.account_id,
+            if a.account_id.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", a.account_id)
+            },
             a.cause.as_deref().unwrap_or("")
         );
     }
-    if report.summary.in_sync < report.summary.accounts {
+    if report.accounts.iter().any(|a| a.status != Status::InSync) {
         out.push('\n');
     }
     let _ = writeln!(out, "{}.", headline(report));
