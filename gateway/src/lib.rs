@@ -7,6 +7,8 @@
 pub mod bundle;
 pub mod compile;
 pub mod duration;
+pub mod pointer;
+pub mod reload;
 pub mod route;
 pub mod sensitive;
 

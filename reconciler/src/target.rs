@@ -18,24 +18,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use fleetgate_gateway::{Bundle, Digest};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-/// `current.json`: which bundle an account runs, and how it got there.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pointer {
-    pub digest: Digest,
-    /// The commit that produced the bundle (absent when applied from a plain directory).
-    #[serde(default)]
-    pub commit: Option<String>,
-    /// The digest this pointer replaced.
-    #[serde(default)]
-    pub previous: Option<Digest>,
-    pub applied_by: String,
-    /// RFC 3339, UTC.
-    pub applied_at: String,
-}
+pub use fleetgate_gateway::pointer::Pointer;
 
 /// The version of a pointer a compare-and-swap expects.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

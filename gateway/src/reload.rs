@@ -1,0 +1,424 @@
+//! Loading and hot reload: the gateway polls its account's pointer, loads the bundle it
+//! names, checks the bundle's sha256, compiles it, and swaps it in atomically. A bundle that
+//! cannot be read, hashed or compiled is rejected: the last good one keeps serving, the
+//! failure is counted and shown in `/status`. The gateway is not ready until a first good
+//! bundle is loaded.
+//!
+//! Requests hold an `Arc` of the bundle they started with ([`Gateway::current`]), so a swap
+//! never changes a request in flight. Compiling happens on the poll task, off the request
+//! path.
+//!
+//! The admin endpoints ([`admin_router`]) serve `/health`, `/ready`, `/status` and
+//! `/metrics` on their own listener.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::pointer::Pointer;
+use crate::{Bundle, CompiledBundle, Digest, compile};
+
+/// What a source last gave: a reload happens only when this changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceVersion(pub String);
+
+/// A pointer and the bundle bytes it names.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub version: SourceVersion,
+    pub pointer: Pointer,
+    pub bytes: Vec<u8>,
+}
+
+/// The source could not be read this time (it may work at the next poll).
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct SourceError {
+    pub source_name: String,
+    pub message: String,
+}
+
+/// Where the gateway's bundles come from: `file://DIR/<account>` here; S3 joins it.
+pub trait BundleSource: Send + Sync {
+    /// For logs and `/status`: `file:///srv/fleet/acme-prod`.
+    fn describe(&self) -> String;
+
+    /// The pointer and its bundle's bytes, or `None` when the pointer is still at `known`.
+    fn fetch(
+        &self,
+        known: Option<&SourceVersion>,
+    ) -> impl Future<Output = Result<Option<Fetched>, SourceError>> + Send;
+}
+
+/// One account's directory in a `file://` target: `current.json` and `bundles/`.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    dir: PathBuf,
+}
+
+impl FileSource {
+    /// `file://DIR/<account>` or a plain path.
+    pub fn new(location: &str) -> FileSource {
+        FileSource {
+            dir: PathBuf::from(location.strip_prefix("file://").unwrap_or(location)),
+        }
+    }
+
+    fn error(&self, message: String) -> SourceError {
+        SourceError {
+            source_name: self.describe(),
+            message,
+        }
+    }
+}
+
+impl BundleSource for FileSource {
+    fn describe(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+
+    async fn fetch(&self, known: Option<&SourceVersion>) -> Result<Option<Fetched>, SourceError> {
+        let path = self.dir.join("current.json");
+        let pointer_bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| self.error(format!("{}: {e}", path.display())))?;
+        // The content is the version: a rewrite with the same bytes is no change, and a
+        // change within the file system's mtime granularity is still seen.
+        let version = SourceVersion(hex::encode(Sha256::digest(&pointer_bytes)));
+        if known == Some(&version) {
+            return Ok(None);
+        }
+        let pointer: Pointer = serde_json::from_slice(&pointer_bytes)
+            .map_err(|e| self.error(format!("{}: not a valid pointer: {e}", path.display())))?;
+        let bundle_path = self
+            .dir
+            .join("bundles")
+            .join(format!("{}.json", pointer.digest.hex()));
+        let bytes = tokio::fs::read(&bundle_path)
+            .await
+            .map_err(|e| self.error(format!("{}: {e}", bundle_path.display())))?;
+        Ok(Some(Fetched {
+            version,
+            pointer,
+            bytes,
+        }))
+    }
+}
+
+/// The bundle being served.
+#[derive(Debug)]
+pub struct Loaded {
+    pub digest: Digest,
+    pub commit: Option<String>,
+    pub compiled: CompiledBundle,
+    /// When it was swapped in.
+    pub since: SystemTime,
+}
+
+/// What one poll did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The pointer has not moved.
+    Unchanged,
+    /// A new bundle is being served.
+    Swapped { digest: Digest },
+    /// The pointer moved to a bundle that was refused; the previous one keeps serving.
+    Rejected { reason: String },
+    /// The source could not be read; tried again at the next poll.
+    Unavailable { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BundleLabels {
+    account: String,
+    digest: String,
+    commit: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FailureLabels {
+    /// `source` (could not read) or `bundle` (read, refused).
+    kind: String,
+}
+
+/// The gateway's control state: what it serves and how reloading went.
+#[derive(Debug)]
+pub struct Gateway {
+    current: ArcSwapOption<Loaded>,
+    /// The version of the pointer last acted on (served or refused).
+    known: Mutex<Option<SourceVersion>>,
+    last_error: Mutex<Option<(SystemTime, String)>>,
+    reloads: AtomicU64,
+    failures: AtomicU64,
+    registry: Registry,
+    reloads_total: Counter,
+    failures_total: Family<FailureLabels, Counter>,
+    bundle_info: Family<BundleLabels, Gauge>,
+    ready: Gauge,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway::new()
+    }
+}
+
+impl Gateway {
+    pub fn new() -> Gateway {
+        let mut registry = Registry::with_prefix("fleetgate_gateway");
+        let reloads_total = Counter::default();
+        let failures_total = Family::<FailureLabels, Counter>::default();
+        let bundle_info = Family::<BundleLabels, Gauge>::default();
+        let ready = Gauge::default();
+        registry.register(
+            "reloads",
+            "Bundles swapped in (the first load included)",
+            reloads_total.clone(),
+        );
+        registry.register(
+            "reload_failures",
+            "Polls that could not read the source, or read a bundle that was refused",
+            failures_total.clone(),
+        );
+        registry.register(
+            "bundle",
+            "The bundle being served (value 1), by account, digest and commit",
+            bundle_info.clone(),
+        );
+        registry.register("ready", "1 once a good bundle is loaded", ready.clone());
+        Gateway {
+            current: ArcSwapOption::empty(),
+            known: Mutex::new(None),
+            last_error: Mutex::new(None),
+            reloads: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            registry,
+            reloads_total,
+            failures_total,
+            bundle_info,
+            ready,
+        }
+    }
+
+    /// The bundle to serve a request with (held for the whole request), if any.
+    pub fn current(&self) -> Option<Arc<Loaded>> {
+        self.current.load_full()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    fn fail(&self, kind: &str, reason: String) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.failures_total
+            .get_or_create(&FailureLabels { kind: kind.into() })
+            .inc();
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((SystemTime::now(), reason));
+    }
+
+    /// Polls the source once: loads, checks, compiles and swaps in a new bundle when the
+    /// pointer moved. A refused bundle is remembered, so it is not retried until the pointer
+    /// moves again; a source that cannot be read is retried at the next poll.
+    pub async fn reload_once<S: BundleSource>(&self, source: &S) -> ReloadOutcome {
+        let known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let fetched = match source.fetch(known.as_ref()).await {
+            Ok(None) => return ReloadOutcome::Unchanged,
+            Ok(Some(f)) => f,
+            Err(e) => {
+                let reason = e.to_string();
+                self.fail("source", reason.clone());
+                return ReloadOutcome::Unavailable { reason };
+            }
+        };
+        *self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fetched.version.clone());
+        let digest = fetched.pointer.digest.clone();
+        let refuse = |reason: String| {
+            let reason = format!("{}: bundle {digest}: {reason}", source.describe());
+            self.fail("bundle", reason.clone());
+            ReloadOutcome::Rejected { reason }
+        };
+        let bundle = match Bundle::from_stored(&fetched.bytes, &digest) {
+            Ok(b) => b,
+            Err(e) => return refuse(e.to_string()),
+        };
+        let compiled = match compile(&bundle) {
+            Ok(c) => c,
+            Err(e) => return refuse(format!("does not compile:\n{e}")),
+        };
+        let account = compiled.bundle.account.name.clone();
+        if let Some(old) = self.current.load().as_ref() {
+            self.bundle_info
+                .get_or_create(&BundleLabels {
+                    account: old.compiled.bundle.account.name.clone(),
+                    digest: old.digest.to_string(),
+                    commit: old.commit.clone().unwrap_or_default(),
+                })
+                .set(0);
+        }
+        self.bundle_info
+            .get_or_create(&BundleLabels {
+                account,
+                digest: digest.to_string(),
+                commit: fetched.pointer.commit.clone().unwrap_or_default(),
+            })
+            .set(1);
+        self.current.store(Some(Arc::new(Loaded {
+            digest: digest.clone(),
+            commit: fetched.pointer.commit,
+            compiled,
+            since: SystemTime::now(),
+        })));
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        self.reloads_total.inc();
+        self.ready.set(1);
+        ReloadOutcome::Swapped { digest }
+    }
+
+    /// `/status`: what is served and how reloading went.
+    pub fn status(&self, source: &str) -> Status {
+        let current = self.current();
+        let last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Status {
+            ready: current.is_some(),
+            source: source.to_string(),
+            account: current
+                .as_ref()
+                .map(|c| c.compiled.bundle.account.name.clone()),
+            digest: current.as_ref().map(|c| c.digest.to_string()),
+            commit: current.as_ref().and_then(|c| c.commit.clone()),
+            since: current
+                .as_ref()
+                .map(|c| humantime::format_rfc3339_seconds(c.since).to_string()),
+            reloads: self.reloads.load(Ordering::Relaxed),
+            reload_failures: self.failures.load(Ordering::Relaxed),
+            last_error: last_error.as_ref().map(|(_, e)| e.clone()),
+            last_error_at: last_error
+                .as_ref()
+                .map(|(t, _)| humantime::format_rfc3339_seconds(*t).to_string()),
+        }
+    }
+
+    /// `/metrics` in the OpenMetrics text format.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The body of `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub ready: bool,
+    pub source: String,
+    pub account: Option<String>,
+    pub digest: Option<String>,
+    pub commit: Option<String>,
+    /// When the served bundle was swapped in (RFC 3339).
+    pub since: Option<String>,
+    pub reloads: u64,
+    pub reload_failures: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+}
+
+/// Polls `source` every `every` until `shutdown` resolves, logging what changed.
+pub async fn poll<S: BundleSource>(
+    gateway: Arc<Gateway>,
+    source: S,
+    every: std::time::Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => {
+                gateway.reload_once(&source).await;
+            }
+        }
+    }
+}
+
+/// `/health`, `/ready`, `/status` and `/metrics`, for the admin listener.
+pub fn admin_router(gateway: Arc<Gateway>, source: String) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    let source = Arc::new(source);
+    let ready_gw = gateway.clone();
+    let status_gw = gateway.clone();
+    let metrics_gw = gateway;
+    axum::Router::new()
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "alive"})) }),
+        )
+        .route(
+            "/ready",
+            get(move || {
+                let gw = ready_gw.clone();
+                async move {
+                    match gw.current() {
+                        Some(c) => (
+                            StatusCode::OK,
+                            axum::Json(serde_json::json!({"ready": true, "digest": c.digest.to_string()})),
+                        ),
+                        None => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            axum::Json(serde_json::json!({"ready": false, "reason": "no good bundle loaded yet"})),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/status",
+            get(move || {
+                let (gw, source) = (status_gw.clone(), source.clone());
+                async move { axum::Json(gw.status(&source)) }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let gw = metrics_gw.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        gw.metrics_text(),
+                    )
+                }
+            }),
+        )
+}

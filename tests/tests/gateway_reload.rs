@@ -1,0 +1,172 @@
+//! The gateway's hot reload on a real `file://` target directory: the first good bundle makes
+//! it ready; a moved pointer swaps the bundle; a tampered or uncompilable bundle is refused,
+//! counted and shown while the last good one keeps serving; the admin endpoints say so.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use fleetgate::example_fleet::example_repo;
+use fleetgate::{Repo, render};
+use fleetgate_gateway::Digest;
+use fleetgate_gateway::reload::{FileSource, Gateway, ReloadOutcome, admin_router};
+use http_body_util::BodyExt as _;
+use tower::ServiceExt as _;
+
+/// acme-prod's bundle as the example renders it, and with a changed rate limit.
+fn two_bundles() -> (Vec<u8>, Vec<u8>) {
+    let mut src = example_repo();
+    let a = render(&Repo::load(&src), "acme-prod").unwrap().canonical;
+    let path = "accounts/acme-prod.yaml";
+    let text = String::from_utf8(src.files[path].clone()).unwrap();
+    src.insert(
+        path,
+        &text.replace(
+            "requests: 50, per: 1s, burst: 50",
+            "requests: 60, per: 1s, burst: 60",
+        ),
+    );
+    let b = render(&Repo::load(&src), "acme-prod").unwrap().canonical;
+    assert_ne!(a, b);
+    (a, b)
+}
+
+/// Stores a bundle and points current.json at it, the way apply does.
+fn deploy(dir: &Path, bytes: &[u8], commit: &str) -> Digest {
+    let digest = Digest::of(bytes);
+    std::fs::create_dir_all(dir.join("bundles")).unwrap();
+    std::fs::write(dir.join(format!("bundles/{}.json", digest.hex())), bytes).unwrap();
+    let pointer = serde_json::json!({
+        "digest": digest.to_string(),
+        "commit": commit,
+        "applied_by": "test",
+        "applied_at": "2026-11-23T00:00:00Z",
+    });
+    std::fs::write(
+        dir.join("current.json"),
+        serde_json::to_vec(&pointer).unwrap(),
+    )
+    .unwrap();
+    digest
+}
+
+async fn get(router: &axum::Router, path: &str) -> (StatusCode, String) {
+    let resp = router
+        .clone()
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn good_bundles_swap_in_and_bad_ones_are_refused_and_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("acme-prod");
+    let source = FileSource::new(&format!("file://{}", dir.display()));
+    let gw = Arc::new(Gateway::new());
+    let admin = admin_router(gw.clone(), "file://test".into());
+
+    // Nothing deployed yet: alive, not ready, and the source error is shown.
+    assert!(matches!(
+        gw.reload_once(&source).await,
+        ReloadOutcome::Unavailable { .. }
+    ));
+    assert_eq!(get(&admin, "/health").await.0, StatusCode::OK);
+    assert_eq!(
+        get(&admin, "/ready").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (_, status) = get(&admin, "/status").await;
+    assert!(status.contains("current.json"), "{status}");
+
+    let (a, b) = two_bundles();
+    let da = deploy(&dir, &a, "1111111");
+    assert_eq!(
+        gw.reload_once(&source).await,
+        ReloadOutcome::Swapped { digest: da.clone() }
+    );
+    assert_eq!(gw.reload_once(&source).await, ReloadOutcome::Unchanged);
+    assert_eq!(get(&admin, "/ready").await.0, StatusCode::OK);
+    let (_, metrics) = get(&admin, "/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "fleetgate_gateway_bundle{{account=\"acme-prod\",digest=\"{da}\",commit=\"1111111\"}} 1"
+        )),
+        "{metrics}"
+    );
+    let held = gw.current().unwrap();
+
+    // A tampered bundle: bytes that do not hash to the name the pointer uses.
+    let db = Digest::of(&b);
+    deploy(&dir, &b, "2222222");
+    std::fs::write(dir.join(format!("bundles/{}.json", db.hex())), &a).unwrap();
+    let outcome = gw.reload_once(&source).await;
+    let ReloadOutcome::Rejected { reason } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(reason.contains("does not match its digest"), "{reason}");
+    assert_eq!(
+        gw.current().unwrap().digest,
+        da,
+        "the last good bundle serves"
+    );
+    assert_eq!(
+        gw.reload_once(&source).await,
+        ReloadOutcome::Unchanged,
+        "not retried"
+    );
+
+    // A bundle that hashes right but does not compile: a route names a missing backend.
+    let mut broken: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    let routes = broken["gateway"]["routes"].as_array_mut().unwrap();
+    routes[0]["backend"] = serde_json::json!("no-such-backend");
+    let broken = serde_json::to_vec(&broken).unwrap();
+    deploy(&dir, &broken, "3333333");
+    let outcome = gw.reload_once(&source).await;
+    let ReloadOutcome::Rejected { reason } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(reason.contains("does not compile"), "{reason}");
+    assert_eq!(gw.current().unwrap().digest, da);
+    let (_, status) = get(&admin, "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["digest"], da.to_string());
+    assert_eq!(status["reload_failures"], 3);
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("does not compile")
+    );
+
+    // A good bundle again: swapped in; a request that started on the old one keeps it.
+    let db = deploy(&dir, &b, "4444444");
+    assert_eq!(
+        gw.reload_once(&source).await,
+        ReloadOutcome::Swapped { digest: db.clone() }
+    );
+    assert_eq!(gw.current().unwrap().digest, db);
+    assert_eq!(
+        held.digest, da,
+        "in-flight requests keep the bundle they started with"
+    );
+    let (_, metrics) = get(&admin, "/metrics").await;
+    assert!(
+        metrics.contains(&format!("digest=\"{da}\",commit=\"1111111\"}} 0")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fleetgate_gateway_reloads_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fleetgate_gateway_reload_failures_total{kind=\"bundle\"} 2"),
+        "{metrics}"
+    );
+}
