@@ -10,6 +10,7 @@ pub mod duration;
 pub mod pointer;
 pub mod reload;
 pub mod route;
+pub mod s3;
 pub mod sensitive;
 
 pub use bundle::{Bundle, Digest};

@@ -282,15 +282,7 @@ impl AwsTarget {
     }
 }
 
-/// hyper 1 with rustls on ring, the platform's root certificates, pooled connections.
-pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
-    use aws_smithy_http_client::tls;
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https()
-}
+pub use fleetgate_gateway::s3::https_client;
 
 impl Session {
     fn fresh(&self, now: SystemTime, lifetime: Duration) -> bool {
