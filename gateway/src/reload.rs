@@ -12,7 +12,6 @@
 //! `/metrics` on their own listener.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -158,11 +157,11 @@ pub struct Gateway {
     /// The version of the pointer last acted on (served or refused).
     known: Mutex<Option<SourceVersion>>,
     last_error: Mutex<Option<(SystemTime, String)>>,
-    reloads: AtomicU64,
-    failures: AtomicU64,
     registry: Registry,
     reloads_total: Counter,
-    failures_total: Family<FailureLabels, Counter>,
+    /// The two series of `reload_failures_total{kind}`.
+    source_failures: Counter,
+    bundle_failures: Counter,
     bundle_info: Family<BundleLabels, Gauge>,
     ready: Gauge,
 }
@@ -178,6 +177,12 @@ impl Gateway {
         let mut registry = Registry::with_prefix("fleetgate_gateway");
         let reloads_total = Counter::default();
         let failures_total = Family::<FailureLabels, Counter>::default();
+        let series = |kind: &str| {
+            failures_total
+                .get_or_create(&FailureLabels { kind: kind.into() })
+                .clone()
+        };
+        let (source_failures, bundle_failures) = (series("source"), series("bundle"));
         let bundle_info = Family::<BundleLabels, Gauge>::default();
         let ready = Gauge::default();
         registry.register(
@@ -200,11 +205,10 @@ impl Gateway {
             current: ArcSwapOption::empty(),
             known: Mutex::new(None),
             last_error: Mutex::new(None),
-            reloads: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
             registry,
             reloads_total,
-            failures_total,
+            source_failures,
+            bundle_failures,
             bundle_info,
             ready,
         }
@@ -219,11 +223,8 @@ impl Gateway {
         self.current.load().is_some()
     }
 
-    fn fail(&self, kind: &str, reason: String) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        self.failures_total
-            .get_or_create(&FailureLabels { kind: kind.into() })
-            .inc();
+    fn fail(&self, counter: &Counter, reason: String) {
+        counter.inc();
         *self
             .last_error
             .lock()
@@ -244,7 +245,7 @@ impl Gateway {
             Ok(Some(f)) => f,
             Err(e) => {
                 let reason = e.to_string();
-                self.fail("source", reason.clone());
+                self.fail(&self.source_failures, reason.clone());
                 return ReloadOutcome::Unavailable { reason };
             }
         };
@@ -255,7 +256,7 @@ impl Gateway {
         let digest = fetched.pointer.digest.clone();
         let refuse = |reason: String| {
             let reason = format!("{}: bundle {digest}: {reason}", source.describe());
-            self.fail("bundle", reason.clone());
+            self.fail(&self.bundle_failures, reason.clone());
             ReloadOutcome::Rejected { reason }
         };
         let bundle = match Bundle::from_stored(&fetched.bytes, &digest) {
@@ -289,7 +290,6 @@ impl Gateway {
             compiled,
             since: SystemTime::now(),
         })));
-        self.reloads.fetch_add(1, Ordering::Relaxed);
         self.reloads_total.inc();
         self.ready.set(1);
         ReloadOutcome::Swapped { digest }
@@ -314,8 +314,8 @@ impl Gateway {
             since: current
                 .as_ref()
                 .map(|c| humantime::format_rfc3339_seconds(c.since).to_string()),
-            reloads: self.reloads.load(Ordering::Relaxed),
-            reload_failures: self.failures.load(Ordering::Relaxed),
+            reloads: self.reloads_total.get(),
+            reload_failures: self.source_failures.get() + self.bundle_failures.get(),
             last_error: last_error.as_ref().map(|(_, e)| e.clone()),
             last_error_at: last_error
                 .as_ref()

@@ -373,13 +373,19 @@ pub async fn run<T: Target>(
         .map(|d| d.account.name.as_str())
         .collect();
     let mut former: BTreeMap<String, AccountRef> = BTreeMap::new();
-    let head_accounts = account_files(repo, head)?;
+    let head_snapshot = repo.snapshot(head)?;
+    let head_accounts: BTreeSet<&str> = head_snapshot.files_under("accounts/").collect();
     for commit in history.iter().skip(1) {
-        let files = account_files(repo, commit)?;
-        if files.is_subset(&head_accounts) {
+        // One tree walk per commit; the (rarer) commits with account files the head lacks
+        // are loaded from the same snapshot.
+        let snapshot = repo.snapshot(commit)?;
+        if snapshot
+            .files_under("accounts/")
+            .all(|f| head_accounts.contains(f))
+        {
             continue;
         }
-        let old = Repo::load(&repo.snapshot(commit)?);
+        let old = Repo::load(&snapshot);
         for name in old.account_names() {
             if !fleet.contains(name)
                 && !former.contains_key(name)
@@ -442,23 +448,6 @@ pub async fn run<T: Target>(
         history.len(),
         lines,
     ))
-}
-
-fn account_files(repo: &GitRepo, commit: &Commit) -> Result<BTreeSet<String>, PipelineError> {
-    use crate::source::ConfigSource as _;
-    let snapshot = repo.snapshot(commit)?;
-    let files = snapshot.files().map_err(|e| PipelineError::Invalid {
-        rev: commit.rev.clone(),
-        commit: commit.short(),
-        diagnostics: vec![crate::diagnostics::Diagnostic::new(
-            crate::yaml::Span::file("accounts/"),
-            e.to_string(),
-        )],
-    })?;
-    Ok(files
-        .into_iter()
-        .filter(|f| f.starts_with("accounts/"))
-        .collect())
 }
 
 /// The report as JSON (pretty), ending in a newline.

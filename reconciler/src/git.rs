@@ -336,6 +336,16 @@ pub struct GitSource<'r> {
     rev: String,
 }
 
+impl GitSource<'_> {
+    /// The snapshot's files under `dir` (e.g. `accounts/`), sorted.
+    pub fn files_under<'s>(&'s self, dir: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.blobs
+            .range(dir.to_string()..)
+            .map(|(path, _)| path.as_str())
+            .take_while(move |path| path.starts_with(dir))
+    }
+}
+
 impl std::fmt::Debug for GitSource<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GitSource")
