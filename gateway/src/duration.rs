@@ -24,6 +24,10 @@ impl Duration {
     pub fn is_zero(&self) -> bool {
         self.0.is_zero()
     }
+
+    pub const fn as_std(&self) -> std::time::Duration {
+        self.0
+    }
 }
 
 impl From<Duration> for std::time::Duration {

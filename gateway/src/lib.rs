@@ -4,14 +4,17 @@
 //! function that decides whether a bundle is runnable. The reconciler links it so that it
 //! refuses exactly the bundles a gateway would refuse.
 
+pub mod auth;
 pub mod bundle;
 pub mod compile;
 pub mod duration;
 pub mod pointer;
+pub mod ratelimit;
 pub mod reload;
 pub mod route;
 pub mod s3;
 pub mod sensitive;
+pub mod split;
 
 pub use bundle::{Bundle, Digest};
 pub use compile::{CompileError, CompileErrors, CompiledBundle, compile};

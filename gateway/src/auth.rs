@@ -1,0 +1,808 @@
+//! Bearer-token checks for routes: which issuers a route accepts, the keys each issuer signs
+//! with, and the claim policy (audience, scopes, required claims, forwarded claims).
+//!
+//! The order matters for safety. The token's header and claims are read unverified only to
+//! pick the issuer and key; the algorithm must then be on that issuer's allowlist (never
+//! `none`, never HMAC: external issuers are asymmetric-only, so an HS256 token "signed" with
+//! an RSA public key as the secret is refused before any key is touched), and jsonwebtoken
+//! also refuses a key of the wrong family. Only a verified token's claims are used.
+//!
+//! The claim policy ([`check_requirement`]) is a pure function with its own tests.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use crate::bundle::{AuthPolicy, JwtAlgorithm, LOCAL_ISSUER, RouteAuth, SigningAlgorithm};
+
+/// A verifying key and what it may verify.
+#[derive(Clone)]
+pub struct Key {
+    pub kid: Option<String>,
+    /// The key's own `alg`, when its JWK names one: a token must then use exactly it.
+    pub alg: Option<Algorithm>,
+    pub key: DecodingKey,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keys of a JWKS document that this gateway can use. Keys meant for encryption
+/// (`use: enc`) and keys jsonwebtoken cannot read are left out.
+pub fn keys_of(set: &JwkSet) -> Vec<Key> {
+    set.keys.iter().filter_map(key_of).collect()
+}
+
+fn key_of(jwk: &Jwk) -> Option<Key> {
+    if matches!(
+        jwk.common.public_key_use,
+        Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+    ) {
+        return None;
+    }
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    if key.family() == AlgorithmFamily::Hmac {
+        // A JWKS of symmetric keys would hand out the secret: never a verifier's key here.
+        return None;
+    }
+    Some(Key {
+        kid: jwk.common.key_id.clone(),
+        alg: jwk
+            .common
+            .key_algorithm
+            .and_then(|a| a.to_string().parse().ok()),
+        key,
+    })
+}
+
+pub fn algorithm(a: JwtAlgorithm) -> Algorithm {
+    match a {
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::RS384 => Algorithm::RS384,
+        JwtAlgorithm::RS512 => Algorithm::RS512,
+        JwtAlgorithm::PS256 => Algorithm::PS256,
+        JwtAlgorithm::PS384 => Algorithm::PS384,
+        JwtAlgorithm::PS512 => Algorithm::PS512,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+        JwtAlgorithm::ES384 => Algorithm::ES384,
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+pub fn signing_algorithm(a: SigningAlgorithm) -> Algorithm {
+    match a {
+        SigningAlgorithm::RS256 => Algorithm::RS256,
+        SigningAlgorithm::ES256 => Algorithm::ES256,
+    }
+}
+
+/// The public key of a PEM private key (PKCS#8, or PKCS#1 / SEC1), for verifying the
+/// account's own tokens. The error never quotes the key.
+pub fn public_key_of_pem(alg: SigningAlgorithm, pem: &str) -> Result<DecodingKey, String> {
+    match alg {
+        SigningAlgorithm::RS256 => {
+            use rsa::pkcs1::DecodeRsaPrivateKey as _;
+            use rsa::pkcs8::DecodePrivateKey as _;
+            use rsa::traits::PublicKeyParts as _;
+            let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
+                .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem))
+                .map_err(|_| "not an RSA private key in PEM (PKCS#8 or PKCS#1)".to_string())?;
+            Ok(DecodingKey::from_rsa_raw_components(
+                &key.n().to_bytes_be(),
+                &key.e().to_bytes_be(),
+            ))
+        }
+        SigningAlgorithm::ES256 => {
+            use p256::pkcs8::DecodePrivateKey as _;
+            let key = p256::SecretKey::from_pkcs8_pem(pem)
+                .or_else(|_| p256::SecretKey::from_sec1_pem(pem))
+                .map_err(|_| "not a P-256 private key in PEM (PKCS#8 or SEC1)".to_string())?;
+            let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
+                &key.public_key(),
+                false,
+            );
+            Ok(DecodingKey::from_ec_der(point.as_bytes()))
+        }
+    }
+}
+
+/// Fetches a JWKS document. The real one is an HTTP GET; tests count calls.
+pub trait JwksFetcher: Send + Sync {
+    fn fetch<'a>(
+        &'a self,
+        url: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + 'a>>;
+}
+
+#[derive(Debug)]
+struct FetchState {
+    last_attempt: Option<tokio::time::Instant>,
+    last_error: Option<String>,
+}
+
+/// A JWKS published at a URL: fetched on first use, refetched when a token names a key it
+/// does not have, at most once per `min_interval` however many such tokens arrive (a flood
+/// of made-up `kid`s must not become a flood of requests to the issuer).
+pub struct RemoteJwks {
+    url: String,
+    min_interval: std::time::Duration,
+    keys: ArcSwap<Vec<Key>>,
+    state: tokio::sync::Mutex<FetchState>,
+    fetcher: Arc<dyn JwksFetcher>,
+}
+
+impl std::fmt::Debug for RemoteJwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteJwks")
+            .field("url", &self.url)
+            .field("keys", &self.keys.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteJwks {
+    pub fn new(
+        url: String,
+        min_interval: std::time::Duration,
+        fetcher: Arc<dyn JwksFetcher>,
+    ) -> RemoteJwks {
+        RemoteJwks {
+            url,
+            min_interval,
+            keys: ArcSwap::from_pointee(Vec::new()),
+            state: tokio::sync::Mutex::new(FetchState {
+                last_attempt: None,
+                last_error: None,
+            }),
+            fetcher,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn keys(&self) -> Arc<Vec<Key>> {
+        self.keys.load_full()
+    }
+
+    /// Fetches again unless the last attempt was less than `min_interval` ago. Concurrent
+    /// callers wait for one fetch. Returns whether the keys were replaced.
+    pub async fn refresh(&self) -> bool {
+        let mut state = self.state.lock().await;
+        let now = tokio::time::Instant::now();
+        if state
+            .last_attempt
+            .is_some_and(|t| now.duration_since(t) < self.min_interval)
+        {
+            return false;
+        }
+        state.last_attempt = Some(now);
+        match self.fetcher.fetch(&self.url).await {
+            Ok(set) => {
+                self.keys.store(Arc::new(keys_of(&set)));
+                state.last_error = None;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(jwks_url = %self.url, error = %e, "JWKS fetch failed");
+                state.last_error = Some(e);
+                false
+            }
+        }
+    }
+
+    /// Why the last fetch failed, if it did.
+    pub async fn last_error(&self) -> Option<String> {
+        self.state.lock().await.last_error.clone()
+    }
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    Static(Arc<Vec<Key>>),
+    Remote(Arc<RemoteJwks>),
+    /// The keys could not be loaded (e.g. the local signing key's secret is unreadable):
+    /// tokens of this issuer cannot be checked, and requests get 503, not 401.
+    Unavailable(String),
+}
+
+/// An issuer a route may accept tokens from.
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    /// `local` or the trusted issuer's name.
+    pub name: String,
+    /// The exact `iss` of its tokens.
+    pub iss: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub keys: KeySource,
+}
+
+/// What a request's token failed on. `description` is safe to send to the client and to
+/// log: it never contains the token or a claim value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthError {
+    pub status: u16,
+    /// RFC 6750 error code: `invalid_request`, `invalid_token`, `insufficient_scope`, or
+    /// empty when no token was sent.
+    pub code: &'static str,
+    pub description: String,
+    /// For 403: the scopes that would have been enough.
+    pub scope: Option<String>,
+}
+
+impl AuthError {
+    fn unauthorized(code: &'static str, description: impl Into<String>) -> AuthError {
+        AuthError {
+            status: 401,
+            code,
+            description: description.into(),
+            scope: None,
+        }
+    }
+
+    /// The `WWW-Authenticate` header value (RFC 6750 section 3).
+    pub fn www_authenticate(&self) -> Option<String> {
+        if self.status == 503 {
+            return None;
+        }
+        let mut v = String::from("Bearer realm=\"fleetgate\"");
+        if !self.code.is_empty() {
+            v.push_str(&format!(", error=\"{}\"", self.code));
+            v.push_str(&format!(
+                ", error_description=\"{}\"",
+                self.description.replace(['"', '\\'], "'")
+            ));
+        }
+        if let Some(scope) = &self.scope {
+            v.push_str(&format!(", scope=\"{scope}\""));
+        }
+        Some(v)
+    }
+}
+
+/// One way to satisfy a route: an auth policy plus the route's scopes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requirement {
+    pub policy: String,
+    pub issuers: Vec<String>,
+    /// Accepted audiences; empty: the issuer's own.
+    pub audiences: Vec<String>,
+    pub scopes: BTreeSet<String>,
+    pub required_claims: BTreeMap<String, Vec<String>>,
+    /// claim -> header name.
+    pub forward_claims: BTreeMap<String, String>,
+    pub leeway_secs: u64,
+}
+
+impl Requirement {
+    pub fn from_route(auth: &RouteAuth, policies: &BTreeMap<String, AuthPolicy>) -> Vec<Self> {
+        auth.requirements()
+            .filter_map(|(name, scopes)| {
+                let p = policies.get(name)?;
+                Some(Requirement {
+                    policy: name.to_string(),
+                    issuers: p.issuers.clone(),
+                    audiences: p.audiences.clone(),
+                    scopes: p
+                        .required_scopes
+                        .iter()
+                        .chain(scopes.iter())
+                        .cloned()
+                        .collect(),
+                    required_claims: p.required_claims.clone(),
+                    forward_claims: p.forward_claims.clone(),
+                    leeway_secs: p.leeway.as_std().as_secs(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The scopes a token carries: `scope` (space separated, RFC 8693) or `scp` (a list or a
+/// string, as some issuers write it).
+pub fn token_scopes(claims: &Map<String, Value>) -> BTreeSet<&str> {
+    let mut out = BTreeSet::new();
+    for name in ["scope", "scp"] {
+        match claims.get(name) {
+            Some(Value::String(s)) => out.extend(s.split_ascii_whitespace()),
+            Some(Value::Array(items)) => out.extend(items.iter().filter_map(Value::as_str)),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn audience_ok(claims: &Map<String, Value>, accepted: &[String]) -> bool {
+    match claims.get("aud") {
+        Some(Value::String(a)) => accepted.iter().any(|x| x == a),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| accepted.iter().any(|x| x == a)),
+        _ => false,
+    }
+}
+
+/// Why a verified token does not meet a requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unmet {
+    /// Not for this requirement at all (wrong issuer or audience): 401.
+    NotForUs(String),
+    /// A required claim is missing or has another value: 403.
+    Claim(String),
+    /// Scopes missing: 403.
+    Scopes(BTreeSet<String>),
+}
+
+/// Whether verified `claims` from `issuer` meet `req`. Pure.
+pub fn check_requirement(
+    claims: &Map<String, Value>,
+    issuer: &Issuer,
+    req: &Requirement,
+) -> Result<(), Unmet> {
+    if !req.issuers.contains(&issuer.name) {
+        return Err(Unmet::NotForUs(format!(
+            "issuer {} is not accepted by policy {}",
+            issuer.name, req.policy
+        )));
+    }
+    let audiences = if req.audiences.is_empty() {
+        &issuer.audiences
+    } else {
+        &req.audiences
+    };
+    if !audience_ok(claims, audiences) {
+        return Err(Unmet::NotForUs(
+            "the token is meant for another audience".into(),
+        ));
+    }
+    for (claim, allowed) in &req.required_claims {
+        let ok = match claims.get(claim) {
+            None | Some(Value::Null) => false,
+            Some(_) if allowed.is_empty() => true,
+            Some(Value::String(s)) => allowed.iter().any(|a| a == s),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|s| allowed.iter().any(|a| a == s)),
+            Some(other) => {
+                let other = other.to_string();
+                allowed.contains(&other)
+            }
+        };
+        if !ok {
+            // The claim's name only: its value may be personal data.
+            return Err(Unmet::Claim(format!(
+                "claim {claim:?} is missing or not an accepted value"
+            )));
+        }
+    }
+    let have = token_scopes(claims);
+    let missing: BTreeSet<String> = req
+        .scopes
+        .iter()
+        .filter(|s| !have.contains(s.as_str()))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(Unmet::Scopes(missing));
+    }
+    Ok(())
+}
+
+/// A token that passed: its claims and the headers to forward.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub issuer: String,
+    pub subject: Option<String>,
+    pub forward: Vec<(String, String)>,
+}
+
+fn bearer(headers: &http::HeaderMap) -> Result<&str, AuthError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Err(AuthError::unauthorized("", "a bearer token is required"));
+    };
+    let value = value.to_str().map_err(|_| {
+        AuthError::unauthorized("invalid_request", "malformed Authorization header")
+    })?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::unauthorized(
+            "invalid_request",
+            "the Authorization header must be `Bearer <token>`",
+        ));
+    }
+    Ok(token.trim())
+}
+
+fn describe(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::ExpiredSignature => "the token has expired".into(),
+        K::ImmatureSignature => "the token is not valid yet".into(),
+        K::InvalidIssuer => "the token's issuer is not accepted".into(),
+        K::InvalidAudience => "the token is meant for another audience".into(),
+        K::InvalidSignature => "the token's signature does not verify".into(),
+        K::InvalidAlgorithm => "the token's algorithm does not fit its key".into(),
+        K::MissingRequiredClaim(c) => format!("the token has no {c:?} claim"),
+        K::InvalidClaimFormat(c) => format!("the token's {c:?} claim is malformed"),
+        _ => "the token is malformed".into(),
+    }
+}
+
+/// Checks a request's bearer token against a route's requirements.
+///
+/// `issuers` are the issuers of the bundle by name. Returns the principal, or the status to
+/// answer with: 401 (no or bad token), 403 (valid token, missing scope or claim), 503 (the
+/// issuer's keys cannot be had right now).
+pub async fn authenticate(
+    headers: &http::HeaderMap,
+    requirements: &[Requirement],
+    issuers: &HashMap<String, Issuer>,
+) -> Result<Principal, AuthError> {
+    let token = bearer(headers)?;
+    let header = jsonwebtoken::decode_header(token)
+        // `alg: none` and unknown algorithms fail here: jsonwebtoken has no such variant.
+        .map_err(|_| {
+            AuthError::unauthorized(
+                "invalid_token",
+                "the token is malformed or uses an unsupported algorithm",
+            )
+        })?;
+    let unverified: Map<String, Value> = jsonwebtoken::dangerous::insecure_decode_claims(token)
+        .map_err(|_| AuthError::unauthorized("invalid_token", "the token is malformed"))?;
+    let iss = unverified
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AuthError::unauthorized("invalid_token", "the token has no issuer"))?;
+    // Only issuers this route accepts are candidates.
+    let issuer = requirements
+        .iter()
+        .flat_map(|r| r.issuers.iter())
+        .filter_map(|name| issuers.get(name))
+        .find(|i| i.iss == iss)
+        .ok_or_else(|| {
+            AuthError::unauthorized("invalid_token", "the token's issuer is not accepted here")
+        })?;
+    if !issuer.algorithms.contains(&header.alg) {
+        return Err(AuthError::unauthorized(
+            "invalid_token",
+            format!(
+                "algorithm {:?} is not accepted from this issuer",
+                header.alg
+            ),
+        ));
+    }
+    let key = find_key(issuer, header.kid.as_deref(), header.alg).await?;
+
+    let leeway = requirements
+        .iter()
+        .map(|r| r.leeway_secs)
+        .max()
+        .unwrap_or(30);
+    let mut validation = Validation::new(header.alg);
+    validation.algorithms = vec![header.alg];
+    validation.leeway = leeway;
+    validation.validate_nbf = true;
+    // Audience is per requirement, checked below.
+    validation.validate_aud = false;
+    validation.set_issuer(&[&issuer.iss]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+        .map_err(|e| AuthError::unauthorized("invalid_token", describe(&e)))?;
+    let claims = data.claims;
+
+    // The first requirement met wins; otherwise the most useful refusal.
+    let mut refusal: Option<AuthError> = None;
+    for req in requirements {
+        match check_requirement(&claims, issuer, req) {
+            Ok(()) => {
+                let forward = req
+                    .forward_claims
+                    .iter()
+                    .filter_map(|(claim, header)| {
+                        let v = match claims.get(claim)? {
+                            Value::String(s) => s.clone(),
+                            Value::Null => return None,
+                            other => other.to_string(),
+                        };
+                        Some((header.clone(), v))
+                    })
+                    .collect();
+                return Ok(Principal {
+                    issuer: issuer.name.clone(),
+                    subject: claims.get("sub").and_then(Value::as_str).map(String::from),
+                    forward,
+                });
+            }
+            Err(Unmet::NotForUs(why)) => {
+                refusal.get_or_insert(AuthError::unauthorized("invalid_token", why));
+            }
+            Err(Unmet::Claim(why)) => {
+                let e = AuthError {
+                    status: 403,
+                    code: "insufficient_scope",
+                    description: why,
+                    scope: None,
+                };
+                if refusal.as_ref().is_none_or(|r| r.status == 401) {
+                    refusal = Some(e);
+                }
+            }
+            Err(Unmet::Scopes(missing)) => {
+                let all: Vec<&str> = req.scopes.iter().map(String::as_str).collect();
+                let e = AuthError {
+                    status: 403,
+                    code: "insufficient_scope",
+                    description: format!(
+                        "missing scope{} {}",
+                        if missing.len() == 1 { "" } else { "s" },
+                        missing.iter().cloned().collect::<Vec<_>>().join(" ")
+                    ),
+                    scope: Some(all.join(" ")),
+                };
+                if refusal.as_ref().is_none_or(|r| r.status == 401) {
+                    refusal = Some(e);
+                }
+            }
+        }
+    }
+    Err(refusal.unwrap_or_else(|| {
+        AuthError::unauthorized("invalid_token", "no policy accepts this token")
+    }))
+}
+
+fn pick<'k>(keys: &'k [Key], kid: Option<&str>, alg: Algorithm) -> Option<&'k Key> {
+    let fits = |k: &&Key| k.alg.is_none_or(|a| a == alg) && k.key.family() == alg.family();
+    match kid {
+        Some(kid) => keys
+            .iter()
+            .filter(fits)
+            .find(|k| k.kid.as_deref() == Some(kid)),
+        // No `kid`: acceptable only when exactly one key could have signed it.
+        None => {
+            let mut it = keys.iter().filter(fits);
+            let first = it.next()?;
+            it.next().is_none().then_some(first)
+        }
+    }
+}
+
+async fn find_key(issuer: &Issuer, kid: Option<&str>, alg: Algorithm) -> Result<Key, AuthError> {
+    let unknown = || AuthError::unauthorized("invalid_token", "the token's signing key is unknown");
+    match &issuer.keys {
+        KeySource::Static(keys) => pick(keys, kid, alg).cloned().ok_or_else(unknown),
+        KeySource::Unavailable(why) => {
+            tracing::warn!(issuer = %issuer.name, reason = %why, "cannot verify tokens: issuer keys unavailable");
+            Err(AuthError {
+                status: 503,
+                code: "",
+                description: "tokens of this issuer cannot be verified right now".into(),
+                scope: None,
+            })
+        }
+        KeySource::Remote(jwks) => {
+            if let Some(k) = pick(&jwks.keys(), kid, alg) {
+                return Ok(k.clone());
+            }
+            let never_fetched = jwks.keys().is_empty();
+            jwks.refresh().await;
+            if let Some(k) = pick(&jwks.keys(), kid, alg) {
+                return Ok(k.clone());
+            }
+            if never_fetched
+                && jwks.keys().is_empty()
+                && let Some(e) = jwks.last_error().await
+            {
+                tracing::warn!(issuer = %issuer.name, error = %e, "JWKS unavailable");
+                return Err(AuthError {
+                    status: 503,
+                    code: "",
+                    description: "tokens of this issuer cannot be verified right now".into(),
+                    scope: None,
+                });
+            }
+            Err(unknown())
+        }
+    }
+}
+
+/// The issuers of a bundle's IdP section by name, `local` included when it has keys.
+/// `remote` gives the shared cache for a JWKS URL (kept across reloads), `secret` reads a
+/// local signing key's PEM.
+pub fn issuers_of(
+    idp: &crate::bundle::IdpConfig,
+    inline: &BTreeMap<String, JwkSet>,
+    mut remote: impl FnMut(&str) -> Arc<RemoteJwks>,
+    mut secret: impl FnMut(&crate::bundle::SecretRef) -> Result<String, String>,
+) -> HashMap<String, Issuer> {
+    let mut out = HashMap::new();
+    for t in &idp.trusted_issuers {
+        let keys = if let Some(url) = &t.jwks_url {
+            KeySource::Remote(remote(url))
+        } else if let Some(set) = inline.get(&t.name) {
+            KeySource::Static(Arc::new(keys_of(set)))
+        } else {
+            KeySource::Unavailable("no JWKS".into())
+        };
+        out.insert(
+            t.name.clone(),
+            Issuer {
+                name: t.name.clone(),
+                iss: t.issuer.clone(),
+                audiences: t.audiences.clone(),
+                algorithms: t.algorithms.iter().map(|a| algorithm(*a)).collect(),
+                keys,
+            },
+        );
+    }
+    if let Some(local) = &idp.issuer {
+        let signing =
+            std::iter::once(&local.signing_keys.active).chain(local.signing_keys.next.as_ref());
+        let mut keys = Vec::new();
+        let mut problems = Vec::new();
+        let mut algorithms = Vec::new();
+        for k in signing {
+            let alg = signing_algorithm(k.algorithm);
+            if !algorithms.contains(&alg) {
+                algorithms.push(alg);
+            }
+            match secret(&k.private_key).and_then(|pem| public_key_of_pem(k.algorithm, &pem)) {
+                Ok(key) => keys.push(Key {
+                    kid: Some(k.kid.clone()),
+                    alg: Some(alg),
+                    key,
+                }),
+                Err(e) => problems.push(format!("signing key {}: {e}", k.kid)),
+            }
+        }
+        let source = if keys.is_empty() {
+            KeySource::Unavailable(problems.join("; "))
+        } else {
+            for p in &problems {
+                tracing::warn!(issuer = LOCAL_ISSUER, problem = %p, "a local signing key could not be read");
+            }
+            KeySource::Static(Arc::new(keys))
+        };
+        out.insert(
+            LOCAL_ISSUER.to_string(),
+            Issuer {
+                name: LOCAL_ISSUER.to_string(),
+                iss: local.url.clone(),
+                audiences: local.audiences.clone(),
+                algorithms,
+                keys: source,
+            },
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn issuer(name: &str) -> Issuer {
+        Issuer {
+            name: name.into(),
+            iss: format!("https://{name}.example"),
+            audiences: vec!["api".into()],
+            algorithms: vec![Algorithm::RS256],
+            keys: KeySource::Unavailable("test".into()),
+        }
+    }
+
+    fn req(issuers: &[&str], scopes: &[&str]) -> Requirement {
+        Requirement {
+            policy: "p".into(),
+            issuers: issuers.iter().map(|s| s.to_string()).collect(),
+            audiences: vec![],
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            required_claims: BTreeMap::new(),
+            forward_claims: BTreeMap::new(),
+            leeway_secs: 30,
+        }
+    }
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().expect("object").clone()
+    }
+
+    #[test]
+    fn scopes_come_from_scope_or_scp() {
+        let c = claims(json!({"scope": "a b", "scp": ["c"]}));
+        assert_eq!(token_scopes(&c), BTreeSet::from(["a", "b", "c"]));
+    }
+
+    #[test]
+    fn requirement_checks_issuer_audience_claims_and_scopes_in_that_order() {
+        let i = issuer("partner");
+        let ok = claims(json!({"aud": ["other", "api"], "scope": "orders:read", "tenant": "acme"}));
+        assert_eq!(
+            check_requirement(&ok, &i, &req(&["partner"], &["orders:read"])),
+            Ok(())
+        );
+        assert!(matches!(
+            check_requirement(&ok, &i, &req(&["local"], &[])),
+            Err(Unmet::NotForUs(_))
+        ));
+        let wrong_aud = claims(json!({"aud": "billing", "scope": "orders:read"}));
+        assert!(matches!(
+            check_requirement(&wrong_aud, &i, &req(&["partner"], &[])),
+            Err(Unmet::NotForUs(_))
+        ));
+        let mut r = req(&["partner"], &["orders:read", "orders:write"]);
+        assert_eq!(
+            check_requirement(&ok, &i, &r),
+            Err(Unmet::Scopes(BTreeSet::from(["orders:write".to_string()])))
+        );
+        r.scopes.clear();
+        r.required_claims
+            .insert("tenant".into(), vec!["globex".into()]);
+        assert!(matches!(
+            check_requirement(&ok, &i, &r),
+            Err(Unmet::Claim(_))
+        ));
+        r.required_claims.insert("tenant".into(), vec![]);
+        assert_eq!(check_requirement(&ok, &i, &r), Ok(()));
+        r.required_claims.insert("region".into(), vec![]);
+        assert!(matches!(
+            check_requirement(&ok, &i, &r),
+            Err(Unmet::Claim(_))
+        ));
+        // A policy's own audiences replace the issuer's.
+        let mut own = req(&["partner"], &[]);
+        own.audiences = vec!["billing".into()];
+        assert_eq!(check_requirement(&wrong_aud, &i, &own), Ok(()));
+    }
+
+    #[test]
+    fn refusals_never_quote_claim_values() {
+        let i = issuer("partner");
+        let c = claims(json!({"aud": "api", "tenant": "secret-tenant-name"}));
+        let mut r = req(&["partner"], &[]);
+        r.required_claims
+            .insert("tenant".into(), vec!["acme".into()]);
+        let Err(Unmet::Claim(msg)) = check_requirement(&c, &i, &r) else {
+            panic!("expected a claim refusal")
+        };
+        assert!(!msg.contains("secret-tenant-name"), "{msg}");
+    }
+
+    #[test]
+    fn www_authenticate_follows_rfc_6750() {
+        let e = AuthError::unauthorized("", "a bearer token is required");
+        assert_eq!(
+            e.www_authenticate().as_deref(),
+            Some("Bearer realm=\"fleetgate\"")
+        );
+        let e = AuthError {
+            status: 403,
+            code: "insufficient_scope",
+            description: "missing scope \"x\"".into(),
+            scope: Some("x y".into()),
+        };
+        assert_eq!(
+            e.www_authenticate().as_deref(),
+            Some(
+                "Bearer realm=\"fleetgate\", error=\"insufficient_scope\", error_description=\"missing scope 'x'\", scope=\"x y\""
+            )
+        );
+    }
+}
