@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod bundle;
 pub mod compile;
+pub mod dataplane;
 pub mod duration;
 pub mod pointer;
 pub mod ratelimit;
@@ -15,6 +16,7 @@ pub mod route;
 pub mod s3;
 pub mod sensitive;
 pub mod split;
+pub mod upstream;
 
 pub use bundle::{Bundle, Digest};
 pub use compile::{CompileError, CompileErrors, CompiledBundle, compile};

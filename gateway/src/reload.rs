@@ -24,6 +24,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::dataplane::{Options, Runtime, Shared};
 use crate::pointer::Pointer;
 use crate::{Bundle, CompiledBundle, Digest, compile};
 
@@ -57,6 +58,13 @@ pub trait BundleSource: Send + Sync {
         &self,
         known: Option<&SourceVersion>,
     ) -> impl Future<Output = Result<Option<Fetched>, SourceError>> + Send;
+
+    /// Writes this instance's report next to the pointer, as `status/<instance>.json`.
+    fn write_status(
+        &self,
+        instance: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
 }
 
 /// One account's directory in a `file://` target: `current.json` and `bundles/`.
@@ -112,6 +120,22 @@ impl BundleSource for FileSource {
             bytes,
         }))
     }
+
+    async fn write_status(&self, instance: &str, body: Vec<u8>) -> Result<(), SourceError> {
+        let dir = self.dir.join("status");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| self.error(format!("{}: {e}", dir.display())))?;
+        // Write and rename: a reader never sees half a report.
+        let path = dir.join(format!("{instance}.json"));
+        let tmp = dir.join(format!(".{instance}.json.tmp"));
+        tokio::fs::write(&tmp, &body)
+            .await
+            .map_err(|e| self.error(format!("{}: {e}", tmp.display())))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| self.error(format!("{}: {e}", path.display())))
+    }
 }
 
 /// The bundle being served.
@@ -120,6 +144,8 @@ pub struct Loaded {
     pub digest: Digest,
     pub commit: Option<String>,
     pub compiled: CompiledBundle,
+    /// Limiters, keys, backends: what requests use.
+    pub runtime: Runtime,
     /// When it was swapped in.
     pub since: SystemTime,
 }
@@ -164,6 +190,8 @@ pub struct Gateway {
     bundle_failures: Counter,
     bundle_info: Family<BundleLabels, Gauge>,
     ready: Gauge,
+    shared: Shared,
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Gateway {
@@ -174,6 +202,10 @@ impl Default for Gateway {
 
 impl Gateway {
     pub fn new() -> Gateway {
+        Gateway::with_options(Options::default())
+    }
+
+    pub fn with_options(options: Options) -> Gateway {
         let mut registry = Registry::with_prefix("fleetgate_gateway");
         let reloads_total = Counter::default();
         let failures_total = Family::<FailureLabels, Counter>::default();
@@ -201,6 +233,7 @@ impl Gateway {
             bundle_info.clone(),
         );
         registry.register("ready", "1 once a good bundle is loaded", ready.clone());
+        let shared = Shared::new(options, &mut registry);
         Gateway {
             current: ArcSwapOption::empty(),
             known: Mutex::new(None),
@@ -211,6 +244,32 @@ impl Gateway {
             bundle_failures,
             bundle_info,
             ready,
+            shared,
+            draining: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// From now on `/ready` answers 503, so load balancers stop sending new requests while
+    /// the ones in flight finish.
+    pub fn set_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.ready.set(0);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What outlives a bundle: connection pools, JWKS caches, request metrics.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Periodic clean-up of the served bundle's state (idle rate-limit clients).
+    pub fn housekeeping(&self) {
+        if let Some(l) = self.current.load().as_ref() {
+            l.runtime.housekeeping();
         }
     }
 
@@ -267,8 +326,20 @@ impl Gateway {
             Ok(c) => c,
             Err(e) => return refuse(format!("does not compile:\n{e}")),
         };
+        let previous = self.current.load_full();
+        let runtime = match Runtime::build(
+            &compiled,
+            previous.as_ref().map(|p| &p.runtime),
+            &self.shared,
+        ) {
+            Ok(r) => r,
+            Err(e) => return refuse(e),
+        };
+        for w in &runtime.warnings {
+            tracing::warn!(digest = %digest, warning = %w, "bundle loaded with a warning");
+        }
         let account = compiled.bundle.account.name.clone();
-        if let Some(old) = self.current.load().as_ref() {
+        if let Some(old) = previous.as_ref() {
             self.bundle_info
                 .get_or_create(&BundleLabels {
                     account: old.compiled.bundle.account.name.clone(),
@@ -288,6 +359,7 @@ impl Gateway {
             digest: digest.clone(),
             commit: fetched.pointer.commit,
             compiled,
+            runtime,
             since: SystemTime::now(),
         })));
         self.reloads_total.inc();
@@ -323,6 +395,46 @@ impl Gateway {
         }
     }
 
+    /// This instance's report for `status/<instance>.json`.
+    pub fn report(&self, instance: &str) -> InstanceReport {
+        use std::sync::atomic::Ordering::Relaxed;
+        let current = self.current();
+        let last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let count = |f: fn(&crate::dataplane::Counts) -> &std::sync::atomic::AtomicU64| {
+            current
+                .as_ref()
+                .map_or(0, |c| f(&c.runtime.counts).load(Relaxed))
+        };
+        InstanceReport {
+            instance: instance.to_string(),
+            ready: current.is_some(),
+            account: current
+                .as_ref()
+                .map(|c| c.compiled.bundle.account.name.clone()),
+            digest: current.as_ref().map(|c| c.digest.clone()),
+            commit: current.as_ref().and_then(|c| c.commit.clone()),
+            since: current
+                .as_ref()
+                .map(|c| humantime::format_rfc3339_seconds(c.since).to_string()),
+            requests_2xx: count(|c| &c.status_2xx),
+            requests_3xx: count(|c| &c.status_3xx),
+            requests_4xx: count(|c| &c.status_4xx),
+            requests_5xx: count(|c| &c.status_5xx),
+            upstream_errors: count(|c| &c.upstream_errors),
+            reloads: self.reloads_total.get(),
+            reload_failures: self.source_failures.get() + self.bundle_failures.get(),
+            last_reload_error: last_error.as_ref().map(|(_, e)| e.clone()),
+            last_reload_error_at: last_error
+                .as_ref()
+                .map(|(t, _)| humantime::format_rfc3339_seconds(*t).to_string()),
+            written_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        }
+    }
+
     /// `/metrics` in the OpenMetrics text format.
     pub fn metrics_text(&self) -> String {
         let mut out = String::new();
@@ -330,6 +442,31 @@ impl Gateway {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// `status/<instance>.json`: what one gateway instance serves and how it is doing, for the
+/// rollout's health gate. Counts start at zero when a bundle is swapped in, so they describe
+/// the bundle named by `digest` only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct InstanceReport {
+    pub instance: String,
+    pub ready: bool,
+    pub account: Option<String>,
+    pub digest: Option<Digest>,
+    pub commit: Option<String>,
+    /// When the served bundle was swapped in (RFC 3339).
+    pub since: Option<String>,
+    pub requests_2xx: u64,
+    pub requests_3xx: u64,
+    pub requests_4xx: u64,
+    pub requests_5xx: u64,
+    pub upstream_errors: u64,
+    pub reloads: u64,
+    pub reload_failures: u64,
+    pub last_reload_error: Option<String>,
+    pub last_reload_error_at: Option<String>,
+    /// When this report was written (RFC 3339).
+    pub written_at: String,
 }
 
 /// The body of `/status`.
@@ -362,7 +499,19 @@ pub async fn poll<S: BundleSource>(
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tick.tick() => {
-                gateway.reload_once(&source).await;
+                match gateway.reload_once(&source).await {
+                    ReloadOutcome::Unchanged => {}
+                    ReloadOutcome::Swapped { digest } => {
+                        tracing::info!(source = %source.describe(), digest = %digest, "serving a new bundle");
+                    }
+                    ReloadOutcome::Rejected { reason } => {
+                        tracing::error!(source = %source.describe(), reason = %reason, "bundle refused; the previous one keeps serving");
+                    }
+                    ReloadOutcome::Unavailable { reason } => {
+                        tracing::warn!(source = %source.describe(), reason = %reason, "source unavailable");
+                    }
+                }
+                gateway.housekeeping();
             }
         }
     }
@@ -387,6 +536,10 @@ pub fn admin_router(gateway: Arc<Gateway>, source: String) -> axum::Router {
                 let gw = ready_gw.clone();
                 async move {
                     match gw.current() {
+                        Some(_) if gw.is_draining() => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            axum::Json(serde_json::json!({"ready": false, "reason": "draining"})),
+                        ),
                         Some(c) => (
                             StatusCode::OK,
                             axum::Json(serde_json::json!({"ready": true, "digest": c.digest.to_string()})),

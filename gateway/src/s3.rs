@@ -128,4 +128,17 @@ impl BundleSource for S3Source {
             bytes,
         }))
     }
+    async fn write_status(&self, instance: &str, body: Vec<u8>) -> Result<(), SourceError> {
+        let key = format!("{}/status/{instance}.json", self.prefix);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .body(body.into())
+            .send()
+            .await
+            .map_err(|e| self.error(format!("PutObject {key}: {}", DisplayErrorContext(&e))))?;
+        Ok(())
+    }
 }

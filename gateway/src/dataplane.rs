@@ -1,0 +1,1277 @@
+//! The customer-facing listener. A request goes through these steps, each with its reason:
+//!
+//! 1. **Request id and trace context**: accepted from the client when well formed, generated
+//!    otherwise, and passed upstream, so one id follows the request through every log.
+//! 2. **The bundle**: the request holds the bundle it started with until it ends; a reload
+//!    never changes a request in flight. No bundle yet: 503.
+//! 3. **Routing** (pure, [`crate::route::RouteTable`]): 404 or 405 with `Allow`.
+//! 4. **Kill switch / flag**: a switched-off route answers its status without a backend.
+//! 5. **CORS** (tower-http), which also answers preflights for the route.
+//! 6. **Rate limit by IP or header** before auth, so unauthenticated floods are cut cheaply.
+//! 7. **Auth**: bearer token, issuer, key, claims, scopes ([`crate::auth`]).
+//! 8. **Rate limit by subject**, which needs the verified token.
+//! 9. **Backend choice** (pure, [`crate::split`]): variants, canary weights, stickiness.
+//! 10. **Proxy or aggregate** ([`crate::upstream`]).
+//!
+//! Every answer the gateway makes itself is a small JSON body; none carries internal
+//! details (backend addresses, error chains), which go to the log with the request id.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method as HttpMethod, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tower::{Layer as _, ServiceExt as _};
+use tower_http::cors::CorsLayer;
+
+use crate::auth::{self, Issuer, JwksFetcher, RemoteJwks, Requirement};
+use crate::bundle::{
+    Aggregate, Cors, Method, PartialFailure, RateLimitKey, Retries, SecretRef, WeightedBackend,
+};
+use crate::ratelimit::{self, Decision, RouteLimiter};
+use crate::route::{PathTemplate, RouteMatch};
+use crate::split::{Choice, Split};
+use crate::upstream::{self, Clients, Failure, Outgoing, OutgoingBody, PartResult, Upstream};
+use crate::{CompiledBundle, reload::Loaded};
+
+/// Reads the secrets a bundle refers to (the local issuer's signing keys).
+pub trait SecretReader: Send + Sync {
+    fn read(&self, r: &SecretRef) -> Result<String, String>;
+}
+
+/// Files and environment variables of the gateway process.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalSecrets;
+
+impl SecretReader for LocalSecrets {
+    fn read(&self, r: &SecretRef) -> Result<String, String> {
+        match r {
+            SecretRef::File(p) => {
+                std::fs::read_to_string(p).map_err(|e| format!("secret file {p}: {e}"))
+            }
+            SecretRef::Env(v) => std::env::var(v).map_err(|_| format!("environment variable {v} is not set")),
+            SecretRef::AwsSecretsManager(_) => Err(
+                "AWS Secrets Manager references are read by the embedded IdP, which this gateway build does not include yet".into(),
+            ),
+        }
+    }
+}
+
+/// JWKS over HTTP(S), one request at a time, bounded in time and size.
+#[derive(Debug)]
+pub struct HttpJwksFetcher {
+    clients: Arc<Clients>,
+}
+
+impl HttpJwksFetcher {
+    pub fn new(clients: Arc<Clients>) -> HttpJwksFetcher {
+        HttpJwksFetcher { clients }
+    }
+}
+
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+impl JwksFetcher for HttpJwksFetcher {
+    fn fetch<'a>(
+        &'a self,
+        url: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<jsonwebtoken::jwk::JwkSet, String>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            use http_body_util::BodyExt as _;
+            let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+            let req = http::Request::get(uri)
+                .header(header::ACCEPT, "application/json")
+                .body(Body::empty())
+                .map_err(|e| e.to_string())?;
+            let client = self.clients.get(None)?;
+            let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+                .await
+                .map_err(|_| format!("{url}: timed out"))?
+                .map_err(|e| format!("{url}: {e}"))?;
+            if !resp.status().is_success() {
+                return Err(format!("{url}: status {}", resp.status()));
+            }
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_JWKS_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?
+                .to_bytes();
+            serde_json::from_slice(&body).map_err(|e| format!("{url}: not a JWKS document: {e}"))
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamLabels {
+    route: String,
+    backend: String,
+    kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AuthLabels {
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackendLabels {
+    route: String,
+    backend: String,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 17))
+}
+
+/// The data plane's metrics, in the gateway's registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily,
+    upstream_errors: Family<UpstreamLabels, Counter>,
+    upstream_requests: Family<BackendLabels, Counter>,
+    rate_limited: Family<RouteLabels, Counter>,
+    auth_rejected: Family<AuthLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            upstream_errors: Family::default(),
+            upstream_requests: Family::default(),
+            rate_limited: Family::default(),
+            auth_rejected: Family::default(),
+        };
+        registry.register(
+            "http_requests",
+            "Requests answered, by route, method and status (route \"-\" when none matched)",
+            m.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response headers, by route",
+            m.duration.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "Requests sent to a backend, by route and backend",
+            m.upstream_requests.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Backend calls that failed, by route, backend and kind (connect, timeout, protocol)",
+            m.upstream_errors.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429, by route",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "auth_rejected",
+            "Requests refused by auth (401, 403, 503), by route",
+            m.auth_rejected.clone(),
+        );
+        m
+    }
+}
+
+/// Counts since the served bundle was loaded, for `status/<instance>.json`.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub status_2xx: AtomicU64,
+    pub status_3xx: AtomicU64,
+    pub status_4xx: AtomicU64,
+    pub status_5xx: AtomicU64,
+    pub upstream_errors: AtomicU64,
+}
+
+impl Counts {
+    fn record(&self, status: u16) {
+        let c = match status {
+            200..=299 => &self.status_2xx,
+            300..=399 => &self.status_3xx,
+            400..=499 => &self.status_4xx,
+            _ => &self.status_5xx,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Settings of the data plane that are not in the bundle.
+#[derive(Clone)]
+pub struct Options {
+    /// Least time between two fetches of one JWKS URL (unknown `kid` floods).
+    pub jwks_refetch_interval: Duration,
+    pub secrets: Arc<dyn SecretReader>,
+    /// `None`: the real HTTP fetcher.
+    pub jwks_fetcher: Option<Arc<dyn JwksFetcher>>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("jwks_refetch_interval", &self.jwks_refetch_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            jwks_refetch_interval: Duration::from_secs(30),
+            secrets: Arc::new(LocalSecrets),
+            jwks_fetcher: None,
+        }
+    }
+}
+
+/// What outlives a bundle: connection pools, JWKS caches, metrics.
+pub struct Shared {
+    pub options: Options,
+    pub clients: Arc<Clients>,
+    jwks: std::sync::Mutex<HashMap<String, Arc<RemoteJwks>>>,
+    fetcher: Arc<dyn JwksFetcher>,
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub fn new(options: Options, registry: &mut Registry) -> Shared {
+        let clients = Arc::new(Clients::default());
+        let fetcher: Arc<dyn JwksFetcher> = match &options.jwks_fetcher {
+            Some(f) => f.clone(),
+            None => Arc::new(HttpJwksFetcher::new(clients.clone())),
+        };
+        Shared {
+            options,
+            clients,
+            jwks: std::sync::Mutex::new(HashMap::new()),
+            fetcher,
+            metrics: Metrics::register(registry),
+        }
+    }
+
+    fn remote_jwks(&self, url: &str) -> Arc<RemoteJwks> {
+        self.jwks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(url.to_string())
+            .or_insert_with(|| {
+                Arc::new(RemoteJwks::new(
+                    url.to_string(),
+                    self.options.jwks_refetch_interval,
+                    self.fetcher.clone(),
+                ))
+            })
+            .clone()
+    }
+}
+
+/// Where a route sends requests.
+#[derive(Debug)]
+pub enum Target {
+    Split(Split),
+    Aggregate(Aggregate),
+}
+
+/// A route, ready for the request path.
+pub struct RouteRuntime {
+    pub name: String,
+    pub disabled: Option<StatusCode>,
+    /// Empty: public.
+    pub requirements: Vec<Requirement>,
+    pub limiter: Option<RouteLimiter>,
+    pub cors: Option<CorsLayer>,
+    pub timeout: Duration,
+    pub max_body: u64,
+    pub retries: Option<Retries>,
+    pub upstream_path: Option<String>,
+    pub target: Target,
+}
+
+impl std::fmt::Debug for RouteRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteRuntime")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything the request path needs for one bundle, built off the request path when the
+/// bundle is swapped in.
+#[derive(Debug)]
+pub struct Runtime {
+    pub routes: Vec<RouteRuntime>,
+    pub backends: HashMap<String, Upstream>,
+    pub issuers: HashMap<String, Issuer>,
+    /// Headers that carry forwarded claims: stripped from every incoming request, so a
+    /// client cannot pose as someone by sending them itself.
+    pub claim_headers: Vec<HeaderName>,
+    pub counts: Counts,
+    /// Problems that do not stop the bundle (e.g. an unreadable local signing key).
+    pub warnings: Vec<String>,
+}
+
+fn cors_layer(c: &Cors) -> CorsLayer {
+    use tower_http::cors::{AllowOrigin, Any};
+    let mut layer = CorsLayer::new();
+    layer = if c.allow_origins.iter().any(|o| o == "*") {
+        layer.allow_origin(Any)
+    } else {
+        layer.allow_origin(AllowOrigin::list(
+            c.allow_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        ))
+    };
+    let methods: Vec<HttpMethod> = c
+        .allow_methods
+        .iter()
+        .filter_map(|m| HttpMethod::from_bytes(m.as_str().as_bytes()).ok())
+        .collect();
+    if !methods.is_empty() {
+        layer = layer.allow_methods(methods);
+    }
+    let headers: Vec<HeaderName> = c
+        .allow_headers
+        .iter()
+        .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+        .collect();
+    if !headers.is_empty() {
+        layer = layer.allow_headers(headers);
+    }
+    let expose: Vec<HeaderName> = c
+        .expose_headers
+        .iter()
+        .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+        .collect();
+    if !expose.is_empty() {
+        layer = layer.expose_headers(expose);
+    }
+    if c.allow_credentials {
+        layer = layer.allow_credentials(true);
+    }
+    if let Some(age) = c.max_age {
+        layer = layer.max_age(age.as_std());
+    }
+    layer
+}
+
+impl Runtime {
+    /// Builds the runtime of `compiled`. Rate limiters of routes whose limit did not change
+    /// are carried over from `previous`.
+    pub fn build(
+        compiled: &CompiledBundle,
+        previous: Option<&Runtime>,
+        shared: &Shared,
+    ) -> Result<Runtime, String> {
+        let gw = &compiled.bundle.gateway;
+        let mut backends = HashMap::new();
+        for (name, b) in &gw.backends {
+            let url = url::Url::parse(&b.url).map_err(|e| format!("backend {name}: {e}"))?;
+            let base = format!(
+                "{}://{}{}",
+                url.scheme(),
+                url.host_str().unwrap_or_default(),
+                url.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ) + url.path().trim_end_matches('/');
+            backends.insert(
+                name.clone(),
+                Upstream {
+                    name: name.clone(),
+                    base,
+                    timeout: b.timeout.map(|t| t.as_std()),
+                    client: shared
+                        .clients
+                        .get(b.connect_timeout.map(|t| t.as_std()))
+                        .map_err(|e| format!("backend {name}: {e}"))?,
+                },
+            );
+        }
+        let mut warnings = Vec::new();
+        let issuers = auth::issuers_of(
+            &compiled.bundle.idp,
+            &compiled.inline_jwks,
+            |url| shared.remote_jwks(url),
+            |r| shared.options.secrets.read(r),
+        );
+        for i in issuers.values() {
+            if let auth::KeySource::Unavailable(why) = &i.keys {
+                warnings.push(format!("issuer {}: {why}", i.name));
+            }
+        }
+        let claim_headers = {
+            let mut v: Vec<HeaderName> = gw
+                .auth_policies
+                .values()
+                .flat_map(|p| p.forward_claims.values())
+                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .collect();
+            v.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            v.dedup();
+            v
+        };
+        let old: HashMap<&str, &RouteLimiter> = previous
+            .map(|p| {
+                p.routes
+                    .iter()
+                    .filter_map(|r| r.limiter.as_ref().map(|l| (r.name.as_str(), l)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut routes = Vec::with_capacity(gw.routes.len());
+        for (route, c) in gw.routes.iter().zip(&compiled.routes) {
+            let target = match &route.aggregate {
+                Some(a) => Target::Aggregate(a.clone()),
+                None => Target::Split(Split {
+                    variants: route.variants.clone(),
+                    weighted: if route.backends.is_empty() {
+                        route
+                            .backend
+                            .iter()
+                            .map(|b| WeightedBackend {
+                                backend: b.clone(),
+                                weight: 1,
+                            })
+                            .collect()
+                    } else {
+                        route.backends.clone()
+                    },
+                    sticky: route.sticky.clone(),
+                }),
+            };
+            let limiter = c
+                .rate_limit
+                .as_ref()
+                .map(|rl| match old.get(route.name.as_str()) {
+                    Some(l) if l.config == *rl => (*l).clone(),
+                    _ => RouteLimiter::new(rl),
+                });
+            routes.push(RouteRuntime {
+                name: route.name.clone(),
+                disabled: c.disabled.and_then(|s| StatusCode::from_u16(s).ok()),
+                requirements: c
+                    .auth
+                    .as_ref()
+                    .map(|a| Requirement::from_route(a, &gw.auth_policies))
+                    .unwrap_or_default(),
+                limiter,
+                cors: c.cors.as_ref().map(cors_layer),
+                timeout: c.timeout.as_std(),
+                max_body: c.max_body_bytes,
+                retries: c.retries.clone(),
+                upstream_path: route.upstream_path.clone(),
+                target,
+            });
+        }
+        // Fetch remote JWKS now rather than on the first request.
+        for i in issuers.values() {
+            if let auth::KeySource::Remote(jwks) = &i.keys
+                && jwks.keys().is_empty()
+            {
+                let jwks = jwks.clone();
+                tokio::spawn(async move {
+                    jwks.refresh().await;
+                });
+            }
+        }
+        Ok(Runtime {
+            routes,
+            backends,
+            issuers,
+            claim_headers,
+            counts: Counts::default(),
+            warnings,
+        })
+    }
+
+    /// Forgets idle rate-limit clients.
+    pub fn housekeeping(&self) {
+        for r in &self.routes {
+            if let Some(l) = &r.limiter {
+                l.forget_idle();
+            }
+        }
+    }
+}
+
+/// The state of the customer listener.
+#[derive(Debug, Clone)]
+pub struct DataPlane {
+    pub gateway: Arc<crate::reload::Gateway>,
+}
+
+/// The customer-facing router. Serve it with connect info (`into_make_service_with_connect_info::<SocketAddr>`).
+pub fn router(gateway: Arc<crate::reload::Gateway>) -> axum::Router {
+    axum::Router::new()
+        .fallback(handle)
+        .with_state(DataPlane { gateway })
+}
+
+/// Per-request facts that every step and the access log use.
+#[derive(Debug, Clone)]
+struct Ctx {
+    request_id: HeaderValue,
+    traceparent: HeaderValue,
+    client_ip: IpAddr,
+    host: String,
+    method: HttpMethod,
+    path: String,
+    start: Instant,
+}
+
+fn hex_id(bytes: usize) -> String {
+    let mut s = String::with_capacity(bytes * 2);
+    while s.len() < bytes * 2 {
+        s.push_str(&format!("{:016x}", fastrand::u64(1..)));
+    }
+    s.truncate(bytes * 2);
+    s
+}
+
+/// The client's `x-request-id` when it is a sane token, else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get("x-request-id")
+        .filter(|v| {
+            let b = v.as_bytes();
+            (1..=128).contains(&b.len())
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&hex_id(16)).unwrap_or(HeaderValue::from_static("0"))
+        })
+}
+
+/// W3C trace context: keep the trace id and flags of a valid incoming `traceparent`, with
+/// this gateway's own span id as the parent for the backend; start a trace otherwise.
+fn traceparent(headers: &HeaderMap) -> HeaderValue {
+    let incoming = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let parts: Vec<&str> = v.trim().split('-').collect();
+            let hex = |s: &str, n: usize| {
+                s.len() == n
+                    && s.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            };
+            (parts.len() >= 4
+                && hex(parts[0], 2)
+                && parts[0] != "ff"
+                && hex(parts[1], 32)
+                && parts[1] != "0".repeat(32)
+                && hex(parts[2], 16)
+                && parts[2] != "0".repeat(16)
+                && hex(parts[3], 2))
+            .then(|| (parts[1].to_string(), parts[3].to_string()))
+        });
+    let (trace, flags) = incoming.unwrap_or_else(|| (hex_id(16), "00".into()));
+    HeaderValue::from_str(&format!("00-{trace}-{}-{flags}", hex_id(8))).unwrap_or(
+        HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-00"),
+    )
+}
+
+fn json_error(ctx: &Ctx, status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "error": code,
+        "message": message,
+        "request_id": ctx.request_id.to_str().unwrap_or_default(),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn handle(
+    State(plane): State<DataPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default()
+        .to_string();
+    let ctx = Ctx {
+        request_id: request_id(headers),
+        traceparent: traceparent(headers),
+        client_ip: peer.ip(),
+        host,
+        method: req.method().clone(),
+        path: req.uri().path().to_string(),
+        start: Instant::now(),
+    };
+    let Some(loaded) = plane.gateway.current() else {
+        let resp = json_error(
+            &ctx,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the gateway has no configuration loaded yet",
+        );
+        return finish(&plane, None, None, &ctx, resp, None);
+    };
+    let (route_idx, params, resp) = route_and_serve(&plane, &loaded, &ctx, req).await;
+    let route = route_idx.map(|i| &loaded.runtime.routes[i]);
+    finish(
+        &plane,
+        Some(&loaded),
+        route,
+        &ctx,
+        resp,
+        params.as_ref().map(|_| ()),
+    )
+}
+
+/// Metrics, counts and the access log for a finished request.
+fn finish(
+    plane: &DataPlane,
+    loaded: Option<&Loaded>,
+    route: Option<&RouteRuntime>,
+    ctx: &Ctx,
+    mut resp: Response,
+    _matched: Option<()>,
+) -> Response {
+    let status = resp.status().as_u16();
+    let route_name = route.map_or("-", |r| r.name.as_str());
+    let m = &plane.gateway.shared().metrics;
+    m.requests
+        .get_or_create(&RequestLabels {
+            route: route_name.to_string(),
+            method: ctx.method.as_str().to_string(),
+            status,
+        })
+        .inc();
+    let elapsed = ctx.start.elapsed();
+    m.duration
+        .get_or_create(&RouteLabels {
+            route: route_name.to_string(),
+        })
+        .observe(elapsed.as_secs_f64());
+    if let Some(l) = loaded {
+        l.runtime.counts.record(status);
+    }
+    resp.headers_mut().insert(
+        HeaderName::from_static("x-request-id"),
+        ctx.request_id.clone(),
+    );
+    // The path only: query strings may carry credentials or personal data.
+    tracing::info!(
+        target: "fleetgate::access",
+        request_id = ctx.request_id.to_str().unwrap_or_default(),
+        trace_id = ctx.traceparent.to_str().unwrap_or_default().get(3..35).unwrap_or_default(),
+        client_ip = %ctx.client_ip,
+        host = %ctx.host,
+        method = %ctx.method,
+        path = %ctx.path,
+        route = route_name,
+        status,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        digest = loaded.map(|l| l.digest.short()).unwrap_or("-"),
+    );
+    resp
+}
+
+async fn route_and_serve(
+    plane: &DataPlane,
+    loaded: &Arc<Loaded>,
+    ctx: &Ctx,
+    req: Request,
+) -> (Option<usize>, Option<()>, Response) {
+    let compiled = &loaded.compiled;
+    let Some(method) = Method::parse(req.method().as_str()) else {
+        return (
+            None,
+            None,
+            json_error(
+                ctx,
+                StatusCode::NOT_IMPLEMENTED,
+                "method_not_supported",
+                "this method is not supported",
+            ),
+        );
+    };
+    let found = compiled.table.find(&ctx.host, method, &ctx.path);
+    let (index, params) = match found {
+        RouteMatch::Found { route, params } => (
+            route,
+            params
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect::<Vec<_>>(),
+        ),
+        RouteMatch::MethodNotAllowed { allowed } => {
+            // A CORS preflight asks about the method it will use, not OPTIONS.
+            if method == Method::Options
+                && let Some(preflight) = preflight(loaded, ctx, &req)
+            {
+                return preflight.await;
+            }
+            let allow = allowed
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut resp = json_error(
+                ctx,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("{} is not allowed here; allowed: {allow}", ctx.method),
+            );
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            return (None, None, resp);
+        }
+        RouteMatch::NotFound => {
+            return (
+                None,
+                None,
+                json_error(
+                    ctx,
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    &format!("no route for {} {}", ctx.method, ctx.path),
+                ),
+            );
+        }
+    };
+    let route = &loaded.runtime.routes[index];
+    let resp = match &route.cors {
+        Some(cors) => {
+            let (plane, loaded, ctx2) = (plane.clone(), loaded.clone(), ctx.clone());
+            let params = params.clone();
+            let inner = tower::service_fn(move |req: Request| {
+                let (plane, loaded, ctx, params) =
+                    (plane.clone(), loaded.clone(), ctx2.clone(), params.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        serve_route(&plane, &loaded, index, &params, &ctx, req).await,
+                    )
+                }
+            });
+            match cors.layer(inner).oneshot(req).await {
+                Ok(r) => r.map(Body::new),
+                Err(never) => match never {},
+            }
+        }
+        None => serve_route(plane, loaded, index, &params, ctx, req).await,
+    };
+    (Some(index), Some(()), resp)
+}
+
+/// Answers a CORS preflight for the route the preflight asks about, if it has CORS.
+fn preflight<'a>(
+    loaded: &'a Arc<Loaded>,
+    ctx: &'a Ctx,
+    req: &Request,
+) -> Option<impl Future<Output = (Option<usize>, Option<()>, Response)> + 'a> {
+    let asked = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Method::parse)?;
+    req.headers().get(header::ORIGIN)?;
+    let RouteMatch::Found { route, .. } = loaded.compiled.table.find(&ctx.host, asked, &ctx.path)
+    else {
+        return None;
+    };
+    let cors = loaded.runtime.routes[route].cors.clone()?;
+    let mut pre = http::Request::new(Body::empty());
+    *pre.method_mut() = HttpMethod::OPTIONS;
+    *pre.uri_mut() = req.uri().clone();
+    *pre.headers_mut() = req.headers().clone();
+    Some(async move {
+        let inner = tower::service_fn(|_req: Request| async {
+            Ok::<_, std::convert::Infallible>(StatusCode::NO_CONTENT.into_response())
+        });
+        let resp = match cors.layer(inner).oneshot(pre).await {
+            Ok(r) => r.map(Body::new),
+            Err(never) => match never {},
+        };
+        (Some(route), Some(()), resp)
+    })
+}
+
+fn limited(
+    ctx: &Ctx,
+    route: &RouteRuntime,
+    limiter: &RouteLimiter,
+    d: Decision,
+    m: &Metrics,
+) -> Option<Response> {
+    let _ = route;
+    if let Decision::Limited { .. } = d {
+        m.rate_limited
+            .get_or_create(&RouteLabels {
+                route: route.name.clone(),
+            })
+            .inc();
+        let mut resp = json_error(
+            ctx,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests; retry later",
+        );
+        d.headers(&limiter.policy(), resp.headers_mut());
+        return Some(resp);
+    }
+    None
+}
+
+async fn serve_route(
+    plane: &DataPlane,
+    loaded: &Arc<Loaded>,
+    index: usize,
+    params: &[(String, String)],
+    ctx: &Ctx,
+    mut req: Request,
+) -> Response {
+    let rt = &loaded.runtime;
+    let route = &rt.routes[index];
+    let m = &plane.gateway.shared().metrics;
+    if let Some(status) = route.disabled {
+        return json_error(
+            ctx,
+            status,
+            "route_disabled",
+            "this operation is switched off",
+        );
+    }
+    // Claim headers are the gateway's to set; a client's copies are dropped on every route.
+    for h in &rt.claim_headers {
+        req.headers_mut().remove(h);
+    }
+    let mut rate_headers = None;
+    if let Some(l) = &route.limiter
+        && l.config.key != RateLimitKey::Subject
+    {
+        let key = ratelimit::client_key(&l.config.key, req.headers(), None, ctx.client_ip);
+        let d = l.check(&key);
+        if let Some(resp) = limited(ctx, route, l, d, m) {
+            return resp;
+        }
+        rate_headers = Some((d, l.policy()));
+    }
+    let mut principal = None;
+    if !route.requirements.is_empty() {
+        match auth::authenticate(req.headers(), &route.requirements, &rt.issuers).await {
+            Ok(p) => principal = Some(p),
+            Err(e) => {
+                m.auth_rejected
+                    .get_or_create(&AuthLabels {
+                        route: route.name.clone(),
+                        status: e.status,
+                    })
+                    .inc();
+                let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::UNAUTHORIZED);
+                let code = match e.status {
+                    403 => "forbidden",
+                    503 => "auth_unavailable",
+                    _ => "unauthorized",
+                };
+                let mut resp = json_error(ctx, status, code, &e.description);
+                if let Some(v) = e
+                    .www_authenticate()
+                    .and_then(|v| HeaderValue::from_str(&v).ok())
+                {
+                    resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                return resp;
+            }
+        }
+    }
+    if let Some(l) = &route.limiter
+        && l.config.key == RateLimitKey::Subject
+    {
+        let subject = principal.as_ref().and_then(|p| p.subject.as_deref());
+        let key = ratelimit::client_key(&l.config.key, req.headers(), subject, ctx.client_ip);
+        let d = l.check(&key);
+        if let Some(resp) = limited(ctx, route, l, d, m) {
+            return resp;
+        }
+        rate_headers = Some((d, l.policy()));
+    }
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > route.max_body
+    {
+        return json_error(
+            ctx,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("the request body is larger than {} bytes", route.max_body),
+        );
+    }
+
+    // Headers for the backend.
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    upstream::strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    upstream::add_forwarded(&mut headers, ctx.client_ip, &ctx.host);
+    headers.insert(
+        HeaderName::from_static("x-request-id"),
+        ctx.request_id.clone(),
+    );
+    headers.insert(
+        HeaderName::from_static("traceparent"),
+        ctx.traceparent.clone(),
+    );
+    if let Some(p) = &principal {
+        for (name, value) in &p.forward {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(n, v);
+            }
+        }
+    }
+    let values: BTreeMap<&str, &str> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let query = parts.uri.query();
+
+    let mut resp = match &route.target {
+        Target::Split(split) => {
+            let Some((backend, choice)) = split.choose(&headers, fastrand::u64(..)) else {
+                return json_error(
+                    ctx,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_backend",
+                    "no backend takes traffic for this route",
+                );
+            };
+            let Some(up) = rt.backends.get(backend) else {
+                return json_error(
+                    ctx,
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    "the backend is not configured",
+                );
+            };
+            let path = match &route.upstream_path {
+                Some(t) => PathTemplate::render(t, &values),
+                None => ctx.path.clone(),
+            };
+            let Ok(uri) = up.uri(&path, query) else {
+                return json_error(
+                    ctx,
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the request path cannot be forwarded",
+                );
+            };
+            let (retries, backoff) = route
+                .retries
+                .as_ref()
+                .map(|r| {
+                    (
+                        r.attempts,
+                        r.backoff
+                            .map(|b| b.as_std())
+                            .unwrap_or(Duration::from_millis(25)),
+                    )
+                })
+                .unwrap_or((0, Duration::ZERO));
+            let body = if retries > 0 && upstream::idempotent(&parts.method) {
+                match upstream::buffer(body, route.max_body).await {
+                    Ok(b) => OutgoingBody::Buffered(b),
+                    Err(Failure::BodyTooLarge) => {
+                        return json_error(
+                            ctx,
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "body_too_large",
+                            &format!("the request body is larger than {} bytes", route.max_body),
+                        );
+                    }
+                    Err(_) => {
+                        return json_error(
+                            ctx,
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            "the request body could not be read",
+                        );
+                    }
+                }
+            } else {
+                OutgoingBody::Stream(body, route.max_body)
+            };
+            m.upstream_requests
+                .get_or_create(&BackendLabels {
+                    route: route.name.clone(),
+                    backend: up.name.clone(),
+                })
+                .inc();
+            let timeout = up.timeout.map_or(route.timeout, |t| t.min(route.timeout));
+            let out = Outgoing {
+                method: parts.method.clone(),
+                uri,
+                headers,
+                body,
+            };
+            match upstream::send(up, out, timeout, retries, backoff).await {
+                Ok(r) => {
+                    let (mut p, b) = r.into_parts();
+                    upstream::strip_hop_by_hop(&mut p.headers);
+                    if let Choice::Variant(name) = choice
+                        && let Ok(v) = HeaderValue::from_str(name)
+                    {
+                        p.headers
+                            .insert(HeaderName::from_static("x-fleetgate-variant"), v);
+                    }
+                    Response::from_parts(p, Body::new(b))
+                }
+                Err(f) => upstream_failure(plane, rt, route, up, ctx, f),
+            }
+        }
+        Target::Aggregate(agg) => {
+            aggregate(
+                plane,
+                rt,
+                route,
+                agg,
+                &parts.method,
+                &headers,
+                &values,
+                query,
+                ctx,
+            )
+            .await
+        }
+    };
+    if let Some((d, policy)) = rate_headers {
+        d.headers(&policy, resp.headers_mut());
+    }
+    resp
+}
+
+fn upstream_failure(
+    plane: &DataPlane,
+    rt: &Runtime,
+    route: &RouteRuntime,
+    up: &Upstream,
+    ctx: &Ctx,
+    f: Failure,
+) -> Response {
+    if let Failure::BodyTooLarge = f {
+        return json_error(
+            ctx,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("the request body is larger than {} bytes", route.max_body),
+        );
+    }
+    rt.counts.upstream_errors.fetch_add(1, Ordering::Relaxed);
+    plane
+        .gateway
+        .shared()
+        .metrics
+        .upstream_errors
+        .get_or_create(&UpstreamLabels {
+            route: route.name.clone(),
+            backend: up.name.clone(),
+            kind: f.kind().to_string(),
+        })
+        .inc();
+    let detail = match &f {
+        Failure::Connect(s) | Failure::Other(s) => s.as_str(),
+        _ => "",
+    };
+    tracing::warn!(
+        request_id = ctx.request_id.to_str().unwrap_or_default(),
+        route = %route.name,
+        backend = %up.name,
+        kind = f.kind(),
+        detail,
+        "upstream failed"
+    );
+    match f {
+        Failure::Timeout => json_error(
+            ctx,
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "the service did not answer in time",
+        ),
+        _ => json_error(
+            ctx,
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            "the service could not be reached",
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn aggregate(
+    plane: &DataPlane,
+    rt: &Runtime,
+    route: &RouteRuntime,
+    agg: &Aggregate,
+    method: &HttpMethod,
+    headers: &HeaderMap,
+    values: &BTreeMap<&str, &str>,
+    query: Option<&str>,
+    ctx: &Ctx,
+) -> Response {
+    let m = &plane.gateway.shared().metrics;
+    let calls = agg.parts.iter().map(|part| async move {
+        let Some(up) = rt.backends.get(&part.backend) else {
+            return PartResult::Failed {
+                timeout: false,
+                why: format!("backend {} is not configured", part.backend),
+            };
+        };
+        let path = match &part.path {
+            Some(t) => PathTemplate::render(t, values),
+            None => ctx.path.clone(),
+        };
+        let Ok(uri) = up.uri(&path, query) else {
+            return PartResult::Failed {
+                timeout: false,
+                why: "bad path".into(),
+            };
+        };
+        m.upstream_requests
+            .get_or_create(&BackendLabels {
+                route: route.name.clone(),
+                backend: up.name.clone(),
+            })
+            .inc();
+        let mut h = headers.clone();
+        h.remove(header::CONTENT_LENGTH);
+        h.remove(header::CONTENT_TYPE);
+        let out = Outgoing {
+            method: method.clone(),
+            uri,
+            headers: h,
+            body: OutgoingBody::Buffered(bytes::Bytes::new()),
+        };
+        let timeout = up.timeout.map_or(route.timeout, |t| t.min(route.timeout));
+        let retries = route.retries.as_ref().map_or(0, |r| r.attempts);
+        let result =
+            match upstream::send(up, out, timeout, retries, Duration::from_millis(25)).await {
+                Ok(r) => match tokio::time::timeout(timeout, upstream::read_part(r)).await {
+                    Ok(p) => p,
+                    Err(_) => PartResult::Failed {
+                        timeout: true,
+                        why: "body timed out".into(),
+                    },
+                },
+                Err(f) => PartResult::Failed {
+                    timeout: matches!(f, Failure::Timeout),
+                    why: format!(
+                        "{}: {}",
+                        f.kind(),
+                        match &f {
+                            Failure::Connect(s) | Failure::Other(s) => s.as_str(),
+                            _ => "",
+                        }
+                    ),
+                },
+            };
+        if let PartResult::Failed { timeout, why } = &result {
+            rt.counts.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            m.upstream_errors
+                .get_or_create(&UpstreamLabels {
+                    route: route.name.clone(),
+                    backend: up.name.clone(),
+                    kind: if *timeout { "timeout" } else { "part" }.to_string(),
+                })
+                .inc();
+            tracing::warn!(
+                request_id = ctx.request_id.to_str().unwrap_or_default(),
+                route = %route.name,
+                backend = %up.name,
+                detail = %why,
+                "aggregated part failed"
+            );
+        }
+        result
+    });
+    let results = futures::future::join_all(calls).await;
+    let any_timeout = results
+        .iter()
+        .any(|r| matches!(r, PartResult::Failed { timeout: true, .. }));
+    let parts: Vec<(Option<&str>, PartResult)> = agg
+        .parts
+        .iter()
+        .map(|p| p.group.as_deref())
+        .zip(results)
+        .collect();
+    let (merged, complete) = upstream::merge_parts(&parts);
+    if !complete && agg.on_partial_failure == PartialFailure::Fail {
+        return if any_timeout {
+            json_error(
+                ctx,
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "a service did not answer in time",
+            )
+        } else {
+            json_error(
+                ctx,
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "a service could not be reached",
+            )
+        };
+    }
+    let mut resp = (
+        StatusCode::OK,
+        axum::Json(serde_json::Value::Object(merged)),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        HeaderName::from_static("x-fleetgate-completed"),
+        HeaderValue::from_static(if complete { "true" } else { "false" }),
+    );
+    resp
+}

@@ -1,0 +1,467 @@
+//! Talking to backends: pooled keep-alive clients, request and response header rewriting,
+//! timeouts, retries on connection errors, and aggregation of several backends' JSON.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body_util::{BodyExt as _, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Connection pools, one per connect timeout (the connector holds the timeout), shared by
+/// every bundle so a reload keeps warm connections.
+#[derive(Debug, Default)]
+pub struct Clients {
+    by_connect_timeout: Mutex<HashMap<Duration, HttpClient>>,
+}
+
+/// Connect timeout when a backend sets none.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Clients {
+    pub fn get(&self, connect_timeout: Option<Duration>) -> Result<HttpClient, String> {
+        let t = connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let mut map = self
+            .by_connect_timeout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = map.get(&t) {
+            return Ok(c.clone());
+        }
+        let c = new_client(t)?;
+        map.insert(t, c.clone());
+        Ok(c)
+    }
+}
+
+fn new_client(connect_timeout: Duration) -> Result<HttpClient, String> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let https = match hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider.clone())
+    {
+        Ok(b) => b.https_or_http().enable_http1().wrap_connector(http),
+        Err(e) => {
+            // No CA certificates on this machine: plain-http backends still work, https ones
+            // fail with a certificate error that says so.
+            tracing::warn!(error = %e, "no platform CA certificates: https upstreams will fail");
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    b.with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                });
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config.map_err(|e| format!("TLS setup: {e}"))?)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http)
+        }
+    };
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(https))
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for h in HOP_BY_HOP.iter().chain(named.iter()) {
+        headers.remove(h);
+    }
+    headers.remove(HeaderName::from_static("proxy-connection"));
+}
+
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` / `-Host`.
+pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, host: &str) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let chain = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client_ip}"),
+        _ => client_ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        headers.insert(xff, v);
+    }
+    // A load balancer in front has set the scheme the client used; otherwise it was http.
+    let proto = HeaderName::from_static("x-forwarded-proto");
+    if !headers
+        .get(&proto)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "http" || v == "https")
+    {
+        headers.insert(proto, HeaderValue::from_static("http"));
+    }
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+    }
+}
+
+/// A backend of the served bundle.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    /// `scheme://authority` plus the URL's path without its trailing `/`.
+    pub base: String,
+    pub timeout: Option<Duration>,
+    pub client: HttpClient,
+}
+
+impl Upstream {
+    pub fn uri(&self, path: &str, query: Option<&str>) -> Result<http::Uri, http::uri::InvalidUri> {
+        let mut s = String::with_capacity(self.base.len() + path.len() + 16);
+        s.push_str(&self.base);
+        if !path.starts_with('/') {
+            s.push('/');
+        }
+        s.push_str(path);
+        if let Some(q) = query {
+            s.push('?');
+            s.push_str(q);
+        }
+        s.parse()
+    }
+}
+
+/// How an upstream call failed. Messages stay inside the gateway (logs); clients get only
+/// the kind.
+#[derive(Debug)]
+pub enum Failure {
+    /// No connection could be made.
+    Connect(String),
+    /// No response headers within the route's timeout.
+    Timeout,
+    /// The client's body exceeded the route's limit.
+    BodyTooLarge,
+    /// Anything else on the way (reset, protocol error).
+    Other(String),
+}
+
+impl Failure {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Connect(_) => "connect",
+            Failure::Timeout => "timeout",
+            Failure::BodyTooLarge => "body_too_large",
+            Failure::Other(_) => "protocol",
+        }
+    }
+}
+
+fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn classify(e: hyper_util::client::legacy::Error) -> Failure {
+    if body_too_large(&e) {
+        Failure::BodyTooLarge
+    } else if e.is_connect() {
+        Failure::Connect(chain(&e))
+    } else {
+        Failure::Other(chain(&e))
+    }
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// What goes upstream for one request.
+pub struct Outgoing {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub headers: HeaderMap,
+    pub body: OutgoingBody,
+}
+
+pub enum OutgoingBody {
+    /// Streamed (sent once; never retried).
+    Stream(Body, u64),
+    /// Buffered, so a retry can send it again.
+    Buffered(Bytes),
+}
+
+// Headers and bodies may carry credentials: only the request line is shown.
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("method", &self.method)
+            .field("uri", &self.uri.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for OutgoingBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OutgoingBody::Stream(_, limit) => write!(f, "Stream(limit {limit})"),
+            OutgoingBody::Buffered(b) => write!(f, "Buffered({} bytes)", b.len()),
+        }
+    }
+}
+
+/// Reads a request body up to `limit` bytes (for retryable requests).
+pub async fn buffer(body: Body, limit: u64) -> Result<Bytes, Failure> {
+    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::BodyTooLarge),
+        Err(e) => Err(Failure::Other(e.to_string())),
+    }
+}
+
+/// Sends `out` to `up`, retrying connection errors `retries` times when the body can be sent
+/// again. The timeout covers the wait for response headers; the body then streams.
+pub async fn send(
+    up: &Upstream,
+    out: Outgoing,
+    timeout: Duration,
+    retries: u32,
+    backoff: Duration,
+) -> Result<http::Response<hyper::body::Incoming>, Failure> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let build = |body: Body| {
+        let mut req = http::Request::new(body);
+        *req.method_mut() = out.method.clone();
+        *req.uri_mut() = out.uri.clone();
+        *req.headers_mut() = out.headers.clone();
+        req
+    };
+    match out.body {
+        OutgoingBody::Stream(body, limit) => {
+            let limited = Body::new(Limited::new(
+                body,
+                usize::try_from(limit).unwrap_or(usize::MAX),
+            ));
+            match tokio::time::timeout_at(deadline, up.client.request(build(limited))).await {
+                Err(_) => Err(Failure::Timeout),
+                Ok(r) => r.map_err(classify),
+            }
+        }
+        OutgoingBody::Buffered(bytes) => {
+            let mut attempt = 0;
+            loop {
+                let result = tokio::time::timeout_at(
+                    deadline,
+                    up.client.request(build(Body::from(bytes.clone()))),
+                )
+                .await;
+                match result {
+                    Err(_) => return Err(Failure::Timeout),
+                    Ok(Ok(r)) => return Ok(r),
+                    Ok(Err(e)) => {
+                        let f = classify(e);
+                        if !matches!(f, Failure::Connect(_)) || attempt >= retries {
+                            return Err(f);
+                        }
+                        attempt += 1;
+                        tracing::debug!(backend = %up.name, attempt, "retrying after a connection error");
+                        if !backoff.is_zero() {
+                            tokio::time::sleep_until(
+                                (tokio::time::Instant::now() + backoff).min(deadline),
+                            )
+                            .await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Methods a retry cannot make happen twice (RFC 9110 section 9.2.2).
+pub fn idempotent(m: &http::Method) -> bool {
+    matches!(
+        *m,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
+}
+
+/// One part of an aggregated response.
+#[derive(Debug)]
+pub enum PartResult {
+    Json(serde_json::Value),
+    Failed { timeout: bool, why: String },
+}
+
+/// Merges the parts' JSON: a part with a group goes under that key, the others' object
+/// keys are merged at the top level, later parts winning on a clash. Returns the merged
+/// object and whether every part arrived. Pure.
+pub fn merge_parts(
+    parts: &[(Option<&str>, PartResult)],
+) -> (serde_json::Map<String, serde_json::Value>, bool) {
+    let mut out = serde_json::Map::new();
+    let mut complete = true;
+    for (group, result) in parts {
+        match (group, result) {
+            (Some(g), PartResult::Json(v)) => {
+                out.insert((*g).to_string(), v.clone());
+            }
+            (None, PartResult::Json(serde_json::Value::Object(m))) => {
+                out.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            (None, PartResult::Json(_)) | (_, PartResult::Failed { .. }) => complete = false,
+        }
+    }
+    (out, complete)
+}
+
+/// Largest body read from one aggregated part.
+pub const MAX_PART_BYTES: usize = 8 << 20;
+
+/// Reads one part's response as JSON.
+pub async fn read_part(resp: http::Response<hyper::body::Incoming>) -> PartResult {
+    let status = resp.status();
+    if !status.is_success() {
+        return PartResult::Failed {
+            timeout: false,
+            why: format!("status {status}"),
+        };
+    }
+    match Limited::new(resp.into_body(), MAX_PART_BYTES)
+        .collect()
+        .await
+    {
+        Ok(c) => match serde_json::from_slice(&c.to_bytes()) {
+            Ok(v) => PartResult::Json(v),
+            Err(e) => PartResult::Failed {
+                timeout: false,
+                why: format!("not JSON: {e}"),
+            },
+        },
+        Err(e) => PartResult::Failed {
+            timeout: false,
+            why: format!("body: {e}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn forwarded_headers_append_the_client() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("javascript:"));
+        add_forwarded(&mut h, "192.0.2.9".parse().expect("ip"), "api.example");
+        assert_eq!(h["x-forwarded-for"], "198.51.100.1, 192.0.2.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example");
+    }
+
+    #[test]
+    fn parts_merge_at_the_top_or_under_their_group() {
+        let parts = vec![
+            (None, PartResult::Json(json!({"id": 1, "name": "a"}))),
+            (Some("orders"), PartResult::Json(json!([1, 2]))),
+            (None, PartResult::Json(json!({"name": "b"}))),
+        ];
+        let (m, complete) = merge_parts(&parts);
+        assert!(complete);
+        assert_eq!(
+            serde_json::Value::Object(m),
+            json!({"id": 1, "name": "b", "orders": [1, 2]})
+        );
+        let parts = vec![
+            (None, PartResult::Json(json!({"id": 1}))),
+            (
+                Some("orders"),
+                PartResult::Failed {
+                    timeout: true,
+                    why: "t".into(),
+                },
+            ),
+            (None, PartResult::Json(json!([1]))),
+        ];
+        let (m, complete) = merge_parts(&parts);
+        assert!(!complete);
+        assert_eq!(serde_json::Value::Object(m), json!({"id": 1}));
+    }
+
+    #[test]
+    fn upstream_uris_join_the_base_path() {
+        let up = Upstream {
+            name: "b".into(),
+            base: "http://orders.internal:8080/api".into(),
+            timeout: None,
+            client: Clients::default().get(None).expect("client"),
+        };
+        assert_eq!(
+            up.uri("/orders/42", Some("x=1")).expect("uri").to_string(),
+            "http://orders.internal:8080/api/orders/42?x=1"
+        );
+    }
+}
