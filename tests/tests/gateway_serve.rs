@@ -493,7 +493,9 @@ async fn jwt_table_every_bad_token_gets_the_right_status() {
         b64(br#"{"alg":"none","typ":"JWT","kid":"issuer-rsa"}"#),
         b64(claims(json!({})).to_string().as_bytes())
     );
-    let cases: Vec<(&str, Option<String>, Vec<(&str, &str)>, u16)> = vec![
+    // (what, token, extra headers, expected status)
+    type Case<'a> = (&'a str, Option<String>, Vec<(&'a str, &'a str)>, u16);
+    let cases: Vec<Case> = vec![
         ("valid", Some(good.clone()), vec![], 200),
         ("no token", None, vec![], 401),
         (
