@@ -614,6 +614,16 @@ fn traceparent(headers: &HeaderMap) -> HeaderValue {
     )
 }
 
+/// 413 for a body over the route's limit, announced or streamed.
+fn too_large(ctx: &Ctx, route: &RouteRuntime) -> Response {
+    json_error(
+        ctx,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        &format!("the request body is larger than {} bytes", route.max_body),
+    )
+}
+
 fn json_error(ctx: &Ctx, status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({
         "error": code,
@@ -651,18 +661,11 @@ async fn handle(
             "not_ready",
             "the gateway has no configuration loaded yet",
         );
-        return finish(&plane, None, None, &ctx, resp, None);
+        return finish(&plane, None, None, &ctx, resp);
     };
-    let (route_idx, params, resp) = route_and_serve(&plane, &loaded, &ctx, req).await;
+    let (route_idx, resp) = route_and_serve(&plane, &loaded, &ctx, req).await;
     let route = route_idx.map(|i| &loaded.runtime.routes[i]);
-    finish(
-        &plane,
-        Some(&loaded),
-        route,
-        &ctx,
-        resp,
-        params.as_ref().map(|_| ()),
-    )
+    finish(&plane, Some(&loaded), route, &ctx, resp)
 }
 
 /// Metrics, counts and the access log for a finished request.
@@ -672,7 +675,6 @@ fn finish(
     route: Option<&RouteRuntime>,
     ctx: &Ctx,
     mut resp: Response,
-    _matched: Option<()>,
 ) -> Response {
     let status = resp.status().as_u16();
     let route_name = route.map_or("-", |r| r.name.as_str());
@@ -719,11 +721,10 @@ async fn route_and_serve(
     loaded: &Arc<Loaded>,
     ctx: &Ctx,
     req: Request,
-) -> (Option<usize>, Option<()>, Response) {
+) -> (Option<usize>, Response) {
     let compiled = &loaded.compiled;
     let Some(method) = Method::parse(req.method().as_str()) else {
         return (
-            None,
             None,
             json_error(
                 ctx,
@@ -763,11 +764,10 @@ async fn route_and_serve(
             if let Ok(v) = HeaderValue::from_str(&allow) {
                 resp.headers_mut().insert(header::ALLOW, v);
             }
-            return (None, None, resp);
+            return (None, resp);
         }
         RouteMatch::NotFound => {
             return (
-                None,
                 None,
                 json_error(
                     ctx,
@@ -799,7 +799,7 @@ async fn route_and_serve(
         }
         None => serve_route(plane, loaded, index, &params, ctx, req).await,
     };
-    (Some(index), Some(()), resp)
+    (Some(index), resp)
 }
 
 /// Answers a CORS preflight for the route the preflight asks about, if it has CORS.
@@ -807,7 +807,7 @@ fn preflight<'a>(
     loaded: &'a Arc<Loaded>,
     ctx: &'a Ctx,
     req: &Request,
-) -> Option<impl Future<Output = (Option<usize>, Option<()>, Response)> + 'a> {
+) -> Option<impl Future<Output = (Option<usize>, Response)> + 'a> {
     let asked = req
         .headers()
         .get(header::ACCESS_CONTROL_REQUEST_METHOD)
@@ -831,7 +831,7 @@ fn preflight<'a>(
             Ok(r) => r.map(Body::new),
             Err(never) => match never {},
         };
-        (Some(route), Some(()), resp)
+        (Some(route), resp)
     })
 }
 
@@ -842,7 +842,6 @@ fn limited(
     d: Decision,
     m: &Metrics,
 ) -> Option<Response> {
-    let _ = route;
     if let Decision::Limited { .. } = d {
         m.rate_limited
             .get_or_create(&RouteLabels {
@@ -941,12 +940,7 @@ async fn serve_route(
         .and_then(|v| v.parse::<u64>().ok())
         && len > route.max_body
     {
-        return json_error(
-            ctx,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!("the request body is larger than {} bytes", route.max_body),
-        );
+        return too_large(ctx, route);
     }
 
     // Headers for the backend.
@@ -1025,12 +1019,7 @@ async fn serve_route(
                 match upstream::buffer(body, route.max_body).await {
                     Ok(b) => OutgoingBody::Buffered(b),
                     Err(Failure::BodyTooLarge) => {
-                        return json_error(
-                            ctx,
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "body_too_large",
-                            &format!("the request body is larger than {} bytes", route.max_body),
-                        );
+                        return too_large(ctx, route);
                     }
                     Err(_) => {
                         return json_error(
@@ -1102,12 +1091,7 @@ fn upstream_failure(
     f: Failure,
 ) -> Response {
     if let Failure::BodyTooLarge = f {
-        return json_error(
-            ctx,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!("the request body is larger than {} bytes", route.max_body),
-        );
+        return too_large(ctx, route);
     }
     rt.counts.upstream_errors.fetch_add(1, Ordering::Relaxed);
     plane

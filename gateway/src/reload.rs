@@ -367,31 +367,20 @@ impl Gateway {
         ReloadOutcome::Swapped { digest }
     }
 
-    /// `/status`: what is served and how reloading went.
+    /// `/status`: what is served and how reloading went (the report's view for people).
     pub fn status(&self, source: &str) -> Status {
-        let current = self.current();
-        let last_error = self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let r = self.report("");
         Status {
-            ready: current.is_some(),
+            ready: r.ready,
             source: source.to_string(),
-            account: current
-                .as_ref()
-                .map(|c| c.compiled.bundle.account.name.clone()),
-            digest: current.as_ref().map(|c| c.digest.to_string()),
-            commit: current.as_ref().and_then(|c| c.commit.clone()),
-            since: current
-                .as_ref()
-                .map(|c| humantime::format_rfc3339_seconds(c.since).to_string()),
-            reloads: self.reloads_total.get(),
-            reload_failures: self.source_failures.get() + self.bundle_failures.get(),
-            last_error: last_error.as_ref().map(|(_, e)| e.clone()),
-            last_error_at: last_error
-                .as_ref()
-                .map(|(t, _)| humantime::format_rfc3339_seconds(*t).to_string()),
+            account: r.account,
+            digest: r.digest.map(|d| d.to_string()),
+            commit: r.commit,
+            since: r.since,
+            reloads: r.reloads,
+            reload_failures: r.reload_failures,
+            last_error: r.last_reload_error,
+            last_error_at: r.last_reload_error_at,
         }
     }
 
