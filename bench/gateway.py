@@ -119,9 +119,11 @@ def rss_kib(pid):
 
 
 def to_ms(value):
-    m = re.match(r"([\d.]+)(us|ms|s)", value)
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
+    if not m:
+        raise ValueError(f"cannot read wrk latency {value!r}")
     n, unit = float(m.group(1)), m.group(2)
-    return n / 1000 if unit == "us" else n * 1000 if unit == "s" else n
+    return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60_000}[unit]
 
 
 def wrk(url, seconds, headers=()):
@@ -129,9 +131,12 @@ def wrk(url, seconds, headers=()):
     for h in headers:
         cmd += ["-H", h]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    try:
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
+        p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    except (AttributeError, ValueError) as e:
+        raise SystemExit(f"{url}: cannot read wrk's output ({e}):\n{out}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"{url}: {errors.group(1)} non-2xx answers:\n{out}")

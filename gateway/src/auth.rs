@@ -8,6 +8,15 @@
 //! also refuses a key of the wrong family. Only a verified token's claims are used.
 //!
 //! The claim policy ([`check_requirement`]) is a pure function with its own tests.
+//!
+//! Signature checks dominate the cost of a request (an RS256 verify is tens of
+//! microseconds); clients send the same token on every request until it expires, so tokens
+//! that verified are kept in a bounded [`VerifiedTokens`] cache under their full text (as
+//! Envoy's `jwt_cache_config` does). A hit skips only the signature: the issuer must still be
+//! one the route accepts, the algorithm on its allowlist, the issuer's key set unchanged since
+//! (a refetched JWKS invalidates every entry verified under the old set), and `exp`/`nbf` are
+//! checked again against the clock with the route's leeway. The cache belongs to one loaded
+//! bundle; a reload starts an empty one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -139,6 +148,9 @@ pub struct RemoteJwks {
     url: String,
     min_interval: std::time::Duration,
     keys: ArcSwap<Vec<Key>>,
+    /// Bumped every time `keys` is replaced: cached verifications name the generation they
+    /// were made under.
+    generation: std::sync::atomic::AtomicU64,
     state: tokio::sync::Mutex<FetchState>,
     fetcher: Arc<dyn JwksFetcher>,
 }
@@ -162,6 +174,7 @@ impl RemoteJwks {
             url,
             min_interval,
             keys: ArcSwap::from_pointee(Vec::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             state: tokio::sync::Mutex::new(FetchState {
                 last_attempt: None,
                 last_error: None,
@@ -176,6 +189,11 @@ impl RemoteJwks {
 
     pub fn keys(&self) -> Arc<Vec<Key>> {
         self.keys.load_full()
+    }
+
+    /// How many times the keys have been replaced.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Fetches again unless the last attempt was less than `min_interval` ago. Concurrent
@@ -193,6 +211,8 @@ impl RemoteJwks {
         match self.fetcher.fetch(&self.url).await {
             Ok(set) => {
                 self.keys.store(Arc::new(keys_of(&set)));
+                self.generation
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 state.last_error = None;
                 true
             }
@@ -210,6 +230,81 @@ impl RemoteJwks {
     }
 }
 
+/// Tokens whose signature verified, by their full text. Only verified tokens are stored, so
+/// a stranger cannot fill it with garbage; it is bounded (`capacity` entries, evicting the
+/// least useful first), and a capacity of 0 turns it off.
+pub struct VerifiedTokens {
+    cache: Option<quick_cache::sync::Cache<String, Arc<Verified>>>,
+}
+
+/// What is remembered of a verified token.
+#[derive(Debug)]
+struct Verified {
+    /// The issuer (by name) whose key verified it.
+    issuer: String,
+    alg: Algorithm,
+    /// The issuer's key-set generation at the time ([`KeySource::generation`]).
+    generation: u64,
+    exp: u64,
+    nbf: Option<u64>,
+    claims: Map<String, Value>,
+}
+
+impl std::fmt::Debug for VerifiedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the tokens themselves.
+        f.debug_struct("VerifiedTokens")
+            .field("entries", &self.len())
+            .finish()
+    }
+}
+
+impl VerifiedTokens {
+    pub fn new(capacity: usize) -> VerifiedTokens {
+        VerifiedTokens {
+            cache: (capacity > 0).then(|| quick_cache::sync::Cache::new(capacity)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lookups that found a token (signature checks saved).
+    pub fn hits(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| c.hits())
+    }
+}
+
+/// Whether a token with these `exp` and `nbf` is valid at `now` (seconds since the epoch)
+/// with `leeway` seconds either side: the same rule jsonwebtoken applies. Pure.
+pub fn check_times(exp: u64, nbf: Option<u64>, leeway: u64, now: u64) -> Result<(), AuthError> {
+    if exp < now.saturating_sub(leeway) {
+        return Err(AuthError::unauthorized(
+            "invalid_token",
+            "the token has expired",
+        ));
+    }
+    if nbf.is_some_and(|nbf| nbf > now + leeway) {
+        return Err(AuthError::unauthorized(
+            "invalid_token",
+            "the token is not valid yet",
+        ));
+    }
+    Ok(())
+}
+
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Option<u64> {
+    match claims.get(name)? {
+        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f as u64)),
+        _ => None,
+    }
+}
+
 /// Where an issuer's keys come from.
 #[derive(Debug, Clone)]
 pub enum KeySource {
@@ -218,6 +313,16 @@ pub enum KeySource {
     /// The keys could not be loaded (e.g. the local signing key's secret is unreadable):
     /// tokens of this issuer cannot be checked, and requests get 503, not 401.
     Unavailable(String),
+}
+
+impl KeySource {
+    /// Changes whenever the keys may have: static keys never change within a loaded bundle.
+    pub fn generation(&self) -> u64 {
+        match self {
+            KeySource::Remote(jwks) => jwks.generation(),
+            KeySource::Static(_) | KeySource::Unavailable(_) => 0,
+        }
+    }
 }
 
 /// An issuer a route may accept tokens from.
@@ -454,8 +559,49 @@ pub async fn authenticate(
     headers: &http::HeaderMap,
     requirements: &[Requirement],
     issuers: &HashMap<String, Issuer>,
+    verified: &VerifiedTokens,
+) -> Result<Principal, AuthError> {
+    authenticate_at(
+        headers,
+        requirements,
+        issuers,
+        verified,
+        jsonwebtoken::get_current_timestamp(),
+    )
+    .await
+}
+
+/// [`authenticate`] with the clock given, for cached tokens (a signature check uses the
+/// system clock, as jsonwebtoken does).
+pub async fn authenticate_at(
+    headers: &http::HeaderMap,
+    requirements: &[Requirement],
+    issuers: &HashMap<String, Issuer>,
+    verified: &VerifiedTokens,
+    now: u64,
 ) -> Result<Principal, AuthError> {
     let token = bearer(headers)?;
+    let leeway = requirements
+        .iter()
+        .map(|r| r.leeway_secs)
+        .max()
+        .unwrap_or(30);
+    if let Some(hit) = verified.cache.as_ref().and_then(|c| c.get(token)) {
+        let still_good = requirements
+            .iter()
+            .flat_map(|r| r.issuers.iter())
+            .filter_map(|name| issuers.get(name))
+            .find(|i| Some(i.iss.as_str()) == hit.claims.get("iss").and_then(Value::as_str))
+            .filter(|i| {
+                i.name == hit.issuer
+                    && i.algorithms.contains(&hit.alg)
+                    && i.keys.generation() == hit.generation
+            });
+        if let Some(issuer) = still_good {
+            check_times(hit.exp, hit.nbf, leeway, now)?;
+            return evaluate(&hit.claims, issuer, requirements);
+        }
+    }
     let header = jsonwebtoken::decode_header(token)
         // `alg: none` and unknown algorithms fail here: jsonwebtoken has no such variant.
         .map_err(|_| {
@@ -488,13 +634,11 @@ pub async fn authenticate(
             ),
         ));
     }
+    // Read before the key is looked up: a JWKS refetch on the way bumps it, and this token is
+    // then verified under the new keys.
+    let generation = issuer.keys.generation();
     let key = find_key(issuer, header.kid.as_deref(), header.alg).await?;
 
-    let leeway = requirements
-        .iter()
-        .map(|r| r.leeway_secs)
-        .max()
-        .unwrap_or(30);
     let mut validation = Validation::new(header.alg);
     validation.algorithms = vec![header.alg];
     validation.leeway = leeway;
@@ -506,11 +650,31 @@ pub async fn authenticate(
     let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
         .map_err(|e| AuthError::unauthorized("invalid_token", describe(&e)))?;
     let claims = data.claims;
+    if let (Some(cache), Some(exp)) = (&verified.cache, numeric_date(&claims, "exp")) {
+        let entry = Arc::new(Verified {
+            issuer: issuer.name.clone(),
+            alg: header.alg,
+            generation,
+            exp,
+            nbf: numeric_date(&claims, "nbf"),
+            claims,
+        });
+        cache.insert(token.to_string(), entry.clone());
+        return evaluate(&entry.claims, issuer, requirements);
+    }
+    evaluate(&claims, issuer, requirements)
+}
 
-    // The first requirement met wins; otherwise the most useful refusal.
+/// The first requirement the verified `claims` meet gives the principal; otherwise the most
+/// useful refusal.
+fn evaluate(
+    claims: &Map<String, Value>,
+    issuer: &Issuer,
+    requirements: &[Requirement],
+) -> Result<Principal, AuthError> {
     let mut refusal: Option<AuthError> = None;
     for req in requirements {
-        match check_requirement(&claims, issuer, req) {
+        match check_requirement(claims, issuer, req) {
             Ok(()) => {
                 let forward = req
                     .forward_claims
@@ -804,5 +968,204 @@ mod tests {
                 "Bearer realm=\"fleetgate\", error=\"insufficient_scope\", error_description=\"missing scope 'x'\", scope=\"x y\""
             )
         );
+    }
+
+    // The verified-token cache, with real RS256 tokens signed by the test keys in
+    // tests/fixtures/keys.
+
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/../tests/fixtures/keys/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn jwks(names: &[&str]) -> JwkSet {
+        let all: BTreeMap<String, Value> =
+            serde_json::from_str(&fixture("jwks.json")).expect("jwks.json");
+        serde_json::from_value(json!({
+            "keys": names.iter().map(|n| all[*n].clone()).collect::<Vec<_>>()
+        }))
+        .expect("a JWKS")
+    }
+
+    fn sign(claims: Value) -> String {
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(fixture("issuer-rsa.pem").as_bytes())
+            .expect("issuer-rsa.pem");
+        let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+        header.kid = Some("issuer-rsa".into());
+        jsonwebtoken::encode(&header, &claims, &key).expect("signed")
+    }
+
+    fn bearer_of(token: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        h
+    }
+
+    fn static_issuer(name: &str, key_names: &[&str]) -> Issuer {
+        Issuer {
+            name: name.into(),
+            iss: "https://sso.example".into(),
+            audiences: vec!["api".into()],
+            algorithms: vec![Algorithm::RS256],
+            keys: KeySource::Static(Arc::new(keys_of(&jwks(key_names)))),
+        }
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn token_for(exp: u64) -> String {
+        sign(json!({"iss": "https://sso.example", "aud": "api", "sub": "alice", "exp": exp}))
+    }
+
+    #[test]
+    fn token_times_follow_jsonwebtoken_rules() {
+        let t = 1_000_000;
+        assert!(check_times(t, None, 0, t).is_ok());
+        assert!(check_times(t - 1, None, 0, t).is_err());
+        assert!(check_times(t - 30, None, 30, t).is_ok());
+        assert!(check_times(t - 31, None, 30, t).is_err());
+        assert!(check_times(t + 60, Some(t + 30), 30, t).is_ok());
+        let e = check_times(t + 60, Some(t + 31), 30, t).expect_err("not yet");
+        assert_eq!(
+            (e.status, e.description.as_str()),
+            (401, "the token is not valid yet")
+        );
+        let e = check_times(t - 100, None, 30, t).expect_err("expired");
+        assert_eq!(e.description, "the token has expired");
+    }
+
+    #[tokio::test]
+    async fn a_token_is_verified_once_then_served_from_the_cache() {
+        let issuers = HashMap::from([("sso".to_string(), static_issuer("sso", &["issuer-rsa"]))]);
+        let reqs = [req(&["sso"], &[])];
+        let cache = VerifiedTokens::new(16);
+        let token = token_for(now() + 600);
+        for _ in 0..3 {
+            let p = authenticate(&bearer_of(&token), &reqs, &issuers, &cache)
+                .await
+                .expect("accepted");
+            assert_eq!(p.subject.as_deref(), Some("alice"));
+        }
+        assert_eq!((cache.len(), cache.hits()), (1, 2));
+
+        // Turned off: nothing is remembered, everything still works.
+        let off = VerifiedTokens::new(0);
+        authenticate(&bearer_of(&token), &reqs, &issuers, &off)
+            .await
+            .expect("accepted");
+        assert_eq!((off.len(), off.hits()), (0, 0));
+
+        // Refused tokens are never stored.
+        let cache = VerifiedTokens::new(16);
+        let expired = token_for(now() - 3600);
+        for _ in 0..2 {
+            let e = authenticate(&bearer_of(&expired), &reqs, &issuers, &cache)
+                .await
+                .expect_err("expired");
+            assert_eq!(e.description, "the token has expired");
+        }
+        assert!(cache.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_still_expires_and_keeps_its_policy_checks() {
+        let issuers = HashMap::from([("sso".to_string(), static_issuer("sso", &["issuer-rsa"]))]);
+        let cache = VerifiedTokens::new(16);
+        let exp = now() + 60;
+        let token = token_for(exp);
+        let reqs = [req(&["sso"], &[])];
+        authenticate(&bearer_of(&token), &reqs, &issuers, &cache)
+            .await
+            .expect("accepted");
+        // Later, past exp and the 30 s leeway: the cached entry is refused like a fresh one.
+        let e = authenticate_at(&bearer_of(&token), &reqs, &issuers, &cache, exp + 31)
+            .await
+            .expect_err("expired by now");
+        assert_eq!(
+            (e.status, e.description.as_str()),
+            (401, "the token has expired")
+        );
+        assert_eq!(cache.hits(), 1);
+        // A route that needs a scope the token lacks: 403 from the cached claims.
+        let scoped = [req(&["sso"], &["orders:write"])];
+        let e = authenticate(&bearer_of(&token), &scoped, &issuers, &cache)
+            .await
+            .expect_err("missing scope");
+        assert_eq!(e.status, 403);
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_counts_only_for_the_issuer_that_verified_it() {
+        // Two trusted issuers claim the same `iss`; only "real" holds the signing key.
+        let issuers = HashMap::from([
+            ("real".to_string(), static_issuer("real", &["issuer-rsa"])),
+            ("other".to_string(), static_issuer("other", &["other-rsa"])),
+        ]);
+        let cache = VerifiedTokens::new(16);
+        let token = token_for(now() + 600);
+        authenticate(&bearer_of(&token), &[req(&["real"], &[])], &issuers, &cache)
+            .await
+            .expect("accepted by real");
+        let e = authenticate(
+            &bearer_of(&token),
+            &[req(&["other"], &[])],
+            &issuers,
+            &cache,
+        )
+        .await
+        .expect_err("other has no such key");
+        assert_eq!(e.status, 401);
+        assert_eq!(e.description, "the token's signing key is unknown");
+    }
+
+    struct Rotating(std::sync::Mutex<JwkSet>);
+
+    impl JwksFetcher for Rotating {
+        fn fetch<'a>(
+            &'a self,
+            _url: &'a str,
+        ) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + 'a>> {
+            let set = self.0.lock().expect("lock").clone();
+            Box::pin(async move { Ok(set) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refetched_jwks_invalidates_cached_tokens() {
+        let fetcher = Arc::new(Rotating(std::sync::Mutex::new(jwks(&["issuer-rsa"]))));
+        let remote = Arc::new(RemoteJwks::new(
+            "https://sso.example/jwks".into(),
+            std::time::Duration::ZERO,
+            fetcher.clone(),
+        ));
+        let mut issuer = static_issuer("sso", &[]);
+        issuer.keys = KeySource::Remote(remote.clone());
+        let issuers = HashMap::from([("sso".to_string(), issuer)]);
+        let reqs = [req(&["sso"], &[])];
+        let cache = VerifiedTokens::new(16);
+        let token = token_for(now() + 600);
+        authenticate(&bearer_of(&token), &reqs, &issuers, &cache)
+            .await
+            .expect("accepted");
+        authenticate(&bearer_of(&token), &reqs, &issuers, &cache)
+            .await
+            .expect("accepted from the cache");
+        assert_eq!(cache.hits(), 1);
+
+        // The issuer retires the key; the gateway refetches (another token's unknown kid).
+        *fetcher.0.lock().expect("lock") = jwks(&["other-rsa"]);
+        assert!(remote.refresh().await);
+        let e = authenticate(&bearer_of(&token), &reqs, &issuers, &cache)
+            .await
+            .expect_err("its key is gone");
+        assert_eq!(e.description, "the token's signing key is unknown");
     }
 }

@@ -230,6 +230,9 @@ impl Counts {
     }
 }
 
+/// Verified tokens remembered per loaded bundle by default: about 1 KiB each.
+pub const DEFAULT_JWT_CACHE_SIZE: usize = 4096;
+
 /// Settings of the data plane that are not in the bundle.
 #[derive(Clone)]
 pub struct Options {
@@ -238,12 +241,15 @@ pub struct Options {
     pub secrets: Arc<dyn SecretReader>,
     /// `None`: the real HTTP fetcher.
     pub jwks_fetcher: Option<Arc<dyn JwksFetcher>>,
+    /// Verified tokens remembered per loaded bundle (0: verify every request).
+    pub jwt_cache_size: usize,
 }
 
 impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Options")
             .field("jwks_refetch_interval", &self.jwks_refetch_interval)
+            .field("jwt_cache_size", &self.jwt_cache_size)
             .finish_non_exhaustive()
     }
 }
@@ -254,6 +260,7 @@ impl Default for Options {
             jwks_refetch_interval: Duration::from_secs(30),
             secrets: Arc::new(LocalSecrets),
             jwks_fetcher: None,
+            jwt_cache_size: DEFAULT_JWT_CACHE_SIZE,
         }
     }
 }
@@ -344,6 +351,8 @@ pub struct Runtime {
     pub routes: Vec<RouteRuntime>,
     pub backends: HashMap<String, Upstream>,
     pub issuers: HashMap<String, Issuer>,
+    /// Tokens verified under this bundle's issuers.
+    pub verified: auth::VerifiedTokens,
     /// Headers that carry forwarded claims: stripped from every incoming request, so a
     /// client cannot pose as someone by sending them itself.
     pub claim_headers: Vec<HeaderName>,
@@ -519,6 +528,7 @@ impl Runtime {
             routes,
             backends,
             issuers,
+            verified: auth::VerifiedTokens::new(shared.options.jwt_cache_size),
             claim_headers,
             counts: Counts::default(),
             warnings,
@@ -896,7 +906,14 @@ async fn serve_route(
     }
     let mut principal = None;
     if !route.requirements.is_empty() {
-        match auth::authenticate(req.headers(), &route.requirements, &rt.issuers).await {
+        match auth::authenticate(
+            req.headers(),
+            &route.requirements,
+            &rt.issuers,
+            &rt.verified,
+        )
+        .await
+        {
             Ok(p) => principal = Some(p),
             Err(e) => {
                 m.auth_rejected

@@ -51,6 +51,10 @@ struct ServeArgs {
     /// Least time between two fetches of one JWKS URL, however many unknown key ids arrive.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     jwks_refetch_interval: Duration,
+    /// How many verified tokens to remember per loaded bundle, so a client's token is
+    /// signature-checked once, not on every request (0: check every request).
+    #[arg(long, default_value_t = fleetgate_gateway::dataplane::DEFAULT_JWT_CACHE_SIZE)]
+    jwt_cache_size: usize,
     /// On SIGTERM, how long requests in flight may take to finish.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
@@ -192,6 +196,7 @@ async fn shutdown_signal() {
 async fn run<S: BundleSource + Clone + 'static>(args: ServeArgs, source: S) -> Result<()> {
     let options = Options {
         jwks_refetch_interval: args.jwks_refetch_interval,
+        jwt_cache_size: args.jwt_cache_size,
         ..Options::default()
     };
     let gateway = Arc::new(Gateway::with_options(options));
