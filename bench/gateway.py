@@ -19,6 +19,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = os.path.join(ROOT, "tests", "fixtures", "keys")
 GATEWAY = os.path.join(ROOT, "target", "release", "fleetgate-gateway")
+BARE = os.path.join(ROOT, "target", "release", "examples", "bare_proxy")
 HOST = "api.bench.example"
 BODY = "x" * 512
 
@@ -148,7 +149,7 @@ def main():
     work = tempfile.mkdtemp(prefix="fleetgate-bench-")
     procs = []
     try:
-        ports = {k: free_port() for k in ("backend", "nginx", "haproxy", "gateway", "admin")}
+        ports = {k: free_port() for k in ("backend", "nginx", "haproxy", "gateway", "admin", "bare")}
         backend = nginx_conf(work, "backend", f"""server {{
     listen 127.0.0.1:{ports['backend']} reuseport;
     keepalive_requests 1000000;
@@ -185,7 +186,10 @@ backend be
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         source = os.path.join(work, "fleet", "bench")
         deploy(source, bundle(ports["backend"]))
-        env = dict(os.environ, TOKIO_WORKER_THREADS="1")
+        # nginx and haproxy run with access logs off; so does the gateway (its other logs stay).
+        env = dict(os.environ, TOKIO_WORKER_THREADS="1", FLEETGATE_LOG="info,fleetgate::access=off")
+        procs.append(subprocess.Popen([BARE, f"127.0.0.1:{ports['bare']}", f"http://127.0.0.1:{ports['backend']}"],
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         gw = subprocess.Popen([GATEWAY, "--source", f"file://{source}",
                                "--listen", f"127.0.0.1:{ports['gateway']}",
                                "--admin-listen", f"127.0.0.1:{ports['admin']}",
@@ -213,6 +217,7 @@ backend be
             ("(a) backend direct", f"http://127.0.0.1:{ports['backend']}/", ()),
             ("(b) nginx proxy", f"http://127.0.0.1:{ports['nginx']}/", ()),
             ("(c) haproxy", f"http://127.0.0.1:{ports['haproxy']}/", ()),
+            ("(f) bare hyper proxy (the floor)", f"http://127.0.0.1:{ports['bare']}/", ()),
             ("(d) fleetgate-gateway", f"http://127.0.0.1:{ports['gateway']}/public", (host,)),
             ("(e) fleetgate + JWT + rate limit", f"http://127.0.0.1:{ports['gateway']}/secured",
              (host, f"Authorization: Bearer {token}")),
@@ -230,7 +235,8 @@ backend be
         med = {name: tuple(statistics.median(x[i] for x in v) for i in range(3))
                for name, v in results.items()}
         base = med["(b) nginx proxy"]
-        print(f"\nwrk -t1 -c32 -d{seconds}s --latency, {rounds} rounds, medians; 2 cores, one worker per server")
+        print(f"\nwrk -t1 -c32 -d{seconds}s --latency, {rounds} rounds, medians; {os.cpu_count()} cores, "
+              "one worker per server, access logs off")
         print(f"{'':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'req/s vs (b)':>13} {'p99 vs (b)':>11}")
         for name, _, _ in rows:
             rps, p50, p99 = med[name]

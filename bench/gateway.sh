@@ -4,9 +4,12 @@
 #   (a) the backend direct          (b) nginx as reverse proxy, upstream keepalive
 #   (c) haproxy                     (d) fleetgate-gateway, public route
 #   (e) fleetgate-gateway with JWT validation (RS256) and a rate limit that does not trigger
+#   (f) gateway/examples/bare_proxy.rs: hyper's server + hyper-util's pooled client and nothing
+#       else, on the gateway's runtime: the floor of the gateway's stack
 # Every server gets one worker (nginx worker_processes 1, haproxy nbthread 1, the gateway
-# TOKIO_WORKER_THREADS=1) so the 2 cores are shared the same way in every row. Prints medians
-# of ROUNDS rounds (req/s, p50, p99), each ratio to (b), and the gateway's idle RSS.
+# TOKIO_WORKER_THREADS=1) so the 2 cores are shared the same way in every row, and access
+# logs are off everywhere. Prints medians of ROUNDS rounds (req/s, p50, p99), each ratio to
+# (b), and the gateway's idle RSS.
 #
 #   bench/gateway.sh [ROUNDS] [SECONDS]        (defaults: 5 rounds of 30 s)
 #
@@ -24,5 +27,5 @@ if ((${#missing[@]})); then
     echo "bench/gateway.sh needs: ${missing[*]} (Debian: apt-get install wrk nginx-light haproxy openssl)" >&2
     exit 1
 fi
-cargo build --release --locked -q -p fleetgate-gateway --bin fleetgate-gateway
+cargo build --release --locked -q -p fleetgate-gateway --bin fleetgate-gateway --example bare_proxy
 exec python3 bench/gateway.py "$ROUNDS" "$SECONDS_EACH"

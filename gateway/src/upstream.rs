@@ -265,20 +265,28 @@ pub async fn send(
     backoff: Duration,
 ) -> Result<http::Response<hyper::body::Incoming>, Failure> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let build = |body: Body| {
+    let Outgoing {
+        method,
+        uri,
+        headers,
+        body,
+    } = out;
+    let build = |body: Body, headers: HeaderMap| {
         let mut req = http::Request::new(body);
-        *req.method_mut() = out.method.clone();
-        *req.uri_mut() = out.uri.clone();
-        *req.headers_mut() = out.headers.clone();
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = uri.clone();
+        *req.headers_mut() = headers;
         req
     };
-    match out.body {
+    match body {
         OutgoingBody::Stream(body, limit) => {
             let limited = Body::new(Limited::new(
                 body,
                 usize::try_from(limit).unwrap_or(usize::MAX),
             ));
-            match tokio::time::timeout_at(deadline, up.client.request(build(limited))).await {
+            // Sent once: the headers move, no copy.
+            let req = build(limited, headers);
+            match tokio::time::timeout_at(deadline, up.client.request(req)).await {
                 Err(_) => Err(Failure::Timeout),
                 Ok(r) => r.map_err(classify),
             }
@@ -288,7 +296,8 @@ pub async fn send(
             loop {
                 let result = tokio::time::timeout_at(
                     deadline,
-                    up.client.request(build(Body::from(bytes.clone()))),
+                    up.client
+                        .request(build(Body::from(bytes.clone()), headers.clone())),
                 )
                 .await;
                 match result {
