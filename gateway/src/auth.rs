@@ -587,11 +587,9 @@ pub async fn authenticate_at(
         .max()
         .unwrap_or(30);
     if let Some(hit) = verified.cache.as_ref().and_then(|c| c.get(token)) {
-        let still_good = requirements
-            .iter()
-            .flat_map(|r| r.issuers.iter())
-            .filter_map(|name| issuers.get(name))
-            .find(|i| Some(i.iss.as_str()) == hit.claims.get("iss").and_then(Value::as_str))
+        let iss = hit.claims.get("iss").and_then(Value::as_str);
+        let still_good = iss
+            .and_then(|iss| route_issuer(requirements, issuers, iss))
             .filter(|i| {
                 i.name == hit.issuer
                     && i.algorithms.contains(&hit.alg)
@@ -616,15 +614,9 @@ pub async fn authenticate_at(
         .get("iss")
         .and_then(Value::as_str)
         .ok_or_else(|| AuthError::unauthorized("invalid_token", "the token has no issuer"))?;
-    // Only issuers this route accepts are candidates.
-    let issuer = requirements
-        .iter()
-        .flat_map(|r| r.issuers.iter())
-        .filter_map(|name| issuers.get(name))
-        .find(|i| i.iss == iss)
-        .ok_or_else(|| {
-            AuthError::unauthorized("invalid_token", "the token's issuer is not accepted here")
-        })?;
+    let issuer = route_issuer(requirements, issuers, iss).ok_or_else(|| {
+        AuthError::unauthorized("invalid_token", "the token's issuer is not accepted here")
+    })?;
     if !issuer.algorithms.contains(&header.alg) {
         return Err(AuthError::unauthorized(
             "invalid_token",
@@ -634,8 +626,9 @@ pub async fn authenticate_at(
             ),
         ));
     }
-    // Read before the key is looked up: a JWKS refetch on the way bumps it, and this token is
-    // then verified under the new keys.
+    // Read before the key is looked up: if a JWKS refetch on the way bumps it, the entry is
+    // stored under the older generation and is merely re-verified next time, never trusted
+    // beyond the keys that verified it.
     let generation = issuer.keys.generation();
     let key = find_key(issuer, header.kid.as_deref(), header.alg).await?;
 
@@ -663,6 +656,19 @@ pub async fn authenticate_at(
         return evaluate(&entry.claims, issuer, requirements);
     }
     evaluate(&claims, issuer, requirements)
+}
+
+/// The issuer with this `iss` among those the route's policies accept: only they are candidates.
+fn route_issuer<'i>(
+    requirements: &[Requirement],
+    issuers: &'i HashMap<String, Issuer>,
+    iss: &str,
+) -> Option<&'i Issuer> {
+    requirements
+        .iter()
+        .flat_map(|r| r.issuers.iter())
+        .filter_map(|name| issuers.get(name))
+        .find(|i| i.iss == iss)
 }
 
 /// The first requirement the verified `claims` meet gives the principal; otherwise the most
