@@ -20,4 +20,26 @@ pub struct Pointer {
     pub applied_by: String,
     /// RFC 3339, UTC.
     pub applied_at: String,
+    /// Set by `fleetgate rollback --to`: the account stays on this bundle, and the watch
+    /// daemon does not roll it forward, until a newer commit lands on the tracked branch or
+    /// `fleetgate release` lifts it. The gateway ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+}
+
+/// A rollback hold: who pinned the account to its bundle, when, why, and which head of the
+/// tracked branch it holds against.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hold {
+    pub by: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub reason: String,
+    /// The commit (or digest) the account was rolled back to, as the operator named it.
+    pub to: String,
+    /// The tracked branch's head when the hold was taken: the hold stands while the branch
+    /// is still there, and ends when a newer commit (the revert) lands.
+    #[serde(default)]
+    pub branch_head: Option<String>,
 }

@@ -29,7 +29,9 @@ use aws_sdk_s3::types::{
 };
 use fleetgate_gateway::{Bundle, Digest};
 
-use crate::target::{AccountRef, Bootstrapped, ETag, ErrorClass, Pointer, Target, TargetError};
+use crate::target::{
+    AccountRef, Bootstrapped, ETag, ErrorClass, InstanceReport, Pointer, Target, TargetError,
+};
 
 /// How the fleet is reached: fleet.yaml's settings plus the command line's.
 #[derive(Debug, Clone)]
@@ -547,6 +549,122 @@ impl Target for AwsTarget {
                 &e,
             )),
         }
+    }
+
+    async fn read_statuses(
+        &self,
+        account: &AccountRef,
+    ) -> Result<Vec<InstanceReport>, TargetError> {
+        let s3 = self.s3(account).await?;
+        let prefix = Self::key(account, "status/");
+        let mut keys = Vec::new();
+        let mut pages = s3
+            .list_objects_v2()
+            .bucket(&account.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                Self::remote(
+                    account,
+                    &format!("ListObjectsV2 s3://{}/{prefix}", account.bucket),
+                    &e,
+                )
+            })?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .filter(|k| k.ends_with(".json"))
+                    .map(str::to_string),
+            );
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            // An instance that went away between the list and the get is simply gone.
+            if let Some((bytes, _)) = self.get(account, &key).await?
+                && let Some(report) = crate::target::parse_status(
+                    &account.name,
+                    &format!("s3://{}/{key}", account.bucket),
+                    &bytes,
+                )
+            {
+                out.push(report);
+            }
+        }
+        out.sort_by(|a, b| a.instance.cmp(&b.instance));
+        Ok(out)
+    }
+
+    async fn pointer_history(
+        &self,
+        account: &AccountRef,
+        limit: usize,
+    ) -> Result<Vec<Pointer>, TargetError> {
+        let s3 = self.s3(account).await?;
+        let key = Self::key(account, "current.json");
+        let what = || format!("ListObjectVersions s3://{}/{key}", account.bucket);
+        // Versions come newest first; only this exact key's (the prefix also matches
+        // current.json.tmp and the like).
+        let mut versions: Vec<String> = Vec::new();
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = s3
+                .list_object_versions()
+                .bucket(&account.bucket)
+                .prefix(&key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| Self::remote(account, &what(), &e))?;
+            versions.extend(
+                page.versions()
+                    .iter()
+                    .filter(|v| v.key() == Some(key.as_str()))
+                    .filter_map(|v| v.version_id().map(str::to_string)),
+            );
+            if versions.len() >= limit || page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                break;
+            }
+        }
+        versions.truncate(limit);
+        let mut out = Vec::with_capacity(versions.len());
+        for version in versions {
+            let got = s3
+                .get_object()
+                .bucket(&account.bucket)
+                .key(&key)
+                .version_id(&version)
+                .send()
+                .await
+                .map_err(|e| {
+                    Self::remote(
+                        account,
+                        &format!(
+                            "GetObject s3://{}/{key}?versionId={version}",
+                            account.bucket
+                        ),
+                        &e,
+                    )
+                })?;
+            let bytes = got.body.collect().await.map_err(|e| TargetError::Remote {
+                account: account.name.clone(),
+                class: ErrorClass::Network,
+                message: format!("reading s3://{}/{key}: {e}", account.bucket),
+            })?;
+            // A version that does not parse is history someone else wrote: skipped.
+            if let Ok(p) = serde_json::from_slice::<Pointer>(&bytes.into_bytes()) {
+                out.push(p);
+            }
+        }
+        Ok(out)
     }
 
     async fn bootstrap(&self, account: &AccountRef) -> Result<Bootstrapped, TargetError> {

@@ -4,7 +4,9 @@ use fleetgate_gateway::{Bundle, Digest};
 
 use crate::aws::{AwsSettings, AwsTarget};
 use crate::manifest::FleetSpec;
-use crate::target::{AccountRef, Bootstrapped, ETag, FileTarget, Pointer, Target, TargetError};
+use crate::target::{
+    AccountRef, Bootstrapped, ETag, FileTarget, InstanceReport, Pointer, Target, TargetError,
+};
 
 /// Either target, behind one type so commands need not be generic.
 #[derive(Debug)]
@@ -120,6 +122,27 @@ impl Target for AnyTarget {
         match self {
             AnyTarget::File(t) => Target::write_pointer(t, account, pointer, expected).await,
             AnyTarget::Aws(t) => t.write_pointer(account, pointer, expected).await,
+        }
+    }
+
+    async fn read_statuses(
+        &self,
+        account: &AccountRef,
+    ) -> Result<Vec<InstanceReport>, TargetError> {
+        match self {
+            AnyTarget::File(t) => Target::read_statuses(t, account).await,
+            AnyTarget::Aws(t) => t.read_statuses(account).await,
+        }
+    }
+
+    async fn pointer_history(
+        &self,
+        account: &AccountRef,
+        limit: usize,
+    ) -> Result<Vec<Pointer>, TargetError> {
+        match self {
+            AnyTarget::File(t) => Target::pointer_history(t, account, limit).await,
+            AnyTarget::Aws(t) => t.pointer_history(account, limit).await,
         }
     }
 

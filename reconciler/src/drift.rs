@@ -572,6 +572,7 @@ mod tests {
                 previous: None,
                 applied_by: "ci".into(),
                 applied_at: "2026-11-23T00:00:00Z".into(),
+                hold: None,
             },
             etag: ETag("\"e\"".into()),
             bundle: Box::new(bundle),

@@ -178,6 +178,21 @@ impl GitRepo {
         })
     }
 
+    /// A commit's subject line, when the repo has that commit.
+    pub fn summary(&self, commit: &str) -> Option<String> {
+        let oid = Oid::from_str(commit).ok()?;
+        let c = self.repo.find_commit(oid).ok()?;
+        c.summary().ok().flatten().map(str::to_string)
+    }
+
+    /// Whether `commit` comes after `ancestor` in history (and is not it).
+    pub fn is_descendant(&self, commit: &str, ancestor: &str) -> bool {
+        match (Oid::from_str(commit), Oid::from_str(ancestor)) {
+            (Ok(c), Ok(a)) => c != a && self.repo.graph_descendant_of(c, a).unwrap_or(false),
+            _ => false,
+        }
+    }
+
     /// The repo's files at a commit.
     pub fn snapshot(&self, commit: &Commit) -> Result<GitSource<'_>, GitError> {
         let tree = self

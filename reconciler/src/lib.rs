@@ -24,6 +24,7 @@ pub mod plan;
 pub mod progress;
 pub mod render;
 pub mod repo;
+pub mod rollout;
 pub mod schema;
 pub mod selector;
 pub mod source;

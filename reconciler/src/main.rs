@@ -13,6 +13,7 @@ use fleetgate::git::GitRepo;
 use fleetgate::pipeline::{self, PipelineError};
 use fleetgate::plan;
 use fleetgate::progress::StderrProgress;
+use fleetgate::rollout::{AccountState, Executor, Outcome, RolloutReport};
 use fleetgate::selector::Selector;
 use fleetgate::target::{AccountRef, Bootstrapped, FanOut, Progress, Target as _};
 use fleetgate::{DirSource, Repo, render, validate};
@@ -55,8 +56,10 @@ enum Command {
     /// What would change in which account: the head against the target, or with --base only
     /// the accounts the base..head change can affect (exit 0 no changes, 2 changes, 1 error).
     Plan(PlanArgs),
-    /// Deploy the head to every account that needs it: bundle first, then the pointer by
-    /// compare-and-swap. Idempotent: accounts already at the head are not written.
+    /// Deploy the head to every account that needs it, wave by wave (fleet.yaml): bundle
+    /// first, then the pointer by compare-and-swap; each wave's gateways must serve the new
+    /// bundle and stay healthy through the bake, or the wave is rolled back. Idempotent:
+    /// accounts already at the head are not written. Exit 0 done, 1 failed or rolled back.
     Apply {
         #[command(flatten)]
         source: GitArgs,
@@ -65,6 +68,72 @@ enum Command {
         head: String,
         #[command(flatten)]
         target: TargetArgs,
+        /// Waves still go in order, but nothing waits for gateways: for a first deployment
+        /// before any gateway runs, or break-glass.
+        #[arg(long)]
+        skip_health_gates: bool,
+        /// No waves at all: every account at once, no gate, and one account's failure stops
+        /// nothing (the first deployment of a fleet; break-glass).
+        #[arg(long, conflicts_with = "skip_health_gates")]
+        all_at_once: bool,
+        /// Also write the rollout report as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+    },
+    /// Point accounts back at the bundles of an earlier commit (or a digest): bundles already
+    /// stored are not rewritten, pointers move by compare-and-swap, all at once unless
+    /// --waves. Records a hold so the watch daemon does not roll the accounts forward until a
+    /// newer commit lands on the branch (the revert) or `fleetgate release`.
+    Rollback {
+        #[command(flatten)]
+        source: GitArgs,
+        /// A commit (sha, tag, `HEAD~1`) or a bundle digest (`sha256:<hex>`).
+        #[arg(long, value_name = "COMMIT|DIGEST")]
+        to: String,
+        /// The branch the fleet tracks: its accounts and fleet.yaml are used, and the hold
+        /// lasts until it moves past its current head.
+        #[arg(long, value_name = "REF", default_value = "HEAD")]
+        branch: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Which accounts: names, globs, stage=, label:<key>=<value>, wave= [default: all].
+        #[arg(long, value_name = "SELECTOR")]
+        accounts: Option<Selector>,
+        /// Why, recorded in the hold.
+        #[arg(long, value_name = "TEXT", default_value = "rollback")]
+        reason: String,
+        /// Go wave by wave with health gates, as apply does.
+        #[arg(long)]
+        waves: bool,
+        /// Do not record a hold: the watch daemon may roll the accounts forward again.
+        #[arg(long)]
+        no_hold: bool,
+    },
+    /// Lift rollback holds, so the watch daemon rolls the accounts forward again.
+    Release {
+        #[command(flatten)]
+        source: GitArgs,
+        #[arg(long, value_name = "REF", default_value = "HEAD")]
+        branch: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Which accounts [default: all].
+        #[arg(long, value_name = "SELECTOR")]
+        accounts: Option<Selector>,
+    },
+    /// An account's pointer history, newest first: digest, commit, who and when, holds.
+    History {
+        #[command(flatten)]
+        source: GitArgs,
+        #[arg(long, value_name = "REF", default_value = "HEAD")]
+        branch: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, value_name = "NAME")]
+        account: String,
+        /// How many entries.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
     },
     /// For every account: in sync with the head, or drifted with a cause (behind, out-of-band
     /// edit, tampered, never deployed), unreachable, or orphaned (exit 0 in sync, 2 drift,
@@ -230,7 +299,49 @@ fn run(cli: Cli) -> Result<ExitCode> {
             source,
             head,
             target,
-        } => cmd_apply(&source, &head, &target),
+            skip_health_gates,
+            all_at_once,
+            report,
+        } => cmd_apply(
+            &source,
+            &head,
+            &target,
+            skip_health_gates || all_at_once,
+            all_at_once,
+            report.as_deref(),
+        ),
+        Command::Rollback {
+            source,
+            to,
+            branch,
+            target,
+            accounts,
+            reason,
+            waves,
+            no_hold,
+        } => cmd_rollback(&RollbackArgs {
+            source,
+            to,
+            branch,
+            target,
+            accounts,
+            reason,
+            waves,
+            no_hold,
+        }),
+        Command::Release {
+            source,
+            branch,
+            target,
+            accounts,
+        } => cmd_release(&source, &branch, &target, accounts.as_ref()),
+        Command::History {
+            source,
+            branch,
+            target,
+            account,
+            limit,
+        } => cmd_history(&source, &branch, &target, &account, limit),
         Command::Drift {
             source,
             rev,
@@ -498,21 +609,29 @@ fn cmd_plan(args: PlanArgs) -> Result<ExitCode> {
     })
 }
 
-fn cmd_apply(source: &GitArgs, head: &str, target_args: &TargetArgs) -> Result<ExitCode> {
+fn cmd_apply(
+    source: &GitArgs,
+    head: &str,
+    target_args: &TargetArgs,
+    skip_gates: bool,
+    all_at_once: bool,
+    report_file: Option<&Path>,
+) -> Result<ExitCode> {
     let repo = open_git(source)?;
     let head = repo.resolve(head)?;
-    let prepared = match pipeline::prepare(&repo, None, &head) {
+    let mut prepared = match pipeline::prepare(&repo, None, &head) {
         Ok(p) => p,
         Err(e) => return report_pipeline_error(e),
     };
+    if all_at_once {
+        prepared.context.waves.clear();
+        prepared.context.wave_of.clear();
+    }
     let options = plan::Options {
         redaction_key: redaction_key()?,
         ..plan::Options::default()
     };
-    let stamp = pipeline::Stamp {
-        applied_by: applied_by(),
-        applied_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-    };
+    let stamp = stamp();
     // Apply reads bundles only where it will replace them; drift checks the rest.
     let verify = pipeline::Verify::Pointers;
     let rt = runtime()?;
@@ -523,80 +642,563 @@ fn cmd_apply(source: &GitArgs, head: &str, target_args: &TargetArgs) -> Result<E
     let (plan, observed) = rt.block_on(pipeline::observe_and_plan(
         &prepared, &target, &options, &fan, verify,
     ))?;
-    let results = rt.block_on(pipeline::apply(
-        &plan,
-        &prepared.desired,
-        &observed,
-        &target,
-        &stamp,
-        &fan,
-    ));
-    let mut stdout = std::io::stdout().lock();
-    let (mut created, mut updated, mut failed, mut conflicts, mut unresolved) = (0, 0, 0, 0, 0);
-    for (account, outcome) in &results {
-        match outcome {
-            pipeline::Applied::Created { digest } => {
-                created += 1;
-                let _ = writeln!(stdout, "created {account} {digest}");
-            }
-            pipeline::Applied::Updated { from, to } => {
-                updated += 1;
-                let _ = writeln!(
-                    stdout,
-                    "updated {account} {} -> {}",
-                    from.short(),
-                    to.short()
-                );
-            }
-            pipeline::Applied::Conflict { reason, now } => {
-                conflicts += 1;
-                if *now != plan::Action::NoChange {
-                    unresolved += 1;
-                }
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "conflict {reason}; observed again: {}",
-                    match now {
-                        plan::Action::NoChange =>
-                            "now at the head (another apply deployed it), nothing to do",
-                        plan::Action::Unreachable => "unreachable now",
-                        _ => "still needs the head: run apply again to re-plan and write",
-                    }
-                );
-            }
-            pipeline::Applied::Failed { reason, class } => {
-                failed += 1;
-                let _ = writeln!(std::io::stderr(), "failed [{class}] {reason}");
-            }
-        }
+    let settings = fleet.map(|f| f.rollout.clone()).unwrap_or_default();
+    let exec = Executor {
+        target: &target,
+        plan: &plan,
+        desired: &prepared.desired,
+        observed: &observed,
+        stamp: &stamp,
+        settings: &settings,
+        fan,
+        skip_gates,
+        hold: None,
+        record_commit: true,
+    };
+    let report = run_rollout(&rt, &exec)?;
+    if let Some(path) = report_file {
+        let mut json = serde_json::to_string_pretty(&report)?;
+        json.push('\n');
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    for a in plan
-        .accounts
-        .iter()
-        .filter(|a| a.action == plan::Action::Unreachable)
-    {
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped {}: {}",
-            a.name,
-            a.note.as_deref().unwrap_or("unreachable")
-        );
-    }
+    print_plan_leftovers(&plan);
+    let failed: usize = report.waves.iter().map(|w| w.failed).sum();
+    let count = |f: &dyn Fn(&fleetgate::rollout::AccountReport) -> bool| {
+        report
+            .waves
+            .iter()
+            .flat_map(|w| w.accounts.values())
+            .filter(|a| f(a))
+            .count()
+    };
+    let landed = |a: &fleetgate::rollout::AccountReport| {
+        matches!(
+            a.state,
+            AccountState::Applied | AccountState::Serving | AccountState::Healthy
+        )
+    };
     let _ = writeln!(
-        stdout,
-        "applied {} ({}) to {}: {created} created, {updated} updated, {} unchanged, {conflicts} conflicts ({unresolved} still to apply), {failed} failed, {} unreachable, {} orphaned (never deleted)",
+        std::io::stdout(),
+        "applied {} ({}) to {}: {} created, {} updated, {} unchanged, {} conflicts ({} still to apply), {} failed, {} rolled back, {} skipped, {} held, {} unreachable, {} orphaned (never deleted)",
         plan.head.rev,
         &plan.head.commit[..12.min(plan.head.commit.len())],
         plan.target,
+        count(&|a| landed(a) && a.from.is_none()),
+        count(&|a| landed(a) && a.from.is_some()),
         plan.summary.no_change,
+        count(&|a| a.state == AccountState::Conflict),
+        count(&|a| a.state == AccountState::Conflict
+            && a.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("still needs"))),
+        count(&|a| a.state == AccountState::Failed),
+        count(&|a| a.state == AccountState::RolledBack),
+        count(&|a| a.state == AccountState::Skipped),
+        plan.summary.held,
         plan.summary.unreachable,
         plan.summary.orphaned,
     );
-    Ok(if failed + unresolved + plan.summary.unreachable > 0 {
+    Ok(
+        if report.outcome != Outcome::Succeeded || failed > 0 || plan.summary.unreachable > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
+}
+
+fn stamp() -> pipeline::Stamp {
+    pipeline::Stamp {
+        applied_by: applied_by(),
+        applied_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    }
+}
+
+/// Runs a rollout, printing each account's outcome and each wave's as they end.
+fn run_rollout<T: fleetgate::target::Target>(
+    rt: &tokio::runtime::Runtime,
+    exec: &Executor<'_, T>,
+) -> Result<RolloutReport> {
+    let live = std::sync::Arc::new(std::sync::Mutex::new(exec.initial_report()));
+    let report = rt.block_on(exec.run(&live));
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    let short = |d: &str| {
+        d.trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect::<String>()
+    };
+    let waved = exec.plan.waves.iter().any(|w| w.name != "(no wave)");
+    for wave in &report.waves {
+        if wave.accounts.is_empty() {
+            continue;
+        }
+        if waved {
+            let _ = writeln!(
+                out,
+                "wave {}: {} ({} account{}, {} failed, {} tolerated)",
+                wave.name,
+                serde_json::to_value(wave.state)?.as_str().unwrap_or("?"),
+                wave.accounts.len(),
+                if wave.accounts.len() == 1 { "" } else { "s" },
+                wave.failed,
+                wave.tolerated_failures
+            );
+        }
+        for (name, a) in &wave.accounts {
+            let detail = a
+                .detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
+            match a.state {
+                AccountState::Applied | AccountState::Serving | AccountState::Healthy => {
+                    let _ = match &a.from {
+                        None => writeln!(out, "created {name} {}{detail}", a.to),
+                        Some(from) => writeln!(
+                            out,
+                            "updated {name} {} -> {}{detail}",
+                            short(from),
+                            short(&a.to)
+                        ),
+                    };
+                }
+                AccountState::Conflict => {
+                    let _ = writeln!(err, "conflict {}", a.detail.as_deref().unwrap_or(name));
+                }
+                AccountState::Failed => {
+                    let _ = match a.error {
+                        // Target errors name their account.
+                        Some(class) => writeln!(
+                            err,
+                            "failed [{class}] {}",
+                            a.detail.as_deref().unwrap_or(name)
+                        ),
+                        None => writeln!(err, "failed [health] {name}{detail}"),
+                    };
+                }
+                AccountState::RolledBack => {
+                    let _ = writeln!(err, "rolled back {name}{detail}");
+                }
+                AccountState::Skipped | AccountState::Pending => {
+                    let _ = writeln!(err, "skipped {name}{detail}");
+                }
+            }
+        }
+    }
+    if let Some(reason) = &report.reason {
+        let _ = writeln!(std::io::stderr(), "rollout stopped: {reason}");
+    }
+    Ok(report)
+}
+
+fn outcome_line(report: &RolloutReport) -> String {
+    let count = |s: AccountState| {
+        report
+            .waves
+            .iter()
+            .flat_map(|w| w.accounts.values())
+            .filter(|a| a.state == s)
+            .count()
+    };
+    let changed =
+        count(AccountState::Healthy) + count(AccountState::Serving) + count(AccountState::Applied);
+    format!(
+        "{} ({changed} changed, {} failed, {} rolled back, {} skipped)",
+        serde_json::to_value(report.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        count(AccountState::Failed),
+        count(AccountState::RolledBack),
+        count(AccountState::Skipped)
+    )
+}
+
+fn print_plan_leftovers(plan: &plan::Plan) {
+    let mut err = std::io::stderr().lock();
+    for a in &plan.accounts {
+        match a.action {
+            plan::Action::Unreachable => {
+                let _ = writeln!(
+                    err,
+                    "skipped {}: {}",
+                    a.name,
+                    a.note.as_deref().unwrap_or("unreachable")
+                );
+            }
+            plan::Action::Held => {
+                let _ = writeln!(
+                    err,
+                    "held {}: {}",
+                    a.name,
+                    a.note.as_deref().unwrap_or("held")
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RollbackArgs {
+    source: GitArgs,
+    to: String,
+    branch: String,
+    target: TargetArgs,
+    accounts: Option<Selector>,
+    reason: String,
+    waves: bool,
+    no_hold: bool,
+}
+
+/// The selected accounts of the repo (all without a selector), placed in the target.
+fn select_accounts(config: &Repo, selector: Option<&Selector>) -> Result<Vec<AccountRef>> {
+    let names: Vec<String> = match selector {
+        Some(sel) => sel
+            .select(config)
+            .map_err(anyhow::Error::msg)?
+            .into_iter()
+            .collect(),
+        None => config.account_names().map(str::to_string).collect(),
+    };
+    Ok(names
+        .iter()
+        .filter_map(|n| AccountRef::from_repo(config, n))
+        .collect())
+}
+
+fn cmd_rollback(args: &RollbackArgs) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let repo = open_git(&args.source)?;
+    let branch = repo.resolve(&args.branch)?;
+    let Some(config) = load_valid(&repo, &branch)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let accounts = select_accounts(&config, args.accounts.as_ref())?;
+    let fleet = config.fleet.as_ref().map(|f| &f.spec);
+    let rt = runtime()?;
+    let target = args.target.connect(&rt, fleet, &branch.id.to_string())?;
+    let progress = StderrProgress::new();
+    let fan = args.target.fan_out(fleet, &progress);
+
+    // What each account goes back to: a digest already stored there, or the commit's render.
+    let mut problems: Vec<String> = Vec::new();
+    let mut desired: Vec<plan::Desired> = Vec::new();
+    let (head, record_commit) = if let Some(hex) = args.to.strip_prefix("sha256:") {
+        let digest: fleetgate_gateway::Digest = format!("sha256:{hex}")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--to {}: {e}", args.to))?;
+        let read = rt.block_on(fan.run(
+            "read bundle",
+            accounts.iter(),
+            |a| a,
+            |a| {
+                let digest = digest.clone();
+                let target = &target;
+                async move { target.read_bundle(a, &digest).await }
+            },
+        ));
+        let by_name: std::collections::BTreeMap<&str, &AccountRef> =
+            accounts.iter().map(|a| (a.name.as_str(), a)).collect();
+        for (name, r) in read {
+            match r {
+                Ok(Some(bundle)) => desired.push(plan::Desired {
+                    account: by_name[name.as_str()].clone(),
+                    canonical: bundle.canonical_json(),
+                    bundle,
+                    digest: digest.clone(),
+                    base_digest: None,
+                }),
+                Ok(None) => problems.push(format!(
+                    "{name}: bundle {digest} is not stored there; roll back to a commit instead"
+                )),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        (
+            plan::Revision {
+                rev: args.to.clone(),
+                commit: digest.to_string(),
+            },
+            false,
+        )
+    } else {
+        let to = repo.resolve(&args.to)?;
+        let old = Repo::load(&repo.snapshot(&to)?);
+        for a in &accounts {
+            if !old.accounts.contains_key(&a.name) {
+                problems.push(format!(
+                    "{}: not in the repo at {} ({}): nothing to roll back to",
+                    a.name,
+                    args.to,
+                    to.short()
+                ));
+                continue;
+            }
+            match render(&old, &a.name) {
+                Ok(r) => desired.push(plan::Desired {
+                    account: a.clone(),
+                    bundle: r.bundle,
+                    canonical: r.canonical,
+                    digest: r.digest,
+                    base_digest: None,
+                }),
+                Err(errs) => problems.push(format!(
+                    "{}: does not render at {} ({}): {}",
+                    a.name,
+                    args.to,
+                    to.short(),
+                    errs.first().map(ToString::to_string).unwrap_or_default()
+                )),
+            }
+        }
+        (
+            plan::Revision {
+                rev: args.to.clone(),
+                commit: to.id.to_string(),
+            },
+            true,
+        )
+    };
+    for p in &problems {
+        let _ = writeln!(std::io::stderr(), "cannot roll back {p}");
+    }
+
+    let refs: Vec<AccountRef> = desired.iter().map(|d| d.account.clone()).collect();
+    let wanted: std::collections::BTreeMap<String, fleetgate_gateway::Digest> = desired
+        .iter()
+        .map(|d| (d.account.name.clone(), d.digest.clone()))
+        .collect();
+    let observed = rt.block_on(fleetgate::target::observe(
+        &target,
+        &refs,
+        Some(&wanted),
+        &fan,
+    ));
+    let (waves, concurrency, wave_of) = pipeline::rollout_order(&config);
+    let context = plan::Context {
+        repo: repo.location().to_string(),
+        base: None,
+        head: head.clone(),
+        target: target.location(),
+        fleet: config.account_names().map(str::to_string).collect(),
+        deployed: Default::default(),
+        rendered: plan::Rendered {
+            base: 0,
+            head: desired.len(),
+        },
+        // All at once unless asked: one wave of the fleet's concurrency, no gate.
+        waves: if args.waves { waves } else { Vec::new() },
+        concurrency,
+        wave_of: if args.waves {
+            wave_of
+        } else {
+            Default::default()
+        },
+    };
+    let options = plan::Options {
+        redaction_key: redaction_key()?,
+        ignore_holds: true,
+        ..plan::Options::default()
+    };
+    let plan = plan::plan(&context, &desired, &observed, &options);
+    let stamp = stamp();
+    let hold = (!args.no_hold).then(|| fleetgate::target::Hold {
+        by: stamp.applied_by.clone(),
+        at: stamp.applied_at.clone(),
+        reason: args.reason.clone(),
+        to: if record_commit {
+            format!("{} ({})", args.to, &head.commit[..12])
+        } else {
+            args.to.clone()
+        },
+        branch_head: Some(branch.id.to_string()),
+    });
+    let settings = fleet.map(|f| f.rollout.clone()).unwrap_or_default();
+    let exec = Executor {
+        target: &target,
+        plan: &plan,
+        desired: &desired,
+        observed: &observed,
+        stamp: &stamp,
+        settings: &settings,
+        fan,
+        skip_gates: !args.waves,
+        hold: hold.clone(),
+        record_commit,
+    };
+    let report = run_rollout(&rt, &exec)?;
+    // Accounts already on the bundle get the hold too, so none is rolled forward.
+    let mut held_in_place = 0;
+    if let Some(hold) = &hold {
+        let at_target: Vec<&AccountRef> = plan
+            .accounts
+            .iter()
+            .filter(|a| a.action == plan::Action::NoChange)
+            .filter_map(|a| refs.iter().find(|r| r.name == a.name))
+            .collect();
+        for (name, r) in rt.block_on(fan.run(
+            "hold",
+            at_target,
+            |a| a,
+            |a| {
+                let (target, stamp) = (&target, &stamp);
+                async move { fleetgate::rollout::set_hold(target, a, Some(hold), stamp).await }
+            },
+        )) {
+            match r {
+                Ok(_) => held_in_place += 1,
+                Err(e) => problems.push(format!("{name}: cannot record the hold: {e}")),
+            }
+        }
+    }
+    print_plan_leftovers(&plan);
+    let _ = writeln!(
+        std::io::stdout(),
+        "rolled back to {} in {}: {}; {} already there{}; {} unreachable, {} could not be rolled back; {:.1}s",
+        args.to,
+        plan.target,
+        outcome_line(&report),
+        plan.summary.no_change,
+        if hold.is_some() {
+            format!(" (held: {held_in_place})")
+        } else {
+            String::new()
+        },
+        plan.summary.unreachable,
+        problems.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let failed: usize = report.waves.iter().map(|w| w.failed).sum();
+    Ok(
+        if report.outcome != Outcome::Succeeded
+            || failed + problems.len() + plan.summary.unreachable > 0
+        {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
+}
+
+fn cmd_release(
+    source: &GitArgs,
+    branch: &str,
+    target_args: &TargetArgs,
+    selector: Option<&Selector>,
+) -> Result<ExitCode> {
+    let repo = open_git(source)?;
+    let branch = repo.resolve(branch)?;
+    let Some(config) = load_valid(&repo, &branch)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let accounts = select_accounts(&config, selector)?;
+    let fleet = config.fleet.as_ref().map(|f| &f.spec);
+    let rt = runtime()?;
+    let target = target_args.connect(&rt, fleet, &branch.id.to_string())?;
+    let progress = StderrProgress::new();
+    let fan = target_args.fan_out(fleet, &progress);
+    let stamp = stamp();
+    let mut results = rt.block_on(fan.run(
+        "release",
+        accounts.iter(),
+        |a| a,
+        |a| {
+            let (target, stamp) = (&target, &stamp);
+            async move { fleetgate::rollout::set_hold(target, a, None, stamp).await }
+        },
+    ));
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    let (mut released, mut failed) = (0, 0);
+    for (name, r) in &results {
+        match r {
+            Ok(true) => {
+                released += 1;
+                let _ = writeln!(std::io::stdout(), "released {name}");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                failed += 1;
+                let _ = writeln!(std::io::stderr(), "failed [{}] {e}", e.class());
+            }
+        }
+    }
+    let _ = writeln!(
+        std::io::stdout(),
+        "released {released} hold{} in {} ({} accounts looked at, {failed} failed)",
+        if released == 1 { "" } else { "s" },
+        target.location(),
+        results.len()
+    );
+    Ok(if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn cmd_history(
+    source: &GitArgs,
+    branch: &str,
+    target_args: &TargetArgs,
+    account: &str,
+    limit: usize,
+) -> Result<ExitCode> {
+    let repo = open_git(source)?;
+    let branch = repo.resolve(branch)?;
+    let Some(config) = load_valid(&repo, &branch)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let Some(account_ref) = AccountRef::from_repo(&config, account) else {
+        bail!(
+            "{account}: no such account in the repo at {}",
+            branch.short()
+        );
+    };
+    let fleet = config.fleet.as_ref().map(|f| &f.spec);
+    let rt = runtime()?;
+    let target = target_args.connect(&rt, fleet, &branch.id.to_string())?;
+    let history = rt.block_on(target.pointer_history(&account_ref, limit))?;
+    let mut out = std::io::stdout().lock();
+    if history.is_empty() {
+        let _ = writeln!(
+            out,
+            "{account}: no pointer history in {}",
+            target.location()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (i, p) in history.iter().enumerate() {
+        let commit = p.commit.as_deref().map_or_else(
+            || "-".to_string(),
+            |c| {
+                let short = &c[..12.min(c.len())];
+                match repo.summary(c) {
+                    Some(subject) => format!("{short} {subject:?}"),
+                    None => short.to_string(),
+                }
+            },
+        );
+        let _ = writeln!(
+            out,
+            "{} {} {} {commit} by {}{}{}",
+            if i == 0 { "*" } else { " " },
+            p.applied_at,
+            p.digest.short(),
+            p.applied_by,
+            p.previous
+                .as_ref()
+                .map(|d| format!(" (was {})", d.short()))
+                .unwrap_or_default(),
+            p.hold
+                .as_ref()
+                .map(|h| format!(" [hold by {} at {}: {}]", h.by, h.at, h.reason))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn applied_by() -> String {

@@ -110,7 +110,56 @@ pub struct FleetSpec {
     /// Ordered rollout waves. Each account lands in the first wave that selects it.
     pub waves: Vec<Wave>,
     #[serde(default)]
+    pub rollout: RolloutSpec,
+    #[serde(default)]
     pub drift: DriftSpec,
+}
+
+/// How a rollout watches and undoes itself.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// What a wave that breaches its failure tolerance or health gate rolls back.
+    #[serde(default)]
+    pub rollback: RollbackScope,
+    /// How often gateway status reports are read during a health gate (default 5s).
+    #[serde(default = "default_gate_poll")]
+    pub poll_interval: Duration,
+    /// Reports older than this are from instances that are gone and are not counted
+    /// (default 2m; gateways write theirs on every poll).
+    #[serde(default = "default_report_max_age")]
+    pub report_max_age: Duration,
+}
+
+fn default_gate_poll() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_report_max_age() -> Duration {
+    Duration::from_secs(120)
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        RolloutSpec {
+            rollback: RollbackScope::default(),
+            poll_interval: default_gate_poll(),
+            report_max_age: default_report_max_age(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RollbackScope {
+    /// The accounts the failing wave changed go back to their previous bundle; earlier waves,
+    /// which passed their gates, stay.
+    #[default]
+    Wave,
+    /// The failing wave's accounts and every earlier wave's of this rollout go back.
+    All,
+    /// Stop and leave every account as it is, for a person to decide.
+    None,
 }
 
 fn default_session() -> Duration {
@@ -232,7 +281,7 @@ impl JsonSchema for FailureTolerance {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HealthGate {
     /// Highest tolerated share of 5xx answers since the new bundle was loaded (default 0.01).
@@ -247,6 +296,14 @@ pub struct HealthGate {
     /// What to do with accounts where no gateway reports status.
     #[serde(default)]
     pub no_gateway: NoGatewayPolicy,
+    /// Requests an account must have served on the new bundle before its ratios are judged
+    /// (default 10): one 500 out of two requests says little.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+}
+
+fn default_min_requests() -> u64 {
+    10
 }
 
 fn default_ratio() -> f64 {
@@ -264,11 +321,12 @@ impl Default for HealthGate {
             max_upstream_error_ratio: default_ratio(),
             timeout: default_gate_timeout(),
             no_gateway: NoGatewayPolicy::default(),
+            min_requests: default_min_requests(),
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum NoGatewayPolicy {
     /// Keep waiting until the gate's timeout, then count the account as failed.

@@ -144,6 +144,7 @@ pub fn prepare(
         }
     }
 
+    let (waves, concurrency, wave_of) = rollout_order(&head_repo);
     Ok(Prepared {
         context: Context {
             repo: repo.location().to_string(),
@@ -153,10 +154,31 @@ pub fn prepare(
             fleet: head_repo.account_names().map(str::to_string).collect(),
             deployed: BTreeSet::new(),
             rendered,
+            waves,
+            concurrency,
+            wave_of,
         },
         desired,
         fleet: head_repo.fleet.as_ref().map(|f| f.spec.clone()),
     })
+}
+
+/// fleet.yaml's waves, the fleet's concurrency, and each account's wave: what the plan
+/// needs to order the rollout.
+pub fn rollout_order(repo: &Repo) -> (Vec<crate::manifest::Wave>, usize, BTreeMap<String, usize>) {
+    let Some(fleet) = repo.fleet.as_ref() else {
+        return (Vec::new(), 32, BTreeMap::new());
+    };
+    let waves = &fleet.spec.waves;
+    let wave_of = repo
+        .accounts
+        .values()
+        .filter_map(|a| {
+            let i = crate::waves::wave_of(waves, &a.doc.spec.stage, &a.doc.metadata.labels)?;
+            Some((a.name.clone(), i))
+        })
+        .collect();
+    (waves.clone(), fleet.spec.concurrency as usize, wave_of)
 }
 
 /// How much of the deployed state a plan reads.
@@ -354,6 +376,7 @@ async fn apply_one<T: Target>(
         previous: current.map(|(p, _)| p.digest.clone()),
         applied_by: stamp.applied_by.clone(),
         applied_at: stamp.applied_at.clone(),
+        hold: None,
     };
     target
         .write_pointer(&d.account, &pointer, current.map(|(_, e)| e))

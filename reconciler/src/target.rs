@@ -21,7 +21,8 @@ use fleetgate_gateway::{Bundle, Digest};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-pub use fleetgate_gateway::pointer::Pointer;
+pub use fleetgate_gateway::pointer::{Hold, Pointer};
+pub use fleetgate_gateway::reload::InstanceReport;
 
 /// The version of a pointer a compare-and-swap expects.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -230,6 +231,22 @@ pub trait Target: Send + Sync {
         pointer: &Pointer,
         expected: Option<&ETag>,
     ) -> impl Future<Output = Result<ETag, TargetError>> + Send;
+
+    /// The account's pointers, newest first, at most `limit`: S3 keeps every version of
+    /// `current.json` (the bucket is versioned); the file target keeps `history.jsonl`.
+    fn pointer_history(
+        &self,
+        account: &AccountRef,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Pointer>, TargetError>> + Send;
+
+    /// The reports gateway instances write next to the pointer (`status/<instance>.json`),
+    /// for the rollout's health gate. A report that does not parse is skipped with a
+    /// warning: one broken instance must not hide the others.
+    fn read_statuses(
+        &self,
+        account: &AccountRef,
+    ) -> impl Future<Output = Result<Vec<InstanceReport>, TargetError>> + Send;
 
     /// Creates the account's store (S3: its config bucket, versioned, encrypted, not public)
     /// when missing. Idempotent.
@@ -445,6 +462,21 @@ impl Target for FileTarget {
         FileTarget::write_pointer(self, &account.name, pointer, expected)
     }
 
+    async fn read_statuses(
+        &self,
+        account: &AccountRef,
+    ) -> Result<Vec<InstanceReport>, TargetError> {
+        FileTarget::read_statuses(self, &account.name)
+    }
+
+    async fn pointer_history(
+        &self,
+        account: &AccountRef,
+        limit: usize,
+    ) -> Result<Vec<Pointer>, TargetError> {
+        FileTarget::pointer_history(self, &account.name, limit)
+    }
+
     async fn bootstrap(&self, account: &AccountRef) -> Result<Bootstrapped, TargetError> {
         let dir = self.account_dir(&account.name)?;
         if dir.is_dir() {
@@ -572,6 +604,59 @@ impl FileTarget {
         Ok(true)
     }
 
+    /// The pointers written to the account, newest first, from `history.jsonl` (one JSON
+    /// pointer a line, appended under the pointer's lock after each write).
+    pub fn pointer_history(
+        &self,
+        account: &str,
+        limit: usize,
+    ) -> Result<Vec<Pointer>, TargetError> {
+        let path = self.account_dir(account)?.join("history.jsonl");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::io(account, &path, e)),
+        };
+        let mut out = Vec::new();
+        for line in text.lines().rev().filter(|l| !l.trim().is_empty()) {
+            if out.len() == limit {
+                break;
+            }
+            // A torn last line (a crash mid-append) is skipped, not fatal.
+            if let Ok(p) = serde_json::from_str::<Pointer>(line) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The gateway instances' reports in `DIR/<account>/status/`, sorted by instance.
+    pub fn read_statuses(&self, account: &str) -> Result<Vec<InstanceReport>, TargetError> {
+        let dir = self.account_dir(account)?.join("status");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::io(account, &dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| Self::io(account, &dir, e))?.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue; // the gateway's temp files
+            }
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Self::io(account, &path, e)),
+            };
+            if let Some(report) = parse_status(account, &path.display().to_string(), &bytes) {
+                out.push(report);
+            }
+        }
+        out.sort_by(|a, b| a.instance.cmp(&b.instance));
+        Ok(out)
+    }
+
     /// Replaces the pointer if it is still at `expected` (`None`: there must be no pointer).
     /// The bundle it names must already be stored.
     pub fn write_pointer(
@@ -620,6 +705,20 @@ impl FileTarget {
             })?;
         bytes.push(b'\n');
         write_atomically(&path, &bytes).map_err(|e| Self::io(account, &path, e))?;
+        // The history line goes after the pointer, under the same lock: it never names a
+        // pointer that was not written (a crash in between loses one line of history).
+        let history = dir.join("history.jsonl");
+        let mut line = serde_json::to_vec(pointer).map_err(|e| TargetError::CorruptPointer {
+            account: account.to_string(),
+            message: e.to_string(),
+        })?;
+        line.push(b'\n');
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&history)
+            .and_then(|mut f| f.write_all(&line))
+            .map_err(|e| Self::io(account, &history, e))?;
         // The lock is released when `lock` drops.
         Ok(etag_of(&bytes))
     }
@@ -644,6 +743,17 @@ pub fn check_stored_bundle(
         digest: digest.clone(),
         message: e.to_string(),
     })
+}
+
+/// A gateway's status report, or `None` (with a warning) when it does not parse.
+pub fn parse_status(account: &str, path: &str, bytes: &[u8]) -> Option<InstanceReport> {
+    match serde_json::from_slice(bytes) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(account, path, error = %e, "skipping a gateway status report that does not parse");
+            None
+        }
+    }
 }
 
 fn etag_of(bytes: &[u8]) -> ETag {
@@ -676,6 +786,7 @@ mod tests {
             previous,
             applied_by: "test".into(),
             applied_at: "2026-11-23T12:00:00Z".into(),
+            hold: None,
         }
     }
 

@@ -114,7 +114,14 @@ impl Fleet {
     }
 
     fn apply(&self) -> Output {
-        self.run(&["apply", "--repo", self.repo(), "--target", "aws"])
+        self.run(&[
+            "apply",
+            "--repo",
+            self.repo(),
+            "--target",
+            "aws",
+            "--all-at-once",
+        ])
     }
 
     fn drift(&self) -> Output {
@@ -647,6 +654,7 @@ fn two_applies_racing_lose_nothing_and_a_rerun_converges() {
                 head,
                 "--target",
                 "aws",
+                "--all-at-once",
             ])
             .env("FLEETGATE_APPLIED_BY", who)
             .stdout(std::process::Stdio::piped())
@@ -856,6 +864,7 @@ fn accounts_still_throttled_or_silent_are_classified_and_do_not_hold_up_the_rest
         "aws",
         "--account-timeout",
         "4s",
+        "--all-at-once",
     ]);
     assert_eq!(code(&out), 1, "{}", show(&out));
     assert!(stdout(&out).contains("8 created"), "{}", show(&out));

@@ -79,7 +79,14 @@ impl Fleet {
 
     fn apply(&self) -> Output {
         let repo = self.repo.to_str().expect("utf-8 path");
-        self.run(&["apply", "--repo", repo, "--target", &self.target])
+        self.run(&[
+            "apply",
+            "--repo",
+            repo,
+            "--target",
+            &self.target,
+            "--all-at-once",
+        ])
     }
 
     /// The plan as a value, through the library (for snapshots and big fleets).

@@ -90,6 +90,20 @@ fn unreachable(plan: &Plan) -> Vec<&AccountPlan> {
         .collect()
 }
 
+/// `canary: 2 accounts, 2 at once, 0 failures tolerated, bake 10m`.
+fn wave_line(w: &super::WavePlan) -> String {
+    format!(
+        "{}: {} {}, {} at once, {} failure{} tolerated, bake {}",
+        w.name,
+        w.accounts.len(),
+        accounts_word(w.accounts.len()),
+        w.max_concurrency,
+        w.tolerated_failures,
+        if w.tolerated_failures == 1 { "" } else { "s" },
+        w.bake_time
+    )
+}
+
 // ---------------------------------------------------------------------------------------
 // Text
 
@@ -210,6 +224,12 @@ pub fn text(plan: &Plan, color: bool) -> String {
             );
         }
     }
+    if s.create + s.update > 0 {
+        let _ = writeln!(out, "\n{}", p.paint(bold, "Rollout, in this order:"));
+        for w in plan.waves.iter().filter(|w| !w.accounts.is_empty()) {
+            let _ = writeln!(out, "  {}", wave_line(w));
+        }
+    }
     if !plan.orphans.is_empty() {
         let _ = writeln!(
             out,
@@ -220,12 +240,17 @@ pub fn text(plan: &Plan, color: bool) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{} {} to create, {} to update, {} unchanged, {} unreachable, {} not affected, {} orphaned.",
+        "\n{} {} to create, {} to update, {} unchanged, {} unreachable, {}{} not affected, {} orphaned.",
         p.paint(bold, "Plan:"),
         s.create,
         s.update,
         s.no_change,
         s.unreachable,
+        if s.held > 0 {
+            format!("{} held, ", s.held)
+        } else {
+            String::new()
+        },
         s.not_affected,
         s.orphaned
     );
@@ -287,6 +312,23 @@ pub fn markdown(plan: &Plan, limit: usize, full_plan: Option<&str>) -> String {
         plan.target,
         rendered_line(plan)
     );
+    let order: Vec<String> = plan
+        .waves
+        .iter()
+        .filter(|w| !w.accounts.is_empty())
+        .map(|w| format!("{} ({})", w.name, w.accounts.len()))
+        .collect();
+    if !order.is_empty() {
+        let _ = writeln!(head, "\nRollout on merge: {}.", order.join(" → "));
+    }
+    if s.held > 0 {
+        let _ = writeln!(
+            head,
+            "\n{} {} held by a rollback (not rolled forward until a newer commit lands or `fleetgate release`).",
+            s.held,
+            accounts_word(s.held)
+        );
+    }
 
     if !plan.warnings.is_empty() {
         let _ = writeln!(head, "\n### ⚠️ Warnings\n");

@@ -54,6 +54,11 @@ pub struct Context {
     /// Accounts the target holds state for (orphans are those not in `fleet`).
     pub deployed: BTreeSet<String>,
     pub rendered: Rendered,
+    /// fleet.yaml's waves, in order, and the fleet's concurrency (a wave's default).
+    pub waves: Vec<crate::manifest::Wave>,
+    pub concurrency: usize,
+    /// The wave of each account (an index into `waves`).
+    pub wave_of: BTreeMap<String, usize>,
 }
 
 /// Settings that shape the output, not the decision.
@@ -66,6 +71,8 @@ pub struct Options {
     pub context_lines: usize,
     /// Warn when more than this percentage of the fleet's accounts would be updated at once.
     pub fleet_change_percent: u32,
+    /// Plan held accounts like any other (`fleetgate rollback --to` replaces holds).
+    pub ignore_holds: bool,
 }
 
 impl Default for Options {
@@ -74,6 +81,7 @@ impl Default for Options {
             redaction_key: Vec::new(),
             context_lines: 3,
             fleet_change_percent: 25,
+            ignore_holds: false,
         }
     }
 }
@@ -103,6 +111,9 @@ pub enum Action {
     NoChange,
     /// Its deployed state could not be read or cannot be trusted; nothing will be written.
     Unreachable,
+    /// `fleetgate rollback --to` pinned it to its bundle; it is not rolled forward until a
+    /// newer commit lands or `fleetgate release` lifts the hold.
+    Held,
 }
 
 impl Action {
@@ -112,6 +123,7 @@ impl Action {
             Action::Update => "update",
             Action::NoChange => "no-change",
             Action::Unreachable => "unreachable",
+            Action::Held => "held",
         }
     }
 }
@@ -134,6 +146,9 @@ pub struct Plan {
     /// Identical changes, each shown once with the accounts it applies to. Updates first,
     /// then creates; within each, the biggest group first.
     pub groups: Vec<Group>,
+    /// The rollout order: fleet.yaml's waves, each with the accounts it creates or updates.
+    /// Execution follows it, wave by wave.
+    pub waves: Vec<WavePlan>,
     /// Every planned account, by name.
     pub accounts: Vec<AccountPlan>,
     /// Deployed in the target, absent from git. Never deleted by fleetgate.
@@ -151,6 +166,8 @@ pub struct Summary {
     pub update: usize,
     pub no_change: usize,
     pub unreachable: usize,
+    /// Pinned by a rollback hold: not rolled forward.
+    pub held: usize,
     /// Accounts in the fleet the change cannot affect (not rendered, not observed).
     pub not_affected: usize,
     pub orphaned: usize,
@@ -190,6 +207,24 @@ pub struct AccountPlan {
     /// Unified diff of the redacted pretty bundles (deployed -> head); empty when nothing
     /// changes. Hunk headers name the place in the bundle instead of line numbers.
     pub diff: String,
+}
+
+/// One wave of the rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WavePlan {
+    pub name: String,
+    /// The wave's accounts this plan creates or updates, sorted: what the wave changes.
+    pub accounts: Vec<String>,
+    /// The wave's planned accounts with nothing to write (unchanged, held, unreachable).
+    pub untouched: usize,
+    /// Accounts changed at once.
+    pub max_concurrency: usize,
+    /// Failed accounts the wave tolerates before it stops and rolls back (fleet.yaml's
+    /// failureTolerance applied to `accounts`).
+    pub tolerated_failures: usize,
+    pub bake_time: fleetgate_gateway::Duration,
+    pub health_gate: crate::manifest::HealthGate,
 }
 
 /// Accounts that share one change: the same action, the same summary and the same changed
@@ -267,6 +302,18 @@ pub fn plan(
                 entry.note = Some(reason.clone());
                 entry.error = Some(*class);
             }
+            Observed::Current { pointer, .. } | Observed::Deployed { pointer, .. }
+                if pointer.hold.is_some()
+                    && pointer.digest != d.digest
+                    && !options.ignore_holds =>
+            {
+                entry.action = Action::Held;
+                entry.from = Some(pointer.digest.to_string());
+                entry.deployed_commit = pointer.commit.clone();
+                if let Some(hold) = &pointer.hold {
+                    entry.note = Some(held_note(hold));
+                }
+            }
             Observed::Current { pointer, .. } => {
                 entry.from = Some(pointer.digest.to_string());
                 entry.deployed_commit = pointer.commit.clone();
@@ -330,6 +377,7 @@ pub fn plan(
         update: count(Action::Update),
         no_change: count(Action::NoChange),
         unreachable: count(Action::Unreachable),
+        held: count(Action::Held),
         not_affected: context
             .fleet
             .iter()
@@ -359,6 +407,7 @@ pub fn plan(
         ))
     });
 
+    let waves = wave_plans(context, &accounts);
     Plan {
         warnings,
         format_version: PLAN_FORMAT_VERSION,
@@ -369,9 +418,69 @@ pub fn plan(
         head: context.head.clone(),
         target: context.target.clone(),
         groups,
+        waves,
         accounts,
         orphans,
     }
+}
+
+fn held_note(hold: &crate::target::Hold) -> String {
+    format!(
+        "held at {} by {} since {}: {}; a newer commit on the branch or `fleetgate release` lifts it",
+        hold.to, hold.by, hold.at, hold.reason
+    )
+}
+
+/// Each wave with the accounts it changes. Accounts without a wave (every account when the
+/// context has no waves: `apply --all-at-once`, `rollback` without `--waves`) go in a last
+/// wave of their own, which tolerates any number of failures.
+fn wave_plans(context: &Context, accounts: &[AccountPlan]) -> Vec<WavePlan> {
+    let mut waves: Vec<WavePlan> = context
+        .waves
+        .iter()
+        .map(|w| WavePlan {
+            name: w.name.clone(),
+            accounts: Vec::new(),
+            untouched: 0,
+            max_concurrency: w
+                .max_concurrency
+                .map_or(context.concurrency, |n| n as usize)
+                .max(1),
+            tolerated_failures: 0,
+            bake_time: w.bake_time,
+            health_gate: w.health_gate.clone(),
+        })
+        .collect();
+    let unassigned = waves.len();
+    for a in accounts {
+        let i = context.wave_of.get(&a.name).copied().unwrap_or(unassigned);
+        if i == waves.len() {
+            waves.push(WavePlan {
+                name: "(no wave)".into(),
+                accounts: Vec::new(),
+                untouched: 0,
+                max_concurrency: context.concurrency.max(1),
+                tolerated_failures: 0,
+                bake_time: fleetgate_gateway::Duration::default(),
+                health_gate: crate::manifest::HealthGate::default(),
+            });
+        }
+        if matches!(a.action, Action::Create | Action::Update) {
+            waves[i].accounts.push(a.name.clone());
+        } else {
+            waves[i].untouched += 1;
+        }
+    }
+    for (i, w) in waves.iter_mut().enumerate() {
+        w.accounts.sort();
+        w.tolerated_failures = match context.waves.get(i) {
+            Some(spec) => spec.failure_tolerance.allowed(w.accounts.len()),
+            // Without waves everything goes at once and one account's failure stops
+            // nothing.
+            None => w.accounts.len(),
+        };
+    }
+    waves
 }
 
 /// The lines of a diff that say what changes: hunk headers, additions, removals.
