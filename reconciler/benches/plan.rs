@@ -81,7 +81,10 @@ fn bench(c: &mut Criterion) {
 
     // Deploy the base, then change one account.
     let head = repo.resolve("HEAD").unwrap();
-    let prepared = pipeline::prepare(&repo, None, &head).unwrap();
+    let mut prepared = pipeline::prepare(&repo, None, &head).unwrap();
+    // Every account at once, no gate: what `apply --all-at-once` does.
+    prepared.context.waves.clear();
+    prepared.context.wave_of.clear();
     let (p, observed) = rt
         .block_on(pipeline::observe_and_plan(
             &prepared,
@@ -95,14 +98,21 @@ fn bench(c: &mut Criterion) {
         applied_by: "bench".into(),
         applied_at: "2026-11-23T00:00:00Z".into(),
     };
-    rt.block_on(pipeline::apply(
-        &p,
-        &prepared.desired,
-        &observed,
-        &target,
-        &stamp,
-        &FanOut::quiet(32),
-    ));
+    let settings = fleetgate::manifest::RolloutSpec::default();
+    let exec = fleetgate::rollout::Executor {
+        target: &target,
+        plan: &p,
+        desired: &prepared.desired,
+        observed: &observed,
+        stamp: &stamp,
+        settings: &settings,
+        fan: FanOut::quiet(32),
+        skip_gates: true,
+        hold: None,
+        record_commit: true,
+    };
+    let live = std::sync::Arc::new(std::sync::Mutex::new(exec.initial_report()));
+    rt.block_on(exec.run(&live));
     let name = &p.accounts[ACCOUNTS / 2].name;
     let file = dir.join(format!("accounts/{name}.yaml"));
     let text = std::fs::read_to_string(&file).unwrap();

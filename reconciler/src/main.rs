@@ -1241,18 +1241,7 @@ fn cmd_bootstrap(
     let Some(config) = load_valid(&repo, &head)? else {
         return Ok(ExitCode::FAILURE);
     };
-    let names: Vec<String> = match selector {
-        Some(sel) => sel
-            .select(&config)
-            .map_err(anyhow::Error::msg)?
-            .into_iter()
-            .collect(),
-        None => config.account_names().map(str::to_string).collect(),
-    };
-    let accounts: Vec<AccountRef> = names
-        .iter()
-        .filter_map(|n| AccountRef::from_repo(&config, n))
-        .collect();
+    let accounts = select_accounts(&config, selector)?;
     let fleet = config.fleet.as_ref().map(|f| &f.spec);
     let rt = runtime()?;
     let target = target_args.connect(&rt, fleet, &head.id.to_string())?;

@@ -180,17 +180,11 @@ impl Clock {
 impl<'a, T: Target> Executor<'a, T> {
     /// A report with every wave pending.
     pub fn initial_report(&self) -> RolloutReport {
-        let to: BTreeMap<&str, String> = self
+        let planned: BTreeMap<&str, &crate::plan::AccountPlan> = self
             .plan
             .accounts
             .iter()
-            .map(|a| (a.name.as_str(), a.to.clone()))
-            .collect();
-        let from: BTreeMap<&str, Option<String>> = self
-            .plan
-            .accounts
-            .iter()
-            .map(|a| (a.name.as_str(), a.from.clone()))
+            .map(|a| (a.name.as_str(), a))
             .collect();
         RolloutReport {
             commit: self.plan.head.commit.clone(),
@@ -215,8 +209,11 @@ impl<'a, T: Target> Executor<'a, T> {
                                 n.clone(),
                                 AccountReport {
                                     state: AccountState::Pending,
-                                    from: from.get(n.as_str()).cloned().flatten(),
-                                    to: to.get(n.as_str()).cloned().unwrap_or_default(),
+                                    from: planned.get(n.as_str()).and_then(|a| a.from.clone()),
+                                    to: planned
+                                        .get(n.as_str())
+                                        .map(|a| a.to.clone())
+                                        .unwrap_or_default(),
                                     detail: None,
                                     error: None,
                                 },
@@ -525,10 +522,11 @@ impl<'a, T: Target> Executor<'a, T> {
         &self,
         names: &[String],
     ) -> BTreeMap<String, Result<Vec<InstanceReport>, TargetError>> {
+        let names: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
         let refs: Vec<&AccountRef> = self
             .desired
             .iter()
-            .filter(|d| names.contains(&d.account.name))
+            .filter(|d| names.contains(d.account.name.as_str()))
             .map(|d| &d.account)
             .collect();
         let fan = FanOut {
@@ -549,14 +547,14 @@ impl<'a, T: Target> Executor<'a, T> {
         clock: &Clock,
         live: &Live,
     ) {
-        let by_name: BTreeMap<&str, &AccountRef> = self
+        let by_name: BTreeMap<&str, &Desired> = self
             .desired
             .iter()
-            .map(|d| (d.account.name.as_str(), &d.account))
+            .map(|d| (d.account.name.as_str(), d))
             .collect();
-        let items: Vec<(&AccountRef, &Written)> = written
+        let items: Vec<(&Desired, &Written)> = written
             .iter()
-            .filter_map(|(n, w)| by_name.get(n.as_str()).map(|a| (*a, w)))
+            .filter_map(|(n, w)| by_name.get(n.as_str()).map(|d| (*d, w)))
             .collect();
         let applied_by = format!("{} (auto-rollback)", self.stamp.applied_by);
         let at = clock.rfc3339();
@@ -565,8 +563,8 @@ impl<'a, T: Target> Executor<'a, T> {
             .run(
                 "rollback",
                 items,
-                |(a, _)| a,
-                |(a, w)| {
+                |(d, _)| &d.account,
+                |(d, w)| {
                     let (applied_by, at) = (applied_by.clone(), at.clone());
                     async move {
                         let Some(prev) = &w.previous else {
@@ -578,17 +576,13 @@ impl<'a, T: Target> Executor<'a, T> {
                         let pointer = Pointer {
                             digest: prev.digest.clone(),
                             commit: prev.commit.clone(),
-                            previous: self
-                                .desired
-                                .iter()
-                                .find(|d| d.account.name == a.name)
-                                .map(|d| d.digest.clone()),
+                            previous: Some(d.digest.clone()),
                             applied_by,
                             applied_at: at,
                             hold: None,
                         };
                         self.target
-                            .write_pointer(a, &pointer, Some(&w.etag))
+                            .write_pointer(&d.account, &pointer, Some(&w.etag))
                             .await
                             .map(|_| Ok(prev.digest.short().to_string()))
                     }
