@@ -56,6 +56,7 @@ fn plan(
         &options,
         &FanOut::quiet(32),
         pipeline::Verify::Pointers,
+        &|_| false,
     ))
     .unwrap()
     .0
@@ -92,6 +93,7 @@ fn bench(c: &mut Criterion) {
             &Options::default(),
             &FanOut::quiet(32),
             pipeline::Verify::Pointers,
+            &|_| false,
         ))
         .unwrap();
     let stamp = Stamp {

@@ -134,6 +134,16 @@ impl AwsTarget {
         })
     }
 
+    /// An S3 client with the hub's own credentials (not an account's): the hub's state
+    /// bucket.
+    pub fn hub_s3(&self) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&self.hub)
+                .force_path_style(self.path_style)
+                .build(),
+        )
+    }
+
     pub fn settings(&self) -> &AwsSettings {
         &self.settings
     }

@@ -153,6 +153,16 @@ impl GitRepo {
         })
     }
 
+    /// How a branch of the config repo is named here: `origin/<branch>` in the cache of a
+    /// remote (fetched on open), the branch itself in a local repository.
+    pub fn branch_rev(&self, branch: &str) -> String {
+        if is_url(&self.location) && !branch.starts_with("origin/") {
+            format!("origin/{branch}")
+        } else {
+            branch.to_string()
+        }
+    }
+
     /// The path or URL it was opened from.
     pub fn location(&self) -> &str {
         &self.location

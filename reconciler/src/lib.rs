@@ -16,6 +16,7 @@ pub mod diagnostics;
 pub mod drift;
 pub mod example_fleet;
 pub mod git;
+pub mod lease;
 pub mod manifest;
 pub mod merge;
 pub mod openapi;
@@ -31,6 +32,7 @@ pub mod source;
 pub mod target;
 pub mod template;
 pub mod validate;
+pub mod watch;
 pub mod waves;
 pub mod yaml;
 

@@ -172,6 +172,11 @@ enum Command {
         #[arg(long, value_name = "SELECTOR")]
         accounts: Option<Selector>,
     },
+    /// Keep the fleet at the head of a branch: fetch on an interval or on a push webhook,
+    /// roll each new head out wave by wave with health gates (one rollout at a time; a newer
+    /// commit waits for the running one), check drift on a schedule, and serve /status,
+    /// /health, /metrics and /webhook. Only the lease holder rolls out (docs/watch.md).
+    Watch(Box<WatchArgs>),
     /// Generate a config repo with N accounts (deterministic) for tests and benchmarks.
     ExampleFleet {
         #[arg(long, default_value_t = 1000)]
@@ -187,6 +192,57 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "schemas")]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct WatchArgs {
+    #[command(flatten)]
+    source: GitArgs,
+    /// The branch the fleet tracks (`origin/<branch>` of a remote repo).
+    #[arg(long, default_value = "main")]
+    branch: String,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Where /status, /health, /metrics and /webhook are served.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9400",
+        env = "FLEETGATE_WATCH_LISTEN"
+    )]
+    listen: std::net::SocketAddr,
+    /// How often the remote is fetched (a webhook wakes the daemon sooner).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    poll_interval: std::time::Duration,
+    /// How often drift is checked [default: fleet.yaml's drift.interval, else 6h].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    drift_interval: Option<std::time::Duration>,
+    /// This replica's part of the fleet, i/N: accounts split by a stable hash of their
+    /// name; each shard has its own lease.
+    #[arg(long, value_name = "i/N")]
+    shard: Option<pipeline::Shard>,
+    /// This daemon's name in the lease and in the pointers it writes [default: host and
+    /// process id].
+    #[arg(long, value_name = "NAME")]
+    identity: Option<String>,
+    /// How long the lease lasts without renewal (renewed every third of it): how long a
+    /// dead holder blocks the others.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    lease_ttl: std::time::Duration,
+    /// The hub's state bucket for the lease with --target aws [default: fleet.yaml's
+    /// stateBucket].
+    #[arg(long, value_name = "BUCKET")]
+    state_bucket: Option<String>,
+    /// A file holding the webhook's secret (or set FLEETGATE_WEBHOOK_SECRET); without one
+    /// /webhook answers 404.
+    #[arg(long, value_name = "FILE")]
+    webhook_secret_file: Option<PathBuf>,
+    /// Longest wait between retries after errors.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    max_backoff: std::time::Duration,
+    /// json (one object a line) or text.
+    #[arg(long, default_value = "text", value_parser = ["json", "text"])]
+    log_format: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -356,6 +412,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             target,
             accounts,
         } => cmd_bootstrap(&source, &rev, &target, accounts.as_ref()),
+        Command::Watch(args) => cmd_watch(*args),
         Command::ExampleFleet {
             accounts,
             seed,
@@ -381,6 +438,112 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn cmd_watch(args: WatchArgs) -> Result<ExitCode> {
+    init_logging(&args.log_format);
+    let secret = match (
+        &args.webhook_secret_file,
+        std::env::var_os("FLEETGATE_WEBHOOK_SECRET"),
+    ) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the webhook secret {}", path.display()))?;
+            Some(text.trim_end_matches(['\n', '\r']).as_bytes().to_vec())
+        }
+        (None, Some(s)) if !s.is_empty() => Some(s.as_encoded_bytes().to_vec()),
+        _ => None,
+    };
+    if secret.as_ref().is_some_and(Vec::is_empty) {
+        bail!("the webhook secret is empty");
+    }
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let settings = fleetgate::watch::Settings {
+        repo: args.source.repo.clone(),
+        branch: args.branch.clone(),
+        cache_dir: cache_dir(&args.source),
+        target: args.target.target.clone(),
+        endpoint_url: args.target.endpoint_url.clone(),
+        poll_interval: args.poll_interval,
+        drift_interval: args.drift_interval,
+        shard: args.shard,
+        identity,
+        lease_ttl: args.lease_ttl,
+        state_bucket: args.state_bucket.clone(),
+        webhook_secret: secret,
+        concurrency: args.target.concurrency,
+        account_timeout: args.target.account_timeout,
+        max_backoff: args.max_backoff,
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(
+            %addr,
+            repo = %settings.repo,
+            branch = %settings.branch,
+            identity = %settings.identity,
+            shard = settings.shard.map(|s| s.to_string()).unwrap_or_default(),
+            "watching"
+        );
+        let daemon = fleetgate::watch::Daemon::new(settings);
+        fleetgate::watch::run(daemon, listener, shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLEETGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        builder.init();
     }
 }
 
@@ -577,8 +740,14 @@ fn cmd_plan(args: PlanArgs) -> Result<ExitCode> {
     let target = args.target.connect(&rt, fleet, &head.id.to_string())?;
     let progress = StderrProgress::new();
     let fan = args.target.fan_out(fleet, &progress);
+    let superseded = |c: &str| repo.is_descendant(&head.id.to_string(), c);
     let (plan, _) = rt.block_on(pipeline::observe_and_plan(
-        &prepared, &target, &options, &fan, verify,
+        &prepared,
+        &target,
+        &options,
+        &fan,
+        verify,
+        &superseded,
     ))?;
     let to_file = args.out.is_some();
     let text = match args.format {
@@ -639,8 +808,15 @@ fn cmd_apply(
     let target = target_args.connect(&rt, fleet, &head.id.to_string())?;
     let progress = StderrProgress::new();
     let fan = target_args.fan_out(fleet, &progress);
+    // Holds recorded before this head are over: the branch moved past them.
+    let superseded = |c: &str| repo.is_descendant(&head.id.to_string(), c);
     let (plan, observed) = rt.block_on(pipeline::observe_and_plan(
-        &prepared, &target, &options, &fan, verify,
+        &prepared,
+        &target,
+        &options,
+        &fan,
+        verify,
+        &superseded,
     ))?;
     let settings = fleet.map(|f| f.rollout.clone()).unwrap_or_default();
     let exec = Executor {

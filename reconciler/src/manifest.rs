@@ -95,6 +95,11 @@ pub struct FleetSpec {
     pub session_duration: Duration,
     /// Region of the hub (STS calls, the reconciler's own state).
     pub hub_region: String,
+    /// The hub's own bucket (in `hubRegion`, reached with the hub's credentials) for the
+    /// reconciler's state: the watch daemon's leases. `fleetgate watch --state-bucket`
+    /// overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_bucket: Option<String>,
     /// Regions accounts may be in; empty allows any.
     #[serde(default)]
     pub regions: Vec<String>,

@@ -39,6 +39,8 @@ pub struct Prepared {
     pub desired: Vec<Desired>,
     /// The head's fleet.yaml (how accounts are reached).
     pub fleet: Option<crate::manifest::FleetSpec>,
+    /// Set by [`Prepared::restrict_to`].
+    pub shard: Option<Shard>,
 }
 
 fn revision(c: &Commit) -> Revision {
@@ -158,6 +160,7 @@ pub fn prepare(
         },
         desired,
         fleet: head_repo.fleet.as_ref().map(|f| f.spec.clone()),
+        shard: None,
     })
 }
 
@@ -190,16 +193,23 @@ pub enum Verify {
     Bundles,
 }
 
-/// Observes the prepared accounts in the target and decides the plan.
+/// Observes the prepared accounts in the target and decides the plan. `superseded` says
+/// whether the tracked branch has moved past a commit (holds recorded there are over).
 pub async fn observe_and_plan<T: Target>(
     prepared: &Prepared,
     target: &T,
     options: &plan::Options,
     fan: &FanOut<'_>,
     verify: Verify,
+    superseded: &dyn Fn(&str) -> bool,
 ) -> Result<(Plan, BTreeMap<String, Observed>), PipelineError> {
     let refs: Vec<AccountRef> = prepared.desired.iter().map(|d| d.account.clone()).collect();
-    let deployed: BTreeSet<String> = target.deployed_accounts().await?.into_iter().collect();
+    let deployed: BTreeSet<String> = target
+        .deployed_accounts()
+        .await?
+        .into_iter()
+        .filter(|a| prepared.shard.is_none_or(|s| s.contains(a)))
+        .collect();
     let wanted: BTreeMap<String, Digest> = prepared
         .desired
         .iter()
@@ -210,8 +220,81 @@ pub async fn observe_and_plan<T: Target>(
     let mut context = prepared.context.clone();
     context.target = target.location();
     context.deployed = deployed;
-    let plan = plan::plan(&context, &prepared.desired, &observed, options);
+    let mut options = options.clone();
+    options.released_holds = hold_heads(&observed)
+        .into_iter()
+        .filter(|h| superseded(h))
+        .collect();
+    let plan = plan::plan(&context, &prepared.desired, &observed, &options);
     Ok((plan, observed))
+}
+
+/// The branch heads that the holds in `observed` were recorded at.
+pub fn hold_heads(observed: &BTreeMap<String, Observed>) -> BTreeSet<String> {
+    observed
+        .values()
+        .filter_map(|o| match o {
+            Observed::Current { pointer, .. } | Observed::Deployed { pointer, .. } => {
+                pointer.hold.as_ref()?.branch_head.clone()
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// One of N disjoint parts of the fleet (`fleetgate watch --shard i/N`): an account's part
+/// is a stable hash of its name, so it never moves while N stays the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    pub fn of(name: &str, count: u32) -> u32 {
+        use sha2::Digest as _;
+        let h = sha2::Sha256::digest(name.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&h[..8]);
+        (u64::from_be_bytes(first) % u64::from(count.max(1))) as u32
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        Shard::of(name, self.count) == self.index
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let err = || format!("{s:?}: a shard is i/N with 0 <= i < N, e.g. 0/3");
+        let (i, n) = s.split_once('/').ok_or_else(err)?;
+        let (index, count): (u32, u32) = (
+            i.trim().parse().map_err(|_| err())?,
+            n.trim().parse().map_err(|_| err())?,
+        );
+        if count == 0 || index >= count {
+            return Err(err());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Prepared {
+    /// Keeps only the shard's accounts: the plan, the rollout and orphans are the shard's.
+    pub fn restrict_to(&mut self, shard: Shard) {
+        self.desired.retain(|d| shard.contains(&d.account.name));
+        self.context.fleet.retain(|n| shard.contains(n));
+        self.context.wave_of.retain(|n, _| shard.contains(n));
+        self.shard = Some(shard);
+    }
 }
 
 /// Who applies and when, recorded in every pointer written.

@@ -109,6 +109,7 @@ impl Fleet {
                 &options,
                 &FanOut::quiet(8),
                 pipeline::Verify::Pointers,
+                &|_| false,
             ))
             .expect("plans");
         // Stable text for snapshots: temp paths and commit ids vary from run to run.

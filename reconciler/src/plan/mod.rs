@@ -73,6 +73,9 @@ pub struct Options {
     pub fleet_change_percent: u32,
     /// Plan held accounts like any other (`fleetgate rollback --to` replaces holds).
     pub ignore_holds: bool,
+    /// Branch heads the tracked branch has moved past: a hold recorded at one of them is
+    /// over (the revert, or any newer commit, landed), and its account is planned as usual.
+    pub released_holds: BTreeSet<String>,
 }
 
 impl Default for Options {
@@ -82,6 +85,7 @@ impl Default for Options {
             context_lines: 3,
             fleet_change_percent: 25,
             ignore_holds: false,
+            released_holds: BTreeSet::new(),
         }
     }
 }
@@ -303,9 +307,11 @@ pub fn plan(
                 entry.error = Some(*class);
             }
             Observed::Current { pointer, .. } | Observed::Deployed { pointer, .. }
-                if pointer.hold.is_some()
-                    && pointer.digest != d.digest
-                    && !options.ignore_holds =>
+                if pointer
+                    .hold
+                    .as_ref()
+                    .is_some_and(|h| !hold_released(h, options))
+                    && pointer.digest != d.digest =>
             {
                 entry.action = Action::Held;
                 entry.from = Some(pointer.digest.to_string());
@@ -422,6 +428,15 @@ pub fn plan(
         accounts,
         orphans,
     }
+}
+
+/// Whether a hold no longer stands: ignored by the caller, or superseded by the branch.
+pub fn hold_released(hold: &crate::target::Hold, options: &Options) -> bool {
+    options.ignore_holds
+        || hold
+            .branch_head
+            .as_ref()
+            .is_some_and(|b| options.released_holds.contains(b))
 }
 
 fn held_note(hold: &crate::target::Hold) -> String {
