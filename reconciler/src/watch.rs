@@ -555,6 +555,9 @@ struct Looper {
     next_drift: Option<Instant>,
     /// A head whose manifests are invalid: reported once, not retried.
     invalid_head: Option<String>,
+    /// Renews the lease from the moment it exists, rollouts included.
+    renewer: Option<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The lease and its lock: the loop and the renewer never write it at once.
@@ -616,8 +619,9 @@ pub async fn run(
         failures: 0,
         next_drift: None,
         invalid_head: None,
+        renewer: None,
+        stop: stop_rx.clone(),
     };
-    let mut renewer: Option<tokio::task::JoinHandle<()>> = None;
     tokio::pin!(shutdown);
     loop {
         let started = Instant::now();
@@ -626,15 +630,6 @@ pub async fn run(
             () = &mut shutdown => break,
             r = looper.reconcile() => r,
         };
-        if renewer.is_none()
-            && let Some(holder) = &looper.lease
-        {
-            renewer = Some(spawn_renewer(
-                daemon.clone(),
-                holder.clone(),
-                stop_rx.clone(),
-            ));
-        }
         daemon
             .metrics
             .reconcile_seconds
@@ -656,7 +651,7 @@ pub async fn run(
     }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    if let Some(r) = renewer {
+    if let Some(r) = looper.renewer.take() {
         let _ = r.await;
     }
     if let Some(holder) = &looper.lease {
@@ -787,7 +782,7 @@ impl Looper {
                     if self.lease.is_none() {
                         match self.lease_store(&t, prepared.fleet.as_ref()) {
                             Ok(store) => {
-                                self.lease = Some(Arc::new(LeaseHolder {
+                                let holder = Arc::new(LeaseHolder {
                                     lease: Lease {
                                         store,
                                         identity: self.settings().identity.clone(),
@@ -796,7 +791,13 @@ impl Looper {
                                     },
                                     guard: tokio::sync::Mutex::new(()),
                                     held: false.into(),
-                                }));
+                                });
+                                self.renewer = Some(spawn_renewer(
+                                    self.daemon.clone(),
+                                    holder.clone(),
+                                    self.stop.clone(),
+                                ));
+                                self.lease = Some(holder);
                             }
                             Err(e) => return self.error("no place for the lease", e),
                         }
