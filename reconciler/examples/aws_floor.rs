@@ -1,9 +1,19 @@
-//! The floor `bench/fleet.sh` measures `fleetgate plan --target aws` against: only the AWS
-//! calls a plan cannot do without (per account, AssumeRole and a GetObject of its pointer),
-//! with the same SDK, HTTP client and concurrency, and nothing else. Prints the seconds the
-//! calls took (the repo is read before the clock starts).
+//! The floors the AWS benchmarks measure fleetgate against: only the AWS calls a step
+//! cannot do without, with the same SDK, HTTP client and concurrency, and nothing else.
+//! Prints the seconds the calls took (the repo and files are read before the clock starts).
 //!
-//! `cargo run --release -p fleetgate --example aws_floor -- CONFIG_DIR ENDPOINT_URL [CONCURRENCY]`
+//! - plan (`bench/fleet.sh`): per account, AssumeRole and a GetObject of its pointer;
+//! - `--apply DIR` (`bench/rollout.sh`, a rollout): that, then a PutObject of the account's
+//!   bundle (`DIR/<account>.json`, from `fleetgate render --out DIR`) and a PutObject of a
+//!   pointer naming it;
+//! - `--point FILE` (`bench/rollout.sh`, `rollback --to`): that, then a PutObject of a
+//!   pointer naming the digest FILE gives the account (`<account> sha256:<hex>` lines, as
+//!   `fleetgate render` prints them); the bundle is already stored.
+//!
+//! The writes go to `floor-bundles/` and `floor-current.json` beside the real keys: the same
+//! requests, bodies and sizes, without changing the state the measured commands run on.
+//!
+//! `cargo run --release -p fleetgate --example aws_floor -- CONFIG_DIR ENDPOINT_URL [CONCURRENCY] [--apply DIR | --point FILE]`
 
 use std::io::Write as _;
 use std::time::Instant;
@@ -21,6 +31,34 @@ fn main() -> Result<()> {
         anyhow::bail!("usage: aws_floor CONFIG_DIR ENDPOINT_URL [CONCURRENCY]");
     };
     let concurrency: usize = args.get(2).map_or(Ok(32), |c| c.parse())?;
+    // What each account gets written: (digest, bundle bytes when they are to be stored).
+    let mut writes: std::collections::BTreeMap<String, (String, Option<Vec<u8>>)> =
+        Default::default();
+    match (args.get(3).map(String::as_str), args.get(4)) {
+        (None, _) => {}
+        (Some("--apply"), Some(dir)) => {
+            for entry in std::fs::read_dir(dir)? {
+                let path = entry?.path();
+                let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                let bytes = std::fs::read(&path)?;
+                let digest = fleetgate_gateway::Digest::of(&bytes).to_string();
+                writes.insert(name.to_string(), (digest, Some(bytes)));
+            }
+        }
+        (Some("--point"), Some(file)) => {
+            for line in std::fs::read_to_string(file)?.lines() {
+                if let Some((name, digest)) = line.split_once(' ') {
+                    writes.insert(name.to_string(), (digest.trim().to_string(), None));
+                }
+            }
+        }
+        _ => anyhow::bail!(
+            "usage: aws_floor CONFIG_DIR ENDPOINT_URL [CONCURRENCY] [--apply DIR | --point FILE]"
+        ),
+    }
+    let writes = &writes;
     let repo = Repo::load(&DirSource::new(std::path::Path::new(dir)));
     let fleet = repo.fleet.as_ref().context("fleet.yaml")?.spec.clone();
     let accounts: Vec<AccountRef> = repo
@@ -69,7 +107,34 @@ fn main() -> Result<()> {
                         .send()
                         .await
                         .ok()?;
-                    got.body.collect().await.ok().map(|_| ())
+                    got.body.collect().await.ok()?;
+                    let Some((digest, bundle)) = writes.get(&a.name) else {
+                        return Some(());
+                    };
+                    if let Some(bytes) = bundle {
+                        s3.put_object()
+                            .bucket(&a.bucket)
+                            .key(format!(
+                                "{}/floor-bundles/{}.json",
+                                a.prefix,
+                                digest.trim_start_matches("sha256:")
+                            ))
+                            .body(bytes.clone().into())
+                            .send()
+                            .await
+                            .ok()?;
+                    }
+                    let pointer = serde_json::json!({
+                        "digest": digest, "applied_by": "floor", "applied_at": "2026-11-24T00:00:00Z",
+                    });
+                    s3.put_object()
+                        .bucket(&a.bucket)
+                        .key(format!("{}/floor-current.json", a.prefix))
+                        .body(serde_json::to_vec(&pointer).ok()?.into())
+                        .send()
+                        .await
+                        .ok()
+                        .map(|_| ())
                 }
             })
             .buffer_unordered(concurrency)

@@ -206,6 +206,53 @@ mod tests {
         assert_eq!(wave_of(&waves[..2], "prod", &BTreeMap::new()), None);
     }
 
+    const STAGES: [&str; 4] = ["canary", "early", "prod", "dev"];
+    const TIERS: [&str; 3] = ["gold", "silver", "bronze"];
+
+    fn labels(tier: Option<usize>) -> BTreeMap<String, String> {
+        tier.map(|t| BTreeMap::from([("tier".to_string(), TIERS[t].to_string())]))
+            .unwrap_or_default()
+    }
+
+    proptest::proptest! {
+        /// Every account lands in exactly one wave, the first whose selector takes it, or in
+        /// none when no wave does; grouping by it partitions the fleet.
+        #[test]
+        fn each_account_lands_in_exactly_one_wave(
+            waves in proptest::collection::vec(
+                (proptest::collection::vec(0..4usize, 0..3), proptest::option::of(0..3usize)),
+                1..5,
+            ),
+            accounts in proptest::collection::vec((0..4usize, proptest::option::of(0..3usize)), 0..40),
+        ) {
+            let waves: Vec<Wave> = waves
+                .iter()
+                .enumerate()
+                .map(|(i, (stages, tier))| {
+                    let stages: Vec<&str> = stages.iter().map(|s| STAGES[*s]).collect();
+                    let tier: Vec<(&str, &str)> = tier.iter().map(|t| ("tier", TIERS[*t])).collect();
+                    wave(&format!("w{i}"), &stages, &tier)
+                })
+                .collect();
+            let mut groups: Vec<Vec<usize>> = vec![Vec::new(); waves.len() + 1];
+            for (n, (stage, tier)) in accounts.iter().enumerate() {
+                let (stage, labels) = (STAGES[*stage], labels(*tier));
+                let matching: Vec<usize> = waves
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| w.select.matches(stage, &labels))
+                    .map(|(i, _)| i)
+                    .collect();
+                let got = wave_of(&waves, stage, &labels);
+                proptest::prop_assert_eq!(got, matching.first().copied());
+                groups[got.unwrap_or(waves.len())].push(n);
+            }
+            let mut all: Vec<usize> = groups.concat();
+            all.sort_unstable();
+            proptest::prop_assert_eq!(all, (0..accounts.len()).collect::<Vec<_>>());
+        }
+    }
+
     #[test]
     fn tolerance_counts_and_percentages() {
         assert_eq!(FailureTolerance::Percent(10).allowed(87), 8);
