@@ -994,9 +994,19 @@ fn an_apply_killed_at_random_points_never_breaks_a_pointer() {
         });
     };
 
+    // How long a whole apply of every account takes on this machine: kill points are drawn
+    // within it, so most runs are cut mid-apply however fast or slow the machine is.
+    support::edit(&repo, "base/gateway.yaml", "timeout: 15s", "timeout: 16s");
+    git(&repo, &["commit", "-q", "-am", "timed change"]);
+    let started = Instant::now();
+    let out = run(&["apply", "--skip-health-gates", "--concurrency", "4"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let whole = (started.elapsed().as_millis() as u64).max(100);
     let seed = fastrand::u64(..);
     let mut rng = fastrand::Rng::with_seed(seed);
-    eprintln!("kill points from seed {seed}");
+    eprintln!("kill points from seed {seed}, within {whole} ms");
     let mut killed = 0;
     for round in 0..20 {
         // New work every round: every account's bundle changes.
@@ -1012,7 +1022,7 @@ fn an_apply_killed_at_random_points_never_breaks_a_pointer() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.u64(20..2_500)));
+        std::thread::sleep(Duration::from_millis(rng.u64(10..whole * 8 / 10)));
         if child.try_wait().unwrap().is_none() {
             killed += 1;
         }
