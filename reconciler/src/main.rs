@@ -1047,15 +1047,18 @@ fn select_accounts(config: &Repo, selector: Option<&Selector>) -> Result<Vec<Acc
 
 fn cmd_rollback(args: &RollbackArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
-    let repo = open_git(&args.source)?;
-    let branch = repo.resolve(&args.branch)?;
-    let Some(config) = load_valid(&repo, &branch)? else {
+    let Some(Connected {
+        repo,
+        commit: branch,
+        config,
+        rt,
+        target,
+    }) = connect_at(&args.source, &args.branch, &args.target)?
+    else {
         return Ok(ExitCode::FAILURE);
     };
     let accounts = select_accounts(&config, args.accounts.as_ref())?;
     let fleet = config.fleet.as_ref().map(|f| &f.spec);
-    let rt = runtime()?;
-    let target = args.target.connect(&rt, fleet, &branch.id.to_string())?;
     let progress = StderrProgress::new();
     let fan = args.target.fan_out(fleet, &progress);
 
@@ -1265,15 +1268,14 @@ fn cmd_release(
     target_args: &TargetArgs,
     selector: Option<&Selector>,
 ) -> Result<ExitCode> {
-    let repo = open_git(source)?;
-    let branch = repo.resolve(branch)?;
-    let Some(config) = load_valid(&repo, &branch)? else {
+    let Some(Connected {
+        config, rt, target, ..
+    }) = connect_at(source, branch, target_args)?
+    else {
         return Ok(ExitCode::FAILURE);
     };
     let accounts = select_accounts(&config, selector)?;
     let fleet = config.fleet.as_ref().map(|f| &f.spec);
-    let rt = runtime()?;
-    let target = target_args.connect(&rt, fleet, &branch.id.to_string())?;
     let progress = StderrProgress::new();
     let fan = target_args.fan_out(fleet, &progress);
     let stamp = stamp();
@@ -1394,6 +1396,36 @@ fn applied_by() -> String {
     }
 }
 
+/// A commit's valid repo and a target connected with its fleet.yaml: where the commands
+/// that work on deployed accounts start.
+struct Connected {
+    repo: GitRepo,
+    commit: fleetgate::git::Commit,
+    config: Repo,
+    rt: tokio::runtime::Runtime,
+    target: AnyTarget,
+}
+
+/// Opens the repo at `rev` and connects the target; `None` when the manifests are invalid
+/// (every problem printed).
+fn connect_at(source: &GitArgs, rev: &str, target_args: &TargetArgs) -> Result<Option<Connected>> {
+    let repo = open_git(source)?;
+    let commit = repo.resolve(rev)?;
+    let Some(config) = load_valid(&repo, &commit)? else {
+        return Ok(None);
+    };
+    let rt = runtime()?;
+    let fleet = config.fleet.as_ref().map(|f| &f.spec);
+    let target = target_args.connect(&rt, fleet, &commit.id.to_string())?;
+    Ok(Some(Connected {
+        repo,
+        commit,
+        config,
+        rt,
+        target,
+    }))
+}
+
 /// The head's repo, every problem printed when it has any.
 fn load_valid(repo: &GitRepo, commit: &fleetgate::git::Commit) -> Result<Option<Repo>> {
     let loaded = Repo::load(&repo.snapshot(commit)?);
@@ -1412,15 +1444,14 @@ fn cmd_bootstrap(
     target_args: &TargetArgs,
     selector: Option<&Selector>,
 ) -> Result<ExitCode> {
-    let repo = open_git(source)?;
-    let head = repo.resolve(rev)?;
-    let Some(config) = load_valid(&repo, &head)? else {
+    let Some(Connected {
+        config, rt, target, ..
+    }) = connect_at(source, rev, target_args)?
+    else {
         return Ok(ExitCode::FAILURE);
     };
     let accounts = select_accounts(&config, selector)?;
     let fleet = config.fleet.as_ref().map(|f| &f.spec);
-    let rt = runtime()?;
-    let target = target_args.connect(&rt, fleet, &head.id.to_string())?;
     let progress = StderrProgress::new();
     let fan = target_args.fan_out(fleet, &progress);
     let by_name: std::collections::BTreeMap<&str, &AccountRef> =
@@ -1472,17 +1503,20 @@ fn cmd_drift(
     out: Option<&Path>,
     history: Option<usize>,
 ) -> Result<ExitCode> {
-    let repo = open_git(source)?;
-    let head = repo.resolve(rev)?;
-    let Some(config) = load_valid(&repo, &head)? else {
+    let Some(Connected {
+        repo,
+        commit: head,
+        config,
+        rt,
+        target,
+    }) = connect_at(source, rev, target_args)?
+    else {
         return Ok(ExitCode::FAILURE);
     };
     let fleet = config.fleet.as_ref().map(|f| &f.spec);
     let depth = history
         .or(fleet.map(|f| f.drift.history_depth as usize))
         .unwrap_or(50);
-    let rt = runtime()?;
-    let target = target_args.connect(&rt, fleet, &head.id.to_string())?;
     let progress = StderrProgress::new();
     let fan = target_args.fan_out(fleet, &progress);
     let report = match rt.block_on(fleetgate::drift::run(&repo, &head, &target, &fan, depth)) {

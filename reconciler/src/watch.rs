@@ -918,6 +918,8 @@ impl Looper {
 
         let changes = plan.summary.create + plan.summary.update;
         let mut result = "no_change";
+        // Accounts the rollout tolerated as failed: retried on the next pass.
+        let mut rollout_failed = 0;
         if changes > 0 && rejected_here {
             self.daemon.update(|s| {
                 s.last_error = Some(format!(
@@ -1008,15 +1010,9 @@ impl Looper {
                 return ("rolled_back", Action::Requeue(poll));
             }
             result = "applied";
+            rollout_failed = report.waves.iter().map(|w| w.failed).sum::<usize>();
         }
-        let failed = plan.summary.unreachable
-            + self
-                .daemon
-                .status()
-                .rollout
-                .filter(|_| result == "applied")
-                .map(|r| r.waves.iter().map(|w| w.failed).sum::<usize>())
-                .unwrap_or(0);
+        let failed = plan.summary.unreachable + rollout_failed;
         if failed == 0 && plan.summary.held == 0 && (changes == 0 || result == "applied") {
             self.daemon.update(|s| {
                 if s.last_applied.as_ref().is_none_or(|c| c.commit != head_id) {

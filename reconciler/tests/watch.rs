@@ -167,6 +167,38 @@ async fn hub_config(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// Credentials of a role in `account_id`, assumed with the hub's (moto maps them to that
+/// account).
+async fn assume(hub: &aws_config::SdkConfig, account_id: &str, session: &str) -> Credentials {
+    let c = aws_sdk_sts::Client::new(hub)
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{account_id}:role/test"))
+        .role_session_name(session)
+        .send()
+        .await
+        .unwrap()
+        .credentials
+        .unwrap();
+    Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+        None,
+        "test",
+    )
+}
+
+/// An S3 client acting with `creds` in `region`.
+fn s3_with(hub: &aws_config::SdkConfig, creds: Credentials, region: &str) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(hub)
+            .region(Region::new(region.to_string()))
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
 impl Rig {
     /// moto, the config repo at its first commit, the buckets (bootstrap), the backend, a
     /// gateway per account, and traffic through each.
@@ -260,44 +292,21 @@ impl Rig {
             .unwrap();
             let mut creds = Vec::new();
             for (name, id, _) in ACCOUNTS {
-                let c = aws_sdk_sts::Client::new(&hub)
-                    .assume_role()
-                    .role_arn(format!("arn:aws:iam::{id}:role/gateway"))
-                    .role_session_name(format!("gateway-{name}"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .credentials
-                    .unwrap();
-                creds.push((
-                    name,
-                    id,
-                    c.access_key_id().to_string(),
-                    c.secret_access_key().to_string(),
-                    c.session_token().to_string(),
-                ));
+                creds.push((name, id, assume(&hub, id, &format!("gateway-{name}")).await));
             }
-            creds
+            (hub, creds)
         });
+        let (hub, creds) = creds;
 
         // One gateway per account, with that account's credentials, like a task role.
         let bin = gateway_bin();
-        for (name, id, key, secret, token) in creds {
-            let conf = rig.rt.block_on(hub_config(&endpoint));
-            rig.s3.insert(
-                name.to_string(),
-                aws_sdk_s3::Client::from_conf(
-                    aws_sdk_s3::config::Builder::from(&conf)
-                        .credentials_provider(Credentials::new(
-                            key.clone(),
-                            secret.clone(),
-                            Some(token.clone()),
-                            None,
-                            "test",
-                        ))
-                        .force_path_style(true)
-                        .build(),
-                ),
+        for (name, id, c) in creds {
+            rig.s3
+                .insert(name.to_string(), s3_with(&hub, c.clone(), "us-east-1"));
+            let (key, secret, token) = (
+                c.access_key_id().to_string(),
+                c.secret_access_key().to_string(),
+                c.session_token().unwrap_or_default().to_string(),
             );
             let (data, admin) = (free_port(), free_port());
             let log =
@@ -939,27 +948,10 @@ fn an_apply_killed_at_random_points_never_breaks_a_pointer() {
         let hub = hub_config(&moto.endpoint()).await;
         let mut out = Vec::new();
         for a in &accounts {
-            let c = aws_sdk_sts::Client::new(&hub)
-                .assume_role()
-                .role_arn(format!("arn:aws:iam::{}:role/auditor", a.id))
-                .role_session_name("auditor")
-                .send()
-                .await
-                .unwrap()
-                .credentials
-                .unwrap();
-            out.push(aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(&hub)
-                    .region(Region::new(a.region.clone()))
-                    .credentials_provider(Credentials::new(
-                        c.access_key_id(),
-                        c.secret_access_key(),
-                        Some(c.session_token().to_string()),
-                        None,
-                        "test",
-                    ))
-                    .force_path_style(true)
-                    .build(),
+            out.push(s3_with(
+                &hub,
+                assume(&hub, &a.id, "auditor").await,
+                &a.region,
             ));
         }
         out
