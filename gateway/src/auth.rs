@@ -97,36 +97,6 @@ pub fn signing_algorithm(a: SigningAlgorithm) -> Algorithm {
     }
 }
 
-/// The public key of a PEM private key (PKCS#8, or PKCS#1 / SEC1), for verifying the
-/// account's own tokens. The error never quotes the key.
-pub fn public_key_of_pem(alg: SigningAlgorithm, pem: &str) -> Result<DecodingKey, String> {
-    match alg {
-        SigningAlgorithm::RS256 => {
-            use rsa::pkcs1::DecodeRsaPrivateKey as _;
-            use rsa::pkcs8::DecodePrivateKey as _;
-            use rsa::traits::PublicKeyParts as _;
-            let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
-                .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem))
-                .map_err(|_| "not an RSA private key in PEM (PKCS#8 or PKCS#1)".to_string())?;
-            Ok(DecodingKey::from_rsa_raw_components(
-                &key.n().to_bytes_be(),
-                &key.e().to_bytes_be(),
-            ))
-        }
-        SigningAlgorithm::ES256 => {
-            use p256::pkcs8::DecodePrivateKey as _;
-            let key = p256::SecretKey::from_pkcs8_pem(pem)
-                .or_else(|_| p256::SecretKey::from_sec1_pem(pem))
-                .map_err(|_| "not a P-256 private key in PEM (PKCS#8 or SEC1)".to_string())?;
-            let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
-                &key.public_key(),
-                false,
-            );
-            Ok(DecodingKey::from_ec_der(point.as_bytes()))
-        }
-    }
-}
-
 /// Fetches a JWKS document. The real one is an HTTP GET; tests count calls.
 pub trait JwksFetcher: Send + Sync {
     fn fetch<'a>(
@@ -792,14 +762,14 @@ async fn find_key(issuer: &Issuer, kid: Option<&str>, alg: Algorithm) -> Result<
     }
 }
 
-/// The issuers of a bundle's IdP section by name, `local` included when it has keys.
-/// `remote` gives the shared cache for a JWKS URL (kept across reloads), `secret` reads a
-/// local signing key's PEM.
+/// The issuers of a bundle's IdP section by name, `local` included when it has keys (its
+/// active, next and previous signing keys all verify). `remote` gives the shared cache for
+/// a JWKS URL (kept across reloads); `secrets` holds the local signing keys' PEMs.
 pub fn issuers_of(
     idp: &crate::bundle::IdpConfig,
     inline: &BTreeMap<String, JwkSet>,
     mut remote: impl FnMut(&str) -> Arc<RemoteJwks>,
-    mut secret: impl FnMut(&crate::bundle::SecretRef) -> Result<String, String>,
+    secrets: &crate::secrets::Resolved,
 ) -> HashMap<String, Issuer> {
     let mut out = HashMap::new();
     for t in &idp.trusted_issuers {
@@ -822,23 +792,12 @@ pub fn issuers_of(
         );
     }
     if let Some(local) = &idp.issuer {
-        let signing =
-            std::iter::once(&local.signing_keys.active).chain(local.signing_keys.next.as_ref());
-        let mut keys = Vec::new();
-        let mut problems = Vec::new();
+        let (keys, problems) = crate::idp::verifying_keys(local, secrets);
         let mut algorithms = Vec::new();
-        for k in signing {
+        for (_, k) in local.signing_keys.all() {
             let alg = signing_algorithm(k.algorithm);
             if !algorithms.contains(&alg) {
                 algorithms.push(alg);
-            }
-            match secret(&k.private_key).and_then(|pem| public_key_of_pem(k.algorithm, &pem)) {
-                Ok(key) => keys.push(Key {
-                    kid: Some(k.kid.clone()),
-                    alg: Some(alg),
-                    key,
-                }),
-                Err(e) => problems.push(format!("signing key {}: {e}", k.kid)),
             }
         }
         let source = if keys.is_empty() {

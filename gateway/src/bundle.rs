@@ -475,20 +475,78 @@ pub struct LocalIssuer {
     #[serde(default = "default_token_ttl")]
     pub token_ttl: Duration,
     pub signing_keys: SigningKeys,
+    /// Token endpoint rate limits, per client and per caller IP [default: per client 10/s
+    /// with a burst of 20, per IP 20/s with a burst of 40].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_rate_limit: Option<TokenRateLimit>,
+}
+
+/// How often `/oauth2/token` may be called. A client asks for a token once per lifetime, so
+/// these are generous for honest callers and cut password guessing (every attempt costs an
+/// argon2 verification) short.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TokenRateLimit {
+    /// Per `client_id` named in the request (known or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_client: Option<Rate>,
+    /// Per caller IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_ip: Option<Rate>,
+}
+
+/// A token bucket: `requests` per `per`, up to `burst` at once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rate {
+    pub requests: u32,
+    pub per: Duration,
+    /// Bucket size (default: `requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl Rate {
+    /// As a route rate limit, for [`crate::ratelimit::RouteLimiter`].
+    pub fn as_rate_limit(&self) -> RateLimit {
+        RateLimit {
+            requests: self.requests,
+            per: self.per,
+            burst: self.burst,
+            key: RateLimitKey::Ip,
+        }
+    }
 }
 
 fn default_token_ttl() -> Duration {
     Duration::from_secs(15 * 60)
 }
 
-/// Key rotation: tokens are signed with `active`; `next` is published in the JWKS ahead of
-/// time so that, when it becomes active, every verifier already knows it.
+/// Key rotation in three commits (docs/idp.md): publish the new key as `next`; make it
+/// `active` and keep the old one as `previous`; drop `previous` once the tokens it signed
+/// have expired. Tokens are signed with `active` only; all three are in the JWKS and verify.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SigningKeys {
+    /// Signs every new token.
     pub active: SigningKey,
+    /// Published ahead of time, so that when it becomes active every verifier (this
+    /// account's gateways still on the older bundle, and anyone caching the JWKS) knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<SigningKey>,
+    /// The key `active` replaced: signs nothing, still verifies the tokens it signed until
+    /// they expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<SigningKey>,
+}
+
+impl SigningKeys {
+    /// Every key with its role: `active`, then `next`, then `previous`.
+    pub fn all(&self) -> impl Iterator<Item = (&'static str, &SigningKey)> {
+        std::iter::once(("active", &self.active))
+            .chain(self.next.as_ref().map(|k| ("next", k)))
+            .chain(self.previous.as_ref().map(|k| ("previous", k)))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -508,7 +566,7 @@ pub enum SigningAlgorithm {
 }
 
 /// A reference to a secret held outside git.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub enum SecretRef {
     /// A file on the gateway's filesystem (e.g. a mounted Kubernetes secret).
@@ -517,6 +575,17 @@ pub enum SecretRef {
     Env(String),
     /// An AWS Secrets Manager secret ARN, read with the gateway's role.
     AwsSecretsManager(String),
+}
+
+impl fmt::Display for SecretRef {
+    /// Where the secret is, never what it is.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretRef::File(p) => write!(f, "file {p}"),
+            SecretRef::Env(v) => write!(f, "environment variable {v}"),
+            SecretRef::AwsSecretsManager(arn) => write!(f, "secret {arn}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -17,7 +17,7 @@ use crate::bundle::{
     RateLimit, RateLimitKey, Retries, Route, RouteAuth, SecretRef, StickyKey, VariantMatch,
 };
 use crate::duration::Duration;
-use crate::route::{PathTemplate, RouteTable};
+use crate::route::{PathTemplate, RouteMatch, RouteTable};
 
 /// One step of a path into a bundle.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -389,24 +389,34 @@ fn check_idp(c: &mut Checker, idp: &IdpConfig) -> BTreeMap<String, JwkSet> {
         c.positive(&p.key("tokenTtl"), "token TTL", issuer.token_ttl);
         let keys = &issuer.signing_keys;
         let kp = p.key("signingKeys");
-        for (which, key) in
-            std::iter::once(("active", &keys.active)).chain(keys.next.as_ref().map(|k| ("next", k)))
-        {
+        let mut kids: BTreeMap<&str, &str> = BTreeMap::new();
+        for (which, key) in keys.all() {
             if key.kid.is_empty() {
                 c.err(
                     &kp.key(which).key("kid"),
                     "signing key kid must not be empty",
                 );
+            } else if let Some(first) = kids.insert(&key.kid, which) {
+                c.err(
+                    &kp.key(which).key("kid"),
+                    format!(
+                        "kid {:?} is also the {first} key's: every signing key needs its own kid",
+                        key.kid
+                    ),
+                );
             }
             c.secret_ref(&kp.key(which).key("privateKey"), &key.private_key);
         }
-        if let Some(next) = &keys.next
-            && next.kid == keys.active.kid
-        {
-            c.err(
-                &kp.key("next").key("kid"),
-                "the next key must have a different kid than the active one",
-            );
+        if let Some(limits) = &issuer.token_rate_limit {
+            let lp = p.key("tokenRateLimit");
+            for (which, rate) in [("perClient", &limits.per_client), ("perIp", &limits.per_ip)] {
+                if let Some(rate) = rate {
+                    if rate.requests == 0 || rate.burst == Some(0) {
+                        c.err(&lp.key(which), "requests and burst must be at least 1");
+                    }
+                    c.positive(&lp.key(which).key("per"), "rate window", rate.per);
+                }
+            }
         }
     }
 
@@ -768,10 +778,32 @@ fn check_gateway(c: &mut Checker, bundle: &Bundle) -> (Vec<CompiledRoute>, Route
                     None => c.err(&p.key("path"), conflict.message),
                 }
             }
+            if idp.issuer.is_some() {
+                check_idp_paths(c, &p, route, &template);
+            }
             compiled.push(resolve_route(route, &gw.defaults, gw, template));
         }
     }
     (compiled, table)
+}
+
+/// The embedded IdP answers its paths on every host before routes are matched: a route
+/// that would match one of them could never be reached there, which is a mistake to say.
+fn check_idp_paths(c: &mut Checker, p: &BundlePath, route: &Route, template: &PathTemplate) {
+    let mut alone = RouteTable::default();
+    if alone.insert(0, &[], &route.methods, template).is_err() {
+        return;
+    }
+    for path in crate::idp::PATHS {
+        for method in [Method::Get, Method::Post] {
+            if matches!(alone.find("", method, path), RouteMatch::Found { .. }) {
+                c.err(
+                    &p.key("path"),
+                    format!("{method} {path} is served by the account's identity provider; this route would never be reached there"),
+                );
+            }
+        }
+    }
 }
 
 fn check_route(
@@ -1092,7 +1124,7 @@ mod tests {
             compiled
                 .table
                 .find("api.acme.example", Method::Get, "/orders/7"),
-            crate::route::RouteMatch::Found { route: 1, .. }
+            RouteMatch::Found { route: 1, .. }
         ));
         assert_eq!(compiled.inline_jwks["partner"].keys.len(), 1);
     }

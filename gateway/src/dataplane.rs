@@ -37,36 +37,15 @@ use tower_http::cors::CorsLayer;
 
 use crate::auth::{self, Issuer, JwksFetcher, RemoteJwks, Requirement};
 use crate::bundle::{
-    Aggregate, Cors, Method, PartialFailure, RateLimitKey, Retries, SecretRef, WeightedBackend,
+    Aggregate, Cors, Method, PartialFailure, RateLimitKey, Retries, WeightedBackend,
 };
+use crate::idp::{self, Idp};
 use crate::ratelimit::{self, Decision, RouteLimiter};
 use crate::route::{PathTemplate, RouteMatch};
+use crate::secrets::{Resolved, SecretStore, Secrets};
 use crate::split::{Choice, Split};
 use crate::upstream::{self, Clients, Failure, Outgoing, OutgoingBody, PartResult, Upstream};
 use crate::{CompiledBundle, reload::Loaded};
-
-/// Reads the secrets a bundle refers to (the local issuer's signing keys).
-pub trait SecretReader: Send + Sync {
-    fn read(&self, r: &SecretRef) -> Result<String, String>;
-}
-
-/// Files and environment variables of the gateway process.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LocalSecrets;
-
-impl SecretReader for LocalSecrets {
-    fn read(&self, r: &SecretRef) -> Result<String, String> {
-        match r {
-            SecretRef::File(p) => {
-                std::fs::read_to_string(p).map_err(|e| format!("secret file {p}: {e}"))
-            }
-            SecretRef::Env(v) => std::env::var(v).map_err(|_| format!("environment variable {v} is not set")),
-            SecretRef::AwsSecretsManager(_) => Err(
-                "AWS Secrets Manager references are read by the embedded IdP, which this gateway build does not include yet".into(),
-            ),
-        }
-    }
-}
 
 /// JWKS over HTTP(S), one request at a time, bounded in time and size.
 #[derive(Debug)]
@@ -162,6 +141,15 @@ pub struct Metrics {
     upstream_requests: Family<BackendLabels, Counter>,
     rate_limited: Family<RouteLabels, Counter>,
     auth_rejected: Family<AuthLabels, Counter>,
+    idp_tokens: Family<TokenLabels, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TokenLabels {
+    /// A client of the bundle, or `-` (unknown or unparsed).
+    client: String,
+    /// `issued` or the OAuth error code.
+    result: String,
 }
 
 impl Metrics {
@@ -173,7 +161,13 @@ impl Metrics {
             upstream_requests: Family::default(),
             rate_limited: Family::default(),
             auth_rejected: Family::default(),
+            idp_tokens: Family::default(),
         };
+        registry.register(
+            "idp_token_requests",
+            "Token endpoint requests, by client (\"-\" when unknown) and result (issued, or the OAuth error)",
+            m.idp_tokens.clone(),
+        );
         registry.register(
             "http_requests",
             "Requests answered, by route, method and status (route \"-\" when none matched)",
@@ -208,6 +202,18 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    fn record_token(&self, client: String, result: idp::TokenResult) {
+        let result = match result {
+            idp::TokenResult::Issued => "issued".to_string(),
+            idp::TokenResult::Refused(code) => code.to_string(),
+        };
+        self.idp_tokens
+            .get_or_create(&TokenLabels { client, result })
+            .inc();
+    }
+}
+
 /// Counts since the served bundle was loaded, for `status/<instance>.json`.
 #[derive(Debug, Default)]
 pub struct Counts {
@@ -238,7 +244,11 @@ pub const DEFAULT_JWT_CACHE_SIZE: usize = 4096;
 pub struct Options {
     /// Least time between two fetches of one JWKS URL (unknown `kid` floods).
     pub jwks_refetch_interval: Duration,
-    pub secrets: Arc<dyn SecretReader>,
+    /// Reads the secrets bundles refer to (signing keys, client secret hashes).
+    pub secrets: Arc<dyn SecretStore>,
+    /// Backend URLs replaced by name (`fleetgate up` points the example's backends at its
+    /// demo servers). Empty in production: the bundle's URLs are used as they are.
+    pub backend_overrides: BTreeMap<String, String>,
     /// `None`: the real HTTP fetcher.
     pub jwks_fetcher: Option<Arc<dyn JwksFetcher>>,
     /// Verified tokens remembered per loaded bundle (0: verify every request).
@@ -250,6 +260,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("jwks_refetch_interval", &self.jwks_refetch_interval)
             .field("jwt_cache_size", &self.jwt_cache_size)
+            .field("backend_overrides", &self.backend_overrides)
             .finish_non_exhaustive()
     }
 }
@@ -258,7 +269,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             jwks_refetch_interval: Duration::from_secs(30),
-            secrets: Arc::new(LocalSecrets),
+            secrets: Arc::new(Secrets::default()),
+            backend_overrides: BTreeMap::new(),
             jwks_fetcher: None,
             jwt_cache_size: DEFAULT_JWT_CACHE_SIZE,
         }
@@ -272,6 +284,8 @@ pub struct Shared {
     jwks: std::sync::Mutex<HashMap<String, Arc<RemoteJwks>>>,
     fetcher: Arc<dyn JwksFetcher>,
     pub metrics: Metrics,
+    /// Bounds the token endpoint's argon2 work, across bundles.
+    pub verifier: idp::Verifier,
 }
 
 impl std::fmt::Debug for Shared {
@@ -295,6 +309,7 @@ impl Shared {
             jwks: std::sync::Mutex::new(HashMap::new()),
             fetcher,
             metrics: Metrics::register(registry),
+            verifier: idp::Verifier::default(),
         }
     }
 
@@ -357,8 +372,12 @@ pub struct Runtime {
     /// client cannot pose as someone by sending them itself.
     pub claim_headers: Vec<HeaderName>,
     pub counts: Counts,
+    /// The embedded IdP, when the bundle has an issuer.
+    pub idp: Option<Idp>,
     /// Problems that do not stop the bundle (e.g. an unreadable local signing key).
     pub warnings: Vec<String>,
+    /// Secrets that could not be read: tried again at the next poll.
+    pub secret_failures: Vec<String>,
 }
 
 fn cors_layer(c: &Cors) -> CorsLayer {
@@ -409,15 +428,18 @@ fn cors_layer(c: &Cors) -> CorsLayer {
 impl Runtime {
     /// Builds the runtime of `compiled`. Rate limiters of routes whose limit did not change
     /// are carried over from `previous`.
+    /// `secrets` holds what the bundle's secret references point at ([`crate::secrets::resolve`]).
     pub fn build(
         compiled: &CompiledBundle,
         previous: Option<&Runtime>,
         shared: &Shared,
+        secrets: &Resolved,
     ) -> Result<Runtime, String> {
         let gw = &compiled.bundle.gateway;
         let mut backends = HashMap::new();
         for (name, b) in &gw.backends {
-            let url = url::Url::parse(&b.url).map_err(|e| format!("backend {name}: {e}"))?;
+            let location = shared.options.backend_overrides.get(name).unwrap_or(&b.url);
+            let url = url::Url::parse(location).map_err(|e| format!("backend {name}: {e}"))?;
             let base = format!(
                 "{}://{}{}",
                 url.scheme(),
@@ -442,7 +464,7 @@ impl Runtime {
             &compiled.bundle.idp,
             &compiled.inline_jwks,
             |url| shared.remote_jwks(url),
-            |r| shared.options.secrets.read(r),
+            secrets,
         );
         for i in issuers.values() {
             if let auth::KeySource::Unavailable(why) = &i.keys {
@@ -524,6 +546,15 @@ impl Runtime {
                 });
             }
         }
+        let idp = Idp::build(
+            &compiled.bundle.idp,
+            &compiled.bundle.account,
+            secrets,
+            previous.and_then(|p| p.idp.as_ref()),
+            &mut warnings,
+        );
+        warnings.sort();
+        warnings.dedup();
         Ok(Runtime {
             routes,
             backends,
@@ -531,7 +562,9 @@ impl Runtime {
             verified: auth::VerifiedTokens::new(shared.options.jwt_cache_size),
             claim_headers,
             counts: Counts::default(),
+            idp,
             warnings,
+            secret_failures: secrets.failures(),
         })
     }
 
@@ -541,6 +574,9 @@ impl Runtime {
             if let Some(l) = &r.limiter {
                 l.forget_idle();
             }
+        }
+        if let Some(idp) = &self.idp {
+            idp.housekeeping();
         }
     }
 }
@@ -671,23 +707,32 @@ async fn handle(
             "not_ready",
             "the gateway has no configuration loaded yet",
         );
-        return finish(&plane, None, None, &ctx, resp);
+        return finish(&plane, None, "-", &ctx, resp);
     };
+    if let Some(idp) = &loaded.runtime.idp
+        && let Some(endpoint) = idp::Endpoint::of(&ctx.path)
+    {
+        let shared = plane.gateway.shared();
+        let (resp, token) = idp::serve(idp, endpoint, &shared.verifier, ctx.client_ip, req).await;
+        if let Some((client, result)) = token {
+            shared.metrics.record_token(client, result);
+        }
+        return finish(&plane, Some(&loaded), endpoint.name(), &ctx, resp);
+    }
     let (route_idx, resp) = route_and_serve(&plane, &loaded, &ctx, req).await;
-    let route = route_idx.map(|i| &loaded.runtime.routes[i]);
-    finish(&plane, Some(&loaded), route, &ctx, resp)
+    let route_name = route_idx.map_or("-", |i| loaded.runtime.routes[i].name.as_str());
+    finish(&plane, Some(&loaded), route_name, &ctx, resp)
 }
 
 /// Metrics, counts and the access log for a finished request.
 fn finish(
     plane: &DataPlane,
     loaded: Option<&Loaded>,
-    route: Option<&RouteRuntime>,
+    route_name: &str,
     ctx: &Ctx,
     mut resp: Response,
 ) -> Response {
     let status = resp.status().as_u16();
-    let route_name = route.map_or("-", |r| r.name.as_str());
     let m = &plane.gateway.shared().metrics;
     m.requests
         .get_or_create(&RequestLabels {

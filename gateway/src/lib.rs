@@ -9,12 +9,15 @@ pub mod bundle;
 pub mod compile;
 pub mod dataplane;
 pub mod duration;
+pub mod idp;
 pub mod pointer;
 pub mod ratelimit;
 pub mod reload;
 pub mod route;
 pub mod s3;
+pub mod secrets;
 pub mod sensitive;
+pub mod server;
 pub mod split;
 pub mod upstream;
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use fleetgate_gateway::dataplane::Options;
-use fleetgate_gateway::reload::{BundleSource, FileSource, Gateway, admin_router};
-use fleetgate_gateway::{Bundle, Digest, compile};
+use fleetgate_gateway::reload::{BundleSource, FileSource, Gateway};
+use fleetgate_gateway::{Bundle, Digest, compile, server};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,7 +62,13 @@ struct ServeArgs {
     /// sending new requests first.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     drain_delay: Duration,
-    /// S3-compatible endpoint for an s3:// source (or AWS_ENDPOINT_URL).
+    /// Read AWS Secrets Manager references (signing keys, client secret hashes) from
+    /// DIR/<secret name> instead of the API: a Secrets Store CSI driver or External Secrets
+    /// mount, or `fleetgate up`'s local secrets.
+    #[arg(long, env = "FLEETGATE_SECRETS_DIR", value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
+    /// S3-compatible endpoint for an s3:// source, and Secrets Manager's (or
+    /// AWS_ENDPOINT_URL).
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     endpoint_url: Option<String>,
     /// Log format: json (one object per line) or text.
@@ -194,119 +200,31 @@ async fn shutdown_signal() {
 }
 
 async fn run<S: BundleSource + Clone + 'static>(args: ServeArgs, source: S) -> Result<()> {
+    let secrets = fleetgate_gateway::secrets::Secrets::new(
+        args.secrets_dir.clone(),
+        args.endpoint_url.clone(),
+    );
     let options = Options {
         jwks_refetch_interval: args.jwks_refetch_interval,
         jwt_cache_size: args.jwt_cache_size,
+        secrets: Arc::new(secrets),
         ..Options::default()
     };
     let gateway = Arc::new(Gateway::with_options(options));
-    let instance = args.instance_id.clone().unwrap_or_else(default_instance_id);
-    let described = source.describe();
-
     let data = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let admin = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
-    tracing::info!(
-        source = %described,
-        listen = %data.local_addr()?,
-        admin_listen = %admin.local_addr()?,
-        instance = %instance,
-        "fleetgate-gateway starting (not ready until a good bundle is loaded)"
-    );
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
+    let settings = server::Settings {
+        poll: args.poll,
+        status_every: args.status_every,
+        instance: args.instance_id.clone().unwrap_or_else(default_instance_id),
+        drain_timeout: args.drain_timeout,
+        drain_delay: args.drain_delay,
     };
-
-    let poller = tokio::spawn(fleetgate_gateway::reload::poll(
-        gateway.clone(),
-        source.clone(),
-        args.poll,
-        stopped(stop_rx.clone()),
-    ));
-    let reporter = (!args.status_every.is_zero()).then(|| {
-        let (gateway, source, instance, every) = (
-            gateway.clone(),
-            source.clone(),
-            instance.clone(),
-            args.status_every,
-        );
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
-                    _ = tick.tick() => {}
-                }
-                let report = gateway.report(&instance);
-                match serde_json::to_vec_pretty(&report) {
-                    Ok(body) => {
-                        if let Err(e) = source.write_status(&instance, body).await {
-                            tracing::warn!(error = %e, "cannot write the status report");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot encode the status report"),
-                }
-            }
-        })
-    });
-
-    let admin_server = axum::serve(
-        admin,
-        admin_router(gateway.clone(), described.clone()).into_make_service(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let admin_task = tokio::spawn(async move { admin_server.await });
-
-    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-    let data_server = axum::serve(
-        data,
-        fleetgate_gateway::dataplane::router(gateway.clone())
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(drain_rx));
-    let mut data_task = tokio::spawn(async move { data_server.await });
-
-    tokio::select! {
-        _ = shutdown_signal() => {}
-        r = &mut data_task => {
-            let _ = stop_tx.send(true);
-            r??;
-            anyhow::bail!("the listener stopped");
-        }
-    }
-    tracing::info!(drain_delay = ?args.drain_delay, drain_timeout = ?args.drain_timeout, "draining");
-    gateway.set_draining();
-    tokio::time::sleep(args.drain_delay).await;
-    let _ = drain_tx.send(true);
-    match tokio::time::timeout(args.drain_timeout, &mut data_task).await {
-        Ok(r) => r??,
-        Err(_) => {
-            tracing::warn!("requests still in flight after the drain timeout; stopping anyway");
-            data_task.abort();
-        }
-    }
-    let _ = stop_tx.send(true);
-    let _ = poller.await;
-    if let Some(r) = reporter {
-        let _ = r.await;
-    }
-    // A last report, so the rollout sees this instance leave with its final counts.
-    if !args.status_every.is_zero()
-        && let Ok(body) = serde_json::to_vec_pretty(&gateway.report(&instance))
-        && let Err(e) = source.write_status(&instance, body).await
-    {
-        tracing::warn!(error = %e, "cannot write the final status report");
-    }
-    let _ = admin_task.await;
-    tracing::info!("stopped");
-    Ok(())
+    server::run(gateway, source, data, admin, settings, shutdown_signal()).await
 }
 
 fn check(path: &std::path::Path, expected: Option<&Digest>) -> Result<String> {

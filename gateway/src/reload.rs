@@ -300,7 +300,10 @@ impl Gateway {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         let fetched = match source.fetch(known.as_ref()).await {
-            Ok(None) => return ReloadOutcome::Unchanged,
+            Ok(None) => {
+                self.retry_secrets().await;
+                return ReloadOutcome::Unchanged;
+            }
             Ok(Some(f)) => f,
             Err(e) => {
                 let reason = e.to_string();
@@ -326,11 +329,14 @@ impl Gateway {
             Ok(c) => c,
             Err(e) => return refuse(format!("does not compile:\n{e}")),
         };
+        let secrets =
+            crate::secrets::resolve(&compiled.bundle, &*self.shared.options.secrets).await;
         let previous = self.current.load_full();
         let runtime = match Runtime::build(
             &compiled,
             previous.as_ref().map(|p| &p.runtime),
             &self.shared,
+            &secrets,
         ) {
             Ok(r) => r,
             Err(e) => return refuse(e),
@@ -365,6 +371,43 @@ impl Gateway {
         self.reloads_total.inc();
         self.ready.set(1);
         ReloadOutcome::Swapped { digest }
+    }
+
+    /// When the served bundle's secrets could not all be read, reads them again and, once
+    /// they all can, rebuilds its runtime (same bundle, same digest) and swaps it in.
+    async fn retry_secrets(&self) {
+        let Some(current) = self.current.load_full() else {
+            return;
+        };
+        if current.runtime.secret_failures.is_empty() {
+            return;
+        }
+        let secrets =
+            crate::secrets::resolve(&current.compiled.bundle, &*self.shared.options.secrets).await;
+        let failures = secrets.failures();
+        if !failures.is_empty() {
+            tracing::warn!(digest = %current.digest, failures = %failures.join("; "), "secrets still unreadable; trying again at the next poll");
+            return;
+        }
+        let compiled = match compile(&current.compiled.bundle) {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        match Runtime::build(&compiled, Some(&current.runtime), &self.shared, &secrets) {
+            Ok(runtime) => {
+                tracing::info!(digest = %current.digest, "every secret of the bundle is readable now");
+                self.current.store(Some(Arc::new(Loaded {
+                    digest: current.digest.clone(),
+                    commit: current.commit.clone(),
+                    compiled,
+                    runtime,
+                    since: current.since,
+                })));
+            }
+            Err(e) => {
+                tracing::warn!(digest = %current.digest, error = %e, "cannot rebuild the runtime")
+            }
+        }
     }
 
     /// `/status`: what is served and how reloading went (the report's view for people).

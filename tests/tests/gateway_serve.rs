@@ -13,41 +13,19 @@ use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, Request};
 use axum::routing::{any, get};
+use fleetgate_gateway::Bundle;
 use fleetgate_gateway::dataplane::Options;
 use fleetgate_gateway::reload::{FileSource, Gateway, ReloadOutcome};
-use fleetgate_gateway::{Bundle, Digest};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
+
+#[path = "../src/gateway_support.rs"]
+mod support;
+use support::{Server, deploy, fixture, public_route, reqwest_like, serve};
 
 const HOST: &str = "api.test.example";
 const ISS: &str = "https://sso.partner.example";
 const AUD: &str = "https://api.test.example";
-
-/// A server on a free loopback port, stopped when dropped.
-struct Server {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(router: axum::Router) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    Server { addr, task }
-}
 
 /// The backend: `/echo/...` answers with what it received, plus named behaviours.
 async fn backend(name: &'static str) -> Server {
@@ -109,11 +87,6 @@ fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-fn fixture(name: &str) -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/keys");
-    std::fs::read_to_string(dir.join(name)).unwrap()
-}
-
 fn jwk(name: &str) -> Value {
     let all: Value = serde_json::from_str(&fixture("jwks.json")).unwrap();
     all[name].clone()
@@ -131,20 +104,6 @@ fn bundle(gateway: Value, idp: Value) -> Vec<u8> {
         panic!("test bundle does not compile:\n{e}");
     }
     serde_json::to_vec(&parsed).unwrap()
-}
-
-fn deploy(dir: &Path, bytes: &[u8], commit: &str) -> Digest {
-    let digest = Digest::of(bytes);
-    std::fs::create_dir_all(dir.join("bundles")).unwrap();
-    std::fs::write(dir.join(format!("bundles/{}.json", digest.hex())), bytes).unwrap();
-    let pointer = json!({
-        "digest": digest.to_string(), "commit": commit,
-        "applied_by": "test", "applied_at": "2026-11-23T00:00:00Z",
-    });
-    let tmp = dir.join(".current.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&pointer).unwrap()).unwrap();
-    std::fs::rename(tmp, dir.join("current.json")).unwrap();
-    digest
 }
 
 /// The gateway under test: its data plane on a real socket, its bundle in a temp dir.
@@ -174,7 +133,7 @@ impl Harness {
             gw,
             source,
             dir,
-            client: reqwest_like::Client::new(server.addr),
+            client: reqwest_like::Client::new(server.addr, HOST),
             server,
             _tmp: tmp,
         }
@@ -184,88 +143,6 @@ impl Harness {
         deploy(&self.dir, bytes, commit);
         self.gw.reload_once(&self.source).await
     }
-}
-
-/// A small HTTP/1 client on hyper (keep-alive pool), returning status, headers and body.
-mod reqwest_like {
-    use super::*;
-    use http_body_util::Full;
-    use hyper_util::client::legacy::Client as Hyper;
-    use hyper_util::client::legacy::connect::HttpConnector;
-
-    pub struct Resp {
-        pub status: u16,
-        pub headers: http::HeaderMap,
-        pub body: String,
-    }
-
-    impl Resp {
-        pub fn json(&self) -> Value {
-            serde_json::from_str(&self.body)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-        }
-        pub fn header(&self, name: &str) -> &str {
-            self.headers
-                .get(name)
-                .map(|v| v.to_str().unwrap())
-                .unwrap_or("")
-        }
-    }
-
-    #[derive(Clone)]
-    pub struct Client {
-        addr: SocketAddr,
-        inner: Hyper<HttpConnector, Full<HBytes>>,
-    }
-
-    use hyper::body::Bytes as HBytes;
-
-    impl Client {
-        pub fn new(addr: SocketAddr) -> Client {
-            Client {
-                addr,
-                inner: Hyper::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
-            }
-        }
-
-        pub async fn send(
-            &self,
-            method: &str,
-            path: &str,
-            headers: &[(&str, &str)],
-            body: &[u8],
-        ) -> Resp {
-            let mut b = http::Request::builder()
-                .method(method)
-                .uri(format!("http://{}{path}", self.addr))
-                .header("host", HOST);
-            for (k, v) in headers {
-                b = b.header(*k, *v);
-            }
-            let req = b.body(Full::new(HBytes::copy_from_slice(body))).unwrap();
-            let resp = self.inner.request(req).await.unwrap();
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            Resp {
-                status,
-                headers,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            }
-        }
-
-        pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
-            self.send("GET", path, headers, b"").await
-        }
-    }
-}
-
-fn public_route(name: &str, path: &str, extra: Value) -> Value {
-    let mut r = json!({"name": name, "methods": ["GET"], "path": path, "public": true});
-    if let (Some(obj), Some(extra)) = (r.as_object_mut(), extra.as_object()) {
-        obj.extend(extra.clone());
-    }
-    r
 }
 
 #[tokio::test]

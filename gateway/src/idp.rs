@@ -1,0 +1,1051 @@
+//! The embedded identity provider: the account's own OAuth 2.0 authorization server for
+//! machine clients, configured by the bundle's `idp.issuer`, `idp.clients` and `idp.scopes`.
+//!
+//! - `GET /.well-known/openid-configuration` (and RFC 8414's
+//!   `/.well-known/oauth-authorization-server`): the discovery document.
+//! - `GET /oauth2/jwks`: the public keys: `active`, `next` and `previous`, so a token signed
+//!   by any key of a rotation verifies everywhere during the overlap.
+//! - `POST /oauth2/token`: the `client_credentials` grant (RFC 6749 §4.4), the client
+//!   authenticated by `client_secret_basic` or `client_secret_post` against its argon2 hash.
+//!   Tokens are RFC 9068 JWT access tokens signed (RS256 or ES256) with the active key.
+//!
+//! These paths are answered on every host of the data-plane listener, before routes; a
+//! route that would shadow one is a compile error. The account's gateway trusts its own
+//! issuer as `local` with no further configuration (see [`crate::auth::issuers_of`]).
+//!
+//! The request parsing, the scope decision and the claims are pure functions with their
+//! own tests; argon2 verification runs on the blocking pool, a bounded number at a time,
+//! after the per-IP and per-client rate limits, so guessing secrets is slow and cannot
+//! starve the data plane. Unknown clients cost the same verification as known ones (no
+//! client enumeration by timing). Secrets and tokens are never logged.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method as HttpMethod, StatusCode};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use serde_json::{Map, Value, json};
+
+use crate::bundle::{AccountInfo, ClientSecret, IdpConfig, LocalIssuer, Rate, SigningAlgorithm};
+use crate::ratelimit::{Decision, RouteLimiter};
+use crate::secrets::Resolved;
+use crate::sensitive::Sensitive;
+
+pub const DISCOVERY: &str = "/.well-known/openid-configuration";
+pub const METADATA: &str = "/.well-known/oauth-authorization-server";
+pub const JWKS: &str = "/oauth2/jwks";
+pub const TOKEN: &str = "/oauth2/token";
+/// The paths the IdP answers; routes may not use them.
+pub const PATHS: [&str; 4] = [DISCOVERY, METADATA, JWKS, TOKEN];
+
+/// Largest token request body: a client id, a secret and some scopes.
+const MAX_TOKEN_REQUEST: usize = 16 * 1024;
+
+/// Defaults of `tokenRateLimit`.
+pub fn default_per_client() -> Rate {
+    Rate {
+        requests: 10,
+        per: crate::duration::Duration::from_secs(1),
+        burst: Some(20),
+    }
+}
+
+pub fn default_per_ip() -> Rate {
+    Rate {
+        requests: 20,
+        per: crate::duration::Duration::from_secs(1),
+        burst: Some(40),
+    }
+}
+
+/// Which IdP endpoint a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Discovery,
+    Jwks,
+    Token,
+}
+
+impl Endpoint {
+    pub fn of(path: &str) -> Option<Endpoint> {
+        match path {
+            DISCOVERY | METADATA => Some(Endpoint::Discovery),
+            JWKS => Some(Endpoint::Jwks),
+            TOKEN => Some(Endpoint::Token),
+            _ => None,
+        }
+    }
+
+    /// The name in metrics and access logs, where routes have theirs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Discovery => "idp.discovery",
+            Endpoint::Jwks => "idp.jwks",
+            Endpoint::Token => "idp.token",
+        }
+    }
+}
+
+/// A signing key's usable forms, made from its private PEM.
+pub struct KeyMaterial {
+    /// Only the active key signs; kept for every key to check the PEM once, up front.
+    pub encoding: EncodingKey,
+    pub decoding: DecodingKey,
+    /// The public JWK (without `kid`, `alg`, `use`).
+    pub public_jwk: Map<String, Value>,
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyMaterial")
+            .field("public_jwk", &self.public_jwk)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a PEM private key (PKCS#8, or PKCS#1 for RSA / SEC1 for P-256). Errors never
+/// quote the key.
+pub fn key_material(alg: SigningAlgorithm, pem: &str) -> Result<KeyMaterial, String> {
+    match alg {
+        SigningAlgorithm::RS256 => {
+            use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
+            use rsa::pkcs8::DecodePrivateKey as _;
+            use rsa::traits::PublicKeyParts as _;
+            let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
+                .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem))
+                .map_err(|_| "not an RSA private key in PEM (PKCS#8 or PKCS#1)".to_string())?;
+            if key.size() < 256 {
+                return Err("RSA keys must have at least 2048 bits".into());
+            }
+            let der = key
+                .to_pkcs1_der()
+                .map_err(|_| "the RSA key cannot be encoded".to_string())?;
+            let (n, e) = (key.n().to_bytes_be(), key.e().to_bytes_be());
+            let mut jwk = Map::new();
+            jwk.insert("kty".into(), "RSA".into());
+            jwk.insert("n".into(), URL_SAFE_NO_PAD.encode(&n).into());
+            jwk.insert("e".into(), URL_SAFE_NO_PAD.encode(&e).into());
+            Ok(KeyMaterial {
+                encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+                decoding: DecodingKey::from_rsa_raw_components(&n, &e),
+                public_jwk: jwk,
+            })
+        }
+        SigningAlgorithm::ES256 => {
+            use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+            let key = p256::SecretKey::from_pkcs8_pem(pem)
+                .or_else(|_| p256::SecretKey::from_sec1_pem(pem))
+                .map_err(|_| "not a P-256 private key in PEM (PKCS#8 or SEC1)".to_string())?;
+            let der = key
+                .to_pkcs8_der()
+                .map_err(|_| "the P-256 key cannot be encoded".to_string())?;
+            let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
+                &key.public_key(),
+                false,
+            );
+            let (Some(x), Some(y)) = (point.x(), point.y()) else {
+                return Err("the P-256 public key has no coordinates".into());
+            };
+            let mut jwk = Map::new();
+            jwk.insert("kty".into(), "EC".into());
+            jwk.insert("crv".into(), "P-256".into());
+            jwk.insert("x".into(), URL_SAFE_NO_PAD.encode(x).into());
+            jwk.insert("y".into(), URL_SAFE_NO_PAD.encode(y).into());
+            Ok(KeyMaterial {
+                encoding: EncodingKey::from_ec_der(der.as_bytes()),
+                decoding: DecodingKey::from_ec_der(point.as_bytes()),
+                public_jwk: jwk,
+            })
+        }
+    }
+}
+
+fn alg_name(a: SigningAlgorithm) -> &'static str {
+    match a {
+        SigningAlgorithm::RS256 => "RS256",
+        SigningAlgorithm::ES256 => "ES256",
+    }
+}
+
+/// The active key, ready to sign.
+struct Signer {
+    kid: String,
+    alg: SigningAlgorithm,
+    key: EncodingKey,
+}
+
+/// A client as the token endpoint checks it.
+struct ClientEntry {
+    /// The argon2 hash (PHC string), or why it cannot be had.
+    hash: Result<Sensitive<String>, String>,
+    scopes: Vec<String>,
+    ttl: Duration,
+}
+
+/// The IdP of one loaded bundle.
+pub struct Idp {
+    issuer: String,
+    audiences: Vec<String>,
+    account: AccountInfo,
+    signer: Result<Signer, String>,
+    jwks: Value,
+    discovery: Value,
+    clients: HashMap<String, ClientEntry>,
+    pub per_client: RouteLimiter,
+    pub per_ip: RouteLimiter,
+}
+
+impl std::fmt::Debug for Idp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idp")
+            .field("issuer", &self.issuer)
+            .field("clients", &self.clients.keys().collect::<BTreeSet<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Idp {
+    /// The IdP of `idp` (None without an issuer). Keys and client hashes come from
+    /// `secrets`; what cannot be read is reported in the warnings and makes that key or
+    /// client unavailable, not the bundle. Rate limiters with an unchanged configuration
+    /// are carried over from `previous`.
+    pub fn build(
+        idp: &IdpConfig,
+        account: &AccountInfo,
+        secrets: &Resolved,
+        previous: Option<&Idp>,
+        warnings: &mut Vec<String>,
+    ) -> Option<Idp> {
+        let issuer = idp.issuer.as_ref()?;
+        let mut keys = Vec::new();
+        let mut signer = Err(String::new());
+        for (role, k) in issuer.signing_keys.all() {
+            let material = secrets
+                .get(&k.private_key)
+                .and_then(|pem| key_material(k.algorithm, pem));
+            match material {
+                Ok(m) => {
+                    let mut jwk = m.public_jwk.clone();
+                    jwk.insert("kid".into(), k.kid.clone().into());
+                    jwk.insert("alg".into(), alg_name(k.algorithm).into());
+                    jwk.insert("use".into(), "sig".into());
+                    keys.push(Value::Object(jwk));
+                    if role == "active" {
+                        signer = Ok(Signer {
+                            kid: k.kid.clone(),
+                            alg: k.algorithm,
+                            key: m.encoding,
+                        });
+                    }
+                }
+                Err(e) => {
+                    let why = format!("{role} signing key {}: {e}", k.kid);
+                    warnings.push(format!("identity provider: {why}"));
+                    if role == "active" {
+                        signer = Err(why);
+                    }
+                }
+            }
+        }
+        let clients = idp
+            .clients
+            .iter()
+            .map(|c| {
+                let hash = match &c.secret {
+                    ClientSecret::Argon2Hash(h) => Ok(h.clone()),
+                    ClientSecret::Ref(r) => secrets
+                        .get(r)
+                        .and_then(|h| {
+                            argon2::PasswordHash::new(h)
+                                .map(|_| Sensitive(h.to_string()))
+                                .map_err(|_| {
+                                    format!("{r} does not hold an argon2 hash in PHC format")
+                                })
+                        })
+                        .inspect_err(|e| {
+                            warnings.push(format!("identity provider: client {}: {e}", c.id));
+                        }),
+                };
+                let ttl = c.token_ttl.unwrap_or(issuer.token_ttl).as_std();
+                (
+                    c.id.clone(),
+                    ClientEntry {
+                        hash,
+                        scopes: c.scopes.clone(),
+                        ttl,
+                    },
+                )
+            })
+            .collect();
+        let limits = issuer.token_rate_limit.clone().unwrap_or_default();
+        let limiter = |rate: Option<Rate>, default: fn() -> Rate, old: Option<&RouteLimiter>| {
+            let config = rate.unwrap_or_else(default).as_rate_limit();
+            match old {
+                Some(l) if l.config == config => l.clone(),
+                _ => RouteLimiter::new(&config),
+            }
+        };
+        Some(Idp {
+            issuer: issuer.url.clone(),
+            audiences: issuer.audiences.clone(),
+            account: account.clone(),
+            jwks: json!({ "keys": keys }),
+            discovery: discovery(issuer, idp),
+            signer,
+            clients,
+            per_client: limiter(
+                limits.per_client,
+                default_per_client,
+                previous.map(|p| &p.per_client),
+            ),
+            per_ip: limiter(limits.per_ip, default_per_ip, previous.map(|p| &p.per_ip)),
+        })
+    }
+
+    pub fn housekeeping(&self) {
+        self.per_client.forget_idle();
+        self.per_ip.forget_idle();
+    }
+}
+
+fn endpoint_url(issuer: &str, path: &str) -> String {
+    format!("{}{path}", issuer.trim_end_matches('/'))
+}
+
+/// The discovery document (OpenID Connect Discovery 1.0 / RFC 8414) of `issuer`.
+pub fn discovery(issuer: &LocalIssuer, idp: &IdpConfig) -> Value {
+    let mut algs: Vec<&str> = issuer
+        .signing_keys
+        .all()
+        .map(|(_, k)| alg_name(k.algorithm))
+        .collect();
+    algs.sort_unstable();
+    algs.dedup();
+    json!({
+        "issuer": issuer.url,
+        "jwks_uri": endpoint_url(&issuer.url, JWKS),
+        "token_endpoint": endpoint_url(&issuer.url, TOKEN),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": algs,
+        "token_endpoint_auth_signing_alg_values_supported": algs,
+        "scopes_supported": idp.scopes.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "tenant", "account", "account_id"],
+    })
+}
+
+/// An RFC 6749 §5.2 error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub description: String,
+    /// Ask for Basic credentials (`WWW-Authenticate`), after a failed Basic attempt.
+    pub challenge: bool,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        OAuthError {
+            status,
+            code,
+            description: description.into(),
+            challenge: false,
+        }
+    }
+
+    fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// One message for an unknown client and a wrong secret: which one it was is not
+    /// the caller's to learn.
+    fn invalid_client(basic: bool) -> Self {
+        OAuthError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_client",
+            description: "client authentication failed".into(),
+            challenge: basic,
+        }
+    }
+}
+
+/// How the client authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    Basic,
+    Post,
+}
+
+/// A parsed token request. The secret is [`Sensitive`]: no `Debug` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    pub client_id: String,
+    pub client_secret: Sensitive<String>,
+    pub method: AuthMethod,
+    /// The `scope` parameter as sent (space-delimited), if any.
+    pub scope: Option<String>,
+}
+
+fn decode_component(s: &str) -> Option<String> {
+    // RFC 6749 §2.3.1: Basic credentials are form-urlencoded first.
+    let plus_as_space = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
+/// Reads a token request from its headers and form body (pure).
+pub fn parse_token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuthError> {
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form_type {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let mut params: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in url::form_urlencoded::parse(body) {
+        if v.is_empty() {
+            // RFC 6749 §3.1: parameters sent without a value are treated as omitted.
+            continue;
+        }
+        if params.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(OAuthError::invalid_request(format!(
+                "parameter {k} is given more than once"
+            )));
+        }
+    }
+    match params.get("grant_type").map(String::as_str) {
+        None => return Err(OAuthError::invalid_request("grant_type is required")),
+        Some("client_credentials") => {}
+        Some(_) => {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only the client_credentials grant is supported",
+            ));
+        }
+    }
+    let basic = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => {
+            let v = v.to_str().unwrap_or_default();
+            let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+            if !scheme.eq_ignore_ascii_case("basic") {
+                return Err(OAuthError {
+                    challenge: true,
+                    ..OAuthError::invalid_client(true)
+                });
+            }
+            let decoded = STANDARD
+                .decode(rest.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            let pair = decoded.as_deref().and_then(|d| d.split_once(':'));
+            let Some((id, secret)) = pair
+                .and_then(|(id, secret)| Some((decode_component(id)?, decode_component(secret)?)))
+            else {
+                return Err(OAuthError::invalid_client(true));
+            };
+            Some((id, secret))
+        }
+    };
+    let posted = params.contains_key("client_secret");
+    let (client_id, client_secret, method) = match basic {
+        Some(_) if posted => {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not both Basic and client_secret",
+            ));
+        }
+        Some((id, secret)) => {
+            if params.get("client_id").is_some_and(|p| *p != id) {
+                return Err(OAuthError::invalid_request(
+                    "client_id differs from the Basic credentials",
+                ));
+            }
+            (id, secret, AuthMethod::Basic)
+        }
+        None => match (params.get("client_id"), params.get("client_secret")) {
+            (Some(id), Some(secret)) => (id.clone(), secret.clone(), AuthMethod::Post),
+            _ => {
+                return Err(OAuthError {
+                    challenge: true,
+                    ..OAuthError::invalid_client(false)
+                });
+            }
+        },
+    };
+    if client_id.is_empty() {
+        return Err(OAuthError::invalid_client(method == AuthMethod::Basic));
+    }
+    Ok(TokenRequest {
+        client_id,
+        client_secret: Sensitive(client_secret),
+        method,
+        scope: params.get("scope").cloned(),
+    })
+}
+
+/// The scopes to grant (pure): the requested ones, each allowed for the client, or all of
+/// the client's scopes when none are requested (RFC 6749 §3.3's pre-defined default).
+pub fn grant_scopes(
+    requested: Option<&str>,
+    allowed: &[String],
+) -> Result<Vec<String>, OAuthError> {
+    let Some(requested) = requested else {
+        return Ok(allowed.to_vec());
+    };
+    let mut granted = Vec::new();
+    for s in requested.split(' ').filter(|s| !s.is_empty()) {
+        if !allowed.iter().any(|a| a == s) {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                format!("scope {s:?} is not allowed for this client"),
+            ));
+        }
+        if !granted.iter().any(|g| g == s) {
+            granted.push(s.to_string());
+        }
+    }
+    Ok(granted)
+}
+
+/// What a token request was granted.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant<'a> {
+    pub client_id: &'a str,
+    pub scopes: &'a [String],
+    pub ttl: Duration,
+}
+
+/// The access token's claims (pure).
+pub fn claims(
+    issuer: &str,
+    audiences: &[String],
+    account: &AccountInfo,
+    grant: Grant<'_>,
+    now: u64,
+    jti: &str,
+) -> Map<String, Value> {
+    let Grant {
+        client_id,
+        scopes,
+        ttl,
+    } = grant;
+    let aud = match audiences {
+        [one] => Value::from(one.as_str()),
+        many => Value::from(many.to_vec()),
+    };
+    let claims = json!({
+        "iss": issuer,
+        "sub": client_id,
+        "aud": aud,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl.as_secs().max(1),
+        "jti": jti,
+        "client_id": client_id,
+        "scope": scopes.join(" "),
+        "tenant": account.tenant,
+        "account": account.name,
+        "account_id": account.id,
+    });
+    match claims {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// A fixed hash with the default parameters, verified for unknown clients so that they cost
+/// what a known one does.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        use argon2::PasswordHasher as _;
+        let salt = argon2::password_hash::SaltString::encode_b64(b"fleetgate-dummy!")
+            .unwrap_or_else(|_| unreachable!("16 bytes encode"));
+        argon2::Argon2::default()
+            .hash_password(b"fleetgate-no-such-client", &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// What the token endpoint shares across bundles: argon2 runs at most this many at once.
+#[derive(Debug)]
+pub struct Verifier {
+    permits: tokio::sync::Semaphore,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Verifier {
+            permits: tokio::sync::Semaphore::new(n),
+        }
+    }
+}
+
+impl Verifier {
+    /// Whether `secret` matches the PHC `hash`, on the blocking pool.
+    async fn verify(&self, hash: String, secret: Sensitive<String>) -> Result<bool, OAuthError> {
+        let busy = || {
+            OAuthError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the token endpoint is busy; retry shortly",
+            )
+        };
+        let _permit = tokio::time::timeout(Duration::from_secs(5), self.permits.acquire())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
+        tokio::task::spawn_blocking(move || {
+            use argon2::PasswordVerifier as _;
+            argon2::PasswordHash::new(&hash).is_ok_and(|h| {
+                argon2::Argon2::default()
+                    .verify_password(secret.expose().as_bytes(), &h)
+                    .is_ok()
+            })
+        })
+        .await
+        .map_err(|_| busy())
+    }
+}
+
+/// What one token request came to, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenResult {
+    Issued,
+    Refused(&'static str),
+}
+
+fn oauth_response(e: &OAuthError, issuer: &str) -> Response {
+    let mut resp = (
+        e.status,
+        axum::Json(json!({"error": e.code, "error_description": e.description})),
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    if e.challenge
+        && let Ok(v) =
+            HeaderValue::from_str(&format!("Basic realm=\"{issuer}\", charset=\"UTF-8\""))
+    {
+        h.insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+fn limited(decision: &Decision, policy: &str, what: &str, issuer: &str) -> Option<Response> {
+    let Decision::Limited { retry_after, .. } = decision else {
+        return None;
+    };
+    let e = OAuthError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+        format!("too many token requests {what}; retry in {retry_after} s"),
+    );
+    let mut resp = oauth_response(&e, issuer);
+    decision.headers(policy, resp.headers_mut());
+    Some(resp)
+}
+
+fn public_json(value: &Value, max_age: u32) -> Response {
+    let mut resp = axum::Json(value.clone()).into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    resp
+}
+
+fn random_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// Answers one IdP request. Returns the response and, for the token endpoint, the client
+/// (when it is a known one) and the result, for metrics.
+pub async fn serve(
+    idp: &Idp,
+    endpoint: Endpoint,
+    verifier: &Verifier,
+    client_ip: IpAddr,
+    req: axum::extract::Request,
+) -> (Response, Option<(String, TokenResult)>) {
+    let method = req.method().clone();
+    match endpoint {
+        Endpoint::Discovery | Endpoint::Jwks => {
+            if method != HttpMethod::GET && method != HttpMethod::HEAD {
+                return (method_not_allowed("GET, HEAD"), None);
+            }
+            let doc = if endpoint == Endpoint::Jwks {
+                &idp.jwks
+            } else {
+                &idp.discovery
+            };
+            // Verifiers cache the JWKS; a short max-age lets a `next` key published by a
+            // new bundle reach them well before it becomes active.
+            (public_json(doc, 300), None)
+        }
+        Endpoint::Token => {
+            if method != HttpMethod::POST {
+                return (method_not_allowed("POST"), None);
+            }
+            let (resp, client, result) = token(idp, verifier, client_ip, req).await;
+            (resp, Some((client, result)))
+        }
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut resp = (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(
+            json!({"error": "invalid_request", "error_description": format!("use {allow}")}),
+        ),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+async fn token(
+    idp: &Idp,
+    verifier: &Verifier,
+    client_ip: IpAddr,
+    req: axum::extract::Request,
+) -> (Response, String, TokenResult) {
+    let refuse = |e: OAuthError, client: String| {
+        let code = e.code;
+        (
+            oauth_response(&e, &idp.issuer),
+            client,
+            TokenResult::Refused(code),
+        )
+    };
+    let ip_decision = idp.per_ip.check(&format!("ip:{client_ip}"));
+    if let Some(resp) = limited(
+        &ip_decision,
+        &idp.per_ip.policy(),
+        "from this address",
+        &idp.issuer,
+    ) {
+        return (resp, "-".into(), TokenResult::Refused("too_many_requests"));
+    }
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(Body::new(body), MAX_TOKEN_REQUEST).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refuse(
+                OAuthError::invalid_request(format!(
+                    "the request body is over {MAX_TOKEN_REQUEST} bytes or could not be read"
+                )),
+                "-".into(),
+            );
+        }
+    };
+    let request = match parse_token_request(&parts.headers, &body) {
+        Ok(r) => r,
+        Err(e) => return refuse(e, "-".into()),
+    };
+    let client = idp.clients.get(&request.client_id);
+    // Metrics name known clients only: made-up ids must not make new series.
+    let label = if client.is_some() {
+        request.client_id.clone()
+    } else {
+        "-".into()
+    };
+    let client_decision = idp
+        .per_client
+        .check(&format!("client:{}", request.client_id));
+    if let Some(resp) = limited(
+        &client_decision,
+        &idp.per_client.policy(),
+        "for this client",
+        &idp.issuer,
+    ) {
+        return (resp, label, TokenResult::Refused("too_many_requests"));
+    }
+    let basic = request.method == AuthMethod::Basic;
+    let hash = match client.map(|c| &c.hash) {
+        Some(Ok(h)) => h.expose().clone(),
+        Some(Err(why)) => {
+            tracing::error!(client = %request.client_id, reason = %why, "token refused: the client's secret hash is unavailable");
+            return refuse(
+                OAuthError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "this client cannot be authenticated right now",
+                ),
+                label,
+            );
+        }
+        None => dummy_hash().to_string(),
+    };
+    let matched = match verifier.verify(hash, request.client_secret.clone()).await {
+        Ok(m) => m,
+        Err(e) => return refuse(e, label),
+    };
+    let Some(client) = client.filter(|_| matched) else {
+        tracing::info!(client = %request.client_id, client_ip = %client_ip, "token refused: client authentication failed");
+        return refuse(OAuthError::invalid_client(basic), label);
+    };
+    let scopes = match grant_scopes(request.scope.as_deref(), &client.scopes) {
+        Ok(s) => s,
+        Err(e) => return refuse(e, label),
+    };
+    let signer = match &idp.signer {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::error!(reason = %why, "token refused: no usable signing key");
+            return refuse(
+                OAuthError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "tokens cannot be signed right now",
+                ),
+                label,
+            );
+        }
+    };
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = claims(
+        &idp.issuer,
+        &idp.audiences,
+        &idp.account,
+        Grant {
+            client_id: &request.client_id,
+            scopes: &scopes,
+            ttl: client.ttl,
+        },
+        now,
+        &random_id(),
+    );
+    let mut header = jsonwebtoken::Header::new(crate::auth::signing_algorithm(signer.alg));
+    header.kid = Some(signer.kid.clone());
+    header.typ = Some("at+jwt".into());
+    let token = match jsonwebtoken::encode(&header, &claims, &signer.key) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, kid = %signer.kid, "token refused: signing failed");
+            return refuse(
+                OAuthError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "tokens cannot be signed right now",
+                ),
+                label,
+            );
+        }
+    };
+    let mut resp = axum::Json(json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": client.ttl.as_secs().max(1),
+        "scope": scopes.join(" "),
+    }))
+    .into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    tracing::info!(client = %request.client_id, scope = %scopes.join(" "), kid = %signer.kid, "token issued");
+    (resp, label, TokenResult::Issued)
+}
+
+/// The issuer's verifying keys (active, next, previous) by kid, for the gateway's own
+/// `local` issuer, with the problems of keys that cannot be read.
+pub fn verifying_keys(
+    issuer: &LocalIssuer,
+    secrets: &Resolved,
+) -> (Vec<crate::auth::Key>, Vec<String>) {
+    let mut keys = Vec::new();
+    let mut problems = Vec::new();
+    for (role, k) in issuer.signing_keys.all() {
+        match secrets
+            .get(&k.private_key)
+            .and_then(|pem| key_material(k.algorithm, pem))
+        {
+            Ok(m) => keys.push(crate::auth::Key {
+                kid: Some(k.kid.clone()),
+                alg: Some(crate::auth::signing_algorithm(k.algorithm)),
+                key: m.decoding,
+            }),
+            Err(e) => problems.push(format!("{role} signing key {}: {e}", k.kid)),
+        }
+    }
+    (keys, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(body: &str, basic: Option<&str>) -> Result<TokenRequest, OAuthError> {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded; charset=UTF-8"),
+        );
+        if let Some(b) = basic {
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(b)))
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
+        }
+        parse_token_request(&h, body.as_bytes())
+    }
+
+    #[test]
+    fn basic_and_post_credentials_both_work_and_basic_is_form_decoded() {
+        let r = form(
+            "grant_type=client_credentials&scope=a+b",
+            Some("web%20portal:s%3Acret"),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(r.client_id, "web portal");
+        assert_eq!(r.client_secret.expose(), "s:cret");
+        assert_eq!(r.method, AuthMethod::Basic);
+        assert_eq!(r.scope.as_deref(), Some("a b"));
+        let r = form(
+            "grant_type=client_credentials&client_id=web&client_secret=s3cret",
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!((r.client_id.as_str(), r.method), ("web", AuthMethod::Post));
+        assert_eq!(r.scope, None);
+    }
+
+    #[test]
+    fn malformed_requests_get_the_rfc_6749_error() {
+        let code = |body: &str, basic: Option<&str>| {
+            form(body, basic).map_err(|e| (e.status.as_u16(), e.code, e.challenge))
+        };
+        assert_eq!(
+            code("client_id=a&client_secret=b", None),
+            Err((400, "invalid_request", false))
+        );
+        assert_eq!(
+            code("grant_type=password&client_id=a&client_secret=b", None),
+            Err((400, "unsupported_grant_type", false))
+        );
+        assert_eq!(
+            code("grant_type=client_credentials", None),
+            Err((401, "invalid_client", true))
+        );
+        assert_eq!(
+            code("grant_type=client_credentials&client_secret=b", Some("a:b")),
+            Err((400, "invalid_request", false))
+        );
+        assert_eq!(
+            code(
+                "grant_type=client_credentials&scope=a&scope=b&client_id=a&client_secret=b",
+                None
+            ),
+            Err((400, "invalid_request", false))
+        );
+        assert_eq!(
+            code("grant_type=client_credentials", Some("no-colon")),
+            Err((401, "invalid_client", true))
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert_eq!(
+            parse_token_request(&h, b"{}").map_err(|e| e.code),
+            Err("invalid_request")
+        );
+    }
+
+    #[test]
+    fn a_secret_is_never_in_the_debug_output() {
+        let r = form(
+            "grant_type=client_credentials&client_id=a&client_secret=hunter2",
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        #[allow(clippy::use_debug)]
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn scopes_are_limited_to_the_clients_and_default_to_all_of_them() {
+        let allowed = vec!["orders:read".to_string(), "orders:write".to_string()];
+        assert_eq!(grant_scopes(None, &allowed), Ok(allowed.clone()));
+        assert_eq!(
+            grant_scopes(Some("orders:read  orders:read"), &allowed),
+            Ok(vec!["orders:read".to_string()])
+        );
+        let e = grant_scopes(Some("orders:read payments:refund"), &allowed).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (400, "invalid_scope"));
+        assert!(e.description.contains("payments:refund"));
+    }
+
+    #[test]
+    fn claims_name_the_tenant_and_account_and_expire_after_the_ttl() {
+        let account = AccountInfo {
+            name: "acme-prod".into(),
+            id: "423456789012".into(),
+            region: "us-east-1".into(),
+            stage: "prod".into(),
+            tenant: "acme".into(),
+            labels: BTreeMap::new(),
+        };
+        let c = claims(
+            "https://auth.acme.example",
+            &["https://api.acme.example".to_string()],
+            &account,
+            Grant {
+                client_id: "web-portal",
+                scopes: &["orders:read".to_string(), "orders:write".to_string()],
+                ttl: Duration::from_secs(600),
+            },
+            1_000,
+            "j1",
+        );
+        assert_eq!(
+            Value::Object(c),
+            json!({"iss": "https://auth.acme.example", "sub": "web-portal", "aud": "https://api.acme.example",
+                   "iat": 1000, "nbf": 1000, "exp": 1600, "jti": "j1", "client_id": "web-portal",
+                   "scope": "orders:read orders:write", "tenant": "acme", "account": "acme-prod",
+                   "account_id": "423456789012"})
+        );
+    }
+
+    #[test]
+    fn key_errors_never_quote_the_key() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWJ5dGVz\n-----END PRIVATE KEY-----\n";
+        for alg in [SigningAlgorithm::RS256, SigningAlgorithm::ES256] {
+            let e = key_material(alg, pem).unwrap_err();
+            assert!(!e.contains("c2VjcmV0") && !e.contains("BEGIN"), "{e}");
+        }
+    }
+}
