@@ -877,6 +877,37 @@ async fn token(
     (resp, label, TokenResult::Issued)
 }
 
+/// A new private key for `alg` as PKCS#8 PEM (RSA: 2048 bits), for local fleets and tests.
+pub fn generate_key(alg: SigningAlgorithm) -> Result<String, String> {
+    use rand_core::OsRng;
+    match alg {
+        SigningAlgorithm::RS256 => {
+            use rsa::pkcs8::EncodePrivateKey as _;
+            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| e.to_string())?;
+            key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+                .map(|p| p.to_string())
+                .map_err(|e| e.to_string())
+        }
+        SigningAlgorithm::ES256 => {
+            use p256::pkcs8::EncodePrivateKey as _;
+            p256::SecretKey::random(&mut OsRng)
+                .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+                .map(|p| p.to_string())
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The argon2id PHC hash of `secret` with argon2's default parameters and a random salt.
+pub fn hash_secret(secret: &str) -> Result<String, String> {
+    use argon2::PasswordHasher as _;
+    let salt = argon2::password_hash::SaltString::generate(&mut rand_core::OsRng);
+    argon2::Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// The issuer's verifying keys (active, next, previous) by kid, for the gateway's own
 /// `local` issuer, with the problems of keys that cannot be read.
 pub fn verifying_keys(
@@ -1037,6 +1068,33 @@ mod tests {
                    "iat": 1000, "nbf": 1000, "exp": 1600, "jti": "j1", "client_id": "web-portal",
                    "scope": "orders:read orders:write", "tenant": "acme", "account": "acme-prod",
                    "account_id": "423456789012"})
+        );
+    }
+
+    #[test]
+    fn generated_keys_sign_tokens_their_public_halves_verify() {
+        for alg in [SigningAlgorithm::RS256, SigningAlgorithm::ES256] {
+            let pem = generate_key(alg).unwrap_or_else(|e| panic!("{e}"));
+            let m = key_material(alg, &pem).unwrap_or_else(|e| panic!("{e}"));
+            let a = crate::auth::signing_algorithm(alg);
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(a),
+                &json!({"sub": "x", "exp": 4_000_000_000u64}),
+                &m.encoding,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let mut v = jsonwebtoken::Validation::new(a);
+            v.required_spec_claims.clear();
+            jsonwebtoken::decode::<Value>(&token, &m.decoding, &v)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let h = hash_secret("s3cret").unwrap_or_else(|e| panic!("{e}"));
+        use argon2::PasswordVerifier as _;
+        let parsed = argon2::PasswordHash::new(&h).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            argon2::Argon2::default()
+                .verify_password(b"s3cret", &parsed)
+                .is_ok()
         );
     }
 

@@ -527,11 +527,20 @@ pub async fn poll<S: BundleSource>(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The same unavailability is logged once (and again when it ends or changes), not at
+    // every poll: a new account's gateway waits for its first deployment quietly.
+    let mut unavailable: Option<String> = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tick.tick() => {
-                match gateway.reload_once(&source).await {
+                let outcome = gateway.reload_once(&source).await;
+                if !matches!(outcome, ReloadOutcome::Unavailable { .. })
+                    && let Some(reason) = unavailable.take()
+                {
+                    tracing::info!(source = %source.describe(), was = %reason, "source available again");
+                }
+                match outcome {
                     ReloadOutcome::Unchanged => {}
                     ReloadOutcome::Swapped { digest } => {
                         tracing::info!(source = %source.describe(), digest = %digest, "serving a new bundle");
@@ -540,7 +549,10 @@ pub async fn poll<S: BundleSource>(
                         tracing::error!(source = %source.describe(), reason = %reason, "bundle refused; the previous one keeps serving");
                     }
                     ReloadOutcome::Unavailable { reason } => {
-                        tracing::warn!(source = %source.describe(), reason = %reason, "source unavailable");
+                        if unavailable.as_ref() != Some(&reason) {
+                            tracing::warn!(source = %source.describe(), reason = %reason, "source unavailable; retrying at every poll");
+                            unavailable = Some(reason);
+                        }
                     }
                 }
                 gateway.housekeeping();

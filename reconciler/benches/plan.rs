@@ -112,6 +112,7 @@ fn bench(c: &mut Criterion) {
         skip_gates: true,
         hold: None,
         record_commit: true,
+        max_bake: None,
     };
     let live = std::sync::Arc::new(std::sync::Mutex::new(exec.initial_report()));
     rt.block_on(exec.run(&live));

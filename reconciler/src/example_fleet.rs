@@ -12,6 +12,11 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/example_files.rs"));
 }
 
+/// The files of `config-repo-example/` as built into this binary: (path, text).
+pub fn example_files() -> impl Iterator<Item = (&'static str, &'static str)> {
+    embedded::FILES.iter().copied()
+}
+
 /// The files of `config-repo-example/`, as built into this binary.
 pub fn example_repo() -> MemSource {
     let mut src = MemSource::default();

@@ -31,6 +31,7 @@ pub mod selector;
 pub mod source;
 pub mod target;
 pub mod template;
+pub mod up;
 pub mod validate;
 pub mod watch;
 pub mod waves;

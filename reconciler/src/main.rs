@@ -177,6 +177,25 @@ enum Command {
     /// commit waits for the running one), check drift on a schedule, and serve /status,
     /// /health, /metrics and /webhook. Only the lease holder rolls out (docs/watch.md).
     Watch(Box<WatchArgs>),
+    /// The whole loop on this machine, no AWS account needed: a git repo of the example
+    /// fleet in DIR/repo, reconciled wave by wave to a file:// fleet by the watch daemon, one
+    /// gateway with its identity provider per account on local ports, demo backends; prints
+    /// what to try. Ctrl-C stops everything.
+    Up {
+        /// The work directory (kept between runs: repo, fleet, generated local secrets).
+        #[arg(long, value_name = "DIR", default_value = ".fleetgate-up")]
+        dir: PathBuf,
+        /// The first gateway's port (127.0.0.1); the others follow, the reconciler's
+        /// /status is at PORT+1000 and the gateways' admin ports after it. 0: any free ports.
+        #[arg(long, default_value_t = 18080)]
+        port: u16,
+        /// Every wave's bake is cut to at most this (fleet.yaml's are minutes).
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+        max_bake: std::time::Duration,
+        /// How often the reconciler looks for new commits.
+        #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+        poll_interval: std::time::Duration,
+    },
     /// Generate a config repo with N accounts (deterministic) for tests and benchmarks.
     ExampleFleet {
         #[arg(long, default_value_t = 1000)]
@@ -413,6 +432,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             accounts,
         } => cmd_bootstrap(&source, &rev, &target, accounts.as_ref()),
         Command::Watch(args) => cmd_watch(*args),
+        Command::Up {
+            dir,
+            port,
+            max_bake,
+            poll_interval,
+        } => cmd_up(dir, port, max_bake, poll_interval),
         Command::ExampleFleet {
             accounts,
             seed,
@@ -486,6 +511,7 @@ fn cmd_watch(args: WatchArgs) -> Result<ExitCode> {
         concurrency: args.target.concurrency,
         account_timeout: args.target.account_timeout,
         max_backoff: args.max_backoff,
+        max_bake: None,
     };
     let rt = runtime()?;
     rt.block_on(async {
@@ -503,6 +529,41 @@ fn cmd_watch(args: WatchArgs) -> Result<ExitCode> {
         );
         let daemon = fleetgate::watch::Daemon::new(settings);
         fleetgate::watch::run(daemon, listener, shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_up(
+    dir: PathBuf,
+    port: u16,
+    max_bake: std::time::Duration,
+    poll: std::time::Duration,
+) -> Result<ExitCode> {
+    // The guide goes to standard output; the log (warnings and up's own steps unless
+    // FLEETGATE_LOG says otherwise) to standard error.
+    if std::env::var_os("FLEETGATE_LOG").is_none() {
+        let filter = tracing_subscriber::EnvFilter::new("warn,fleetgate::up=info");
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        init_logging("text");
+    }
+    let settings = fleetgate::up::UpSettings {
+        dir,
+        port,
+        max_bake,
+        poll,
+        cache_dir: cache_dir(&GitArgs {
+            repo: String::new(),
+            cache_dir: None,
+        }),
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut out = std::io::stdout();
+        fleetgate::up::run(settings, &mut out, shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -830,6 +891,7 @@ fn cmd_apply(
         skip_gates,
         hold: None,
         record_commit: true,
+        max_bake: None,
     };
     let report = run_rollout(&rt, &exec)?;
     if let Some(path) = report_file {
@@ -1207,6 +1269,7 @@ fn cmd_rollback(args: &RollbackArgs) -> Result<ExitCode> {
         skip_gates: !args.waves,
         hold: hold.clone(),
         record_commit,
+        max_bake: None,
     };
     let report = run_rollout(&rt, &exec)?;
     // Accounts already on the bundle get the hold too, so none is rolled forward.

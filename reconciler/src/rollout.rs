@@ -150,6 +150,8 @@ pub struct Executor<'a, T: Target> {
     /// Record the plan's head commit in the pointers (off for a rollback to a digest, whose
     /// commit is not known).
     pub record_commit: bool,
+    /// Shortens every wave's bake to at most this (`fleetgate up`'s demo pace).
+    pub max_bake: Option<Duration>,
 }
 
 /// The wall clock as tokio sees it: real time normally, virtual time under
@@ -463,7 +465,9 @@ impl<'a, T: Target> Executor<'a, T> {
 
         // 3. Bake: the serving accounts' error ratios stay under the gate.
         set(live, |r| r.waves[i].state = WaveState::Baking);
-        let bake_end = tokio::time::Instant::now() + Duration::from(wave.bake_time);
+        let bake = Duration::from(wave.bake_time);
+        let bake_end =
+            tokio::time::Instant::now() + self.max_bake.map_or(bake, |max| bake.min(max));
         loop {
             let serving: Vec<String> = snapshot_wave(live, i, |w| {
                 w.accounts
@@ -885,6 +889,7 @@ mod tests {
             skip_gates,
             hold: None,
             record_commit: true,
+            max_bake: None,
         };
         let live = Arc::new(Mutex::new(exec.initial_report()));
         exec.run(&live).await

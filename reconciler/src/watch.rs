@@ -76,6 +76,8 @@ pub struct Settings {
     pub account_timeout: Duration,
     /// Longest wait after repeated errors.
     pub max_backoff: Duration,
+    /// Caps every wave's bake time (`fleetgate up`); `None`: fleet.yaml's bakes.
+    pub max_bake: Option<Duration>,
 }
 
 /// A commit as `/status` shows it.
@@ -943,6 +945,7 @@ impl Looper {
                 skip_gates: false,
                 hold: None,
                 record_commit: true,
+                max_bake: self.daemon.settings.max_bake,
             };
             let live: Live = Arc::new(Mutex::new(exec.initial_report()));
             lock(&self.daemon.shared).live = Some(live.clone());
