@@ -169,7 +169,7 @@ fn read_file(path: &Path) -> Result<String, String> {
 }
 
 /// `dir/name`, where `name` (which may hold `/`) stays below `dir`.
-fn dir_path(dir: &Path, name: &str) -> Option<PathBuf> {
+pub fn dir_path(dir: &Path, name: &str) -> Option<PathBuf> {
     let rel = Path::new(name);
     rel.components()
         .all(|c| matches!(c, Component::Normal(_)))

@@ -541,15 +541,7 @@ fn cmd_up(
 ) -> Result<ExitCode> {
     // The guide goes to standard output; the log (warnings and up's own steps unless
     // FLEETGATE_LOG says otherwise) to standard error.
-    if std::env::var_os("FLEETGATE_LOG").is_none() {
-        let filter = tracing_subscriber::EnvFilter::new("warn,fleetgate::up=info");
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    } else {
-        init_logging("text");
-    }
+    init_logging_with("text", "warn,fleetgate::up=info");
     let settings = fleetgate::up::UpSettings {
         dir,
         port,
@@ -591,8 +583,13 @@ async fn shutdown_signal() {
 }
 
 fn init_logging(format: &str) {
+    init_logging_with(format, "info");
+}
+
+/// Logging to stderr at FLEETGATE_LOG's levels, else `default`'s.
+fn init_logging_with(format: &str, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLEETGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -130,12 +130,9 @@ pub fn provision_secrets(dir: &Path, account: &str, bundle: &Bundle) -> Result<V
     let mut made = Vec::new();
     let path_of = |r: &SecretRef| -> Option<PathBuf> {
         match r {
+            // Where the gateway's --secrets-dir lookup reads it.
             SecretRef::AwsSecretsManager(arn) => {
-                let name = SecretArn::parse(arn)?.name;
-                let rel = Path::new(name);
-                rel.components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_)))
-                    .then(|| secrets.join(rel))
+                fleetgate_gateway::secrets::dir_path(&secrets, SecretArn::parse(arn)?.name)
             }
             // Files and variables are the operator's: nothing to make.
             SecretRef::File(_) | SecretRef::Env(_) => None,
