@@ -42,11 +42,13 @@ impl std::str::FromStr for TargetSpec {
 impl TargetSpec {
     /// Connects: for `aws`, loads the hub's credentials and takes the role name, ExternalId,
     /// session length and bucket layout from `fleet`; the session name carries `commit`.
+    /// `role_name` replaces fleet.yaml's `roleName` (a read-only role for plans and drift).
     pub async fn connect(
         &self,
         fleet: Option<&FleetSpec>,
         commit: &str,
         endpoint_url: Option<&str>,
+        role_name: Option<&str>,
     ) -> anyhow::Result<AnyTarget> {
         match self {
             TargetSpec::File(dir) => Ok(AnyTarget::File(FileTarget::new(dir))),
@@ -58,6 +60,14 @@ impl TargetSpec {
                 };
                 let mut settings = AwsSettings::from_fleet(fleet, commit);
                 settings.endpoint_url = endpoint_url.map(str::to_string);
+                if let Some(role) = role_name {
+                    if role.is_empty() || role.contains(['/', ':', ' ']) {
+                        anyhow::bail!(
+                            "--role-name {role:?}: give a role's name (no path or ARN); it is assumed as arn:aws:iam::<account id>:role/<name>"
+                        );
+                    }
+                    settings.role_name = role.to_string();
+                }
                 Ok(AnyTarget::Aws(Box::new(
                     AwsTarget::connect(settings).await?,
                 )))

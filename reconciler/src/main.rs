@@ -293,6 +293,11 @@ struct TargetArgs {
     /// [default: AWS_ENDPOINT_URL, else AWS].
     #[arg(long, value_name = "URL")]
     endpoint_url: Option<String>,
+    /// Assume this role in every account instead of fleet.yaml's roleName: a read-only role
+    /// for plans on pull requests and drift reports (deploy/aws/account.yaml makes
+    /// `fleetgate-reader`), so those jobs never hold write access.
+    #[arg(long, value_name = "NAME", env = "FLEETGATE_ROLE_NAME")]
+    role_name: Option<String>,
 }
 
 impl TargetArgs {
@@ -318,10 +323,12 @@ impl TargetArgs {
         fleet: Option<&fleetgate::manifest::FleetSpec>,
         commit: &str,
     ) -> Result<AnyTarget> {
-        rt.block_on(
-            self.target
-                .connect(fleet, commit, self.endpoint_url.as_deref()),
-        )
+        rt.block_on(self.target.connect(
+            fleet,
+            commit,
+            self.endpoint_url.as_deref(),
+            self.role_name.as_deref(),
+        ))
     }
 }
 
@@ -501,6 +508,7 @@ fn cmd_watch(args: WatchArgs) -> Result<ExitCode> {
         cache_dir: cache_dir(&args.source),
         target: args.target.target.clone(),
         endpoint_url: args.target.endpoint_url.clone(),
+        role_name: args.target.role_name.clone(),
         poll_interval: args.poll_interval,
         drift_interval: args.drift_interval,
         shard: args.shard,

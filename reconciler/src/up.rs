@@ -325,6 +325,7 @@ pub async fn run(
         cache_dir: settings.cache_dir.clone(),
         target: TargetSpec::File(fleet_dir.to_string_lossy().to_string()),
         endpoint_url: None,
+        role_name: None,
         poll_interval: settings.poll,
         drift_interval: None,
         shard: None,

@@ -59,6 +59,8 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     pub target: TargetSpec,
     pub endpoint_url: Option<String>,
+    /// Replaces fleet.yaml's `roleName` (`--role-name`).
+    pub role_name: Option<String>,
     /// How often the remote is fetched when no webhook comes.
     pub poll_interval: Duration,
     /// How often drift is checked [default: fleet.yaml's drift.interval].
@@ -777,6 +779,7 @@ impl Looper {
                     prepared.fleet.as_ref(),
                     "watch",
                     self.settings().endpoint_url.as_deref(),
+                    self.settings().role_name.as_deref(),
                 )
                 .await
             {

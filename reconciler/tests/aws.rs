@@ -403,6 +403,77 @@ fn example_fleet_bootstraps_plans_applies_and_converges() {
 }
 
 #[test]
+fn plans_and_drift_reports_run_as_a_read_only_role() {
+    let moto = Moto::start();
+    let fleet = Fleet::example(&moto.endpoint());
+    assert_eq!(code(&fleet.bootstrap(&[])), 0);
+    assert_eq!(code(&fleet.apply()), 0);
+    let deployer = moto.assumed_roles();
+    assert!(
+        deployer
+            .iter()
+            .all(|r| r.ends_with(":role/fleetgate-deployer"))
+            && deployer.len() >= 10,
+        "{deployer:?}"
+    );
+
+    // A pull request's plan and the scheduled drift report: fleet.yaml's roleName is the
+    // deployer, the jobs name the reader (by flag, or by environment as the workflows do).
+    let out = fleet.run(&[
+        "plan",
+        "--repo",
+        fleet.repo(),
+        "--target",
+        "aws",
+        "--role-name",
+        "fleetgate-reader",
+    ]);
+    assert_eq!(code(&out), 0, "no changes: {}", show(&out));
+    let out = fleet
+        .command(&["drift", "--repo", fleet.repo(), "--target", "aws"])
+        .env("FLEETGATE_ROLE_NAME", "fleetgate-reader")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "in sync: {}", show(&out));
+    let since = moto.assumed_roles().split_off(deployer.len());
+    assert_eq!(
+        since.len(),
+        20,
+        "one session per account and command: {since:?}"
+    );
+    let mut accounts: Vec<&str> = since
+        .iter()
+        .map(|role| {
+            assert!(role.ends_with(":role/fleetgate-reader"), "{role}");
+            role.split(':').nth(4).unwrap()
+        })
+        .collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    assert_eq!(
+        accounts.len(),
+        10,
+        "every account, as the reader: {since:?}"
+    );
+
+    let out = fleet.run(&[
+        "plan",
+        "--repo",
+        fleet.repo(),
+        "--target",
+        "aws",
+        "--role-name",
+        "arn:aws:iam::123456789012:role/fleetgate-reader",
+    ]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(
+        stderr(&out).contains("give a role's name (no path or ARN)"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
 fn a_fleet_of_120_accounts_applies_once_and_then_writes_nothing() {
     let moto = Moto::start();
     let proxy = Proxy::start(moto.addr, Faults::default());

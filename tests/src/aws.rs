@@ -71,6 +71,31 @@ impl Moto {
         format!("http://{}", self.addr)
     }
 
+    /// The role of every set of credentials STS has handed out so far, in order (moto's
+    /// `/moto-api/data.json`): which roles a command assumed.
+    pub fn assumed_roles(&self) -> Vec<String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let body = rt.block_on(async {
+            let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+            let uri = format!("http://{}/moto-api/data.json", self.addr);
+            let resp = client.get(uri.parse().unwrap()).await.unwrap();
+            resp.into_body().collect().await.unwrap().to_bytes()
+        });
+        let data: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        data["iam"]["AccessKey"]
+            .as_array()
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| k["role_arn"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Forgets every bucket, object and role: `POST /moto-api/reset`.
     pub fn reset(&self) {
         assert_eq!(
