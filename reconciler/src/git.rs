@@ -122,8 +122,11 @@ impl GitRepo {
                 )
                 .map_err(|e| GitError::Fetch {
                     url: location.to_string(),
-                    message: if e.class() == git2::ErrorClass::Net
-                        && e.message().contains("unsupported URL protocol")
+                    // libgit2 built without TLS says "unsupported URL protocol" (ssh) or "there
+                    // is no TLS stream available" (https).
+                    message: if (e.class() == git2::ErrorClass::Net
+                        && e.message().contains("unsupported URL protocol"))
+                        || e.message().contains("no TLS stream available")
                     {
                         format!(
                             "{}: build fleetgate with `--features https` or `--features ssh`, or clone with git and pass the clone's path",
@@ -175,10 +178,18 @@ impl GitRepo {
             location: self.location.clone(),
             message,
         };
-        let object = self
-            .repo
-            .revparse_single(rev)
-            .map_err(|e| err(e.message().to_string()))?;
+        let object = match self.repo.revparse_single(rev) {
+            Ok(object) => object,
+            // A remote's cache holds its branches as origin/<branch>, so `main` (or `main~1`)
+            // means origin/main there, as it does in a clone for git's own commands.
+            Err(e) => match (is_url(&self.location) && !rev.starts_with("origin/"))
+                .then(|| self.repo.revparse_single(&format!("origin/{rev}")).ok())
+                .flatten()
+            {
+                Some(object) => object,
+                None => return Err(err(e.message().to_string())),
+            },
+        };
         let commit = object
             .peel_to_commit()
             .map_err(|e| err(format!("does not name a commit: {}", e.message())))?;

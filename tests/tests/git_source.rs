@@ -117,6 +117,11 @@ fn a_remote_is_cloned_into_the_cache_and_fetched_on_every_open() {
     let repo = GitRepo::open(&url, &cache).unwrap();
     assert_eq!(repo.resolve("origin/main").unwrap().id.to_string(), second);
     assert_eq!(repo.resolve("v2").unwrap().id.to_string(), second);
+    // A branch is named as in a clone: `main` is the remote's main.
+    assert_eq!(repo.resolve("main").unwrap().id.to_string(), second);
+    assert_eq!(repo.resolve("main~1").unwrap().id.to_string(), first);
+    let e = repo.resolve("no-such-branch").unwrap_err().to_string();
+    assert!(e.contains("no-such-branch"), "{e}");
     let caches: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
     assert_eq!(caches.len(), 1, "one cached clone per URL");
     let snapshot = repo
