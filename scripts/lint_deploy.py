@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""The checks on deploy/ that no off-the-shelf linter here makes (scripts/lint-deploy runs it
+after cfn-lint, kubernetes-validate, hadolint, check-jsonschema and yamllint).
+
+GitHub workflows (deploy/github/workflows/*.yml), where actionlint cannot be installed:
+  - every job has timeout-minutes;
+  - every `uses:` is pinned to a major tag (owner/repo@vN) or is a local action (./...);
+  - no `${{` inside a `run:` script (expressions reach scripts through env: only: script
+    injection);
+  - every `run:` script, with a bash shebang, is clean under `shellcheck -s bash -S style`.
+
+Kubernetes (deploy/kubernetes/): kustomization.yaml lists exactly the manifests of the
+directory.
+
+Prometheus (deploy/prometheus/*.yaml): every fleetgate metric an alert's expression names is
+one the code registers (reconciler/src, gateway/src), so alerts cannot silently watch nothing.
+
+All: every `fleetgate` / `fleetgate-gateway` invocation (a workflow script's command line,
+a container's args) uses only subcommands and flags that the binaries' --help lists, so
+deploy/ cannot drift from the CLI.
+
+Usage: lint_deploy.py --shellcheck PATH --fleetgate BIN --gateway BIN
+Exits 0 when everything is clean, 1 otherwise.
+"""
+
+import argparse
+import glob
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+@v[0-9]+$")
+FLAG = re.compile(r"--[a-z][a-z0-9-]*")
+SHELL_OPERATORS = {";", "|", "||", "&&", "&", ">", ">>", "<", "2>", "2>&1", ")"}
+
+
+class Cli:
+    """What a binary's --help says: its subcommands and each one's flags."""
+
+    def __init__(self, binary):
+        self.binary = binary
+        self.cache = {}
+
+    def flags(self, *subcommand):
+        if subcommand not in self.cache:
+            out = subprocess.run(
+                [self.binary, *subcommand, "--help"],
+                capture_output=True, text=True, check=False,
+            )
+            if out.returncode != 0:
+                self.cache[subcommand] = None
+            else:
+                self.cache[subcommand] = set(FLAG.findall(out.stdout))
+        return self.cache[subcommand]
+
+    def check(self, words, where):
+        """`words`: what follows the binary's name. Returns the problems."""
+        sub = []
+        if self.binary.endswith("fleetgate") and words and not words[0].startswith("-"):
+            sub = [words[0]]
+            words = words[1:]
+        known = self.flags(*sub)
+        if known is None:
+            return [f"{where}: `{' '.join(['fleetgate', *sub])}` is not a command of {self.binary}"]
+        problems = []
+        for word in words:
+            if word in SHELL_OPERATORS:
+                break
+            if word.startswith("--"):
+                flag = word.split("=", 1)[0]
+                if flag not in known:
+                    name = " ".join([os.path.basename(self.binary), *sub])
+                    problems.append(f"{where}: `{name}` has no flag {flag}")
+        return problems
+
+
+def steps_of(workflow):
+    for job_id, job in (workflow.get("jobs") or {}).items():
+        for i, step in enumerate(job.get("steps") or []):
+            yield job_id, i, step
+
+
+def shell_of(workflow, job, step):
+    for scope in (step, (job.get("defaults") or {}).get("run") or {},
+                  (workflow.get("defaults") or {}).get("run") or {}):
+        if "shell" in scope:
+            return scope["shell"]
+    return "bash"  # GitHub's default on Linux runners
+
+
+def invocations(script):
+    """The word lists after each `fleetgate` command word (or the image's name, in `docker
+    run`) in a shell script."""
+    joined = re.sub(r"\\\n", " ", script)
+    found = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line.startswith("#") or "fleetgate" not in line.lower():
+            continue
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            continue
+        for i, word in enumerate(words):
+            # The binary, or its image (docker run ... "$FLEETGATE_IMAGE" <subcommand> ...).
+            if word in ("fleetgate", "$FLEETGATE_IMAGE") and i + 1 < len(words) and re.fullmatch(r"[a-z][a-z-]*", words[i + 1]):
+                found.append(words[i + 1:])
+    return found
+
+
+def lint_workflow(path, shellcheck, fleetgate):
+    problems = []
+    with open(path, encoding="utf-8") as f:
+        workflow = yaml.safe_load(f)
+    jobs = workflow.get("jobs") or {}
+    if not jobs:
+        problems.append(f"{path}: no jobs")
+    for job_id, job in jobs.items():
+        if "timeout-minutes" not in job:
+            problems.append(f"{path}: job {job_id}: no timeout-minutes")
+    for job_id, i, step in steps_of(workflow):
+        where = f"{path}: job {job_id}, step {i + 1} ({step.get('name', step.get('uses', 'run'))})"
+        uses = step.get("uses")
+        if uses is not None and not uses.startswith("./") and not PINNED.match(uses):
+            problems.append(f"{where}: `uses: {uses}` is not pinned to a major tag (@vN)")
+        script = step.get("run")
+        if script is None:
+            continue
+        if "${{" in script:
+            problems.append(f"{where}: `${{{{` inside run: pass expressions through env:")
+        for words in invocations(script):
+            problems.extend(fleetgate.check(words, where))
+        shell = shell_of(workflow, jobs[job_id], step)
+        if shell != "bash":
+            problems.append(f"{where}: shell is {shell!r}, expected bash")
+            continue
+        with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False, encoding="utf-8") as tmp:
+            tmp.write("#!/usr/bin/env bash\n")
+            tmp.write(script)
+            name = tmp.name
+        try:
+            result = subprocess.run(
+                [shellcheck, "-s", "bash", "-S", "style", name],
+                capture_output=True, text=True, check=False,
+            )
+        finally:
+            os.unlink(name)
+        if result.returncode != 0:
+            # Line numbers in the output are the script's + 1 (the shebang).
+            output = (result.stdout + result.stderr).replace(name, "<run>")
+            problems.append(f"{where}: shellcheck:\n{output}")
+    return problems
+
+
+def containers(doc):
+    """Every container (and init container) of a workload manifest."""
+    spec = doc.get("spec") or {}
+    if doc.get("kind") == "CronJob":
+        spec = ((spec.get("jobTemplate") or {}).get("spec") or {})
+    pod = ((spec.get("template") or {}).get("spec") or {})
+    return (pod.get("containers") or []) + (pod.get("initContainers") or [])
+
+
+def lint_kubernetes(directory, fleetgate, gateway):
+    problems = []
+    manifests = sorted(
+        os.path.basename(p)
+        for p in glob.glob(os.path.join(directory, "*.yaml"))
+        if os.path.basename(p) != "kustomization.yaml"
+    )
+    with open(os.path.join(directory, "kustomization.yaml"), encoding="utf-8") as f:
+        kustomization = yaml.safe_load(f)
+    listed = sorted(kustomization.get("resources") or [])
+    for name in sorted(set(manifests) - set(listed)):
+        if not name.endswith(".example.yaml"):
+            problems.append(f"{directory}/{name}: not listed in kustomization.yaml's resources")
+    for name in sorted(set(listed) - set(manifests)):
+        problems.append(f"{directory}/kustomization.yaml: lists {name}, which does not exist")
+    for name in manifests:
+        path = os.path.join(directory, name)
+        with open(path, encoding="utf-8") as f:
+            docs = [d for d in yaml.safe_load_all(f) if d]
+        for doc in docs:
+            for c in containers(doc):
+                where = f"{path}: {doc.get('kind')} {doc.get('metadata', {}).get('name')}, container {c.get('name')}"
+                image = c.get("image", "")
+                words = [str(w) for w in (c.get("command") or [])[1:] + (c.get("args") or [])]
+                if "fleetgate-gateway" in image:
+                    problems.extend(gateway.check(words, where))
+                elif "fleetgate" in image:
+                    problems.extend(fleetgate.check(words, where))
+    return problems
+
+
+def registered_metrics():
+    """The metric names the code registers with prometheus-client, with their prefixes."""
+    names = set()
+    for pattern, prefix in (("reconciler/src/**/*.rs", "fleetgate"), ("gateway/src/**/*.rs", "fleetgate_gateway")):
+        for path in glob.glob(pattern, recursive=True):
+            with open(path, encoding="utf-8") as f:
+                for name in re.findall(r'register\(\s*"([a-z0-9_]+)"', f.read()):
+                    names.add(f"{prefix}_{name}")
+    return names
+
+
+def lint_alerts(directory):
+    problems = []
+    known = registered_metrics()
+    if not known:
+        return ["no metric registrations found under reconciler/src and gateway/src"]
+    suffixes = ("_total", "_bucket", "_sum", "_count", "_created")
+    for path in sorted(glob.glob(os.path.join(directory, "*.yaml"))):
+        with open(path, encoding="utf-8") as f:
+            rules = yaml.safe_load(f)
+        for group in rules.get("groups") or []:
+            for rule in group.get("rules") or []:
+                where = f"{path}: {rule.get('alert') or rule.get('record')}"
+                for metric in re.findall(r"\bfleetgate_[a-z0-9_]+", str(rule.get("expr", ""))):
+                    bases = {metric} | {metric[: -len(x)] for x in suffixes if metric.endswith(x)}
+                    if not bases & known:
+                        problems.append(f"{where}: no metric {metric} in the code (registered: {', '.join(sorted(known))})")
+    return problems
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shellcheck", default="shellcheck")
+    parser.add_argument("--fleetgate", required=True)
+    parser.add_argument("--gateway", required=True)
+    args = parser.parse_args()
+    fleetgate, gateway = Cli(args.fleetgate), Cli(args.gateway)
+    workflows = sorted(glob.glob("deploy/github/workflows/*.yml"))
+    if not workflows:
+        print("no workflows under deploy/github/workflows", file=sys.stderr)
+        return 1
+    problems = []
+    for path in workflows:
+        problems.extend(lint_workflow(path, args.shellcheck, fleetgate))
+    problems.extend(lint_kubernetes("deploy/kubernetes", fleetgate, gateway))
+    problems.extend(lint_alerts("deploy/prometheus"))
+    for problem in problems:
+        print(f"FAIL {problem}", file=sys.stderr)
+    print(f"{len(workflows)} workflows, deploy/kubernetes, deploy/prometheus: {len(problems)} problems")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
