@@ -3,8 +3,12 @@
 it): every IAM Resource and principal ARN uses ${AWS::Partition}; the trust and permission
 documents, rendered for every combination of the templates' conditions, are valid JSON with
 the expected statements (the reader and the planner can only read, the planner can never
-reach the deployer, pull requests are trusted by the planner only, session limits); and the
-workflows of deploy/github use the role each job should.
+reach the deployer, pull requests are trusted by the planner only, operators are trusted only
+when OperatorPrincipalArns is set and only with sts:AssumeRole, session limits); every value
+rendered passes its parameter's AllowedPattern; hub.yaml's rules refuse blank entries in
+OperatorPrincipalArns and nothing else tried; and the workflows of deploy/github use the role
+each job should, in a GitHub environment that is hub.yaml's GitHubEnvironment default, with
+OIDC subjects that role trusts under the template's defaults.
 
 Usage: check_iam.py deploy/aws/account.yaml deploy/aws/hub.yaml (with cfn-lint importable)."""
 import itertools, json, re, sys
@@ -17,13 +21,18 @@ SAMPLE = {  # parameters without defaults or with empty defaults that matter
     "EksOidcProvider": "oidc.eks.eu-west-1.amazonaws.com/id/ABCDEF",
     "KmsKeyArn": "arn:aws-test:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
     "SecretsKmsKeyArn": "arn:aws-test:kms:eu-west-1:111122223333:key/9999abcd-12ab-34cd-56ef-1234567890ab",
-    "GitHubEnvironment": "production", "OrganizationId": "o-abcdefghij",
-    "GitHubOidcProviderArn": "",
+    "OrganizationId": "o-abcdefghij", "GitHubOidcProviderArn": "",
 }
+# hub.yaml's OperatorPrincipalArns when set: an IAM Identity Center role (with its path) and a user.
+OPERATORS = ["arn:aws-test:iam::111122223333:role/aws-reserved/sso.amazonaws.com/"
+             "AWSReservedSSO_FleetgateOperator_0123456789abcdef",
+             "arn:aws-test:iam::444455556666:user/breakglass"]
 NOVALUE = object()
 failures = []
 
 def fail(msg):
+    if msg in failures:  # the same problem in another combination of conditions
+        return
     failures.append(msg)
     print("FAIL:", msg)
 
@@ -68,6 +77,20 @@ class Ctx:
                     return str(a) == str(b)
                 if k == "Fn::Not":
                     return not self.ev(v[0])
+                if k == "Fn::And":
+                    return all(self.ev(x) for x in v)
+                if k == "Fn::Or":
+                    return any(self.ev(x) for x in v)
+                if k == "Fn::Contains":  # Rules only
+                    items, x = (self.ev(y) for y in v)
+                    return str(x) in [str(i) for i in as_list(items)]
+                if k == "Fn::EachMemberEquals":  # Rules only
+                    items, x = (self.ev(y) for y in v)
+                    return all(str(i) == str(x) for i in as_list(items))
+                if k == "Fn::Join":
+                    sep, items = v
+                    items = self.ev(items)
+                    return self.ev(sep).join(str(x) for x in as_list(items))
                 if k == "Condition":
                     return self.cond(v)
                 if k == "Fn::GetAtt":
@@ -147,13 +170,42 @@ def check_raw_partition(path, tpl):
         if re.search(r"arn:aws[:-]", line) and "AllowedPattern" not in line:
             fail(f"{path}:{i}: hard-coded partition: {line.strip()}")
 
-def check_rendered(path, tpl, combos):
-    defaults = {k: v.get("Default") for k, v in tpl["Parameters"].items()}
+def parameters(path, tpl, over, sample=True):
+    """The parameter values CloudFormation would resolve: defaults, then SAMPLE (unless
+    `sample` is false: the template's own defaults), then `over`. A CommaDelimitedList is a
+    list ("" is [""], as in CloudFormation). Every value must pass the AllowedPattern."""
+    params = {k: str(v["Default"]) if "Default" in v else None for k, v in tpl["Parameters"].items()}
+    if sample:
+        params.update({k: v for k, v in SAMPLE.items() if k in params})
+    params.update(over)
+    for k, decl in tpl["Parameters"].items():
+        if params[k] is None:
+            continue
+        values = [params[k]]
+        if decl["Type"] == "CommaDelimitedList":
+            values = params[k] = [x.strip() for x in params[k].split(",")]
+        pattern = decl.get("AllowedPattern")
+        for x in values:
+            if pattern and not re.fullmatch(pattern, x):
+                fail(f"{path}: {k}={x!r} does not match its AllowedPattern {pattern}")
+            if "AllowedValues" in decl and x not in [str(a) for a in decl["AllowedValues"]]:
+                fail(f"{path}: {k}={x!r} is not one of its AllowedValues")
+    return params
+
+def refused_by_rules(path, tpl, over, sample=True):
+    """The AssertDescriptions of the template's Rules that these parameter values fail."""
+    ctx = Ctx(tpl, parameters(path, tpl, over, sample), {})
+    refused = []
+    for rule in tpl.get("Rules", {}).values():
+        if "RuleCondition" in rule and not ctx.ev(rule["RuleCondition"]):
+            continue
+        refused += [a["AssertDescription"] for a in rule["Assertions"] if not ctx.ev(a["Assert"])]
+    return refused
+
+def check_rendered(path, tpl, combos, sample=True):
     seen = 0
     for over in combos:
-        params = {k: str(v) if v is not None else None for k, v in defaults.items()}
-        params.update({k: v for k, v in SAMPLE.items() if k in params})
-        params.update(over)
+        params = parameters(path, tpl, over, sample)
         resources = {}
         for name, res in tpl["Resources"].items():
             resources[name] = {
@@ -194,10 +246,57 @@ def check_rendered(path, tpl, combos):
             yield over, name, trust, props
     print(f"  rendered {seen} role documents")
 
+def trusted_subjects(path, tpl):
+    """The GitHub OIDC sub patterns each role of hub.yaml trusts under the template's own
+    defaults (only GitHubRepo, which has none, given): what a stack made with the documented
+    create-stack command trusts."""
+    roles = {}
+    for over, name, trust, props in check_rendered(path, tpl, [{"GitHubRepo": SAMPLE["GitHubRepo"]}], sample=False):
+        gh = [st for st in trust["Statement"] if st.get("Sid") == "GitHubActions"]
+        roles[name] = [x for st in gh for x in
+                       as_list(st["Condition"]["StringLike"]["token.actions.githubusercontent.com:sub"])]
+    return roles
+
+def string_like(pattern, value):
+    """IAM's StringLike: * any run of characters, ? one character, case-sensitive."""
+    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, value) is not None
+
+def job_subjects(wf, doc, job, branch):
+    """The sub claims a job's OIDC token can carry (GitHub's default format): the environment's
+    when the job declares one, else one per event that starts the workflow."""
+    environment = job.get("environment")
+    if isinstance(environment, dict):
+        environment = environment.get("name")
+    if environment is not None:
+        if "${{" in str(environment):
+            fail(f"{wf}: environment {environment!r} is an expression: its subject cannot be checked")
+        return [f"environment:{environment}"]
+    on = doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on` key as true
+    events = {on: None} if isinstance(on, str) else {e: None for e in on} if isinstance(on, list) else on
+    subjects = []
+    for event, spec in events.items():
+        if event == "pull_request":
+            subjects.append("pull_request")
+        elif event == "push":
+            branches = (spec or {}).get("branches")
+            if not branches or any(set(b) & set("*?[!") for b in branches):
+                fail(f"{wf}: push without a literal branches: filter")
+            subjects += [f"ref:refs/heads/{b}" for b in branches or []]
+        elif event in ("schedule", "workflow_dispatch"):
+            # Scheduled runs run on the default branch; manual runs are to be started from it
+            # (deploy/github/README.md). Both are assumed to be GitHubBranch.
+            subjects.append(f"ref:refs/heads/{branch}")
+        else:
+            fail(f"{wf}: event {event!r}: which OIDC subject it gets is not known here")
+    return subjects
+
 def check_workflows(path, tpl):
     """hub.yaml against deploy/github/workflows: plan and drift assume the planner role and pass
     FLEETGATE_ROLE_NAME (the reader); apply assumes the hub role, does not pass it, and asks for
-    a session no longer than the hub role's MaxSessionDuration."""
+    a session no longer than the hub role's MaxSessionDuration. Every job's `environment:` (if
+    any) is GitHubEnvironment's default, and the role the job assumes trusts, under the
+    template's defaults, every OIDC subject the job can get (its environment's, or its events')."""
     import os, yaml
     wf_dir = os.path.join(os.path.dirname(path), "..", "github", "workflows")
     if not os.path.isdir(wf_dir):
@@ -205,12 +304,16 @@ def check_workflows(path, tpl):
         return
     hub_max = tpl["Resources"]["HubRole"]["Properties"]["MaxSessionDuration"]
     planner_max = tpl["Resources"]["PlannerRole"]["Properties"]["MaxSessionDuration"]
+    default_environment = tpl["Parameters"]["GitHubEnvironment"].get("Default", "")
+    branch = tpl["Parameters"]["GitHubBranch"]["Default"]
+    trusted = trusted_subjects(path, tpl)
+    role_of_var = {"FLEETGATE_HUB_ROLE_ARN": "HubRole", "FLEETGATE_PLANNER_ROLE_ARN": "PlannerRole"}
     for wf, role_var, reader, limit in (("fleetgate-plan.yml", "FLEETGATE_PLANNER_ROLE_ARN", True, planner_max),
                                         ("fleetgate-drift.yml", "FLEETGATE_PLANNER_ROLE_ARN", True, planner_max),
                                         ("fleetgate-apply.yml", "FLEETGATE_HUB_ROLE_ARN", False, hub_max)):
         doc = yaml.safe_load(open(os.path.join(wf_dir, wf)))
-        text = open(os.path.join(wf_dir, wf)).read()
-        for job in doc["jobs"].values():
+        checked = []
+        for job_id, job in doc["jobs"].items():
             creds = [st for st in job["steps"] if st.get("uses", "").startswith("aws-actions/configure-aws-credentials@")]
             if len(creds) != 1:
                 fail(f"{wf}: {len(creds)} configure-aws-credentials steps"); continue
@@ -231,7 +334,27 @@ def check_workflows(path, tpl):
                 if ("FLEETGATE_ROLE_NAME" in env or "-e FLEETGATE_ROLE_NAME" in runs
                         or "--role-name" in runs or "PLANNER" in w["role-to-assume"]):
                     fail(f"{wf}: apply must use fleet.yaml's roleName through the hub role")
-        print(f"  ok {wf}: {role_var}" + (", FLEETGATE_ROLE_NAME" if reader else "") + f", session <= {limit}s")
+            # Who the job's token says it is, and whether the role it asks for takes that.
+            environment = job.get("environment")
+            if isinstance(environment, dict):
+                environment = environment.get("name")
+            if environment is not None and environment != default_environment:
+                fail(f"{wf}: job {job_id} runs in environment {environment!r}, but hub.yaml's "
+                     f"GitHubEnvironment defaults to {default_environment!r}")
+            m = re.fullmatch(r"\$\{\{ vars\.([A-Z0-9_]+) \}\}", w["role-to-assume"])
+            role = role_of_var.get(m.group(1)) if m else None
+            if role is None:
+                fail(f"{wf}: job {job_id}: role-to-assume {w['role-to-assume']} is not a hub.yaml role variable")
+                continue
+            for subject in job_subjects(wf, doc, job, branch):
+                sub = f"repo:{SAMPLE['GitHubRepo']}:{subject}"
+                if not any(string_like(p, sub) for p in trusted[role]):
+                    fail(f"{wf}: job {job_id} gets sub {sub}, which {role} ({m.group(1)}) does not trust "
+                         f"with hub.yaml's defaults (it trusts {trusted[role]})")
+                else:
+                    checked.append(subject)
+        print(f"  ok {wf}: {role_var}" + (", FLEETGATE_ROLE_NAME" if reader else "") + f", session <= {limit}s"
+              + f"; subjects trusted: {', '.join(dict.fromkeys(checked))}")
 
 
 def main():
@@ -307,10 +430,11 @@ def main():
                     print(json.dumps({"role": name, "trust": trust, "policies": props["Policies"]}, indent=1))
         else:
             combos = [dict(GitHubOidcProviderArn=o, GitHubEnvironment=e, AllowPullRequestPlans=pr,
-                           EksOidcProvider=k, OrganizationId=org)
+                           EksOidcProvider=k, OrganizationId=org, OperatorPrincipalArns=ops)
                       for o in ("", "arn:aws-test:iam::111122223333:oidc-provider/token.actions.githubusercontent.com")
                       for e in ("", "production") for pr in ("true", "false")
-                      for k in ("", SAMPLE["EksOidcProvider"]) for org in ("", "o-abcdefghij")]
+                      for k in ("", SAMPLE["EksOidcProvider"]) for org in ("", "o-abcdefghij")
+                      for ops in ("", ",".join(OPERATORS), OPERATORS[0])]
             roles_seen = set()
             for over, name, trust, props in check_rendered(path, tpl, combos):
                 roles_seen.add(name)
@@ -337,7 +461,28 @@ def main():
                 assert subs == want, (name, subs, want)
                 assert not any(":pull_request" in x for x in subs) or name == "PlannerRole"
                 assert gh["Condition"]["StringEquals"] == {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"}
-                assert len(trust["Statement"]) == (2 if over["EksOidcProvider"] else 1)
+                sids = [st.get("Sid") for st in trust["Statement"]]
+                want_sids = ["GitHubActions"]
+                if over["EksOidcProvider"]:
+                    want_sids.append("ReconcilerPods" if name == "HubRole" else "DriftPods")
+                if over["OperatorPrincipalArns"]:
+                    want_sids.append("Operators")
+                assert sids == want_sids, (name, over, sids)
+                # Operators (break-glass): only when OperatorPrincipalArns is set, exactly those
+                # principals, sts:AssumeRole and nothing else, on both roles.
+                ops = [st for st in trust["Statement"] if st.get("Sid") == "Operators"]
+                if over["OperatorPrincipalArns"]:
+                    op, = ops
+                    assert op == {"Sid": "Operators", "Effect": "Allow",
+                                  "Principal": {"AWS": over["OperatorPrincipalArns"].split(",")},
+                                  "Action": "sts:AssumeRole"}, (name, op)
+                else:
+                    assert not ops, (name, ops)
+                for st in trust["Statement"]:
+                    if "AWS" in st.get("Principal", {}):
+                        assert st.get("Sid") == "Operators", (name, st)
+                    assert st["Effect"] == "Allow" and "NotPrincipal" not in st and "NotAction" not in st, st
+                    assert st["Principal"] != "*" and "*" not in as_list(st["Principal"].get("AWS", [])), st
                 if over["EksOidcProvider"]:
                     p = over["EksOidcProvider"]
                     eks = trust["Statement"][1]
@@ -362,6 +507,14 @@ def main():
                     assert stmts[1] == {"Sid": "NeverTheDeployer", "Effect": "Deny", "Action": "sts:AssumeRole",
                                         "Resource": "arn:aws-test:iam::*:role/fleetgate-deployer"}, stmts[1]
             assert roles_seen == {"HubRole", "PlannerRole"}, roles_seen
+            # OperatorPrincipalArns: "" (none) and lists of ARNs pass the rules; a list with a
+            # blank entry does not (it would be an empty principal in the trust policies).
+            for ops, ok in (("", True), (OPERATORS[0], True), (",".join(OPERATORS), True),
+                            (OPERATORS[0] + ",", False), (OPERATORS[0] + ",," + OPERATORS[1], False)):
+                refused = refused_by_rules(path, tpl, dict(combos[0], OperatorPrincipalArns=ops))
+                if bool(refused) == ok:
+                    fail(f"{path}: OperatorPrincipalArns={ops!r} is {'refused' if refused else 'accepted'} by the rules")
+            print("  ok OperatorPrincipalArns: rules refuse blank entries only")
             check_workflows(path, tpl)
     print("FAILED" if failures else "all checks passed")
     sys.exit(1 if failures else 0)

@@ -1,13 +1,15 @@
 //! The product's story, end to end, on real parts: moto's server for STS, S3 and Secrets
 //! Manager (every customer account its own moto account), a config repo of 120 generated
 //! accounts in a real git repository, the `fleetgate` binary run as the GitHub workflows in
-//! deploy/github run it, real `fleetgate-gateway` processes for a sample of the accounts
+//! deploy/github run it (plans and drift reports as the read-only role, applies as the
+//! deployer), real `fleetgate-gateway` processes for a sample of the accounts
 //! (one canary, one early, one prod), each with its account's credentials, and real demo
 //! backends behind them.
 //!
 //! 1. Onboarding: `bootstrap` makes the 120 config buckets, the first deployment goes out
 //!    at once, the sampled gateways load their bundles and signing keys.
-//! 2. A pull request adds a route: the plan posted on the PR says what changes where.
+//! 2. A pull request adds a route and a partner's client: the plan posted on the PR says what
+//!    changes where, and shows the new client's secret hash only as a fingerprint.
 //! 3. The merge rolls out wave by wave; the sampled gateways serve the new route. A client
 //!    gets a token from its account's IdP and calls the API through that account's gateway;
 //!    a token of another account's IdP is refused there.
@@ -60,6 +62,9 @@ const HAND_EDITED: &str = "tenant-00077-prod";
 /// The example's web client; its argon2 hash is in base/idp.yaml.
 const WEB_PORTAL: (&str, &str) = ("web-portal", "demo-web-portal-secret");
 
+/// The client the pull request of chapter 2 adds (with its hash; the secret stays here).
+const PARTNER: (&str, &str) = ("partner-portal", "partner-portal-secret");
+
 #[test]
 fn a_change_from_pull_request_to_rollback() {
     // 1. Onboarding.
@@ -87,7 +92,16 @@ fn a_change_from_pull_request_to_rollback() {
         "  routes:\n",
         "  routes:\n    - name: orders.summary\n      methods: [GET]\n      path: /orders-summary\n      backend: orders\n      upstreamPath: /orders/summary\n      auth: {policy: default, scopes: [\"orders:read\"]}\n",
     );
-    world.commit("Add GET /orders-summary");
+    let partner_hash = fleetgate_gateway::idp::hash_secret(PARTNER.1).unwrap();
+    edit(
+        &world.repo,
+        "base/idp.yaml",
+        "  clients:\n",
+        &format!(
+            "  clients:\n    - id: partner-portal\n      secret: {{argon2Hash: \"{partner_hash}\"}}\n      scopes: [\"orders:read\"]\n"
+        ),
+    );
+    world.commit("Add GET /orders-summary for the partner portal");
     let out = world.fleetgate(&[
         "plan",
         "--base",
@@ -105,12 +119,18 @@ fn a_change_from_pull_request_to_rollback() {
         "Rollout on merge: canary (1) → early (12) → prod (107).",
         "same change in 120 accounts",
         "route orders.summary added: GET /orders-summary",
+        "partner-portal",
+        "(sensitive:",
     ] {
         assert!(
             comment.contains(line),
             "{line:?} in the PR comment:\n{comment}"
         );
     }
+    assert!(
+        !comment.contains(&partner_hash),
+        "the hash is fingerprinted:\n{comment}"
+    );
     assert_no_secret(&comment);
 
     // 3. The merge rolls out wave by wave.
@@ -138,6 +158,8 @@ fn a_change_from_pull_request_to_rollback() {
         assert_eq!(seen["path"], "/orders/summary", "{}: {seen}", gw.name);
         assert_eq!(seen["tenant"], gw.tenant, "{}: {seen}", gw.name);
         assert_eq!(seen["subject"], "web-portal", "{}: {seen}", gw.name);
+        let partner = world.token(gw, PARTNER, "orders:read");
+        assert_eq!(world.call(gw, "/orders-summary", &partner).status, 200);
     }
     // A token is good only in the account whose IdP issued it.
     let (early, prod) = (world.gateway(EARLY), world.gateway(PROD));
@@ -161,6 +183,7 @@ fn a_change_from_pull_request_to_rollback() {
     edit(&world.repo, "base/gateway.yaml", &orders, &dead);
     world.commit("Move orders behind the new load balancer");
     let bad_commit = world.head();
+    world.expect_bad_change(true);
     let (out, report) = world.apply();
     assert_eq!(code(&out), 1, "the bad change must fail: {}", show(&out));
     assert_eq!(report["outcome"], "rolled-back", "{report:#}");
@@ -180,6 +203,7 @@ fn a_change_from_pull_request_to_rollback() {
     assert!(show(&out).contains(&why), "{why:?} in {}", show(&out));
     let canary = world.gateway(CANARY);
     world.wait_serving(canary, &good[0]);
+    world.expect_bad_change(false);
     let token = world.token(canary, WEB_PORTAL, "orders:read");
     assert_eq!(world.call(canary, "/orders", &token).status, 200);
     assert_eq!(world.serving(world.gateway(EARLY)), good[1]);
@@ -223,6 +247,12 @@ fn a_change_from_pull_request_to_rollback() {
         let r = world.call(gw, "/orders-summary", &token);
         assert_eq!(r.status, 404, "{}: the route is gone: {}", gw.name, r.body);
         assert_eq!(world.call(gw, "/orders", &token).status, 200);
+        let r = world.token_response(gw, PARTNER, "orders:read");
+        assert_eq!(
+            r.status, 401,
+            "{}: the partner's client is gone: {}",
+            gw.name, r.body
+        );
     }
     let errors = world.stop_traffic();
     assert_eq!(errors, Vec::<String>::new(), "traffic kept being served");
@@ -266,7 +296,13 @@ fn wave_states(report: &Value) -> Vec<(&str, &str)> {
 
 /// Nothing secret in what fleetgate posts or prints.
 fn assert_no_secret(text: &str) {
-    for secret in [WEB_PORTAL.1, "PRIVATE KEY", "reporting-secret"] {
+    for secret in [
+        WEB_PORTAL.1,
+        PARTNER.1,
+        "PRIVATE KEY",
+        "$argon2",
+        "reporting-secret",
+    ] {
         assert!(!text.contains(secret), "{secret:?} leaked:\n{text}");
     }
 }
@@ -305,6 +341,8 @@ struct World {
     gateways: Vec<Gateway>,
     stores: Vec<(String, AccountStore)>,
     traffic: Option<(Arc<AtomicBool>, tokio::task::JoinHandle<Vec<String>>)>,
+    /// While set, the canary's 502s are the bad change of chapter 4, not a failure.
+    bad_change: Arc<AtomicBool>,
     backends: Vec<(&'static str, Server)>,
     rt: tokio::runtime::Runtime,
     hub: aws_config::SdkConfig,
@@ -358,7 +396,7 @@ spec:
     - name: canary
       select: {stages: [canary]}
       failureTolerance: 0
-      bakeTime: 2s
+      bakeTime: 3s
       healthGate: {max5xxRatio: 0.01, timeout: 60s, minRequests: 5, noGateway: fail}
     - name: early
       select: {stages: [early]}
@@ -420,6 +458,7 @@ impl World {
             gateways: Vec::new(),
             stores: Vec::new(),
             traffic: None,
+            bad_change: Arc::new(AtomicBool::new(false)),
             backends,
             rt,
             hub,
@@ -442,6 +481,10 @@ impl World {
             ("testing", "testing", None),
             "us-east-1",
         );
+        if matches!(args.first(), Some(&"plan" | &"drift")) {
+            // What a pull request or the schedule starts may only read (deploy/aws).
+            c.env("FLEETGATE_ROLE_NAME", "fleetgate-reader");
+        }
         c.env("FLEETGATE_CACHE_DIR", self.tmp.path().join("cache"))
             .env("FLEETGATE_APPLIED_BY", "ci")
             .env("NO_COLOR", "1")
@@ -525,7 +568,9 @@ impl World {
     /// Secrets Manager, the bucket and prefix fleet.yaml names.
     fn start_gateway(&mut self, name: &str) {
         let (id, region, tenant) = self.account(name);
-        let creds = self.rt.block_on(assume(&self.hub, &id, "gateway"));
+        let creds = self
+            .rt
+            .block_on(assume(&self.hub, &id, "fleetgate-gateway"));
         self.rt.block_on(async {
             let sm = aws_sdk_secretsmanager::Client::from_conf(
                 aws_sdk_secretsmanager::config::Builder::from(&self.hub)
@@ -628,10 +673,15 @@ impl World {
     }
 
     /// A token from the account's IdP, by client_credentials (client_secret_basic).
-    fn token(&self, gw: &Gateway, (client, secret): (&str, &str), scope: &str) -> String {
-        let r = self.rt.block_on(token(gw, client, secret, scope));
+    fn token(&self, gw: &Gateway, client: (&str, &str), scope: &str) -> String {
+        let r = self.token_response(gw, client, scope);
         assert_eq!(r.status, 200, "{}: token: {}", gw.name, r.body);
         r.json()["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// The token endpoint's answer, whatever it is.
+    fn token_response(&self, gw: &Gateway, (client, secret): (&str, &str), scope: &str) -> Resp {
+        self.rt.block_on(token(gw, client, secret, scope))
     }
 
     /// A GET through the account's gateway, with a bearer token.
@@ -649,15 +699,16 @@ impl World {
             clients.push((gw.name.clone(), Client::new(gw.data, &gw.host), token));
         }
         let flag = stop.clone();
+        let bad_change = self.bad_change.clone();
         let task = self.rt.spawn(async move {
             let mut errors = Vec::new();
             while !flag.load(Ordering::SeqCst) {
                 for (name, client, token) in &clients {
                     let auth = format!("Bearer {token}");
                     let r = client.get("/orders", &[("authorization", &auth)]).await;
-                    // 502 is the bad change of chapter 4, while the canary runs it.
-                    let bad_change = r.status == 502 && name == CANARY;
-                    if r.status != 200 && !bad_change && errors.len() < 10 {
+                    let expected =
+                        r.status == 502 && name == CANARY && bad_change.load(Ordering::SeqCst);
+                    if r.status != 200 && !expected && errors.len() < 10 {
                         errors.push(format!("{name}: GET /orders: {} {}", r.status, r.body));
                     }
                 }
@@ -668,6 +719,10 @@ impl World {
         self.traffic = Some((stop, task));
     }
 
+    fn expect_bad_change(&self, on: bool) {
+        self.bad_change.store(on, Ordering::SeqCst);
+    }
+
     /// Stops the traffic; what it saw go wrong.
     fn stop_traffic(&mut self) -> Vec<String> {
         let (stop, task) = self.traffic.take().unwrap();
@@ -675,22 +730,28 @@ impl World {
         self.rt.block_on(task).unwrap()
     }
 
-    /// How many bundles the sampled accounts have stored.
-    fn bundles_stored(&self) -> Vec<(String, usize)> {
+    /// Every version of every bundle object the sampled accounts store (the buckets are
+    /// versioned, so a bundle written again, even with the same bytes, shows).
+    fn bundles_stored(&self) -> Vec<(String, Vec<String>)> {
         self.rt.block_on(async {
-            let mut counts = Vec::new();
+            let mut stored = Vec::new();
             for (name, store) in &self.stores {
                 let listed = store
                     .s3
-                    .list_objects_v2()
+                    .list_object_versions()
                     .bucket(&store.bucket)
                     .prefix(format!("{}/bundles/", store.prefix))
                     .send()
                     .await
                     .unwrap();
-                counts.push((name.clone(), listed.contents().len()));
+                let versions = listed
+                    .versions()
+                    .iter()
+                    .map(|v| format!("{} {}", v.key().unwrap(), v.version_id().unwrap_or("-")))
+                    .collect();
+                stored.push((name.clone(), versions));
             }
-            counts
+            stored
         })
     }
 
@@ -699,7 +760,7 @@ impl World {
     fn edit_by_hand(&self, name: &str) {
         let (id, region, _) = self.account(name);
         self.rt.block_on(async {
-            let creds = assume(&self.hub, &id, "console").await;
+            let creds = assume(&self.hub, &id, "administrator").await;
             let s3 = s3_as(&self.hub, creds, &region);
             let (bucket, prefix) = (
                 format!("fleetgate-config-{id}"),
@@ -724,7 +785,9 @@ impl World {
             let digest = pointer["digest"].as_str().unwrap();
             let hex = digest.strip_prefix("sha256:").unwrap();
             let mut bundle = get(format!("{prefix}/bundles/{hex}.json")).await;
-            bundle["gateway"]["flags"]["order-cancellation"]["enabled"] = json!(true);
+            let flag = &mut bundle["gateway"]["flags"]["order-cancellation"]["enabled"];
+            assert_eq!(*flag, json!(false), "the flag is off in git");
+            *flag = json!(true);
             let bytes = serde_json::to_vec(&bundle).unwrap();
             let edited = Digest::of(&bytes);
             pointer["digest"] = json!(edited.to_string());
@@ -849,13 +912,13 @@ async fn hub_config(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
-/// Credentials of a role in `account_id`, assumed with the hub's (moto maps them to that
+/// Credentials of `role` in `account_id`, assumed with the hub's (moto maps them to that
 /// account).
-async fn assume(hub: &aws_config::SdkConfig, account_id: &str, session: &str) -> Credentials {
+async fn assume(hub: &aws_config::SdkConfig, account_id: &str, role: &str) -> Credentials {
     let c = aws_sdk_sts::Client::new(hub)
         .assume_role()
-        .role_arn(format!("arn:aws:iam::{account_id}:role/fleetgate-gateway"))
-        .role_session_name(session)
+        .role_arn(format!("arn:aws:iam::{account_id}:role/{role}"))
+        .role_session_name("story")
         .send()
         .await
         .unwrap()
