@@ -134,8 +134,9 @@ def wrk(url, seconds, headers=()):
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     try:
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-        p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
-        p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+        # Lines of the latency distribution only: "91.50%" in the thread stats ends in 50%.
+        p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+        p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     except (AttributeError, ValueError) as e:
         raise SystemExit(f"{url}: cannot read wrk's output ({e}):\n{out}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -196,18 +197,32 @@ backend be
                                "--status-every", "0s"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(gw)
+        # Other builds of the gateway, side by side with this one on the same bundle:
+        # FLEETGATE_BENCH_GATEWAYS="musl=/path/to/fleetgate-gateway,..." (e.g. the static musl
+        # build of deploy/docker, with and without its allocator).
+        extra = []
+        for item in filter(None, os.environ.get("FLEETGATE_BENCH_GATEWAYS", "").split(",")):
+            label, path = item.split("=", 1)
+            port, admin = free_port(), free_port()
+            procs.append(subprocess.Popen([path, "--source", f"file://{source}",
+                                           "--listen", f"127.0.0.1:{port}",
+                                           "--admin-listen", f"127.0.0.1:{admin}",
+                                           "--status-every", "0s"],
+                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            extra.append((label, port, admin))
         for p in ports.values():
             wait_port(p)
-        deadline = time.time() + 20
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/ready").status == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise SystemExit("the gateway did not become ready")
-            time.sleep(0.1)
+        for admin in [ports["admin"]] + [a for _, _, a in extra]:
+            deadline = time.time() + 20
+            while True:
+                try:
+                    if urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready").status == 200:
+                        break
+                except OSError:
+                    pass
+                if time.time() > deadline:
+                    raise SystemExit(f"the gateway on admin port {admin} did not become ready")
+                time.sleep(0.1)
         time.sleep(1)
         idle = rss_kib(gw.pid)
 
@@ -221,7 +236,7 @@ backend be
             ("(d) fleetgate-gateway", f"http://127.0.0.1:{ports['gateway']}/public", (host,)),
             ("(e) fleetgate + JWT + rate limit", f"http://127.0.0.1:{ports['gateway']}/secured",
              (host, f"Authorization: Bearer {token}")),
-        ]
+        ] + [(f"(d) {label}", f"http://127.0.0.1:{port}/public", (host,)) for label, port, _ in extra]
         # Check every row answers 200 before measuring.
         for name, url, headers in rows:
             wrk(url, 1, headers)

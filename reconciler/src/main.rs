@@ -158,7 +158,8 @@ enum Command {
     },
     /// Onboard accounts: create each selected account's config store when missing (S3: the
     /// bucket, versioned, encrypted by default, public access blocked), through its assumed
-    /// role. Idempotent. For production onboarding deploy/ will ship a StackSet template.
+    /// role. Idempotent. For production onboarding, use the StackSet template
+    /// deploy/aws/account.yaml instead.
     Bootstrap {
         #[command(flatten)]
         source: GitArgs,
