@@ -19,8 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_support::{Faults, Moto, Proxy};
 use fleetgate::example_fleet::{self, FleetParams};
@@ -192,34 +190,9 @@ fn runtime() -> tokio::runtime::Runtime {
 /// A plain S3 client acting as `account_id` (what an engineer with console access would
 /// use), through STS like fleetgate but without it.
 async fn s3_as(endpoint: &str, account_id: &str, region: &str) -> aws_sdk_s3::Client {
-    let hub = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .http_client(fleetgate::aws::https_client())
-        .load()
-        .await;
-    let c = aws_sdk_sts::Client::new(&hub)
-        .assume_role()
-        .role_arn(format!("arn:aws:iam::{account_id}:role/admin"))
-        .role_session_name("someone-by-hand")
-        .send()
-        .await
-        .unwrap()
-        .credentials
-        .unwrap();
-    let conf = aws_sdk_s3::config::Builder::from(&hub)
-        .region(Region::new(region.to_string()))
-        .credentials_provider(Credentials::new(
-            c.access_key_id(),
-            c.secret_access_key(),
-            Some(c.session_token().to_string()),
-            None,
-            "test",
-        ))
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+    let hub = aws_support::hub_config(endpoint).await;
+    let creds = aws_support::assume(&hub, account_id, "admin").await;
+    aws_support::s3_with(&hub, creds, region)
 }
 
 async fn get_json(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Value {

@@ -26,9 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::{Credentials, Region};
-use aws_support::{Moto, free_port};
+use aws_support::{Moto, assume, free_port, hub_config, s3_with};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -157,48 +155,6 @@ impl Drop for Rig {
     }
 }
 
-async fn hub_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .http_client(fleetgate::aws::https_client())
-        .load()
-        .await
-}
-
-/// Credentials of a role in `account_id`, assumed with the hub's (moto maps them to that
-/// account).
-async fn assume(hub: &aws_config::SdkConfig, account_id: &str, session: &str) -> Credentials {
-    let c = aws_sdk_sts::Client::new(hub)
-        .assume_role()
-        .role_arn(format!("arn:aws:iam::{account_id}:role/test"))
-        .role_session_name(session)
-        .send()
-        .await
-        .unwrap()
-        .credentials
-        .unwrap();
-    Credentials::new(
-        c.access_key_id(),
-        c.secret_access_key(),
-        Some(c.session_token().to_string()),
-        None,
-        "test",
-    )
-}
-
-/// An S3 client acting with `creds` in `region`.
-fn s3_with(hub: &aws_config::SdkConfig, creds: Credentials, region: &str) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(hub)
-            .region(Region::new(region.to_string()))
-            .credentials_provider(creds)
-            .force_path_style(true)
-            .build(),
-    )
-}
-
 impl Rig {
     /// moto, the config repo at its first commit, the buckets (bootstrap), the backend, a
     /// gateway per account, and traffic through each.
@@ -292,7 +248,7 @@ impl Rig {
             .unwrap();
             let mut creds = Vec::new();
             for (name, id, _) in ACCOUNTS {
-                creds.push((name, id, assume(&hub, id, &format!("gateway-{name}")).await));
+                creds.push((name, id, assume(&hub, id, "fleetgate-gateway").await));
             }
             (hub, creds)
         });

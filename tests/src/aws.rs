@@ -122,6 +122,59 @@ impl Drop for Moto {
     }
 }
 
+/// The SDK config of the hub as the tests run it: moto's credentials `testing`, us-east-1,
+/// `endpoint`, the same HTTP client as fleetgate.
+pub async fn hub_config(endpoint: &str) -> aws_config::SdkConfig {
+    use aws_sdk_s3::config::{Credentials, Region};
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .http_client(fleetgate_gateway::s3::https_client())
+        .load()
+        .await
+}
+
+/// Credentials of `role` in `account_id`, assumed with the hub's (moto maps them to that
+/// account).
+pub async fn assume(
+    hub: &aws_config::SdkConfig,
+    account_id: &str,
+    role: &str,
+) -> aws_sdk_s3::config::Credentials {
+    let c = aws_sdk_sts::Client::new(hub)
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{account_id}:role/{role}"))
+        .role_session_name("fleetgate-test")
+        .send()
+        .await
+        .unwrap()
+        .credentials
+        .unwrap();
+    aws_sdk_s3::config::Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+        None,
+        "test",
+    )
+}
+
+/// An S3 client acting with `creds` in `region` (path-style, as against moto).
+pub fn s3_with(
+    hub: &aws_config::SdkConfig,
+    creds: aws_sdk_s3::config::Credentials,
+    region: &str,
+) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(hub)
+            .region(aws_sdk_s3::config::Region::new(region.to_string()))
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
 /// A free port on the loopback interface.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

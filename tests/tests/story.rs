@@ -40,9 +40,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::{Credentials, Region};
-use aws_support::{Moto, free_port};
+use aws_sdk_s3::config::Region;
+use aws_support::{Moto, assume, free_port, hub_config, s3_with};
 use fleetgate_gateway::Digest;
 use fleetgate_gateway::bundle::SigningAlgorithm;
 use fleetgate_tests::{code, edit, git, show, stdout};
@@ -624,7 +623,7 @@ impl World {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let s3 = s3_as(&self.hub, creds, &region);
+        let s3 = s3_with(&self.hub, creds, &region);
         self.stores
             .push((name.to_string(), AccountStore { s3, bucket, prefix }));
         self.gateways.push(Gateway {
@@ -761,7 +760,7 @@ impl World {
         let (id, region, _) = self.account(name);
         self.rt.block_on(async {
             let creds = assume(&self.hub, &id, "administrator").await;
-            let s3 = s3_as(&self.hub, creds, &region);
+            let s3 = s3_with(&self.hub, creds, &region);
             let (bucket, prefix) = (
                 format!("fleetgate-config-{id}"),
                 format!("fleetgate/{name}"),
@@ -900,45 +899,4 @@ fn aws_env(
     if let Some(token) = token {
         c.env("AWS_SESSION_TOKEN", token);
     }
-}
-
-async fn hub_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .http_client(fleetgate_gateway::s3::https_client())
-        .load()
-        .await
-}
-
-/// Credentials of `role` in `account_id`, assumed with the hub's (moto maps them to that
-/// account).
-async fn assume(hub: &aws_config::SdkConfig, account_id: &str, role: &str) -> Credentials {
-    let c = aws_sdk_sts::Client::new(hub)
-        .assume_role()
-        .role_arn(format!("arn:aws:iam::{account_id}:role/{role}"))
-        .role_session_name("story")
-        .send()
-        .await
-        .unwrap()
-        .credentials
-        .unwrap();
-    Credentials::new(
-        c.access_key_id(),
-        c.secret_access_key(),
-        Some(c.session_token().to_string()),
-        None,
-        "test",
-    )
-}
-
-fn s3_as(hub: &aws_config::SdkConfig, creds: Credentials, region: &str) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(hub)
-            .region(Region::new(region.to_string()))
-            .credentials_provider(creds)
-            .force_path_style(true)
-            .build(),
-    )
 }
