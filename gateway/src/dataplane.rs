@@ -94,11 +94,71 @@ impl JwksFetcher for HttpJwksFetcher {
     }
 }
 
+/// Every label value comes from the bundle (route, backend) or from a fixed set, so no
+/// client can add series: a method is one of [`METHOD_LABELS`], a status one of
+/// [`STATUS_CLASSES`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
-    method: String,
-    status: u16,
+    method: &'static str,
+    status: &'static str,
+}
+
+/// The `method` label's values: the methods of RFC 9110 and PATCH, anything else `other`.
+pub const METHOD_LABELS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "other",
+];
+
+/// The `status` label's values.
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// The `method` label of a request method.
+pub fn method_label(m: &HttpMethod) -> &'static str {
+    match *m {
+        HttpMethod::GET => "GET",
+        HttpMethod::HEAD => "HEAD",
+        HttpMethod::POST => "POST",
+        HttpMethod::PUT => "PUT",
+        HttpMethod::PATCH => "PATCH",
+        HttpMethod::DELETE => "DELETE",
+        HttpMethod::OPTIONS => "OPTIONS",
+        HttpMethod::CONNECT => "CONNECT",
+        HttpMethod::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The `status` label of a status code: its class.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+/// Kinds of `upstream_errors`.
+const UPSTREAM_KINDS: [&str; 5] = ["connect", "timeout", "protocol", "body_too_large", "part"];
+
+/// Statuses of `auth_rejected`.
+const AUTH_STATUSES: [u16; 4] = [400, 401, 403, 503];
+
+/// Kinds of `client_errors`: requests that failed through the client's fault, never counted
+/// as the gateway's or a backend's errors.
+pub const CLIENT_ERROR_KINDS: [&str; 4] = [
+    "body_malformed",
+    "body_incomplete",
+    "body_timeout",
+    "aborted",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClientErrorLabels {
+    route: String,
+    kind: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -110,7 +170,7 @@ struct RouteLabels {
 struct UpstreamLabels {
     route: String,
     backend: String,
-    kind: String,
+    kind: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -141,6 +201,7 @@ pub struct Metrics {
     upstream_requests: Family<BackendLabels, Counter>,
     rate_limited: Family<RouteLabels, Counter>,
     auth_rejected: Family<AuthLabels, Counter>,
+    client_errors: Family<ClientErrorLabels, Counter>,
     idp_tokens: Family<TokenLabels, Counter>,
 }
 
@@ -161,6 +222,7 @@ impl Metrics {
             upstream_requests: Family::default(),
             rate_limited: Family::default(),
             auth_rejected: Family::default(),
+            client_errors: Family::default(),
             idp_tokens: Family::default(),
         };
         registry.register(
@@ -198,7 +260,73 @@ impl Metrics {
             "Requests refused by auth (401, 403, 503), by route",
             m.auth_rejected.clone(),
         );
+        registry.register(
+            "client_errors",
+            "Requests that failed through the client's fault (a malformed, cut-short or stalled body, or the client gone before the answer), by route and kind; never counted as 5xx or upstream errors",
+            m.client_errors.clone(),
+        );
         m
+    }
+
+    fn client_error(&self, route: &str, kind: &'static str) {
+        self.client_errors
+            .get_or_create(&ClientErrorLabels {
+                route: route.to_string(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Removes the series of routes and backends that `old` had and `new` has not, so a
+    /// gateway that lives through many bundles keeps only the series of the one it serves.
+    pub fn forget(&self, old: &Runtime, new: &Runtime) {
+        let routes: std::collections::HashSet<&str> =
+            new.routes.iter().map(|r| r.name.as_str()).collect();
+        for r in &old.routes {
+            let gone = !routes.contains(r.name.as_str());
+            if gone {
+                let route = || r.name.clone();
+                for method in METHOD_LABELS {
+                    for status in STATUS_CLASSES {
+                        self.requests.remove(&RequestLabels {
+                            route: route(),
+                            method,
+                            status,
+                        });
+                    }
+                }
+                self.duration.remove(&RouteLabels { route: route() });
+                self.rate_limited.remove(&RouteLabels { route: route() });
+                for status in AUTH_STATUSES {
+                    self.auth_rejected.remove(&AuthLabels {
+                        route: route(),
+                        status,
+                    });
+                }
+                for kind in CLIENT_ERROR_KINDS {
+                    self.client_errors.remove(&ClientErrorLabels {
+                        route: route(),
+                        kind,
+                    });
+                }
+            }
+            for b in old.backends.keys() {
+                if gone || !new.backends.contains_key(b) {
+                    let labels = BackendLabels {
+                        route: r.name.clone(),
+                        backend: b.clone(),
+                    };
+                    self.upstream_requests.remove(&labels);
+                    for kind in UPSTREAM_KINDS {
+                        self.upstream_errors.remove(&UpstreamLabels {
+                            route: r.name.clone(),
+                            backend: b.clone(),
+                            kind,
+                        });
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -685,21 +813,37 @@ async fn handle(
     req: Request,
 ) -> Response {
     let headers = req.headers();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+    // RFC 9112 3.2.2: a request in absolute form names its host in the target, and the
+    // Host header is ignored.
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or_default()
         .to_string();
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         request_id: request_id(headers),
         traceparent: traceparent(headers),
         client_ip: peer.ip(),
         host,
         method: req.method().clone(),
-        path: req.uri().path().to_string(),
+        path: String::new(),
         start: Instant::now(),
     };
+    // One normalized path is routed, authorized, logged and forwarded.
+    match crate::normalize::normalize_path(req.uri().path()) {
+        Ok(p) => ctx.path = p,
+        Err(why) => {
+            ctx.path = "-".into();
+            let resp = json_error(&ctx, StatusCode::BAD_REQUEST, "bad_path", &why.to_string());
+            return finish(&plane, None, "-", &ctx, resp);
+        }
+    }
+    if let Some(why) = ambiguous_headers(req.headers()) {
+        let resp = json_error(&ctx, StatusCode::BAD_REQUEST, "bad_request", why);
+        return finish(&plane, None, "-", &ctx, resp);
+    }
     let Some(loaded) = plane.gateway.current() else {
         let resp = json_error(
             &ctx,
@@ -724,6 +868,52 @@ async fn handle(
     finish(&plane, Some(&loaded), route_name, &ctx, resp)
 }
 
+/// Headers a request may carry at most once: with two, the gateway and the backend could
+/// each act on a different one (RFC 9112 3.2 for Host; one credential per request).
+fn ambiguous_headers(headers: &HeaderMap) -> Option<&'static str> {
+    let twice = |name: &HeaderName| {
+        let mut all = headers.get_all(name).iter();
+        all.next().is_some() && all.next().is_some()
+    };
+    if twice(&header::HOST) {
+        Some("more than one Host header")
+    } else if twice(&header::AUTHORIZATION) {
+        Some("more than one Authorization header")
+    } else {
+        None
+    }
+}
+
+/// Whether `name` is another spelling of a header the gateway sets itself (forwarded claims,
+/// `x-fleetgate-*`, the forwarding headers): `_` for `-`. CGI, WSGI, Rack and PHP read
+/// `X_Fleetgate_Tenant` as `X-Fleetgate-Tenant`, so such a header would pose as the gateway's.
+fn spoofs_gateway_header(name: &HeaderName, claim_headers: &[HeaderName]) -> bool {
+    let n = name.as_str();
+    if !n.contains('_') {
+        return false;
+    }
+    let dashed = n.replace('_', "-");
+    dashed.starts_with("x-fleetgate-")
+        || dashed.starts_with("x-forwarded-")
+        || matches!(dashed.as_str(), "x-request-id" | "x-real-ip" | "forwarded")
+        || claim_headers.iter().any(|h| h.as_str() == dashed)
+}
+
+/// Removes every client copy of a header the gateway sets: exact names and other spellings.
+fn strip_gateway_headers(headers: &mut HeaderMap, claim_headers: &[HeaderName]) {
+    for h in claim_headers {
+        headers.remove(h);
+    }
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| spoofs_gateway_header(n, claim_headers))
+        .cloned()
+        .collect();
+    for h in spoofed {
+        headers.remove(h);
+    }
+}
+
 /// Metrics, counts and the access log for a finished request.
 fn finish(
     plane: &DataPlane,
@@ -737,8 +927,8 @@ fn finish(
     m.requests
         .get_or_create(&RequestLabels {
             route: route_name.to_string(),
-            method: ctx.method.as_str().to_string(),
-            status,
+            method: method_label(&ctx.method),
+            status: status_class(status),
         })
         .inc();
     let elapsed = ctx.start.elapsed();
@@ -915,7 +1105,60 @@ fn limited(
     None
 }
 
+/// Counts and logs a request whose client went away before its answer: the server drops
+/// the request's future, so nothing else would.
+struct AbortGuard<'a> {
+    plane: &'a DataPlane,
+    route: &'a str,
+    ctx: &'a Ctx,
+    armed: bool,
+}
+
+impl Drop for AbortGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.plane
+            .gateway
+            .shared()
+            .metrics
+            .client_error(self.route, "aborted");
+        tracing::info!(
+            target: "fleetgate::access",
+            request_id = self.ctx.request_id.to_str().unwrap_or_default(),
+            client_ip = %self.ctx.client_ip,
+            host = %self.ctx.host,
+            method = %self.ctx.method,
+            path = %self.ctx.path,
+            route = self.route,
+            status = 499u16,
+            aborted = true,
+            duration_ms = self.ctx.start.elapsed().as_secs_f64() * 1000.0,
+        );
+    }
+}
+
 async fn serve_route(
+    plane: &DataPlane,
+    loaded: &Arc<Loaded>,
+    index: usize,
+    params: &[(String, String)],
+    ctx: &Ctx,
+    req: Request,
+) -> Response {
+    let mut guard = AbortGuard {
+        plane,
+        route: &loaded.runtime.routes[index].name,
+        ctx,
+        armed: true,
+    };
+    let resp = serve_route_inner(plane, loaded, index, params, ctx, req).await;
+    guard.armed = false;
+    resp
+}
+
+async fn serve_route_inner(
     plane: &DataPlane,
     loaded: &Arc<Loaded>,
     index: usize,
@@ -934,10 +1177,9 @@ async fn serve_route(
             "this operation is switched off",
         );
     }
-    // Claim headers are the gateway's to set; a client's copies are dropped on every route.
-    for h in &rt.claim_headers {
-        req.headers_mut().remove(h);
-    }
+    // Claim headers are the gateway's to set; a client's copies, in any spelling, are
+    // dropped on every route.
+    strip_gateway_headers(req.headers_mut(), &rt.claim_headers);
     let mut rate_headers = None;
     if let Some(l) = &route.limiter
         && l.config.key != RateLimitKey::Subject
@@ -1077,23 +1319,23 @@ async fn serve_route(
                     )
                 })
                 .unwrap_or((0, Duration::ZERO));
+            let watch = Arc::new(upstream::BodyWatch::default());
             let body = if retries > 0 && upstream::idempotent(&parts.method) {
-                match upstream::buffer(body, route.max_body).await {
-                    Ok(b) => OutgoingBody::Buffered(b),
-                    Err(Failure::BodyTooLarge) => {
+                match tokio::time::timeout(route.timeout, upstream::buffer(body, route.max_body))
+                    .await
+                {
+                    Ok(Ok(b)) => OutgoingBody::Buffered(b),
+                    Ok(Err(Failure::BodyTooLarge)) => {
                         return too_large(ctx, route);
                     }
-                    Err(_) => {
-                        return json_error(
-                            ctx,
-                            StatusCode::BAD_REQUEST,
-                            "bad_request",
-                            "the request body could not be read",
-                        );
-                    }
+                    Ok(Err(f)) => return client_fault(plane, route, ctx, f.kind()),
+                    Err(_) => return client_fault(plane, route, ctx, "body_timeout"),
                 }
             } else {
-                OutgoingBody::Stream(body, route.max_body)
+                OutgoingBody::Stream(
+                    Body::new(upstream::WatchedBody::new(body, watch.clone())),
+                    route.max_body,
+                )
             };
             m.upstream_requests
                 .get_or_create(&BackendLabels {
@@ -1120,6 +1362,11 @@ async fn serve_route(
                     }
                     Response::from_parts(p, Body::new(b))
                 }
+                Err(Failure::ClientBody(kind)) => client_fault(plane, route, ctx, kind),
+                // Out of time while the backend was still waiting for the client's body.
+                Err(Failure::Timeout) if watch.waiting_on_client() => {
+                    client_fault(plane, route, ctx, "body_timeout")
+                }
                 Err(f) => upstream_failure(plane, rt, route, up, ctx, f),
             }
         }
@@ -1144,6 +1391,47 @@ async fn serve_route(
     resp
 }
 
+/// A request that failed through the client's fault (`kind` of [`CLIENT_ERROR_KINDS`]):
+/// a 4xx, counted as a client error, never as an upstream error or a 5xx.
+fn client_fault(
+    plane: &DataPlane,
+    route: &RouteRuntime,
+    ctx: &Ctx,
+    kind: &'static str,
+) -> Response {
+    plane
+        .gateway
+        .shared()
+        .metrics
+        .client_error(&route.name, kind);
+    tracing::info!(
+        request_id = ctx.request_id.to_str().unwrap_or_default(),
+        route = %route.name,
+        kind,
+        "request failed through the client's fault"
+    );
+    match kind {
+        "body_timeout" => json_error(
+            ctx,
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
+        ),
+        "body_incomplete" => json_error(
+            ctx,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request body ended before its announced length",
+        ),
+        _ => json_error(
+            ctx,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request body is malformed",
+        ),
+    }
+}
+
 fn upstream_failure(
     plane: &DataPlane,
     rt: &Runtime,
@@ -1164,7 +1452,7 @@ fn upstream_failure(
         .get_or_create(&UpstreamLabels {
             route: route.name.clone(),
             backend: up.name.clone(),
-            kind: f.kind().to_string(),
+            kind: f.kind(),
         })
         .inc();
     let detail = match &f {
@@ -1269,7 +1557,7 @@ async fn aggregate(
                 .get_or_create(&UpstreamLabels {
                     route: route.name.clone(),
                     backend: up.name.clone(),
-                    kind: if *timeout { "timeout" } else { "part" }.to_string(),
+                    kind: if *timeout { "timeout" } else { "part" },
                 })
                 .inc();
             tracing::warn!(

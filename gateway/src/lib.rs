@@ -10,6 +10,7 @@ pub mod compile;
 pub mod dataplane;
 pub mod duration;
 pub mod idp;
+pub mod normalize;
 pub mod pointer;
 pub mod ratelimit;
 pub mod reload;

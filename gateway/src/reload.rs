@@ -346,13 +346,14 @@ impl Gateway {
         }
         let account = compiled.bundle.account.name.clone();
         if let Some(old) = previous.as_ref() {
-            self.bundle_info
-                .get_or_create(&BundleLabels {
-                    account: old.compiled.bundle.account.name.clone(),
-                    digest: old.digest.to_string(),
-                    commit: old.commit.clone().unwrap_or_default(),
-                })
-                .set(0);
+            // The replaced bundle's series go: a long-lived gateway must not keep one per
+            // digest it ever served.
+            self.bundle_info.remove(&BundleLabels {
+                account: old.compiled.bundle.account.name.clone(),
+                digest: old.digest.to_string(),
+                commit: old.commit.clone().unwrap_or_default(),
+            });
+            self.shared.metrics.forget(&old.runtime, &runtime);
         }
         self.bundle_info
             .get_or_create(&BundleLabels {

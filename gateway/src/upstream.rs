@@ -2,7 +2,10 @@
 //! timeouts, retries on connection errors, and aggregation of several backends' JSON.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -47,7 +50,7 @@ fn new_client(connect_timeout: Duration) -> Result<HttpClient, String> {
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let https = match hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(provider.clone())
     {
@@ -152,6 +155,104 @@ impl Upstream {
     }
 }
 
+/// What the client's request body is doing as the backend call reads it, so a failure can be
+/// put on the side that caused it: a malformed or cut-short body, or one that stalls, is the
+/// client's fault and must never count as a backend's error (health gates judge those).
+#[derive(Debug, Default)]
+pub struct BodyWatch {
+    state: AtomicU8,
+}
+
+const WATCH_IDLE: u8 = 0;
+const WATCH_WAITING_ON_CLIENT: u8 = 1;
+const WATCH_DONE: u8 = 2;
+
+impl BodyWatch {
+    /// The last read of the body was still waiting for the client's bytes.
+    pub fn waiting_on_client(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == WATCH_WAITING_ON_CLIENT
+    }
+}
+
+/// An error of the client's request body (malformed framing, or cut short): the client's
+/// fault. Carried through the HTTP client's error chain so [`classify`] can tell it apart.
+#[derive(Debug)]
+pub struct ClientBodyError {
+    /// `body_malformed` or `body_incomplete`.
+    pub kind: &'static str,
+}
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            "body_incomplete" => f.write_str("the client's request body ended early"),
+            _ => f.write_str("the client's request body is malformed"),
+        }
+    }
+}
+
+impl std::error::Error for ClientBodyError {}
+
+/// The kind of a request-body read error: cut short (hyper's incomplete message) or
+/// malformed (anything else hyper's parser refused).
+fn client_body_kind(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+        {
+            return "body_incomplete";
+        }
+        cur = err.source();
+    }
+    "body_malformed"
+}
+
+/// The client's request body, watched: errors become [`ClientBodyError`], and the
+/// [`BodyWatch`] says whether the last read was waiting for the client.
+#[derive(Debug)]
+pub struct WatchedBody {
+    inner: Body,
+    watch: Arc<BodyWatch>,
+}
+
+impl WatchedBody {
+    pub fn new(inner: Body, watch: Arc<BodyWatch>) -> WatchedBody {
+        WatchedBody { inner, watch }
+    }
+}
+
+impl hyper::body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, ClientBodyError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let (state, out) = match polled {
+            Poll::Pending => (WATCH_WAITING_ON_CLIENT, Poll::Pending),
+            Poll::Ready(None) => (WATCH_DONE, Poll::Ready(None)),
+            Poll::Ready(Some(Ok(frame))) => (WATCH_IDLE, Poll::Ready(Some(Ok(frame)))),
+            Poll::Ready(Some(Err(e))) => {
+                let kind = client_body_kind(&e);
+                (WATCH_DONE, Poll::Ready(Some(Err(ClientBodyError { kind }))))
+            }
+        };
+        self.watch.state.store(state, Ordering::Relaxed);
+        out
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// How an upstream call failed. Messages stay inside the gateway (logs); clients get only
 /// the kind.
 #[derive(Debug)]
@@ -164,6 +265,9 @@ pub enum Failure {
     BodyTooLarge,
     /// Anything else on the way (reset, protocol error).
     Other(String),
+    /// The client's request body failed (`body_malformed`, `body_incomplete`): the
+    /// client's fault, not the backend's.
+    ClientBody(&'static str),
 }
 
 impl Failure {
@@ -173,6 +277,7 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::BodyTooLarge => "body_too_large",
             Failure::Other(_) => "protocol",
+            Failure::ClientBody(kind) => kind,
         }
     }
 }
@@ -188,8 +293,22 @@ fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The client's body error in an error chain, if that is what failed.
+fn client_body_error(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(c) = err.downcast_ref::<ClientBodyError>() {
+            return Some(c.kind);
+        }
+        cur = err.source();
+    }
+    None
+}
+
 fn classify(e: hyper_util::client::legacy::Error) -> Failure {
-    if body_too_large(&e) {
+    if let Some(kind) = client_body_error(&e) {
+        Failure::ClientBody(kind)
+    } else if body_too_large(&e) {
         Failure::BodyTooLarge
     } else if e.is_connect() {
         Failure::Connect(chain(&e))
@@ -251,7 +370,8 @@ pub async fn buffer(body: Body, limit: u64) -> Result<Bytes, Failure> {
     {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::BodyTooLarge),
-        Err(e) => Err(Failure::Other(e.to_string())),
+        // Reading the client's body failed: its framing, or it was cut short.
+        Err(e) => Err(Failure::ClientBody(client_body_kind(&*e))),
     }
 }
 

@@ -157,8 +157,10 @@ async fn good_bundles_swap_in_and_bad_ones_are_refused_and_reported() {
         "in-flight requests keep the bundle they started with"
     );
     let (_, metrics) = get(&admin, "/metrics").await;
+    // The replaced bundle's series is gone, not left at 0 forever.
+    assert!(!metrics.contains(&format!("digest=\"{da}\"")), "{metrics}");
     assert!(
-        metrics.contains(&format!("digest=\"{da}\",commit=\"1111111\"}} 0")),
+        metrics.contains(&format!("digest=\"{db}\",commit=\"4444444\"}} 1")),
         "{metrics}"
     );
     assert!(

@@ -26,3 +26,6 @@ fn the_harness_serves_a_public_route_through_the_echo_backend() {
     assert_eq!(echoed["path"], "/pub/x");
     assert!(gw.metrics().contains("http_requests_total"));
 }
+
+mod faults;
+mod path;
