@@ -27,5 +27,7 @@ fn the_harness_serves_a_public_route_through_the_echo_backend() {
     assert!(gw.metrics().contains("http_requests_total"));
 }
 
+mod bounded;
 mod faults;
+mod headers;
 mod path;

@@ -39,7 +39,7 @@ pub fn fixture(name: &str) -> String {
 
 /// A backend on a free loopback port that answers every request with what it received:
 /// `{"method", "path" (as sent on the wire), "query", "headers": [[name, value], ...],
-/// "body_len"}`. Runs on its own thread and runtime until the test process ends.
+/// "body_len"}`; a path with `/slow` in it is answered after 2 s. Runs on its own thread and runtime until the test process ends.
 pub fn echo_backend() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -59,6 +59,9 @@ pub fn echo_backend() -> SocketAddr {
                     .collect();
                 let method = req.method().to_string();
                 let path = req.uri().path().to_string();
+                if path.contains("/slow") {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
                 let query = req.uri().query().map(String::from);
                 let body_len = match req.into_body().collect().await {
                     Ok(b) => b.to_bytes().len() as i64,
