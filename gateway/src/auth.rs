@@ -12,7 +12,9 @@
 //! 4.1.11 requires a recipient to reject a token that marks as critical an extension it
 //! does not understand, and this gateway understands none.
 //!
-//! The claim policy ([`check_requirement`]) is a pure function with its own tests.
+//! The claim policy ([`check_requirement`]) is a pure function with its own tests. Claims
+//! are compared by exact JSON type: a required value matches only a string claim equal to
+//! it (never an element of a list), and only scalar claims are forwarded.
 //!
 //! Signature checks dominate the cost of a request (an RS256 verify is tens of
 //! microseconds); clients send the same token on every request until it expires, so tokens
@@ -462,18 +464,14 @@ pub fn check_requirement(
         ));
     }
     for (claim, allowed) in &req.required_claims {
+        // Exact types only. The accepted values are strings, so only a string claim can
+        // equal one; a number or boolean meets only an empty list (present). A list, an
+        // object or null never meets a requirement: a list holding an accepted value is not
+        // that value (a backend reading the claim would not see it).
         let ok = match claims.get(claim) {
-            None | Some(Value::Null) => false,
-            Some(_) if allowed.is_empty() => true,
-            Some(Value::String(s)) => allowed.iter().any(|a| a == s),
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|s| allowed.iter().any(|a| a == s)),
-            Some(other) => {
-                let other = other.to_string();
-                allowed.contains(&other)
-            }
+            Some(Value::String(s)) => allowed.is_empty() || allowed.iter().any(|a| a == s),
+            Some(Value::Number(_) | Value::Bool(_)) => allowed.is_empty(),
+            None | Some(Value::Null | Value::Array(_) | Value::Object(_)) => false,
         };
         if !ok {
             // The claim's name only: its value may be personal data.
@@ -501,6 +499,17 @@ pub struct Principal {
     pub issuer: String,
     pub subject: Option<String>,
     pub forward: Vec<(String, String)>,
+}
+
+/// The value a forwarded claim gives its header: a string as it is, a number or boolean as
+/// its JSON text; a list, an object or null is not forwarded (the header is left out).
+fn forwarded_value(claim: &Value) -> Option<String> {
+    match claim {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
 }
 
 fn too_large() -> AuthError {
@@ -729,12 +738,7 @@ fn evaluate(
                     .forward_claims
                     .iter()
                     .filter_map(|(claim, header)| {
-                        let v = match claims.get(claim)? {
-                            Value::String(s) => s.clone(),
-                            Value::Null => return None,
-                            other => other.to_string(),
-                        };
-                        Some((header.clone(), v))
+                        Some((header.clone(), forwarded_value(claims.get(claim)?)?))
                     })
                     .collect();
                 return Ok(Principal {
@@ -972,6 +976,80 @@ mod tests {
         let mut own = req(&["partner"], &[]);
         own.audiences = vec!["billing".into()];
         assert_eq!(check_requirement(&wrong_aud, &i, &own), Ok(()));
+    }
+
+    #[test]
+    fn required_claims_match_only_exact_strings() {
+        let i = issuer("partner");
+        let mut r = req(&["partner"], &[]);
+        r.required_claims.insert(
+            "tenant".into(),
+            vec!["acme".into(), "1".into(), "true".into()],
+        );
+        let with = |tenant: Value| claims(json!({"aud": "api", "tenant": tenant}));
+        assert_eq!(check_requirement(&with(json!("acme")), &i, &r), Ok(()));
+        for not_a_string in [
+            json!(["acme"]),
+            json!(["other", "acme"]),
+            json!({"acme": true}),
+            json!(1),
+            json!(true),
+            Value::Null,
+            json!("ACME"),
+        ] {
+            assert!(
+                matches!(
+                    check_requirement(&with(not_a_string.clone()), &i, &r),
+                    Err(Unmet::Claim(_))
+                ),
+                "{not_a_string} met a string requirement"
+            );
+        }
+        // Present (an empty list of values): any scalar, but no list, object or null.
+        r.required_claims.insert("tenant".into(), vec![]);
+        for scalar in [json!("x"), json!(""), json!(7), json!(false)] {
+            assert_eq!(check_requirement(&with(scalar), &i, &r), Ok(()));
+        }
+        for other in [json!([]), json!(["x"]), json!({}), Value::Null] {
+            assert!(
+                matches!(
+                    check_requirement(&with(other.clone()), &i, &r),
+                    Err(Unmet::Claim(_))
+                ),
+                "{other} counted as present"
+            );
+        }
+    }
+
+    #[test]
+    fn only_scalar_claims_are_forwarded() {
+        let i = issuer("partner");
+        let mut r = req(&["partner"], &[]);
+        for (claim, header) in [
+            ("tenant", "x-tenant"),
+            ("groups", "x-groups"),
+            ("org", "x-org"),
+            ("gone", "x-gone"),
+            ("level", "x-level"),
+            ("admin", "x-admin"),
+            ("absent", "x-absent"),
+        ] {
+            r.forward_claims.insert(claim.into(), header.into());
+        }
+        let c = claims(json!({
+            "aud": "api", "sub": "alice", "tenant": "acme", "groups": ["b", "a"],
+            "org": {"id": "x"}, "gone": null, "level": 3, "admin": false,
+        }));
+        let p = evaluate(&c, &i, &[r]).expect("accepted");
+        let forwarded: BTreeMap<&str, &str> = p
+            .forward
+            .iter()
+            .map(|(h, v)| (h.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            forwarded,
+            BTreeMap::from([("x-admin", "false"), ("x-level", "3"), ("x-tenant", "acme")])
+        );
     }
 
     #[test]
