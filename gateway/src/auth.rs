@@ -216,6 +216,26 @@ impl RemoteJwks {
     }
 }
 
+/// The JWKS cache for `url` among those of the loaded bundles, made with `make` when no
+/// loaded bundle uses `url`. Sharing it keeps the keys (and the refetch limit) of a URL that
+/// a reload keeps. The map holds its entries weakly: the issuers of the runtimes in service
+/// own them, so a URL that no loaded bundle uses any more is dropped. Dead entries are
+/// pruned on every call, so the map holds the URLs in use plus, at most until the next
+/// bundle is built, those of the bundles just dropped.
+pub fn shared_jwks(
+    map: &mut HashMap<String, std::sync::Weak<RemoteJwks>>,
+    url: &str,
+    make: impl FnOnce() -> RemoteJwks,
+) -> Arc<RemoteJwks> {
+    map.retain(|_, jwks| jwks.strong_count() > 0);
+    if let Some(jwks) = map.get(url).and_then(std::sync::Weak::upgrade) {
+        return jwks;
+    }
+    let jwks = Arc::new(make());
+    map.insert(url.to_string(), Arc::downgrade(&jwks));
+    jwks
+}
+
 /// Tokens whose signature verified, by their full text. Only verified tokens are stored, so
 /// a stranger cannot fill it with garbage; it is bounded (`capacity` entries, evicting the
 /// least useful first), and a capacity of 0 turns it off. Each entry is bounded too: its
@@ -1408,6 +1428,35 @@ mod tests {
         .await
         .expect_err("two headers");
         assert_eq!((e.status, e.code), (401, "invalid_request"));
+    }
+
+    #[test]
+    fn jwks_caches_are_shared_while_a_bundle_uses_them_and_dropped_after() {
+        let mut map = HashMap::new();
+        let fetcher: Arc<dyn JwksFetcher> = Arc::new(Counting::default());
+        let make = |url: &str| {
+            let url = url.to_string();
+            let fetcher = fetcher.clone();
+            move || RemoteJwks::new(url, std::time::Duration::ZERO, fetcher)
+        };
+        let a = shared_jwks(&mut map, "https://a/jwks", make("https://a/jwks"));
+        let a2 = shared_jwks(&mut map, "https://a/jwks", make("https://a/jwks"));
+        assert!(Arc::ptr_eq(&a, &a2), "one cache per URL while in use");
+        // Bundles come and go, each with a new URL: only the URLs still in use are kept.
+        for n in 0..100 {
+            let url = format!("https://issuer-{n}/jwks");
+            let held = shared_jwks(&mut map, &url, make(&url));
+            assert!(map.len() <= 2, "{} entries", map.len());
+            drop(held);
+        }
+        assert!(map.contains_key("https://a/jwks"));
+        drop((a, a2));
+        let b = shared_jwks(&mut map, "https://b/jwks", make("https://b/jwks"));
+        assert_eq!(map.keys().collect::<Vec<_>>(), ["https://b/jwks"]);
+        // A URL used again after it was dropped gets a fresh cache.
+        drop(b);
+        let b2 = shared_jwks(&mut map, "https://b/jwks", make("https://b/jwks"));
+        assert_eq!((b2.generation(), map.len()), (0, 1));
     }
 
     struct Rotating(std::sync::Mutex<JwkSet>);
