@@ -7,7 +7,14 @@
 //! an RSA public key as the secret is refused before any key is touched), and jsonwebtoken
 //! also refuses a key of the wrong family. Only a verified token's claims are used.
 //!
-//! The claim policy ([`check_requirement`]) is a pure function with its own tests.
+//! Before any of that, the token's size is capped ([`MAX_TOKEN_BYTES`], checked before it is
+//! decoded or a key is looked up) and a header with `crit` is refused: RFC 7515 section
+//! 4.1.11 requires a recipient to reject a token that marks as critical an extension it
+//! does not understand, and this gateway understands none.
+//!
+//! The claim policy ([`check_requirement`]) is a pure function with its own tests. Claims
+//! are compared by exact JSON type: a required value matches only a string claim equal to
+//! it (never an element of a list), and only scalar claims are forwarded.
 //!
 //! Signature checks dominate the cost of a request (an RS256 verify is tens of
 //! microseconds); clients send the same token on every request until it expires, so tokens
@@ -29,6 +36,15 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use crate::bundle::{AuthPolicy, JwtAlgorithm, LOCAL_ISSUER, RouteAuth, SigningAlgorithm};
+
+/// The largest bearer token accepted, in bytes. Access tokens are a few hundred bytes to a
+/// few KiB (more with group claims); a bigger one is refused before it is decoded, a key
+/// looked up or a signature checked, and it is never stored in [`VerifiedTokens`].
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The largest `Authorization` header read: a token of [`MAX_TOKEN_BYTES`] with its scheme
+/// and surrounding whitespace. A longer header is refused before it is parsed.
+pub const MAX_AUTHORIZATION_BYTES: usize = MAX_TOKEN_BYTES + 64;
 
 /// A verifying key and what it may verify.
 #[derive(Clone)]
@@ -200,9 +216,30 @@ impl RemoteJwks {
     }
 }
 
+/// The JWKS cache for `url` among those of the loaded bundles, made with `make` when no
+/// loaded bundle uses `url`. Sharing it keeps the keys (and the refetch limit) of a URL that
+/// a reload keeps. The map holds its entries weakly: the issuers of the runtimes in service
+/// own them, so a URL that no loaded bundle uses any more is dropped. Dead entries are
+/// pruned on every call, so the map holds the URLs in use plus, at most until the next
+/// bundle is built, those of the bundles just dropped.
+pub fn shared_jwks(
+    map: &mut HashMap<String, std::sync::Weak<RemoteJwks>>,
+    url: &str,
+    make: impl FnOnce() -> RemoteJwks,
+) -> Arc<RemoteJwks> {
+    map.retain(|_, jwks| jwks.strong_count() > 0);
+    if let Some(jwks) = map.get(url).and_then(std::sync::Weak::upgrade) {
+        return jwks;
+    }
+    let jwks = Arc::new(make());
+    map.insert(url.to_string(), Arc::downgrade(&jwks));
+    jwks
+}
+
 /// Tokens whose signature verified, by their full text. Only verified tokens are stored, so
 /// a stranger cannot fill it with garbage; it is bounded (`capacity` entries, evicting the
-/// least useful first), and a capacity of 0 turns it off.
+/// least useful first), and a capacity of 0 turns it off. Each entry is bounded too: its
+/// key is a token of at most [`MAX_TOKEN_BYTES`] and its claims were decoded from it.
 pub struct VerifiedTokens {
     cache: Option<quick_cache::sync::Cache<String, Arc<Verified>>>,
 }
@@ -447,18 +484,14 @@ pub fn check_requirement(
         ));
     }
     for (claim, allowed) in &req.required_claims {
+        // Exact types only. The accepted values are strings, so only a string claim can
+        // equal one; a number or boolean meets only an empty list (present). A list, an
+        // object or null never meets a requirement: a list holding an accepted value is not
+        // that value (a backend reading the claim would not see it).
         let ok = match claims.get(claim) {
-            None | Some(Value::Null) => false,
-            Some(_) if allowed.is_empty() => true,
-            Some(Value::String(s)) => allowed.iter().any(|a| a == s),
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|s| allowed.iter().any(|a| a == s)),
-            Some(other) => {
-                let other = other.to_string();
-                allowed.contains(&other)
-            }
+            Some(Value::String(s)) => allowed.is_empty() || allowed.iter().any(|a| a == s),
+            Some(Value::Number(_) | Value::Bool(_)) => allowed.is_empty(),
+            None | Some(Value::Null | Value::Array(_) | Value::Object(_)) => false,
         };
         if !ok {
             // The claim's name only: its value may be personal data.
@@ -488,21 +521,89 @@ pub struct Principal {
     pub forward: Vec<(String, String)>,
 }
 
+/// The value a forwarded claim gives its header: a string as it is, a number or boolean as
+/// its JSON text; a list, an object or null is not forwarded (the header is left out).
+fn forwarded_value(claim: &Value) -> Option<String> {
+    match claim {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+fn too_large() -> AuthError {
+    AuthError::unauthorized(
+        "invalid_token",
+        format!("the token is too large (at most {MAX_TOKEN_BYTES} bytes)"),
+    )
+}
+
+/// The bearer token of a request, size-capped before anything else reads it.
 fn bearer(headers: &http::HeaderMap) -> Result<&str, AuthError> {
-    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
         return Err(AuthError::unauthorized("", "a bearer token is required"));
     };
+    if values.next().is_some() {
+        // Not a list field (RFC 9110): which one a backend would read is anyone's guess.
+        return Err(AuthError::unauthorized(
+            "invalid_request",
+            "more than one Authorization header",
+        ));
+    }
+    if value.len() > MAX_AUTHORIZATION_BYTES {
+        return Err(too_large());
+    }
     let value = value.to_str().map_err(|_| {
         AuthError::unauthorized("invalid_request", "malformed Authorization header")
     })?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
         return Err(AuthError::unauthorized(
             "invalid_request",
             "the Authorization header must be `Bearer <token>`",
         ));
     }
-    Ok(token.trim())
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(too_large());
+    }
+    Ok(token)
+}
+
+/// Refuses a token whose header has `crit` (RFC 7515 section 4.1.11): this gateway
+/// understands no extension, so whatever it lists must be refused, and an empty or
+/// malformed `crit` is invalid in itself. The header segment is found and decoded as
+/// jsonwebtoken does (everything before the payload, base64url without padding); the
+/// parameters are read as a plain JSON object, so a `crit` is seen whatever its type.
+/// Never quotes the header.
+fn refuse_crit(token: &str) -> Result<(), AuthError> {
+    use base64::Engine as _;
+    let malformed = || AuthError::unauthorized("invalid_token", "the token is malformed");
+    let mut parts = token.rsplitn(3, '.');
+    let (Some(_signature), Some(_payload), Some(header)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed());
+    };
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| malformed())?;
+    let params: Map<String, Value> = serde_json::from_slice(&json).map_err(|_| malformed())?;
+    match params.get("crit") {
+        None => Ok(()),
+        Some(Value::Array(names)) if !names.is_empty() && names.iter().all(Value::is_string) => {
+            Err(AuthError::unauthorized(
+                "invalid_token",
+                "the token requires header extensions (crit) that this gateway does not support",
+            ))
+        }
+        Some(_) => Err(AuthError::unauthorized(
+            "invalid_token",
+            "the token's crit header parameter is malformed",
+        )),
+    }
 }
 
 fn describe(e: &jsonwebtoken::errors::Error) -> String {
@@ -570,6 +671,7 @@ pub async fn authenticate_at(
             return evaluate(&hit.claims, issuer, requirements);
         }
     }
+    refuse_crit(token)?;
     let header = jsonwebtoken::decode_header(token)
         // `alg: none` and unknown algorithms fail here: jsonwebtoken has no such variant.
         .map_err(|_| {
@@ -656,12 +758,7 @@ fn evaluate(
                     .forward_claims
                     .iter()
                     .filter_map(|(claim, header)| {
-                        let v = match claims.get(claim)? {
-                            Value::String(s) => s.clone(),
-                            Value::Null => return None,
-                            other => other.to_string(),
-                        };
-                        Some((header.clone(), v))
+                        Some((header.clone(), forwarded_value(claims.get(claim)?)?))
                     })
                     .collect();
                 return Ok(Principal {
@@ -902,6 +999,80 @@ mod tests {
     }
 
     #[test]
+    fn required_claims_match_only_exact_strings() {
+        let i = issuer("partner");
+        let mut r = req(&["partner"], &[]);
+        r.required_claims.insert(
+            "tenant".into(),
+            vec!["acme".into(), "1".into(), "true".into()],
+        );
+        let with = |tenant: Value| claims(json!({"aud": "api", "tenant": tenant}));
+        assert_eq!(check_requirement(&with(json!("acme")), &i, &r), Ok(()));
+        for not_a_string in [
+            json!(["acme"]),
+            json!(["other", "acme"]),
+            json!({"acme": true}),
+            json!(1),
+            json!(true),
+            Value::Null,
+            json!("ACME"),
+        ] {
+            assert!(
+                matches!(
+                    check_requirement(&with(not_a_string.clone()), &i, &r),
+                    Err(Unmet::Claim(_))
+                ),
+                "{not_a_string} met a string requirement"
+            );
+        }
+        // Present (an empty list of values): any scalar, but no list, object or null.
+        r.required_claims.insert("tenant".into(), vec![]);
+        for scalar in [json!("x"), json!(""), json!(7), json!(false)] {
+            assert_eq!(check_requirement(&with(scalar), &i, &r), Ok(()));
+        }
+        for other in [json!([]), json!(["x"]), json!({}), Value::Null] {
+            assert!(
+                matches!(
+                    check_requirement(&with(other.clone()), &i, &r),
+                    Err(Unmet::Claim(_))
+                ),
+                "{other} counted as present"
+            );
+        }
+    }
+
+    #[test]
+    fn only_scalar_claims_are_forwarded() {
+        let i = issuer("partner");
+        let mut r = req(&["partner"], &[]);
+        for (claim, header) in [
+            ("tenant", "x-tenant"),
+            ("groups", "x-groups"),
+            ("org", "x-org"),
+            ("gone", "x-gone"),
+            ("level", "x-level"),
+            ("admin", "x-admin"),
+            ("absent", "x-absent"),
+        ] {
+            r.forward_claims.insert(claim.into(), header.into());
+        }
+        let c = claims(json!({
+            "aud": "api", "sub": "alice", "tenant": "acme", "groups": ["b", "a"],
+            "org": {"id": "x"}, "gone": null, "level": 3, "admin": false,
+        }));
+        let p = evaluate(&c, &i, &[r]).expect("accepted");
+        let forwarded: BTreeMap<&str, &str> = p
+            .forward
+            .iter()
+            .map(|(h, v)| (h.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            forwarded,
+            BTreeMap::from([("x-admin", "false"), ("x-level", "3"), ("x-tenant", "acme")])
+        );
+    }
+
+    #[test]
     fn refusals_never_quote_claim_values() {
         let i = issuer("partner");
         let c = claims(json!({"aud": "api", "tenant": "secret-tenant-name"}));
@@ -1089,6 +1260,203 @@ mod tests {
         .expect_err("other has no such key");
         assert_eq!(e.status, 401);
         assert_eq!(e.description, "the token's signing key is unknown");
+    }
+
+    /// Serves `jwks(["issuer-rsa"])` and counts the fetches.
+    #[derive(Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl JwksFetcher for Counting {
+        fn fetch<'a>(
+            &'a self,
+            _url: &'a str,
+        ) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + 'a>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move { Ok(jwks(&["issuer-rsa"])) })
+        }
+    }
+
+    /// An issuer `sso` whose keys come from a JWKS URL, and the fetcher's call counter: a
+    /// refusal that leaves it at 0 came before any key was looked up.
+    fn remote_issuer() -> (HashMap<String, Issuer>, Arc<Counting>) {
+        let fetcher = Arc::new(Counting::default());
+        let mut issuer = static_issuer("sso", &[]);
+        issuer.keys = KeySource::Remote(Arc::new(RemoteJwks::new(
+            "https://sso.example/jwks".into(),
+            std::time::Duration::ZERO,
+            fetcher.clone(),
+        )));
+        (HashMap::from([("sso".to_string(), issuer)]), fetcher)
+    }
+
+    fn fetches(f: &Counting) -> usize {
+        f.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn sign_with(header: jsonwebtoken::Header, claims: Value) -> String {
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(fixture("issuer-rsa.pem").as_bytes())
+            .expect("issuer-rsa.pem");
+        jsonwebtoken::encode(&header, &claims, &key).expect("signed")
+    }
+
+    fn rs256() -> jsonwebtoken::Header {
+        let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+        header.kid = Some("issuer-rsa".into());
+        header
+    }
+
+    /// A well-formed token with a `pad` claim of `n` bytes.
+    fn padded(n: usize) -> String {
+        sign(
+            json!({"iss": "https://sso.example", "aud": "api", "sub": "alice",
+                    "exp": now() + 600, "pad": "x".repeat(n)}),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_token_with_crit_is_refused_before_any_key_is_looked_up() {
+        let (issuers, fetcher) = remote_issuer();
+        let reqs = [req(&["sso"], &[])];
+        let cache = VerifiedTokens::new(16);
+        let good = token_for(now() + 600);
+        let claims = json!({"iss": "https://sso.example", "aud": "api", "sub": "alice",
+                            "exp": now() + 600});
+
+        let mut header = rs256();
+        header.crit = Some(vec!["x-unknown".into()]);
+        header.extras.insert("x-unknown", "must-be-understood");
+        let critical = sign_with(header, claims.clone());
+        let e = authenticate(&bearer_of(&critical), &reqs, &issuers, &cache)
+            .await
+            .expect_err("crit");
+        assert_eq!((e.status, e.code), (401, "invalid_token"));
+        assert!(e.description.contains("crit"), "{}", e.description);
+        assert!(!e.description.contains("x-unknown"), "{}", e.description);
+
+        // An empty `crit` is forbidden by the RFC; other types are malformed. jsonwebtoken
+        // cannot write these headers, so they are put together by hand (signed all the same).
+        for crit in [json!([]), json!("x-unknown"), json!([1]), Value::Null] {
+            let header = json!({"alg": "RS256", "kid": "issuer-rsa", "crit": crit});
+            let token = with_header(&good, &header);
+            let e = authenticate(&bearer_of(&token), &reqs, &issuers, &cache)
+                .await
+                .expect_err("malformed crit");
+            assert_eq!((e.status, e.code), (401, "invalid_token"), "{crit}");
+            assert!(e.description.contains("crit"), "{crit}: {}", e.description);
+        }
+        assert_eq!(fetches(&fetcher), 0, "no key lookup for a refused token");
+        assert!(cache.is_empty());
+
+        // The same token without `crit` is fine.
+        authenticate(&bearer_of(&good), &reqs, &issuers, &cache)
+            .await
+            .expect("accepted");
+        assert_eq!(fetches(&fetcher), 1);
+    }
+
+    /// `token` with its header segment replaced by `header` (the signature no longer fits,
+    /// which does not matter to checks made before the signature).
+    fn with_header(token: &str, header: &Value) -> String {
+        use base64::Engine as _;
+        let (_, rest) = token.split_once('.').expect("a JWT");
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(header).expect("JSON"));
+        format!("{encoded}.{rest}")
+    }
+
+    #[tokio::test]
+    async fn an_oversized_token_is_refused_before_any_key_is_looked_up() {
+        let (issuers, fetcher) = remote_issuer();
+        let reqs = [req(&["sso"], &[])];
+        let cache = VerifiedTokens::new(16);
+        for size in [MAX_TOKEN_BYTES, 270 * 1024] {
+            let token = padded(size);
+            assert!(token.len() > MAX_TOKEN_BYTES);
+            let e = authenticate(&bearer_of(&token), &reqs, &issuers, &cache)
+                .await
+                .expect_err("too large");
+            assert_eq!((e.status, e.code), (401, "invalid_token"));
+            assert!(e.description.contains("too large"), "{}", e.description);
+        }
+        // Padding with whitespace inside the header does not get a big token past the cap.
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}  ", "a".repeat(MAX_TOKEN_BYTES + 1))
+                .parse()
+                .expect("header"),
+        );
+        let e = authenticate(&h, &reqs, &issuers, &cache)
+            .await
+            .expect_err("too large");
+        assert!(e.description.contains("too large"), "{}", e.description);
+        assert_eq!(fetches(&fetcher), 0, "no key lookup for an oversized token");
+        assert!(cache.is_empty());
+
+        // The largest token that fits is verified as usual.
+        let mut n = MAX_TOKEN_BYTES * 3 / 4;
+        let fits = loop {
+            let t = padded(n);
+            if t.len() > MAX_TOKEN_BYTES {
+                n -= 1;
+                continue;
+            }
+            break t;
+        };
+        assert!(fits.len() > MAX_TOKEN_BYTES - 8, "{}", fits.len());
+        authenticate(&bearer_of(&fits), &reqs, &issuers, &cache)
+            .await
+            .expect("accepted");
+        assert_eq!(fetches(&fetcher), 1);
+    }
+
+    #[tokio::test]
+    async fn two_authorization_headers_are_refused() {
+        let issuers = HashMap::from([("sso".to_string(), static_issuer("sso", &["issuer-rsa"]))]);
+        let token = token_for(now() + 600);
+        let mut h = bearer_of(&token);
+        h.append(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let e = authenticate(
+            &h,
+            &[req(&["sso"], &[])],
+            &issuers,
+            &VerifiedTokens::new(16),
+        )
+        .await
+        .expect_err("two headers");
+        assert_eq!((e.status, e.code), (401, "invalid_request"));
+    }
+
+    #[test]
+    fn jwks_caches_are_shared_while_a_bundle_uses_them_and_dropped_after() {
+        let mut map = HashMap::new();
+        let fetcher: Arc<dyn JwksFetcher> = Arc::new(Counting::default());
+        let make = |url: &str| {
+            let url = url.to_string();
+            let fetcher = fetcher.clone();
+            move || RemoteJwks::new(url, std::time::Duration::ZERO, fetcher)
+        };
+        let a = shared_jwks(&mut map, "https://a/jwks", make("https://a/jwks"));
+        let a2 = shared_jwks(&mut map, "https://a/jwks", make("https://a/jwks"));
+        assert!(Arc::ptr_eq(&a, &a2), "one cache per URL while in use");
+        // Bundles come and go, each with a new URL: only the URLs still in use are kept.
+        for n in 0..100 {
+            let url = format!("https://issuer-{n}/jwks");
+            let held = shared_jwks(&mut map, &url, make(&url));
+            assert!(map.len() <= 2, "{} entries", map.len());
+            drop(held);
+        }
+        assert!(map.contains_key("https://a/jwks"));
+        drop((a, a2));
+        let b = shared_jwks(&mut map, "https://b/jwks", make("https://b/jwks"));
+        assert_eq!(map.keys().collect::<Vec<_>>(), ["https://b/jwks"]);
+        // A URL used again after it was dropped gets a fresh cache.
+        drop(b);
+        let b2 = shared_jwks(&mut map, "https://b/jwks", make("https://b/jwks"));
+        assert_eq!((b2.generation(), map.len()), (0, 1));
     }
 
     struct Rotating(std::sync::Mutex<JwkSet>);

@@ -409,7 +409,8 @@ impl Default for Options {
 pub struct Shared {
     pub options: Options,
     pub clients: Arc<Clients>,
-    jwks: std::sync::Mutex<HashMap<String, Arc<RemoteJwks>>>,
+    /// The loaded bundles' JWKS caches by URL, held weakly ([`auth::shared_jwks`]).
+    jwks: std::sync::Mutex<HashMap<String, std::sync::Weak<RemoteJwks>>>,
     fetcher: Arc<dyn JwksFetcher>,
     pub metrics: Metrics,
     /// Bounds the token endpoint's argon2 work, across bundles.
@@ -442,18 +443,17 @@ impl Shared {
     }
 
     fn remote_jwks(&self, url: &str) -> Arc<RemoteJwks> {
-        self.jwks
+        let mut jwks = self
+            .jwks
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(url.to_string())
-            .or_insert_with(|| {
-                Arc::new(RemoteJwks::new(
-                    url.to_string(),
-                    self.options.jwks_refetch_interval,
-                    self.fetcher.clone(),
-                ))
-            })
-            .clone()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        auth::shared_jwks(&mut jwks, url, || {
+            RemoteJwks::new(
+                url.to_string(),
+                self.options.jwks_refetch_interval,
+                self.fetcher.clone(),
+            )
+        })
     }
 }
 

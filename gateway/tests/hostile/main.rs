@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod jwt;
 mod support;
 
 use support::*;
