@@ -62,6 +62,15 @@ struct ServeArgs {
     /// sending new requests first.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     drain_delay: Duration,
+    /// How long a client may take to send a request's head (request line and headers),
+    /// from its first byte; slower connections are closed.
+    #[arg(long, env = "FLEETGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// How long a client connection may stay open between requests. Keep it longer than the
+    /// idle timeout of the load balancer in front (AWS ALB: 60s), so the load balancer
+    /// closes idle connections first.
+    #[arg(long, env = "FLEETGATE_KEEP_ALIVE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    keep_alive_timeout: Duration,
     /// Read AWS Secrets Manager references (signing keys, client secret hashes) from
     /// DIR/<secret name> instead of the API: a Secrets Store CSI driver or External Secrets
     /// mount, or `fleetgate up`'s local secrets.
@@ -223,6 +232,8 @@ async fn run<S: BundleSource + Clone + 'static>(args: ServeArgs, source: S) -> R
         instance: args.instance_id.clone().unwrap_or_else(default_instance_id),
         drain_timeout: args.drain_timeout,
         drain_delay: args.drain_delay,
+        header_read_timeout: args.header_read_timeout,
+        keep_alive_timeout: args.keep_alive_timeout,
     };
     server::run(gateway, source, data, admin, settings, shutdown_signal()).await
 }
