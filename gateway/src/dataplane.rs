@@ -253,6 +253,8 @@ pub struct Options {
     pub jwks_fetcher: Option<Arc<dyn JwksFetcher>>,
     /// Verified tokens remembered per loaded bundle (0: verify every request).
     pub jwt_cache_size: usize,
+    /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxies`).
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
 }
 
 impl std::fmt::Debug for Options {
@@ -273,6 +275,7 @@ impl Default for Options {
             backend_overrides: BTreeMap::new(),
             jwks_fetcher: None,
             jwt_cache_size: DEFAULT_JWT_CACHE_SIZE,
+            trusted_proxies: crate::client_addr::TrustedProxies::none(),
         }
     }
 }
@@ -694,7 +697,11 @@ async fn handle(
     let ctx = Ctx {
         request_id: request_id(headers),
         traceparent: traceparent(headers),
-        client_ip: peer.ip(),
+        client_ip: crate::client_addr::client_ip(
+            peer.ip(),
+            headers,
+            &plane.gateway.shared().options.trusted_proxies,
+        ),
         host,
         method: req.method().clone(),
         path: req.uri().path().to_string(),
@@ -1010,7 +1017,11 @@ async fn serve_route(
     let mut headers = parts.headers;
     upstream::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
-    upstream::add_forwarded(&mut headers, ctx.client_ip, &ctx.host);
+    upstream::add_forwarded(
+        &mut headers,
+        upstream::peer_ip(&parts.extensions).unwrap_or(ctx.client_ip),
+        &ctx.host,
+    );
     headers.insert(
         HeaderName::from_static("x-request-id"),
         ctx.request_id.clone(),

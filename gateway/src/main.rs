@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use fleetgate_gateway::client_addr::TrustedProxies;
 use fleetgate_gateway::dataplane::Options;
 use fleetgate_gateway::reload::{BundleSource, FileSource, Gateway};
 use fleetgate_gateway::{Bundle, Digest, compile, server};
@@ -71,6 +72,17 @@ struct ServeArgs {
     /// closes idle connections first.
     #[arg(long, env = "FLEETGATE_KEEP_ALIVE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
     keep_alive_timeout: Duration,
+    /// Comma-separated CIDRs (or addresses) of the load balancers and proxies in front:
+    /// when the peer is one of them, the client is the right-most X-Forwarded-For address
+    /// outside them (rate limits, the IdP's per-IP limit, the access log). Default: none,
+    /// the client is the TCP peer and X-Forwarded-For is not believed.
+    #[arg(
+        long,
+        env = "FLEETGATE_TRUSTED_PROXIES",
+        value_name = "CIDR,...",
+        default_value = ""
+    )]
+    trusted_proxies: TrustedProxies,
     /// Read AWS Secrets Manager references (signing keys, client secret hashes) from
     /// DIR/<secret name> instead of the API: a Secrets Store CSI driver or External Secrets
     /// mount, or `fleetgate up`'s local secrets.
@@ -217,6 +229,7 @@ async fn run<S: BundleSource + Clone + 'static>(args: ServeArgs, source: S) -> R
         jwks_refetch_interval: args.jwks_refetch_interval,
         jwt_cache_size: args.jwt_cache_size,
         secrets: Arc::new(secrets),
+        trusted_proxies: args.trusted_proxies.clone(),
         ..Options::default()
     };
     let gateway = Arc::new(Gateway::with_options(options));
@@ -226,6 +239,7 @@ async fn run<S: BundleSource + Clone + 'static>(args: ServeArgs, source: S) -> R
     let admin = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
+    tracing::info!(trusted_proxies = %args.trusted_proxies, "client addresses");
     let settings = server::Settings {
         poll: args.poll,
         status_every: args.status_every,
