@@ -4,7 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod http2;
+mod proxies;
+mod secrets_status;
 mod support;
+mod timeouts;
 
 use support::*;
 
