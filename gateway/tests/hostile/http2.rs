@@ -28,3 +28,20 @@ fn a_cleartext_http2_preface_gets_no_http2_connection() {
     // HTTP/1.1 on the same listener is served.
     assert_eq!(gw.get("/anything", &[]).0, 404);
 }
+
+#[test]
+fn an_h2c_upgrade_request_is_answered_over_http1() {
+    let gw = Gw::start(
+        &bundle(serde_json::json!({"hosts": [HOST]}), serde_json::json!({})),
+        &[],
+    );
+    let out = gw.raw(
+        format!(
+            "GET /anything HTTP/1.1\r\nhost: {HOST}\r\nconnection: Upgrade, HTTP2-Settings, close\r\n\
+             upgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n"
+        )
+        .as_bytes(),
+        Duration::from_secs(5),
+    );
+    assert!(out.starts_with("HTTP/1.1 404 "), "{out}");
+}

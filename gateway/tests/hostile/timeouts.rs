@@ -159,6 +159,13 @@ fn an_oversized_head_is_refused_with_431_and_the_connection_closed() {
     let text = String::from_utf8_lossy(&out);
     assert_eq!(status_of(&text), 431, "{text}");
     assert!(eof, "the connection stayed open after a 431");
+    // More headers than the table holds: 431 too.
+    let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let out = gw.raw(
+        format!("GET /pub/many HTTP/1.1\r\nhost: {HOST}\r\n{many}\r\n").as_bytes(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(status_of(&out), 431, "{out}");
     // Just under the cap is a request like any other.
     let fits = "f".repeat(60 * 1024);
     assert_eq!(gw.get("/pub/fits", &[("x-fits", &fits)]).0, 200);
