@@ -381,6 +381,8 @@ pub struct Options {
     pub jwks_fetcher: Option<Arc<dyn JwksFetcher>>,
     /// Verified tokens remembered per loaded bundle (0: verify every request).
     pub jwt_cache_size: usize,
+    /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxies`).
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
 }
 
 impl std::fmt::Debug for Options {
@@ -401,6 +403,7 @@ impl Default for Options {
             backend_overrides: BTreeMap::new(),
             jwks_fetcher: None,
             jwt_cache_size: DEFAULT_JWT_CACHE_SIZE,
+            trusted_proxies: crate::client_addr::TrustedProxies::none(),
         }
     }
 }
@@ -825,7 +828,11 @@ async fn handle(
     let mut ctx = Ctx {
         request_id: request_id(headers),
         traceparent: traceparent(headers),
-        client_ip: peer.ip(),
+        client_ip: crate::client_addr::client_ip(
+            peer.ip(),
+            headers,
+            &plane.gateway.shared().options.trusted_proxies,
+        ),
         host,
         method: req.method().clone(),
         path: String::new(),
@@ -1252,7 +1259,11 @@ async fn serve_route_inner(
     let mut headers = parts.headers;
     upstream::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
-    upstream::add_forwarded(&mut headers, ctx.client_ip, &ctx.host);
+    upstream::add_forwarded(
+        &mut headers,
+        upstream::peer_ip(&parts.extensions).unwrap_or(ctx.client_ip),
+        &ctx.host,
+    );
     headers.insert(
         HeaderName::from_static("x-request-id"),
         ctx.request_id.clone(),

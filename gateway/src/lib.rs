@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod bundle;
+pub mod client_addr;
 pub mod compile;
 pub mod dataplane;
 pub mod duration;

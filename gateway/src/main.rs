@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use fleetgate_gateway::client_addr::TrustedProxies;
 use fleetgate_gateway::dataplane::Options;
 use fleetgate_gateway::reload::{BundleSource, FileSource, Gateway};
 use fleetgate_gateway::{Bundle, Digest, compile, server};
@@ -62,6 +63,26 @@ struct ServeArgs {
     /// sending new requests first.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     drain_delay: Duration,
+    /// How long a client may take to send a request's head (request line and headers),
+    /// from its first byte; slower connections are closed.
+    #[arg(long, env = "FLEETGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// How long a client connection may stay open between requests. Keep it longer than the
+    /// idle timeout of the load balancer in front (AWS ALB: 60s), so the load balancer
+    /// closes idle connections first.
+    #[arg(long, env = "FLEETGATE_KEEP_ALIVE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    keep_alive_timeout: Duration,
+    /// Comma-separated CIDRs (or addresses) of the load balancers and proxies in front:
+    /// when the peer is one of them, the client is the right-most X-Forwarded-For address
+    /// outside them (rate limits, the IdP's per-IP limit, the access log). Default: none,
+    /// the client is the TCP peer and X-Forwarded-For is not believed.
+    #[arg(
+        long,
+        env = "FLEETGATE_TRUSTED_PROXIES",
+        value_name = "CIDR,...",
+        default_value = ""
+    )]
+    trusted_proxies: TrustedProxies,
     /// Read AWS Secrets Manager references (signing keys, client secret hashes) from
     /// DIR/<secret name> instead of the API: a Secrets Store CSI driver or External Secrets
     /// mount, or `fleetgate up`'s local secrets.
@@ -208,6 +229,7 @@ async fn run<S: BundleSource + Clone + 'static>(args: ServeArgs, source: S) -> R
         jwks_refetch_interval: args.jwks_refetch_interval,
         jwt_cache_size: args.jwt_cache_size,
         secrets: Arc::new(secrets),
+        trusted_proxies: args.trusted_proxies.clone(),
         ..Options::default()
     };
     let gateway = Arc::new(Gateway::with_options(options));
@@ -217,12 +239,15 @@ async fn run<S: BundleSource + Clone + 'static>(args: ServeArgs, source: S) -> R
     let admin = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
+    tracing::info!(trusted_proxies = %args.trusted_proxies, "client addresses");
     let settings = server::Settings {
         poll: args.poll,
         status_every: args.status_every,
         instance: args.instance_id.clone().unwrap_or_else(default_instance_id),
         drain_timeout: args.drain_timeout,
         drain_delay: args.drain_delay,
+        header_read_timeout: args.header_read_timeout,
+        keep_alive_timeout: args.keep_alive_timeout,
     };
     server::run(gateway, source, data, admin, settings, shutdown_signal()).await
 }

@@ -425,6 +425,11 @@ impl Gateway {
             reload_failures: r.reload_failures,
             last_error: r.last_reload_error,
             last_error_at: r.last_reload_error_at,
+            secret_failures: r.secret_failures,
+            warnings: self
+                .current()
+                .map(|c| c.runtime.warnings.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -464,6 +469,10 @@ impl Gateway {
             last_reload_error_at: last_error
                 .as_ref()
                 .map(|(t, _)| humantime::format_rfc3339_seconds(*t).to_string()),
+            secret_failures: current
+                .as_ref()
+                .map(|c| c.runtime.secret_failures.clone())
+                .unwrap_or_default(),
             written_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         }
     }
@@ -498,6 +507,10 @@ pub struct InstanceReport {
     pub reload_failures: u64,
     pub last_reload_error: Option<String>,
     pub last_reload_error_at: Option<String>,
+    /// The served bundle's secret references that could not be read, each with why (the
+    /// reference and the error, never a value); tried again at every poll.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_failures: Vec<String>,
     /// When this report was written (RFC 3339).
     pub written_at: String,
 }
@@ -516,6 +529,12 @@ pub struct Status {
     pub reload_failures: u64,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
+    /// The served bundle's secret references that could not be read, each with why (the
+    /// reference and the error, never a value).
+    pub secret_failures: Vec<String>,
+    /// What does not stop the served bundle but leaves part of it unavailable (an issuer
+    /// whose keys cannot be had, an IdP key or client secret that cannot be read).
+    pub warnings: Vec<String>,
 }
 
 /// Polls `source` every `every` until `shutdown` resolves, logging what changed.

@@ -1,13 +1,48 @@
 //! Running a gateway: the poller that hot-reloads the bundle, the status reporter, the
 //! admin listener and the data-plane listener, and the drain on shutdown. The
 //! `fleetgate-gateway` binary runs one; `fleetgate up` runs one per local account.
+//!
+//! The data plane speaks HTTP/1.1 only (a load balancer in front terminates TLS and
+//! HTTP/2): a cleartext HTTP/2 preface is refused like any other malformed request. Each
+//! connection is bounded in what it may make the gateway hold:
+//!
+//! - a request head (request line and headers) larger than [`MAX_HEAD_BYTES`] is answered
+//!   431 and the connection closed; more than 100 headers (hyper's fixed table) likewise;
+//! - a head must arrive within `header_read_timeout` of its first byte (slow clients that
+//!   trickle a header at a time are cut off);
+//! - a connection with no request in flight and no byte of a new one is closed after
+//!   `keep_alive_timeout`.
+//!
+//! hyper's own `header_read_timeout` starts when it begins waiting for a head, idle time
+//! included, so it cannot tell a slow head from an idle keep-alive connection; both limits
+//! are kept here instead, by watching the connection's reads and its requests in flight.
 
+use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use hyper::body::{Frame, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tower::ServiceExt as _;
+
 use crate::reload::{BundleSource, Gateway, admin_router};
+
+/// The largest request head (request line and headers) the data plane reads, in bytes.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// How long a request head may take from its first byte, by default.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle keep-alive connection stays open, by default: longer than the idle
+/// timeout of the load balancers in front (AWS ALB and NLB-fronted ingresses default to 60
+/// s), so the load balancer, not the gateway, closes an idle connection and never sends a
+/// request on one the gateway is closing.
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// How a gateway runs, besides its listeners and source.
 #[derive(Debug, Clone)]
@@ -22,6 +57,25 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// On shutdown, how long to keep serving while /ready says 503 first.
     pub drain_delay: Duration,
+    /// How long a request head may take from its first byte (data plane).
+    pub header_read_timeout: Duration,
+    /// How long a data-plane connection may sit idle between requests.
+    pub keep_alive_timeout: Duration,
+}
+
+impl Settings {
+    /// The binary's defaults, for the instance `instance`.
+    pub fn new(instance: impl Into<String>) -> Settings {
+        Settings {
+            poll: Duration::from_secs(5),
+            status_every: Duration::from_secs(10),
+            instance: instance.into(),
+            drain_timeout: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
+        }
+    }
 }
 
 /// Serves until `shutdown` resolves, then drains: /ready turns 503, new requests are
@@ -35,6 +89,10 @@ pub async fn run<S: BundleSource + Clone + 'static>(
     args: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.header_read_timeout.is_zero() && !args.keep_alive_timeout.is_zero(),
+        "the header read and keep-alive timeouts must be longer than zero"
+    );
     let instance = args.instance.clone();
     let described = source.describe();
     tracing::info!(
@@ -93,13 +151,17 @@ pub async fn run<S: BundleSource + Clone + 'static>(
     let admin_task = tokio::spawn(async move { admin_server.await });
 
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-    let data_server = axum::serve(
+    let limits = Limits {
+        header_read: args.header_read_timeout,
+        idle: args.keep_alive_timeout,
+    };
+    let data_server = serve_data(
         data,
-        crate::dataplane::router(gateway.clone())
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(drain_rx));
-    let mut data_task = tokio::spawn(async move { data_server.await });
+        crate::dataplane::router(gateway.clone()),
+        limits,
+        stopped(drain_rx),
+    );
+    let mut data_task = tokio::spawn(data_server);
 
     tokio::select! {
         _ = shutdown => {}
@@ -135,4 +197,324 @@ pub async fn run<S: BundleSource + Clone + 'static>(
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The per-connection time limits of the data plane.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_read: Duration,
+    idle: Duration,
+}
+
+/// Accepts data-plane connections until `shutdown` resolves, then lets those with a request
+/// in flight finish it (idle ones close at once) and returns.
+async fn serve_data(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_header_size(MAX_HEAD_BYTES)
+        // Kept by `watch` instead (see the module's documentation).
+        .header_read_timeout(None)
+        .keep_alive(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::default());
+        let io = TokioIo::new(Watched {
+            io: stream,
+            activity: activity.clone(),
+        });
+        let service = {
+            let (router, activity) = (router.clone(), activity.clone());
+            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                let busy = activity.request();
+                req.extensions_mut().insert(ConnectInfo(peer));
+                let router = router.clone();
+                async move {
+                    let resp = router.oneshot(req).await?;
+                    Ok::<_, Infallible>(resp.map(|body| {
+                        axum::body::Body::new(Guarded {
+                            inner: body,
+                            _busy: busy,
+                        })
+                    }))
+                }
+            })
+        };
+        let conn = graceful.watch(http.serve_connection(io, service));
+        tokio::spawn(async move {
+            tokio::select! {
+                r = conn => {
+                    if let Err(e) = r {
+                        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                    }
+                }
+                why = watch(&activity, limits) => {
+                    tracing::debug!(peer = %peer, reason = why, "connection closed");
+                }
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// What a data-plane connection is doing, as its reads and requests show.
+#[derive(Debug, Default)]
+struct Activity {
+    /// Requests whose response has not been written out yet.
+    in_flight: AtomicUsize,
+    /// A byte arrived while no request was in flight: a new head has started.
+    head_started: AtomicBool,
+    /// Counts the changes of phase, so the watcher restarts its clock even when a whole
+    /// request came and went between two of its looks.
+    changes: AtomicU64,
+    changed: Notify,
+}
+
+impl Activity {
+    /// Bytes arrived.
+    fn read(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && !self.head_started.swap(true, Ordering::AcqRel)
+        {
+            self.changes.fetch_add(1, Ordering::AcqRel);
+            self.changed.notify_one();
+        }
+    }
+
+    /// A request head was read: busy until the returned guard (held by the response body)
+    /// is dropped.
+    fn request(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_started.store(false, Ordering::Release);
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
+        Busy(self.clone())
+    }
+
+    fn phase(&self) -> Phase {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            Phase::Busy
+        } else if self.head_started.load(Ordering::Acquire) {
+            Phase::Head
+        } else {
+            Phase::Idle
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.changes.fetch_add(1, Ordering::AcqRel);
+            self.0.changed.notify_one();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Head,
+    Busy,
+}
+
+/// Resolves when the connection has been idle longer than `limits.idle` or a head has been
+/// arriving for longer than `limits.header_read`; never while a request is in flight (its
+/// route's timeout is the limit then).
+async fn watch(activity: &Activity, limits: Limits) -> &'static str {
+    let mut seen = 0;
+    let mut since = tokio::time::Instant::now();
+    loop {
+        let changed = activity.changed.notified();
+        let changes = activity.changes.load(Ordering::Acquire);
+        let phase = activity.phase();
+        if changes != seen {
+            seen = changes;
+            since = tokio::time::Instant::now();
+        }
+        let (limit, why) = match phase {
+            Phase::Busy => {
+                changed.await;
+                continue;
+            }
+            Phase::Idle => (limits.idle, "idle longer than the keep-alive timeout"),
+            Phase::Head => (limits.header_read, "request head not complete in time"),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(since + limit) => return why,
+            _ = changed => {}
+        }
+    }
+}
+
+/// A connection's socket, telling [`Activity`] when bytes arrive.
+#[derive(Debug)]
+struct Watched {
+    io: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.read();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A response body that keeps its request counted as in flight until hyper has written it
+/// out (or given up) and drops it.
+struct Guarded {
+    inner: axum::body::Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        header_read: Duration::from_secs(10),
+        idle: Duration::from_secs(75),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_expires_after_the_keep_alive_timeout() {
+        let a = Activity::default();
+        let start = tokio::time::Instant::now();
+        let why = watch(&a, LIMITS).await;
+        assert_eq!(why, "idle longer than the keep-alive timeout");
+        assert_eq!(start.elapsed(), LIMITS.idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_gets_the_header_read_timeout_from_its_first_byte() {
+        let a = Arc::new(Activity::default());
+        let start = tokio::time::Instant::now();
+        let watcher = tokio::spawn({
+            let a = a.clone();
+            async move { watch(&a, LIMITS).await }
+        });
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        a.read();
+        let why = watcher.await.expect("watch");
+        assert_eq!(why, "request head not complete in time");
+        assert_eq!(start.elapsed(), Duration::from_secs(40));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_unseen_by_the_watcher_still_restarts_the_idle_clock() {
+        let a = Arc::new(Activity::default());
+        let start = tokio::time::Instant::now();
+        let watcher = tokio::spawn({
+            let a = a.clone();
+            async move { watch(&a, LIMITS).await }
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        // A whole request between two looks: idle before and after.
+        a.read();
+        drop(a.request());
+        let why = watcher.await.expect("watch");
+        assert_eq!(why, "idle longer than the keep-alive timeout");
+        assert_eq!(start.elapsed(), Duration::from_secs(60) + LIMITS.idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_limit_while_a_request_is_in_flight() {
+        let a = Arc::new(Activity::default());
+        a.read();
+        let busy = a.request();
+        let watcher = tokio::spawn({
+            let a = a.clone();
+            async move { watch(&a, LIMITS).await }
+        });
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(!watcher.is_finished());
+        // Body bytes while busy do not start a head.
+        a.read();
+        let start = tokio::time::Instant::now();
+        drop(busy);
+        let why = watcher.await.expect("watch");
+        assert_eq!(why, "idle longer than the keep-alive timeout");
+        assert_eq!(start.elapsed(), LIMITS.idle);
+    }
 }

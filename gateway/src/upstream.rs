@@ -105,12 +105,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(HeaderName::from_static("proxy-connection"));
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` / `-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, host: &str) {
+/// The TCP peer the data plane recorded on a request (its `ConnectInfo`).
+pub fn peer_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical())
+}
+
+/// Appends `peer`, the address the request came from, to `X-Forwarded-For` (as every proxy
+/// does: the chain the request arrived with is kept, all its lines joined in order, so a
+/// backend behind the gateway reads the client the same way the gateway did, from the right)
+/// and sets `X-Forwarded-Proto` / `-Host`.
+pub fn add_forwarded(headers: &mut HeaderMap, peer: std::net::IpAddr, host: &str) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let chain = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client_ip}"),
-        _ => client_ip.to_string(),
+    let prev: Vec<&str> = headers
+        .get_all(&xff)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let chain = if prev.is_empty() {
+        peer.to_string()
+    } else {
+        format!("{}, {peer}", prev.join(", "))
     };
     if let Ok(v) = HeaderValue::from_str(&chain) {
         headers.insert(xff, v);
@@ -549,6 +567,18 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "198.51.100.1, 192.0.2.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example");
+
+        // Several lines are one list: all of it is kept, the peer appended once.
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.3"));
+        add_forwarded(&mut h, "10.0.0.9".parse().expect("ip"), "api.example");
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().count(),
+            1,
+            "one line reaches the backend"
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.0.0.3, 10.0.0.9");
     }
 
     #[test]

@@ -926,6 +926,7 @@ mod tests {
                         reload_failures: 0,
                         last_reload_error: None,
                         last_reload_error_at: None,
+                        secret_failures: Vec::new(),
                         written_at: clock.rfc3339(),
                     };
                     let dir = target.root().join(name).join("status");
@@ -1112,6 +1113,7 @@ mod tests {
                 reload_failures: 0,
                 last_reload_error: None,
                 last_reload_error_at: None,
+                secret_failures: Vec::new(),
                 written_at: humantime::format_rfc3339_seconds(now - Duration::from_secs(age))
                     .to_string(),
             };

@@ -305,9 +305,8 @@ pub async fn run(
         let server_settings = fleetgate_gateway::server::Settings {
             poll: Duration::from_secs(1),
             status_every: Duration::from_secs(2),
-            instance: format!("up-{name}"),
             drain_timeout: Duration::from_secs(5),
-            drain_delay: Duration::ZERO,
+            ..fleetgate_gateway::server::Settings::new(format!("up-{name}"))
         };
         let stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move {

@@ -4,8 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod http2;
 mod jwt;
+mod proxies;
+mod secrets_status;
 mod support;
+mod timeouts;
 
 use support::*;
 
