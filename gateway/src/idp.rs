@@ -138,25 +138,25 @@ impl std::fmt::Debug for KeyMaterial {
 pub fn key_material(alg: SigningAlgorithm, pem: &str) -> Result<KeyMaterial, String> {
     match alg {
         SigningAlgorithm::RS256 => {
-            use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
-            use rsa::pkcs8::DecodePrivateKey as _;
-            use rsa::traits::PublicKeyParts as _;
-            let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
-                .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem))
+            use aws_lc_rs::signature::KeyPair as _;
+            // jsonwebtoken reads PKCS#8 and PKCS#1 PEM to the PKCS#1 DER it signs with;
+            // aws-lc checks that DER is a usable key and gives its public half.
+            let encoding = EncodingKey::from_rsa_pem(pem.as_bytes())
                 .map_err(|_| "not an RSA private key in PEM (PKCS#8 or PKCS#1)".to_string())?;
-            if key.size() < 256 {
+            let key = aws_lc_rs::rsa::KeyPair::from_der(encoding.as_bytes())
+                .map_err(|_| "not a usable RSA private key (PKCS#8 or PKCS#1 PEM)".to_string())?;
+            if key.public_modulus_len() < 256 {
                 return Err("RSA keys must have at least 2048 bits".into());
             }
-            let der = key
-                .to_pkcs1_der()
-                .map_err(|_| "the RSA key cannot be encoded".to_string())?;
-            let (n, e) = (key.n().to_bytes_be(), key.e().to_bytes_be());
+            let public = key.public_key();
+            let n = public.modulus().big_endian_without_leading_zero().to_vec();
+            let e = public.exponent().big_endian_without_leading_zero().to_vec();
             let mut jwk = Map::new();
             jwk.insert("kty".into(), "RSA".into());
             jwk.insert("n".into(), URL_SAFE_NO_PAD.encode(&n).into());
             jwk.insert("e".into(), URL_SAFE_NO_PAD.encode(&e).into());
             Ok(KeyMaterial {
-                encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+                encoding,
                 decoding: DecodingKey::from_rsa_raw_components(&n, &e),
                 public_jwk: jwk,
             })
@@ -1158,11 +1158,13 @@ pub fn generate_key(alg: SigningAlgorithm) -> Result<String, String> {
     use rand_core::OsRng;
     match alg {
         SigningAlgorithm::RS256 => {
-            use rsa::pkcs8::EncodePrivateKey as _;
-            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| e.to_string())?;
-            key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
-                .map(|p| p.to_string())
-                .map_err(|e| e.to_string())
+            use aws_lc_rs::encoding::AsDer as _;
+            let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .map_err(|_| "the RSA key could not be generated".to_string())?;
+            let der = key
+                .as_der()
+                .map_err(|_| "the RSA key could not be encoded".to_string())?;
+            Ok(pem_encode("PRIVATE KEY", der.as_ref()))
         }
         SigningAlgorithm::ES256 => {
             use p256::pkcs8::EncodePrivateKey as _;
@@ -1172,6 +1174,18 @@ pub fn generate_key(alg: SigningAlgorithm) -> Result<String, String> {
                 .map_err(|e| e.to_string())
         }
     }
+}
+
+/// RFC 7468's textual encoding of `der` with `label`: base64 in lines of 64 characters.
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// The argon2id PHC hash of `secret` with argon2's default parameters and a random salt.
@@ -1388,6 +1402,26 @@ mod tests {
             .join("../tests/fixtures/keys")
             .join(name);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn rsa_keys_read_by_aws_lc_give_the_published_jwk_in_pkcs8_and_pkcs1() {
+        let jwks: Value = serde_json::from_str(&fixture("jwks.json")).unwrap();
+        let want = &jwks["issuer-rsa"];
+        let pkcs8 = fixture("issuer-rsa.pem");
+        assert!(pkcs8.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let m = key_material(SigningAlgorithm::RS256, &pkcs8).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            Value::Object(m.public_jwk.clone()),
+            json!({"kty": "RSA", "n": want["n"], "e": want["e"]})
+        );
+        // The same key as PKCS#1 (`BEGIN RSA PRIVATE KEY`).
+        let pkcs1 = pem_encode("RSA PRIVATE KEY", m.encoding.as_bytes());
+        let m1 = key_material(SigningAlgorithm::RS256, &pkcs1).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m1.public_jwk, m.public_jwk);
+        // The EC fixture is no RSA key, nor is the public half.
+        assert!(key_material(SigningAlgorithm::RS256, &fixture("local-ec.pem")).is_err());
+        assert!(key_material(SigningAlgorithm::RS256, &fixture("issuer-rsa.pub.pem")).is_err());
     }
 
     /// The argon2id PHC hash of `secret` with parameters `m`, `t`, `p`.
