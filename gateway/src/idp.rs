@@ -1088,7 +1088,13 @@ async fn token(
         Err(e) => return refuse(e, label),
     };
     let Some(client) = client.filter(|_| matched) else {
-        tracing::info!(client = %request.client_id, client_ip = %client_ip, "token refused: client authentication failed");
+        // An unknown id is the caller's text, up to the body's size: logged shortened.
+        let shown = if client.is_some() {
+            request.client_id.clone()
+        } else {
+            shorten(&request.client_id)
+        };
+        tracing::info!(client = %shown, client_ip = %client_ip, "token refused: client authentication failed");
         return refuse(OAuthError::invalid_client(basic), label);
     };
     let scopes = match grant_scopes(request.scope.as_deref(), &client.scopes) {
@@ -1151,6 +1157,15 @@ async fn token(
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     tracing::info!(client = %request.client_id, scope = %scopes.join(" "), kid = %signer.kid, "token issued");
     (resp, label, TokenResult::Issued)
+}
+
+/// `id` as logged when it names no client: at most 64 characters, with the length of what
+/// was cut.
+fn shorten(id: &str) -> String {
+    match id.char_indices().nth(64) {
+        None => id.to_string(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &id[..cut], id.len()),
+    }
 }
 
 /// A new private key for `alg` as PKCS#8 PEM (RSA: 2048 bits), for local fleets and tests.
@@ -1385,6 +1400,16 @@ mod tests {
             argon2::Argon2::default()
                 .verify_password(b"s3cret", &parsed)
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn unknown_ids_are_logged_shortened() {
+        assert_eq!(shorten("web-portal"), "web-portal");
+        let long = "é".repeat(10_000);
+        assert_eq!(
+            shorten(&long),
+            format!("{}... (20000 bytes)", "é".repeat(64))
         );
     }
 
