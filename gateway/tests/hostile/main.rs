@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod idp;
 mod support;
 
 use support::*;
