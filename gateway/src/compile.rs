@@ -441,6 +441,7 @@ fn check_idp(c: &mut Checker, idp: &IdpConfig) -> BTreeMap<String, JwkSet> {
     }
 
     let mut clients = BTreeSet::new();
+    let mut costs: Vec<(crate::idp::Argon2Cost, Vec<&str>)> = Vec::new();
     for client in &idp.clients {
         let p = root.key("clients").item("id", &client.id);
         c.name(&p, "client", &client.id);
@@ -462,20 +463,34 @@ fn check_idp(c: &mut Checker, idp: &IdpConfig) -> BTreeMap<String, JwkSet> {
             c.positive(&p.key("tokenTtl"), "token TTL", ttl);
         }
         match &client.secret {
-            ClientSecret::Argon2Hash(hash) => {
-                let ok = argon2::PasswordHash::new(hash.expose())
-                    .map(|h| h.algorithm.as_str().starts_with("argon2"))
-                    .unwrap_or(false);
-                if !ok {
-                    // Never echo the value: it is a credential hash.
-                    c.err(
-                        &p.key("secret"),
-                        "argon2Hash is not an argon2 hash in PHC format ($argon2id$v=19$...)",
-                    );
-                }
-            }
+            // Errors never echo the value: it is a credential hash.
+            ClientSecret::Argon2Hash(hash) => match crate::idp::PhcHash::parse(hash.expose()) {
+                Ok(h) => match costs.iter_mut().find(|(cost, _)| *cost == h.cost()) {
+                    Some((_, ids)) => ids.push(client.id.as_str()),
+                    None => costs.push((h.cost(), vec![client.id.as_str()])),
+                },
+                Err(e) => c.err(&p.key("secret").key("argon2Hash"), e),
+            },
             ClientSecret::Ref(r) => c.secret_ref(&p.key("secret").key("ref"), r),
         }
+    }
+    // An unknown client id is verified against a dummy hash with the clients' parameters:
+    // with two sets, it would cost less than a wrong secret for some clients, and timing
+    // would tell which ids exist.
+    if costs.len() > 1 {
+        let sets: Vec<String> = costs
+            .iter()
+            .map(|(cost, ids)| format!("{cost}: {}", ids.join(", ")))
+            .collect();
+        c.err(
+            &root.key("clients"),
+            format!(
+                "the clients' argon2 hashes use {} parameter sets ({}); every client of an IdP \
+                 needs the same parameters (hash their secrets again with one set)",
+                costs.len(),
+                sets.join("; ")
+            ),
+        );
     }
 
     let mut jwks_by_issuer = BTreeMap::new();
@@ -1242,5 +1257,65 @@ mod tests {
             e.contains("not an argon2 hash") && !e.contains("hunter2"),
             "{e}"
         );
+    }
+
+    /// The argon2id hash of `secret` with parameters `m`, `t`, `p`.
+    fn argon2id(secret: &str, m: u32, t: u32, p: u32) -> String {
+        use argon2::PasswordHasher as _;
+        let params = argon2::Params::new(m, t, p, None).unwrap();
+        let salt = argon2::password_hash::SaltString::encode_b64(b"fleetgate-salt!!").unwrap();
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(secret.as_bytes(), &salt)
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn an_idp_has_one_argon2_parameter_set_and_the_error_names_the_clients() {
+        let (small, big) = (argon2id("s1", 8, 1, 1), argon2id("s2", 16, 1, 1));
+        let e = one_error(|v| {
+            v["idp"]["clients"] = json!([
+                {"id": "web", "secret": {"argon2Hash": small}, "scopes": ["orders:read"]},
+                {"id": "batch", "secret": {"argon2Hash": big}, "scopes": ["orders:read"]},
+                {"id": "partner", "secret": {"argon2Hash": small}, "scopes": ["orders:read"]},
+            ]);
+        });
+        assert!(
+            e.contains("2 parameter sets")
+                && e.contains("argon2id v=19 m=8,t=1,p=1 with a 32-byte output: web, partner")
+                && e.contains("m=16,t=1,p=1 with a 32-byte output: batch"),
+            "{e}"
+        );
+        assert!(!e.contains(&small[30..]) && !e.contains(&big[30..]), "{e}");
+        // One set: fine.
+        let mut ok = valid();
+        ok["idp"]["clients"] = json!([
+            {"id": "web", "secret": {"argon2Hash": small}, "scopes": ["orders:read"]},
+            {"id": "partner", "secret": {"argon2Hash": argon2id("s3", 8, 1, 1)}, "scopes": ["orders:read"]},
+        ]);
+        let b: Bundle = serde_json::from_value(ok).unwrap();
+        if let Err(e) = compile(&b) {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn argon2_costs_are_capped() {
+        // A PHC string is only read, never computed, here: the cost is in its text.
+        let hash = argon2id("s", 8, 1, 1).replace("m=8,t=1,p=1", "m=1048576,t=1,p=1");
+        let e = one_error(|v| {
+            v["idp"]["clients"] =
+                json!([{"id": "web", "secret": {"argon2Hash": hash}, "scopes": ["orders:read"]}]);
+        });
+        assert!(
+            e.contains("m (memory, KiB) is 1048576, over the gateway's cap of 262144"),
+            "{e}"
+        );
+        let hash = argon2id("s", 8, 1, 1).replace("m=8,t=1,p=1", "m=8,t=100,p=1");
+        let e = one_error(|v| {
+            v["idp"]["clients"] =
+                json!([{"id": "web", "secret": {"argon2Hash": hash}, "scopes": ["orders:read"]}]);
+        });
+        assert!(e.contains("t (passes) is 100"), "{e}");
     }
 }

@@ -14,15 +14,18 @@
 //! issuer as `local` with no further configuration (see [`crate::auth::issuers_of`]).
 //!
 //! The request parsing, the scope decision and the claims are pure functions with their
-//! own tests; argon2 verification runs on the blocking pool, a bounded number at a time,
-//! after the per-IP and per-client rate limits, so guessing secrets is slow and cannot
-//! starve the data plane. Unknown clients cost the same verification as known ones (no
-//! client enumeration by timing). Secrets and tokens are never logged.
+//! own tests. argon2 verification runs after the per-IP and per-client rate limits on a
+//! fixed pool of worker threads (one per core, each reusing one memory buffer) fed by a
+//! bounded queue, so guessing secrets is slow, cannot starve the data plane and cannot grow
+//! memory. Every client of an IdP has the same argon2 parameters (compile and build check
+//! it) and an unknown client id is checked against a dummy hash with those parameters, so
+//! it costs what a wrong secret does (no client enumeration by timing). Secrets and tokens
+//! are never logged.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -34,7 +37,7 @@ use jsonwebtoken::{DecodingKey, EncodingKey};
 use serde_json::{Map, Value, json};
 
 use crate::bundle::{AccountInfo, ClientSecret, IdpConfig, LocalIssuer, Rate, SigningAlgorithm};
-use crate::ratelimit::{Decision, RouteLimiter};
+use crate::ratelimit::{BoundedLimiter, Decision};
 use crate::secrets::Resolved;
 use crate::sensitive::Sensitive;
 
@@ -47,6 +50,26 @@ pub const PATHS: [&str; 4] = [DISCOVERY, METADATA, JWKS, TOKEN];
 
 /// Largest token request body: a client id, a secret and some scopes.
 const MAX_TOKEN_REQUEST: usize = 16 * 1024;
+
+/// The most client ids the per-client limiter keeps a bucket for: ids are the caller's to
+/// make up, so beyond this new ones share one bucket (see [`BoundedLimiter`]).
+pub const MAX_CLIENT_KEYS: usize = 4096;
+
+/// The most caller addresses the per-IP limiter keeps a bucket for.
+pub const MAX_IP_KEYS: usize = 16384;
+
+/// The most argon2 memory a client hash may ask for, in KiB (256 MiB): each worker thread
+/// holds this much while it verifies.
+pub const MAX_ARGON2_M_COST: u32 = 256 * 1024;
+/// The most argon2 passes a client hash may ask for.
+pub const MAX_ARGON2_T_COST: u32 = 16;
+/// The most argon2 lanes a client hash may ask for.
+pub const MAX_ARGON2_P_COST: u32 = 16;
+
+/// How long a token request waits for an argon2 worker before it is answered 503.
+const VERIFY_WAIT: Duration = Duration::from_secs(2);
+/// Verifications queued per worker thread; beyond, requests are answered 503 at once.
+const QUEUE_PER_WORKER: usize = 4;
 
 /// Defaults of `tokenRateLimit`.
 pub fn default_per_client() -> Rate {
@@ -115,25 +138,25 @@ impl std::fmt::Debug for KeyMaterial {
 pub fn key_material(alg: SigningAlgorithm, pem: &str) -> Result<KeyMaterial, String> {
     match alg {
         SigningAlgorithm::RS256 => {
-            use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
-            use rsa::pkcs8::DecodePrivateKey as _;
-            use rsa::traits::PublicKeyParts as _;
-            let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
-                .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem))
+            use aws_lc_rs::signature::KeyPair as _;
+            // jsonwebtoken reads PKCS#8 and PKCS#1 PEM to the PKCS#1 DER it signs with;
+            // aws-lc checks that DER is a usable key and gives its public half.
+            let encoding = EncodingKey::from_rsa_pem(pem.as_bytes())
                 .map_err(|_| "not an RSA private key in PEM (PKCS#8 or PKCS#1)".to_string())?;
-            if key.size() < 256 {
+            let key = aws_lc_rs::rsa::KeyPair::from_der(encoding.as_bytes())
+                .map_err(|_| "not a usable RSA private key (PKCS#8 or PKCS#1 PEM)".to_string())?;
+            if key.public_modulus_len() < 256 {
                 return Err("RSA keys must have at least 2048 bits".into());
             }
-            let der = key
-                .to_pkcs1_der()
-                .map_err(|_| "the RSA key cannot be encoded".to_string())?;
-            let (n, e) = (key.n().to_bytes_be(), key.e().to_bytes_be());
+            let public = key.public_key();
+            let n = public.modulus().big_endian_without_leading_zero().to_vec();
+            let e = public.exponent().big_endian_without_leading_zero().to_vec();
             let mut jwk = Map::new();
             jwk.insert("kty".into(), "RSA".into());
             jwk.insert("n".into(), URL_SAFE_NO_PAD.encode(&n).into());
             jwk.insert("e".into(), URL_SAFE_NO_PAD.encode(&e).into());
             Ok(KeyMaterial {
-                encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+                encoding,
                 decoding: DecodingKey::from_rsa_raw_components(&n, &e),
                 public_jwk: jwk,
             })
@@ -181,10 +204,182 @@ struct Signer {
     key: EncodingKey,
 }
 
+/// What an argon2 verification costs: the parameters every client hash of one IdP shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Cost {
+    pub algorithm: argon2::Algorithm,
+    pub version: argon2::Version,
+    /// Memory in KiB.
+    pub m_cost: u32,
+    /// Passes.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+    /// Output bytes.
+    pub output_len: usize,
+}
+
+impl std::fmt::Display for Argon2Cost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} v={} m={},t={},p={} with a {}-byte output",
+            self.algorithm.as_str(),
+            u32::from(self.version),
+            self.m_cost,
+            self.t_cost,
+            self.p_cost,
+            self.output_len
+        )
+    }
+}
+
+/// A parsed argon2 PHC hash, ready to verify on an argon2 worker. No `Debug` or `Display`
+/// shows the salt or the hash.
+pub struct PhcHash {
+    cost: Argon2Cost,
+    params: argon2::Params,
+    salt: Vec<u8>,
+    hash: argon2::password_hash::Output,
+}
+
+impl std::fmt::Debug for PhcHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhcHash")
+            .field("cost", &self.cost)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PhcHash {
+    /// Reads a PHC string (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`) whose costs are
+    /// within the caps. Errors never quote the value.
+    pub fn parse(phc: &str) -> Result<PhcHash, String> {
+        let parsed = argon2::PasswordHash::new(phc)
+            .map_err(|_| "not an argon2 hash in PHC format ($argon2id$v=19$...)".to_string())?;
+        let algorithm = argon2::Algorithm::try_from(parsed.algorithm)
+            .map_err(|_| "not an argon2 hash in PHC format ($argon2id$v=19$...)".to_string())?;
+        let version = match parsed.version {
+            None => argon2::Version::default(),
+            Some(v) => argon2::Version::try_from(v)
+                .map_err(|_| format!("argon2 version {v} is not one argon2 has"))?,
+        };
+        let params = argon2::Params::try_from(&parsed)
+            .map_err(|_| "the argon2 hash's parameters are not valid".to_string())?;
+        let (Some(salt), Some(hash)) = (parsed.salt, parsed.hash) else {
+            return Err("the argon2 hash has no salt or no output".into());
+        };
+        let mut buf = [0u8; 64];
+        let salt = salt
+            .decode_b64(&mut buf)
+            .map_err(|_| "the argon2 hash's salt is not valid".to_string())?
+            .to_vec();
+        let cost = Argon2Cost {
+            algorithm,
+            version,
+            m_cost: params.m_cost(),
+            t_cost: params.t_cost(),
+            p_cost: params.p_cost(),
+            output_len: hash.len(),
+        };
+        check_cost(&cost)?;
+        Ok(PhcHash {
+            cost,
+            params,
+            salt,
+            hash,
+        })
+    }
+
+    pub fn cost(&self) -> Argon2Cost {
+        self.cost
+    }
+
+    /// A hash no secret matches (its output is zeros, not an argon2 output) whose
+    /// verification costs what one of `like` does: the same parameters and salt length.
+    /// Unknown client ids are verified against it.
+    pub fn dummy(like: &PhcHash) -> PhcHash {
+        let salt: Vec<u8> = b"fleetgate-no-such-client-salt-for-the-dummy-hash-of-an-idp-64by"
+            .iter()
+            .copied()
+            .cycle()
+            .take(like.salt.len())
+            .collect();
+        PhcHash {
+            cost: like.cost,
+            params: like.params.clone(),
+            salt,
+            hash: argon2::password_hash::Output::new(&vec![0u8; like.cost.output_len])
+                .unwrap_or(like.hash),
+        }
+    }
+
+    /// The dummy of an IdP without any usable client hash: argon2's default parameters,
+    /// as `fleetgate up` hashes secrets.
+    fn default_dummy() -> PhcHash {
+        let params = argon2::Params::default();
+        let output_len = params
+            .output_len()
+            .unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN);
+        let model = PhcHash {
+            cost: Argon2Cost {
+                algorithm: argon2::Algorithm::default(),
+                version: argon2::Version::default(),
+                m_cost: params.m_cost(),
+                t_cost: params.t_cost(),
+                p_cost: params.p_cost(),
+                output_len,
+            },
+            params,
+            salt: vec![0; 16],
+            hash: argon2::password_hash::Output::new(&vec![0u8; output_len])
+                .unwrap_or_else(|_| unreachable!("argon2's default output length is valid")),
+        };
+        PhcHash::dummy(&model)
+    }
+
+    /// Whether `secret` hashes to this hash's output (compared in constant time), with
+    /// `memory` as argon2's working memory (resized to the parameters when they differ).
+    fn verify_with(&self, secret: &[u8], memory: &mut Vec<argon2::Block>) -> bool {
+        let blocks = self.params.block_count();
+        if memory.len() != blocks {
+            // A new buffer, not a resize: the old one goes back to the allocator whole.
+            *memory = vec![argon2::Block::default(); blocks];
+        }
+        let argon =
+            argon2::Argon2::new(self.cost.algorithm, self.cost.version, self.params.clone());
+        let mut out = vec![0u8; self.cost.output_len];
+        if argon
+            .hash_password_into_with_memory(secret, &self.salt, &mut out, &mut memory[..])
+            .is_err()
+        {
+            return false;
+        }
+        // Output's equality is constant-time.
+        argon2::password_hash::Output::new(&out).is_ok_and(|o| o == self.hash)
+    }
+}
+
+/// Whether `cost` is within the caps (an error naming the parameter over its cap).
+pub fn check_cost(cost: &Argon2Cost) -> Result<(), String> {
+    for (name, value, max) in [
+        ("m (memory, KiB)", cost.m_cost, MAX_ARGON2_M_COST),
+        ("t (passes)", cost.t_cost, MAX_ARGON2_T_COST),
+        ("p (lanes)", cost.p_cost, MAX_ARGON2_P_COST),
+    ] {
+        if value > max {
+            return Err(format!(
+                "argon2 parameter {name} is {value}, over the gateway's cap of {max}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A client as the token endpoint checks it.
 struct ClientEntry {
-    /// The argon2 hash (PHC string), or why it cannot be had.
-    hash: Result<Sensitive<String>, String>,
+    /// The argon2 hash, or why it cannot be had.
+    hash: Result<Arc<PhcHash>, String>,
     scopes: Vec<String>,
     ttl: Duration,
 }
@@ -198,8 +393,10 @@ pub struct Idp {
     jwks: Value,
     discovery: Value,
     clients: HashMap<String, ClientEntry>,
-    pub per_client: RouteLimiter,
-    pub per_ip: RouteLimiter,
+    /// Verified for unknown client ids: the parameters of the clients' hashes.
+    dummy: Arc<PhcHash>,
+    pub per_client: BoundedLimiter,
+    pub per_ip: BoundedLimiter,
 }
 
 impl std::fmt::Debug for Idp {
@@ -254,42 +451,65 @@ impl Idp {
                 }
             }
         }
-        let clients = idp
+        let mut clients: Vec<(String, ClientEntry)> = idp
             .clients
             .iter()
             .map(|c| {
                 let hash = match &c.secret {
-                    ClientSecret::Argon2Hash(h) => Ok(h.clone()),
+                    ClientSecret::Argon2Hash(h) => PhcHash::parse(h.expose()),
                     ClientSecret::Ref(r) => secrets
                         .get(r)
-                        .and_then(|h| {
-                            argon2::PasswordHash::new(h)
-                                .map(|_| Sensitive(h.to_string()))
-                                .map_err(|_| {
-                                    format!("{r} does not hold an argon2 hash in PHC format")
-                                })
-                        })
-                        .inspect_err(|e| {
-                            warnings.push(format!("identity provider: client {}: {e}", c.id));
-                        }),
+                        .and_then(|h| PhcHash::parse(h).map_err(|e| format!("{r}: {e}"))),
                 };
                 let ttl = c.token_ttl.unwrap_or(issuer.token_ttl).as_std();
                 (
                     c.id.clone(),
                     ClientEntry {
-                        hash,
+                        hash: hash.map(Arc::new),
                         scopes: c.scopes.clone(),
                         ttl,
                     },
                 )
             })
             .collect();
+        // One parameter set per IdP: compile checks the inline hashes; a hash read at run
+        // time with other parameters than the first usable client's is refused, or an
+        // unknown client id would cost less than that client's wrong secret.
+        let model = clients
+            .iter()
+            .find_map(|(_, c)| c.hash.as_ref().ok().cloned());
+        if let Some(model) = &model {
+            for (_, c) in &mut clients {
+                if let Ok(h) = &c.hash
+                    && h.cost() != model.cost()
+                {
+                    c.hash = Err(format!(
+                        "its argon2 parameters ({}) differ from the other clients' ({}); \
+                         every client of the IdP needs the same",
+                        h.cost(),
+                        model.cost()
+                    ));
+                }
+            }
+        }
+        for (id, c) in &clients {
+            if let Err(e) = &c.hash {
+                warnings.push(format!("identity provider: client {id}: {e}"));
+            }
+        }
+        let dummy = match model {
+            Some(model) => PhcHash::dummy(&model),
+            None => PhcHash::default_dummy(),
+        };
         let limits = issuer.token_rate_limit.clone().unwrap_or_default();
-        let limiter = |rate: Option<Rate>, default: fn() -> Rate, old: Option<&RouteLimiter>| {
+        let limiter = |rate: Option<Rate>,
+                       default: fn() -> Rate,
+                       max_keys: usize,
+                       old: Option<&BoundedLimiter>| {
             let config = rate.unwrap_or_else(default).as_rate_limit();
             match old {
-                Some(l) if l.config == config => l.clone(),
-                _ => RouteLimiter::new(&config),
+                Some(l) if l.config == config && l.max_keys() == max_keys => l.clone(),
+                _ => BoundedLimiter::new(&config, max_keys),
             }
         };
         Some(Idp {
@@ -299,13 +519,20 @@ impl Idp {
             jwks: json!({ "keys": keys }),
             discovery: discovery(issuer, idp),
             signer,
-            clients,
+            clients: clients.into_iter().collect(),
+            dummy: Arc::new(dummy),
             per_client: limiter(
                 limits.per_client,
                 default_per_client,
+                MAX_CLIENT_KEYS,
                 previous.map(|p| &p.per_client),
             ),
-            per_ip: limiter(limits.per_ip, default_per_ip, previous.map(|p| &p.per_ip)),
+            per_ip: limiter(
+                limits.per_ip,
+                default_per_ip,
+                MAX_IP_KEYS,
+                previous.map(|p| &p.per_ip),
+            ),
         })
     }
 
@@ -574,39 +801,68 @@ pub fn claims(
     }
 }
 
-/// A fixed hash with the default parameters, verified for unknown clients so that they cost
-/// what a known one does.
-fn dummy_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        use argon2::PasswordHasher as _;
-        let salt = argon2::password_hash::SaltString::encode_b64(b"fleetgate-dummy!")
-            .unwrap_or_else(|_| unreachable!("16 bytes encode"));
-        argon2::Argon2::default()
-            .hash_password(b"fleetgate-no-such-client", &salt)
-            .map(|h| h.to_string())
-            .unwrap_or_default()
-    })
+/// One verification for an argon2 worker.
+struct Job {
+    hash: Arc<PhcHash>,
+    secret: Sensitive<String>,
+    /// Not started after this: its request has been answered 503.
+    deadline: Instant,
+    reply: tokio::sync::oneshot::Sender<bool>,
 }
 
-/// What the token endpoint shares across bundles: argon2 runs at most this many at once.
+/// What the token endpoint shares across bundles: a fixed pool of argon2 worker threads
+/// (one per core) fed by a bounded queue. Each worker reuses one working-memory buffer, so
+/// argon2's memory is at most workers × the hashes' `m`, whatever the load; a request that
+/// finds the queue full, or waits for a worker longer than a bound, is answered 503.
 #[derive(Debug)]
 pub struct Verifier {
-    permits: tokio::sync::Semaphore,
+    jobs: mpsc::SyncSender<Job>,
+    workers: usize,
 }
 
 impl Default for Verifier {
     fn default() -> Self {
         let n = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Verifier {
-            permits: tokio::sync::Semaphore::new(n),
-        }
+        Verifier::new(n, n * QUEUE_PER_WORKER)
     }
 }
 
 impl Verifier {
-    /// Whether `secret` matches the PHC `hash`, on the blocking pool.
-    async fn verify(&self, hash: String, secret: Sensitive<String>) -> Result<bool, OAuthError> {
+    /// `workers` threads, at most `queue` verifications waiting for one. The threads end
+    /// when the verifier is dropped.
+    pub fn new(workers: usize, queue: usize) -> Verifier {
+        let (jobs, rx) = mpsc::sync_channel::<Job>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut started = 0;
+        for i in 0..workers.max(1) {
+            let rx = rx.clone();
+            match std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || argon2_worker(&rx))
+            {
+                Ok(_) => started += 1,
+                Err(e) => {
+                    tracing::error!(error = %e, "an argon2 worker thread could not be started")
+                }
+            }
+        }
+        Verifier {
+            jobs,
+            workers: started,
+        }
+    }
+
+    /// How many worker threads verify.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Whether `secret` matches `hash`, on a worker.
+    async fn verify(
+        &self,
+        hash: Arc<PhcHash>,
+        secret: Sensitive<String>,
+    ) -> Result<bool, OAuthError> {
         let busy = || {
             OAuthError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -614,20 +870,40 @@ impl Verifier {
                 "the token endpoint is busy; retry shortly",
             )
         };
-        let _permit = tokio::time::timeout(Duration::from_secs(5), self.permits.acquire())
-            .await
-            .map_err(|_| busy())?
-            .map_err(|_| busy())?;
-        tokio::task::spawn_blocking(move || {
-            use argon2::PasswordVerifier as _;
-            argon2::PasswordHash::new(&hash).is_ok_and(|h| {
-                argon2::Argon2::default()
-                    .verify_password(secret.expose().as_bytes(), &h)
-                    .is_ok()
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .try_send(Job {
+                hash,
+                secret,
+                deadline: Instant::now() + VERIFY_WAIT,
+                reply,
             })
-        })
-        .await
-        .map_err(|_| busy())
+            .map_err(|_| busy())?;
+        match tokio::time::timeout(VERIFY_WAIT, answer).await {
+            Ok(Ok(matched)) => Ok(matched),
+            _ => Err(busy()),
+        }
+    }
+}
+
+fn argon2_worker(jobs: &Mutex<mpsc::Receiver<Job>>) {
+    let mut memory: Vec<argon2::Block> = Vec::new();
+    loop {
+        let next = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = next else {
+            // The verifier is gone.
+            return;
+        };
+        if job.reply.is_closed() || Instant::now() > job.deadline {
+            continue;
+        }
+        let matched = job
+            .hash
+            .verify_with(job.secret.expose().as_bytes(), &mut memory);
+        let _ = job.reply.send(matched);
     }
 }
 
@@ -793,7 +1069,7 @@ async fn token(
     }
     let basic = request.method == AuthMethod::Basic;
     let hash = match client.map(|c| &c.hash) {
-        Some(Ok(h)) => h.expose().clone(),
+        Some(Ok(h)) => h.clone(),
         Some(Err(why)) => {
             tracing::error!(client = %request.client_id, reason = %why, "token refused: the client's secret hash is unavailable");
             return refuse(
@@ -805,14 +1081,20 @@ async fn token(
                 label,
             );
         }
-        None => dummy_hash().to_string(),
+        None => idp.dummy.clone(),
     };
     let matched = match verifier.verify(hash, request.client_secret.clone()).await {
         Ok(m) => m,
         Err(e) => return refuse(e, label),
     };
     let Some(client) = client.filter(|_| matched) else {
-        tracing::info!(client = %request.client_id, client_ip = %client_ip, "token refused: client authentication failed");
+        // An unknown id is the caller's text, up to the body's size: logged shortened.
+        let shown = if client.is_some() {
+            request.client_id.clone()
+        } else {
+            shorten(&request.client_id)
+        };
+        tracing::info!(client = %shown, client_ip = %client_ip, "token refused: client authentication failed");
         return refuse(OAuthError::invalid_client(basic), label);
     };
     let scopes = match grant_scopes(request.scope.as_deref(), &client.scopes) {
@@ -877,16 +1159,27 @@ async fn token(
     (resp, label, TokenResult::Issued)
 }
 
+/// `id` as logged when it names no client: at most 64 characters, with the length of what
+/// was cut.
+fn shorten(id: &str) -> String {
+    match id.char_indices().nth(64) {
+        None => id.to_string(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &id[..cut], id.len()),
+    }
+}
+
 /// A new private key for `alg` as PKCS#8 PEM (RSA: 2048 bits), for local fleets and tests.
 pub fn generate_key(alg: SigningAlgorithm) -> Result<String, String> {
     use rand_core::OsRng;
     match alg {
         SigningAlgorithm::RS256 => {
-            use rsa::pkcs8::EncodePrivateKey as _;
-            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| e.to_string())?;
-            key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
-                .map(|p| p.to_string())
-                .map_err(|e| e.to_string())
+            use aws_lc_rs::encoding::AsDer as _;
+            let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .map_err(|_| "the RSA key could not be generated".to_string())?;
+            let der = key
+                .as_der()
+                .map_err(|_| "the RSA key could not be encoded".to_string())?;
+            Ok(pem_encode("PRIVATE KEY", der.as_ref()))
         }
         SigningAlgorithm::ES256 => {
             use p256::pkcs8::EncodePrivateKey as _;
@@ -896,6 +1189,18 @@ pub fn generate_key(alg: SigningAlgorithm) -> Result<String, String> {
                 .map_err(|e| e.to_string())
         }
     }
+}
+
+/// RFC 7468's textual encoding of `der` with `label`: base64 in lines of 64 characters.
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// The argon2id PHC hash of `secret` with argon2's default parameters and a random salt.
@@ -1099,11 +1404,265 @@ mod tests {
     }
 
     #[test]
+    fn unknown_ids_are_logged_shortened() {
+        assert_eq!(shorten("web-portal"), "web-portal");
+        let long = "é".repeat(10_000);
+        assert_eq!(
+            shorten(&long),
+            format!("{}... (20000 bytes)", "é".repeat(64))
+        );
+    }
+
+    #[test]
     fn key_errors_never_quote_the_key() {
         let pem = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWJ5dGVz\n-----END PRIVATE KEY-----\n";
         for alg in [SigningAlgorithm::RS256, SigningAlgorithm::ES256] {
             let e = key_material(alg, pem).unwrap_err();
             assert!(!e.contains("c2VjcmV0") && !e.contains("BEGIN"), "{e}");
         }
+    }
+
+    fn fixture(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/keys")
+            .join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn rsa_keys_read_by_aws_lc_give_the_published_jwk_in_pkcs8_and_pkcs1() {
+        let jwks: Value = serde_json::from_str(&fixture("jwks.json")).unwrap();
+        let want = &jwks["issuer-rsa"];
+        let pkcs8 = fixture("issuer-rsa.pem");
+        assert!(pkcs8.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let m = key_material(SigningAlgorithm::RS256, &pkcs8).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            Value::Object(m.public_jwk.clone()),
+            json!({"kty": "RSA", "n": want["n"], "e": want["e"]})
+        );
+        // The same key as PKCS#1 (`BEGIN RSA PRIVATE KEY`).
+        let pkcs1 = pem_encode("RSA PRIVATE KEY", m.encoding.as_bytes());
+        let m1 = key_material(SigningAlgorithm::RS256, &pkcs1).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m1.public_jwk, m.public_jwk);
+        // The EC fixture is no RSA key, nor is the public half.
+        assert!(key_material(SigningAlgorithm::RS256, &fixture("local-ec.pem")).is_err());
+        assert!(key_material(SigningAlgorithm::RS256, &fixture("issuer-rsa.pub.pem")).is_err());
+    }
+
+    /// The argon2id PHC hash of `secret` with parameters `m`, `t`, `p`.
+    fn argon2id(secret: &str, m: u32, t: u32, p: u32) -> String {
+        use argon2::PasswordHasher as _;
+        let params = argon2::Params::new(m, t, p, None).unwrap();
+        let salt = argon2::password_hash::SaltString::encode_b64(b"fleetgate-salt!!").unwrap();
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(secret.as_bytes(), &salt)
+            .unwrap()
+            .to_string()
+    }
+
+    fn account() -> AccountInfo {
+        AccountInfo {
+            name: "acme-prod".into(),
+            id: "423456789012".into(),
+            region: "us-east-1".into(),
+            stage: "prod".into(),
+            tenant: "acme".into(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// An IdP config signing with the EC fixture, with `clients` and a scope `a`.
+    fn idp_config(clients: Value, limits: Value) -> IdpConfig {
+        let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/keys/local-ec.pem");
+        serde_json::from_value(json!({
+            "issuer": {"url": "https://idp.acme.example", "audiences": ["https://api.acme.example"],
+                       "signingKeys": {"active": {"kid": "k1", "algorithm": "ES256",
+                                                  "privateKey": {"file": key.to_str().unwrap()}}},
+                       "tokenRateLimit": limits},
+            "scopes": [{"name": "a"}],
+            "clients": clients,
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn build(config: &IdpConfig, secrets: &Resolved) -> (Idp, Vec<String>) {
+        let mut warnings = Vec::new();
+        let idp = Idp::build(config, &account(), secrets, None, &mut warnings).unwrap();
+        (idp, warnings)
+    }
+
+    fn ec_secret() -> (crate::bundle::SecretRef, String) {
+        let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/keys/local-ec.pem");
+        (
+            crate::bundle::SecretRef::File(key.to_str().unwrap().into()),
+            fixture("local-ec.pem"),
+        )
+    }
+
+    #[test]
+    fn the_dummy_hash_has_exactly_the_parameters_of_the_clients_hashes() {
+        let hashed = crate::bundle::SecretRef::Env("BATCH_HASH".into());
+        let config = idp_config(
+            json!([
+                {"id": "web", "secret": {"argon2Hash": argon2id("web-secret", 16, 2, 1)}, "scopes": ["a"]},
+                {"id": "partner", "secret": {"argon2Hash": argon2id("partner-secret", 16, 2, 1)}, "scopes": ["a"]},
+                {"id": "batch", "secret": {"ref": {"env": "BATCH_HASH"}}, "scopes": ["a"]},
+            ]),
+            json!({}),
+        );
+        // A hash read at run time with other parameters is refused, naming its client.
+        let secrets = Resolved::from_values([
+            ec_secret(),
+            (hashed.clone(), argon2id("batch-secret", 8, 1, 1)),
+        ]);
+        let (idp, warnings) = build(&config, &secrets);
+        let usable: Vec<Argon2Cost> = idp
+            .clients
+            .values()
+            .filter_map(|c| c.hash.as_ref().ok().map(|h| h.cost()))
+            .collect();
+        assert_eq!(usable.len(), 2);
+        assert!(usable.iter().all(|c| *c == idp.dummy.cost()));
+        assert_eq!(
+            (
+                idp.dummy.cost().m_cost,
+                idp.dummy.cost().t_cost,
+                idp.dummy.salt.len()
+            ),
+            (16, 2, 16)
+        );
+        assert!(
+            warnings.iter().any(|w| w.contains("client batch")
+                && w.contains("m=8,t=1,p=1")
+                && w.contains("m=16,t=2,p=1")),
+            "{warnings:?}"
+        );
+        assert!(
+            !warnings.iter().any(|w| w.contains("$argon2")),
+            "{warnings:?}"
+        );
+        // With the same parameters it is usable; the dummy is unchanged and matches nothing.
+        let secrets =
+            Resolved::from_values([ec_secret(), (hashed, argon2id("batch-secret", 16, 2, 1))]);
+        let (idp, warnings) = build(&config, &secrets);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(idp.clients.values().all(|c| c.hash.is_ok()));
+        let mut memory = Vec::new();
+        for id in ["web", "partner", "batch"] {
+            let secret = format!("{id}-secret");
+            let entry = &idp.clients[id];
+            assert!(
+                entry
+                    .hash
+                    .as_ref()
+                    .unwrap()
+                    .verify_with(secret.as_bytes(), &mut memory)
+            );
+            assert!(!idp.dummy.verify_with(secret.as_bytes(), &mut memory));
+        }
+        assert_eq!(
+            idp.dummy.cost(),
+            idp.clients["web"].hash.as_ref().unwrap().cost()
+        );
+        // Without any usable client hash: argon2's defaults, as `fleetgate up` hashes.
+        let (idp, _) = build(
+            &idp_config(json!([]), json!({})),
+            &Resolved::from_values([ec_secret()]),
+        );
+        let d = argon2::Params::default();
+        assert_eq!(
+            (
+                idp.dummy.cost().m_cost,
+                idp.dummy.cost().t_cost,
+                idp.dummy.cost().p_cost
+            ),
+            (d.m_cost(), d.t_cost(), d.p_cost())
+        );
+    }
+
+    fn token_request(client_id: &str, secret: &str) -> axum::extract::Request {
+        http::Request::builder()
+            .method("POST")
+            .uri(TOKEN)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!(
+                "grant_type=client_credentials&client_id={client_id}&client_secret={secret}"
+            )))
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn made_up_client_ids_and_addresses_never_grow_the_limiters_past_their_caps() {
+        let config = idp_config(
+            json!([{"id": "web", "secret": {"argon2Hash": argon2id("web-secret", 8, 1, 1)}, "scopes": ["a"]}]),
+            // Generous bursts that take an hour to earn back: no key is idle during the test.
+            json!({"perClient": {"requests": 1, "per": "1h", "burst": 1000000},
+                   "perIp": {"requests": 1, "per": "1h", "burst": 1000000}}),
+        );
+        let (idp, _) = build(&config, &Resolved::from_values([ec_secret()]));
+        let verifier = Verifier::new(2, 64);
+        let n = MAX_IP_KEYS + MAX_CLIENT_KEYS;
+        for i in 0..n {
+            let ip = IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+            let (resp, _) = serve(
+                &idp,
+                Endpoint::Token,
+                &verifier,
+                ip,
+                token_request(&format!("nobody-{i}"), "guess"),
+            )
+            .await;
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "request {i}");
+        }
+        assert_eq!(idp.per_client.keys(), MAX_CLIENT_KEYS);
+        assert_eq!(idp.per_ip.keys(), MAX_IP_KEYS);
+        // The good client still gets its token (from an address and id counted before).
+        let (resp, token) = serve(
+            &idp,
+            Endpoint::Token,
+            &verifier,
+            IpAddr::from([10, 0, 0, 1]),
+            token_request("web", "web-secret"),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(token.map(|t| t.1), Some(TokenResult::Issued));
+    }
+
+    #[tokio::test]
+    async fn argon2_runs_on_the_workers_and_a_full_queue_answers_503_at_once() {
+        let hash = Arc::new(PhcHash::parse(&argon2id("s", 8, 1, 1)).unwrap());
+        let verifier = Verifier::new(1, 4);
+        assert_eq!(verifier.workers(), 1);
+        assert_eq!(
+            verifier.verify(hash.clone(), Sensitive("s".into())).await,
+            Ok(true)
+        );
+        assert_eq!(
+            verifier.verify(hash.clone(), Sensitive("x".into())).await,
+            Ok(false)
+        );
+        // No worker ever takes a job: a queue of one is full after one request.
+        let (jobs, _rx) = mpsc::sync_channel(1);
+        let stuck = Arc::new(Verifier { jobs, workers: 0 });
+        let waiting = tokio::spawn({
+            let (stuck, hash) = (stuck.clone(), hash.clone());
+            async move {
+                stuck
+                    .verify(hash, Sensitive("s".into()))
+                    .await
+                    .map_err(|e| e.code)
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let refused = stuck.verify(hash, Sensitive("s".into())).await;
+        assert_eq!(refused.map_err(|e| e.code), Err("temporarily_unavailable"));
+        assert!(started.elapsed() < Duration::from_millis(500));
+        // The queued one gives up after the wait cap.
+        assert_eq!(waiting.await.unwrap(), Err("temporarily_unavailable"));
+        assert!(started.elapsed() <= VERIFY_WAIT + Duration::from_secs(1));
     }
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod http2;
+mod idp;
 mod jwt;
 mod proxies;
 mod secrets_status;
