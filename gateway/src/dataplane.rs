@@ -40,7 +40,7 @@ use crate::bundle::{
     Aggregate, Cors, Method, PartialFailure, RateLimitKey, Retries, WeightedBackend,
 };
 use crate::idp::{self, Idp};
-use crate::ratelimit::{self, Decision, RouteLimiter};
+use crate::ratelimit::{self, BoundedLimiter, Decision};
 use crate::route::{PathTemplate, RouteMatch};
 use crate::secrets::{Resolved, SecretStore, Secrets};
 use crate::split::{Choice, Split};
@@ -364,6 +364,10 @@ impl Counts {
     }
 }
 
+/// Client keys one route's rate limiter holds by default: a key costs about 40 bytes
+/// however long the client made it, so 16,384 is under 1 MiB per limited route.
+pub const DEFAULT_RATE_LIMIT_KEYS: usize = 16_384;
+
 /// Verified tokens remembered per loaded bundle by default: about 1 KiB each.
 pub const DEFAULT_JWT_CACHE_SIZE: usize = 4096;
 
@@ -381,6 +385,9 @@ pub struct Options {
     pub jwks_fetcher: Option<Arc<dyn JwksFetcher>>,
     /// Verified tokens remembered per loaded bundle (0: verify every request).
     pub jwt_cache_size: usize,
+    /// Most client keys (addresses, subjects, API keys) one route's rate limiter holds;
+    /// past it, new keys share one overflow bucket until a key goes idle.
+    pub rate_limit_keys: usize,
     /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxies`).
     pub trusted_proxies: crate::client_addr::TrustedProxies,
 }
@@ -403,6 +410,7 @@ impl Default for Options {
             backend_overrides: BTreeMap::new(),
             jwks_fetcher: None,
             jwt_cache_size: DEFAULT_JWT_CACHE_SIZE,
+            rate_limit_keys: DEFAULT_RATE_LIMIT_KEYS,
             trusted_proxies: crate::client_addr::TrustedProxies::none(),
         }
     }
@@ -473,7 +481,7 @@ pub struct RouteRuntime {
     pub disabled: Option<StatusCode>,
     /// Empty: public.
     pub requirements: Vec<Requirement>,
-    pub limiter: Option<RouteLimiter>,
+    pub limiter: Option<BoundedLimiter>,
     pub cors: Option<CorsLayer>,
     pub timeout: Duration,
     pub max_body: u64,
@@ -613,7 +621,7 @@ impl Runtime {
             v.dedup();
             v
         };
-        let old: HashMap<&str, &RouteLimiter> = previous
+        let old: HashMap<&str, &BoundedLimiter> = previous
             .map(|p| {
                 p.routes
                     .iter()
@@ -646,8 +654,12 @@ impl Runtime {
                 .rate_limit
                 .as_ref()
                 .map(|rl| match old.get(route.name.as_str()) {
-                    Some(l) if l.config == *rl => (*l).clone(),
-                    _ => RouteLimiter::new(rl),
+                    Some(l)
+                        if l.config == *rl && l.max_keys() == shared.options.rate_limit_keys =>
+                    {
+                        (*l).clone()
+                    }
+                    _ => BoundedLimiter::new(rl, shared.options.rate_limit_keys),
                 });
             routes.push(RouteRuntime {
                 name: route.name.clone(),
@@ -1090,7 +1102,7 @@ fn preflight<'a>(
 fn limited(
     ctx: &Ctx,
     route: &RouteRuntime,
-    limiter: &RouteLimiter,
+    limiter: &BoundedLimiter,
     d: Decision,
     m: &Metrics,
 ) -> Option<Response> {

@@ -56,6 +56,10 @@ struct ServeArgs {
     /// signature-checked once, not on every request (0: check every request).
     #[arg(long, default_value_t = fleetgate_gateway::dataplane::DEFAULT_JWT_CACHE_SIZE)]
     jwt_cache_size: usize,
+    /// Most client keys (addresses, subjects, API keys) one route's rate limit holds; past
+    /// it, new keys share one overflow bucket until a key goes idle.
+    #[arg(long, default_value_t = fleetgate_gateway::dataplane::DEFAULT_RATE_LIMIT_KEYS)]
+    rate_limit_keys: usize,
     /// On SIGTERM, how long requests in flight may take to finish.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
@@ -228,6 +232,7 @@ async fn run<S: BundleSource + Clone + 'static>(args: ServeArgs, source: S) -> R
     let options = Options {
         jwks_refetch_interval: args.jwks_refetch_interval,
         jwt_cache_size: args.jwt_cache_size,
+        rate_limit_keys: args.rate_limit_keys.max(1),
         secrets: Arc::new(secrets),
         trusted_proxies: args.trusted_proxies.clone(),
         ..Options::default()
