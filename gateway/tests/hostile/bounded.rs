@@ -59,11 +59,14 @@ fn hostile(gw: SocketAddr, n: usize) -> http::Request<Full<Bytes>> {
     let b = http::Request::builder().header("host", HOST);
     // One in fifty is a token request for an unknown client (argon2 work, bounded by the
     // IdP's limits); the rest are cheap.
-    let kind = match n % 8 {
-        6 if n % 50 != 0 => 7,
-        k => k,
+    let kind = if n.is_multiple_of(50) {
+        6
+    } else {
+        match n % 8 {
+            6 => 7,
+            k => k,
+        }
     };
-    let kind = if n % 50 == 0 { 6 } else { kind };
     let req = match kind {
         0 => b
             .method(http::Method::from_bytes(format!("M{}", rand_token(8)).as_bytes()).unwrap())
