@@ -507,7 +507,7 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// As a route rate limit, for [`crate::ratelimit::RouteLimiter`].
+    /// As a rate limit, for [`crate::ratelimit::BoundedLimiter`].
     pub fn as_rate_limit(&self) -> RateLimit {
         RateLimit {
             requests: self.requests,

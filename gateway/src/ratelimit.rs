@@ -1,47 +1,28 @@
-//! Per-route rate limits: a token bucket (governor's GCRA) per client key, where the key is
-//! the token's subject, the client IP, or a header such as an API key. Limits survive a
-//! reload when the route keeps the same limit, so a new bundle is no way to reset them.
+//! Rate limits: a token bucket (governor's GCRA) per client key, where the key is the
+//! token's subject, the client IP, or a header such as an API key for a route, and a client
+//! id or address for the IdP. Limits survive a reload when the limit stays the same, so a new
+//! bundle is no way to reset them.
 //!
-//! [`BoundedLimiter`] is the same token bucket with a hard cap on how many keys it holds,
-//! for keys a caller chooses (its address, a client id it makes up): its memory stays
-//! bounded whatever is sent.
+//! A [`BoundedLimiter`] holds at most a set number of keys, whatever keys are sent: governor
+//! counts, and its state for each key is kept in a bounded, sharded store.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher as _;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock as _, DefaultClock};
+use governor::clock::Clock;
 use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
+use governor::nanos::Nanos;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::bundle::{RateLimit, RateLimitKey};
-
-type Keyed =
-    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
-
-/// One route's limiter.
-#[derive(Clone)]
-pub struct RouteLimiter {
-    pub config: RateLimit,
-    burst: u32,
-    /// Time to earn one request back.
-    per_request: Duration,
-    limiter: Arc<Keyed>,
-}
-
-impl std::fmt::Debug for RouteLimiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouteLimiter")
-            .field("config", &self.config)
-            .field("keys", &self.limiter.len())
-            .finish()
-    }
-}
 
 /// The outcome of one check, with what the `RateLimit-*` headers say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,76 +72,21 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-impl RouteLimiter {
-    pub fn new(config: &RateLimit) -> RouteLimiter {
-        let requests = config.requests.max(1);
-        let burst = config.burst.unwrap_or(requests).max(1);
-        let per_request = (config.per.as_std() / requests).max(Duration::from_nanos(1));
-        let quota = Quota::with_period(per_request)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
-        RouteLimiter {
-            config: config.clone(),
-            burst,
-            per_request,
-            limiter: Arc::new(
-                RateLimiter::dashmap(quota).with_middleware::<StateInformationMiddleware>(),
-            ),
-        }
-    }
-
-    /// The `RateLimit-Policy` header value: `100;w=60;burst=200`.
-    pub fn policy(&self) -> String {
-        format!(
-            "{};w={};burst={}",
-            self.config.requests,
-            self.config.per.as_std().as_secs().max(1),
-            self.burst
-        )
-    }
-
-    pub fn check(&self, key: &str) -> Decision {
-        match self.limiter.check_key(&key.to_string()) {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                Decision::Allowed {
-                    limit: self.burst,
-                    remaining,
-                    reset: ceil_secs(self.per_request * (self.burst - remaining.min(self.burst))),
-                }
-            }
-            Err(not_until) => Decision::Limited {
-                limit: self.burst,
-                retry_after: ceil_secs(not_until.wait_time_from(DefaultClock::default().now()))
-                    .max(1),
-            },
-        }
-    }
-
-    /// Forgets clients whose bucket is full again (memory stays bounded by active clients).
-    pub fn forget_idle(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
-    }
-
-    pub fn clients(&self) -> usize {
-        self.limiter.len()
-    }
-}
-
-/// Shards of a [`BoundedLimiter`]: checks of different keys rarely wait for each other.
+/// Shards of a [`BoundedStore`]: checks of different keys rarely wait for each other.
 const SHARDS: usize = 16;
 
-/// A token bucket per key (GCRA, as [`RouteLimiter`]) holding at most `max_keys` keys.
+type Limiter = RateLimiter<u64, BoundedStore, StartClock, StateInformationMiddleware>;
+
+/// A token bucket per key (governor's GCRA) holding at most `max_keys` keys.
 ///
-/// A key is kept as a 64-bit keyed hash (SipHash with a random key per limiter), so what
-/// it costs does not depend on how long the caller made it, and its state is one instant:
-/// when its bucket will be full again. A bucket that is full
-/// again holds nothing worth keeping, so such keys are dropped by [`forget_idle`] and,
-/// when the limiter is full, before a new key is added. When every key is still busy, a new
-/// key is counted in one shared overflow bucket until some key is idle: a flood of new keys
-/// (made-up client ids, rotating source addresses) shares one budget instead of growing
-/// the map, and keys already counted keep their own buckets.
+/// A key is counted as a 64-bit keyed hash (SipHash with a random key per limiter), so what
+/// it costs does not depend on how long the caller made it, and governor keeps one number
+/// for it: when its bucket will be full again. A bucket that is full again holds nothing
+/// worth keeping, so such keys are dropped by [`forget_idle`] and, when the store is full,
+/// before a new key is added. When every key is still busy, a new key is counted in one
+/// shared overflow bucket until some key is idle: a flood of new keys (made-up client ids,
+/// rotating source addresses) shares one budget instead of growing the store, and keys
+/// already counted keep their own buckets (governor's state is kept in a `BoundedStore`).
 ///
 /// [`forget_idle`]: BoundedLimiter::forget_idle
 #[derive(Clone)]
@@ -169,30 +95,11 @@ pub struct BoundedLimiter {
     burst: u32,
     /// Time to earn one request back.
     per_request: Duration,
-    /// How far ahead of now a bucket's full-again instant may be: `burst` requests.
-    capacity: Duration,
-    max_keys: usize,
-    per_shard: usize,
-    state: Arc<BoundedState>,
-}
-
-struct BoundedState {
-    hasher: std::collections::hash_map::RandomState,
-    shards: Vec<Mutex<Shard>>,
-    overflow: Mutex<Option<Instant>>,
-}
-
-#[derive(Default)]
-struct Shard {
-    /// Each key's full-again instant, by the key's hash.
-    full_at: HashMap<u64, Instant>,
-    /// No key of a full shard is idle before this: sweeping earlier would free nothing.
-    no_idle_before: Option<Instant>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The state is a map of instants, consistent after any panic: carry on with it.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Keys are hashed with this (cloned with its keys, so clones count alike).
+    hasher: RandomState,
+    /// The store `limiter` counts in, for its size and for forgetting idle keys.
+    store: BoundedStore,
+    limiter: Arc<Limiter>,
 }
 
 impl std::fmt::Debug for BoundedLimiter {
@@ -200,7 +107,7 @@ impl std::fmt::Debug for BoundedLimiter {
         f.debug_struct("BoundedLimiter")
             .field("config", &self.config)
             .field("keys", &self.keys())
-            .field("max_keys", &self.max_keys)
+            .field("max_keys", &self.max_keys())
             .finish()
     }
 }
@@ -211,20 +118,18 @@ impl BoundedLimiter {
         let requests = config.requests.max(1);
         let burst = config.burst.unwrap_or(requests).max(1);
         let per_request = (config.per.as_std() / requests).max(Duration::from_nanos(1));
-        let shards = SHARDS.min(max_keys.max(1));
-        let per_shard = (max_keys / shards).max(1);
+        let quota = Quota::with_period(per_request)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+        let clock = StartClock::default();
+        let store = BoundedStore::new(max_keys, clock.clone());
         BoundedLimiter {
             config: config.clone(),
             burst,
             per_request,
-            capacity: per_request.saturating_mul(burst),
-            max_keys: per_shard * shards,
-            per_shard,
-            state: Arc::new(BoundedState {
-                hasher: std::collections::hash_map::RandomState::new(),
-                shards: (0..shards).map(|_| Mutex::default()).collect(),
-                overflow: Mutex::new(None),
-            }),
+            hasher: RandomState::new(),
+            store: store.clone(),
+            limiter: Arc::new(Limiter::new(quota, store, clock)),
         }
     }
 
@@ -240,76 +145,177 @@ impl BoundedLimiter {
 
     /// Counts one request of `key`.
     pub fn check(&self, key: &str) -> Decision {
-        let now = Instant::now();
-        let hash = self.state.hasher.hash_one(key);
-        let index = (hash % self.state.shards.len() as u64) as usize;
-        let mut shard = lock(&self.state.shards[index]);
-        if let Some(full_at) = shard.full_at.get_mut(&hash) {
-            return self.count(full_at, now);
-        }
-        if shard.full_at.len() >= self.per_shard && shard.no_idle_before.is_none_or(|t| t <= now) {
-            shard.full_at.retain(|_, full_at| *full_at > now);
-            shard.no_idle_before = shard.full_at.values().min().copied();
-        }
-        if shard.full_at.len() < self.per_shard {
-            let mut full_at = now;
-            let decision = self.count(&mut full_at, now);
-            shard.full_at.insert(hash, full_at);
-            shard.no_idle_before = Some(shard.no_idle_before.map_or(full_at, |t| t.min(full_at)));
-            return decision;
-        }
-        drop(shard);
-        let mut overflow = lock(&self.state.overflow);
-        let full_at = overflow.get_or_insert(now);
-        self.count(full_at, now)
-    }
-
-    /// One request against the bucket that is full again at `full_at`.
-    fn count(&self, full_at: &mut Instant, now: Instant) -> Decision {
-        let after = (*full_at).max(now) + self.per_request;
-        let debt = after - now;
-        if debt > self.capacity {
-            return Decision::Limited {
+        match self.limiter.check_key(&self.hasher.hash_one(key)) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity().min(self.burst);
+                Decision::Allowed {
+                    limit: self.burst,
+                    remaining,
+                    reset: ceil_secs(self.per_request.saturating_mul(self.burst - remaining)),
+                }
+            }
+            Err(not_until) => Decision::Limited {
                 limit: self.burst,
-                retry_after: ceil_secs(debt - self.capacity).max(1),
-            };
-        }
-        *full_at = after;
-        let left = (self.capacity - debt).as_nanos() / self.per_request.as_nanos();
-        Decision::Allowed {
-            limit: self.burst,
-            remaining: u32::try_from(left).unwrap_or(u32::MAX).min(self.burst),
-            reset: ceil_secs(debt),
+                retry_after: ceil_secs(not_until.wait_time_from(self.limiter.clock().now())).max(1),
+            },
         }
     }
 
     /// Forgets keys whose bucket is full again.
     pub fn forget_idle(&self) {
-        let now = Instant::now();
-        for shard in &self.state.shards {
-            let mut shard = lock(shard);
-            shard.full_at.retain(|_, full_at| *full_at > now);
-            shard.full_at.shrink_to_fit();
-            shard.no_idle_before = shard.full_at.values().min().copied();
-        }
-        let mut overflow = lock(&self.state.overflow);
-        if overflow.is_some_and(|t| t <= now) {
-            *overflow = None;
-        }
+        // Governor's `RateLimiter::retain_recent` would drop states at or before one request
+        // interval ago; a state at or before now is already one the GCRA counts exactly as a
+        // key it has never seen (see `BoundedStore`), so the store is asked directly.
+        self.store.retain_recent(self.store.0.clock.since_start());
+        self.store.shrink_to_fit();
     }
 
     /// How many keys have a bucket of their own now.
     pub fn keys(&self) -> usize {
-        self.state
-            .shards
-            .iter()
-            .map(|s| lock(s).full_at.len())
-            .sum()
+        self.store.len()
     }
 
     /// The most keys it ever holds.
     pub fn max_keys(&self) -> usize {
-        self.max_keys
+        self.store.0.per_shard * self.store.0.shards.len()
+    }
+}
+
+/// Governor's clock for a [`BoundedLimiter`]: the monotonic clock, remembering its first
+/// reading. `RateLimiter::new` reads it once, for its start, and every state governor stores
+/// is nanoseconds since that start, so the store can tell which states are in the past.
+#[derive(Clone, Debug, Default)]
+struct StartClock {
+    start: Arc<OnceLock<Instant>>,
+}
+
+impl Clock for StartClock {
+    type Instant = Instant;
+
+    fn now(&self) -> Instant {
+        let now = Instant::now();
+        self.start.get_or_init(|| now);
+        now
+    }
+}
+
+impl StartClock {
+    /// Now as governor counts it: nanoseconds since the limiter's start.
+    fn since_start(&self) -> Nanos {
+        let now = self.now();
+        let start = *self.start.get_or_init(|| now);
+        Nanos::from(now.saturating_duration_since(start))
+    }
+}
+
+/// Governor's state for a [`BoundedLimiter`]: at most `per_shard` keys in each of its shards,
+/// by the key's hash, and one overflow state.
+///
+/// Governor's state for a key is its bucket's theoretical arrival time: when the bucket will
+/// be full again, in nanoseconds since the limiter's start. A state at or before now is one
+/// the GCRA counts exactly as a key it has never seen (it starts from `max(state, now)`), so
+/// such a key is idle and dropping it changes no decision; the rule is that of governor's own
+/// stores (`retain_recent` drops states at or before the mark). A new key of a full shard
+/// first makes room by dropping the shard's idle keys; when none is idle, it is counted in
+/// the overflow state, which every such key shares.
+#[derive(Clone)]
+struct BoundedStore(Arc<Shards>);
+
+struct Shards {
+    clock: StartClock,
+    per_shard: usize,
+    shards: Vec<Mutex<Shard>>,
+    overflow: InMemoryState,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// Each key's state, by the key's hash.
+    states: HashMap<u64, Nanos>,
+    /// No key of a full shard is idle before this: sweeping earlier would free nothing.
+    no_idle_before: Option<Nanos>,
+}
+
+impl Shard {
+    /// Drops the keys whose state is at or before `drop_below`.
+    fn retain_recent(&mut self, drop_below: Nanos) {
+        self.states.retain(|_, state| *state > drop_below);
+        self.no_idle_before = self.states.values().min().copied();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The state is a map of numbers, consistent after any panic: carry on with it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl BoundedStore {
+    /// A store of at most `max_keys` keys (at least one per shard, and a multiple of the
+    /// number of shards), on `clock`'s timeline.
+    fn new(max_keys: usize, clock: StartClock) -> BoundedStore {
+        let shards = SHARDS.min(max_keys.max(1));
+        BoundedStore(Arc::new(Shards {
+            clock,
+            per_shard: (max_keys / shards).max(1),
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            overflow: InMemoryState::default(),
+        }))
+    }
+
+    fn shard(&self, key: u64) -> MutexGuard<'_, Shard> {
+        lock(&self.0.shards[(key % self.0.shards.len() as u64) as usize])
+    }
+}
+
+impl StateStore for BoundedStore {
+    type Key = u64;
+
+    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut shard = self.shard(*key);
+        if let Some(state) = shard.states.get_mut(key) {
+            let (outcome, next) = f(Some(*state))?;
+            *state = next;
+            return Ok(outcome);
+        }
+        if shard.states.len() >= self.0.per_shard {
+            let now = self.0.clock.since_start();
+            if shard.no_idle_before.is_none_or(|t| t <= now) {
+                shard.retain_recent(now);
+            }
+        }
+        if shard.states.len() < self.0.per_shard {
+            let (outcome, next) = f(None)?;
+            shard.states.insert(*key, next);
+            shard.no_idle_before = Some(shard.no_idle_before.map_or(next, |t| t.min(next)));
+            return Ok(outcome);
+        }
+        drop(shard);
+        self.0.overflow.measure_and_replace(&NotKeyed::NonKey, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<u64> for BoundedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        for shard in &self.0.shards {
+            lock(shard).retain_recent(drop_below);
+        }
+    }
+
+    fn shrink_to_fit(&self) {
+        for shard in &self.0.shards {
+            lock(shard).states.shrink_to_fit();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.shards.iter().map(|s| lock(s).states.len()).sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.shards.iter().all(|s| lock(s).states.is_empty())
     }
 }
 
@@ -349,7 +355,7 @@ mod tests {
 
     #[test]
     fn a_burst_passes_then_the_next_request_is_told_when_to_retry() {
-        let l = RouteLimiter::new(&limit(60, 60, Some(3)));
+        let l = BoundedLimiter::new(&limit(60, 60, Some(3)), 100);
         for left in [2, 1, 0] {
             match l.check("sub:alice") {
                 Decision::Allowed {
@@ -372,7 +378,7 @@ mod tests {
             l.check("sub:bob"),
             Decision::Allowed { remaining: 2, .. }
         ));
-        assert_eq!(l.clients(), 2);
+        assert_eq!(l.keys(), 2);
     }
 
     #[test]
@@ -407,15 +413,19 @@ mod tests {
     }
 
     #[test]
-    fn a_bounded_limiter_counts_like_the_route_limiter() {
+    fn a_bounded_limiter_gives_the_gcra_numbers() {
+        // One request a second, a burst of 3: each request takes one second of the three the
+        // bucket holds, and the fourth may go once the first second is earned back.
         let l = BoundedLimiter::new(&limit(60, 60, Some(3)), 100);
-        for left in [2, 1, 0] {
-            match l.check("sub:alice") {
+        for (remaining, reset) in [(2, 1), (1, 2), (0, 3)] {
+            assert_eq!(
+                l.check("sub:alice"),
                 Decision::Allowed {
-                    limit, remaining, ..
-                } => assert_eq!((limit, remaining), (3, left)),
-                other => panic!("expected allowed, got {other:?}"),
-            }
+                    limit: 3,
+                    remaining,
+                    reset
+                }
+            );
         }
         assert_eq!(
             l.check("sub:alice"),
@@ -424,12 +434,21 @@ mod tests {
                 retry_after: 1
             }
         );
-        assert!(matches!(
+        assert_eq!(
             l.check("sub:bob"),
-            Decision::Allowed { remaining: 2, .. }
-        ));
+            Decision::Allowed {
+                limit: 3,
+                remaining: 2,
+                reset: 1
+            }
+        );
         assert_eq!(l.keys(), 2);
         assert_eq!(l.policy(), "60;w=60;burst=3");
+        // A clone counts in the same buckets.
+        assert!(matches!(
+            l.clone().check("sub:alice"),
+            Decision::Limited { .. }
+        ));
     }
 
     #[test]
@@ -469,5 +488,14 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         l.forget_idle();
         assert_eq!(l.keys(), 0);
+        // A key that has not earned its requests back is kept.
+        let l = BoundedLimiter::new(&limit(1, 60, Some(2)), 16);
+        l.check("busy");
+        l.forget_idle();
+        assert_eq!(l.keys(), 1);
+        assert!(matches!(
+            l.check("busy"),
+            Decision::Allowed { remaining: 0, .. }
+        ));
     }
 }
