@@ -198,8 +198,8 @@ backend be
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(gw)
         # Other builds of the gateway, side by side with this one on the same bundle:
-        # FLEETGATE_BENCH_GATEWAYS="musl=/path/to/fleetgate-gateway,..." (e.g. the static musl
-        # build of deploy/docker, with and without its allocator).
+        # FLEETGATE_BENCH_GATEWAYS="musl=/path/to/fleetgate-gateway,..." adds a (d) and an (e)
+        # row for each (e.g. the static musl build of deploy/docker, or an earlier commit's).
         extra = []
         for item in filter(None, os.environ.get("FLEETGATE_BENCH_GATEWAYS", "").split(",")):
             label, path = item.split("=", 1)
@@ -236,7 +236,11 @@ backend be
             ("(d) fleetgate-gateway", f"http://127.0.0.1:{ports['gateway']}/public", (host,)),
             ("(e) fleetgate + JWT + rate limit", f"http://127.0.0.1:{ports['gateway']}/secured",
              (host, f"Authorization: Bearer {token}")),
-        ] + [(f"(d) {label}", f"http://127.0.0.1:{port}/public", (host,)) for label, port, _ in extra]
+        ]
+        for label, port, _ in extra:
+            rows.append((f"(d) {label}", f"http://127.0.0.1:{port}/public", (host,)))
+            rows.append((f"(e) {label}", f"http://127.0.0.1:{port}/secured",
+                         (host, f"Authorization: Bearer {token}")))
         # Check every row answers 200 before measuring.
         for name, url, headers in rows:
             wrk(url, 1, headers)
