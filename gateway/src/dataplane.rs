@@ -205,6 +205,17 @@ pub struct Metrics {
     idp_tokens: Family<TokenLabels, Counter>,
 }
 
+/// The `result` label's values of `idp_token_requests`: `issued` or an OAuth error.
+const TOKEN_RESULTS: [&str; 7] = [
+    "issued",
+    "invalid_client",
+    "invalid_request",
+    "invalid_scope",
+    "temporarily_unavailable",
+    "too_many_requests",
+    "unsupported_grant_type",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TokenLabels {
     /// A client of the bundle, or `-` (unknown or unparsed).
@@ -277,9 +288,22 @@ impl Metrics {
             .inc();
     }
 
-    /// Removes the series of routes and backends that `old` had and `new` has not, so a
-    /// gateway that lives through many bundles keeps only the series of the one it serves.
+    /// Removes the series of routes, backends and IdP clients that `old` had and `new` has
+    /// not, so a gateway that lives through many bundles keeps only the series of the one it
+    /// serves.
     pub fn forget(&self, old: &Runtime, new: &Runtime) {
+        if let Some(old_idp) = &old.idp {
+            let kept: std::collections::HashSet<&str> =
+                new.idp.iter().flat_map(|i| i.client_ids()).collect();
+            for client in old_idp.client_ids().filter(|c| !kept.contains(c)) {
+                for result in TOKEN_RESULTS {
+                    self.idp_tokens.remove(&TokenLabels {
+                        client: client.to_string(),
+                        result: result.to_string(),
+                    });
+                }
+            }
+        }
         let routes: std::collections::HashSet<&str> =
             new.routes.iter().map(|r| r.name.as_str()).collect();
         for r in &old.routes {

@@ -409,6 +409,11 @@ impl std::fmt::Debug for Idp {
 }
 
 impl Idp {
+    /// The ids of this IdP's clients (the only `client` label values besides `-`).
+    pub fn client_ids(&self) -> impl Iterator<Item = &str> {
+        self.clients.keys().map(String::as_str)
+    }
+
     /// The IdP of `idp` (None without an issuer). Keys and client hashes come from
     /// `secrets`; what cannot be read is reported in the warnings and makes that key or
     /// client unavailable, not the bundle. Rate limiters with an unchanged configuration

@@ -25,6 +25,12 @@ fn partner_hash() -> String {
 }
 
 fn gateway_doc(up: SocketAddr, route_a: &str) -> Vec<u8> {
+    // The bundle that renames route `a` also drops the IdP's client.
+    let clients = if route_a == "a" {
+        json!([{"id": "partner", "secret": {"argon2Hash": partner_hash()}, "scopes": []}])
+    } else {
+        json!([])
+    };
     bundle(
         json!({
             "hosts": [HOST],
@@ -41,7 +47,7 @@ fn gateway_doc(up: SocketAddr, route_a: &str) -> Vec<u8> {
         }),
         json!({
             "issuer": local_issuer(),
-            "clients": [{"id": "partner", "secret": {"argon2Hash": partner_hash()}, "scopes": []}],
+            "clients": clients,
         }),
     )
 }
@@ -226,7 +232,21 @@ fn client_chosen_values_never_become_metric_series() {
         "new series:\n{after}"
     );
 
-    // A new bundle without route `a`: its series, and the old bundle's, are gone.
+    // The partner's client gets a token: a series with client="partner".
+    let form = "grant_type=client_credentials&client_id=partner&client_secret=partner-secret";
+    let issued = gw.raw(
+        format!(
+            "POST /oauth2/token HTTP/1.1\r\nhost: {HOST}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{form}",
+            form.len()
+        )
+        .as_bytes(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(status_of(&issued), 200, "{issued}");
+    assert!(gw.metrics().contains("client=\"partner\""));
+
+    // A new bundle without route `a` or the client: their series, and the old bundle's, are
+    // gone.
     let old_digest = gw.status()["digest"].as_str().unwrap().to_string();
     deploy(&gw.dir, &gateway_doc(up, "renamed"), "c2");
     wait_for("the new bundle", || {
@@ -235,6 +255,7 @@ fn client_chosen_values_never_become_metric_series() {
     let metrics = gw.metrics();
     assert!(!metrics.contains("route=\"a\""), "{metrics}");
     assert!(!metrics.contains(&old_digest), "{metrics}");
+    assert!(!metrics.contains("client=\"partner\""), "{metrics}");
 }
 
 #[test]
