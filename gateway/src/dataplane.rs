@@ -932,6 +932,9 @@ fn ambiguous_headers(headers: &HeaderMap) -> Option<&'static str> {
 /// `X_Fleetgate_Tenant` as `X-Fleetgate-Tenant`, so such a header would pose as the gateway's.
 fn spoofs_gateway_header(name: &HeaderName, claim_headers: &[HeaderName]) -> bool {
     let n = name.as_str();
+    if n.starts_with("x-fleetgate-") {
+        return true;
+    }
     if !n.contains('_') {
         return false;
     }
@@ -1295,11 +1298,28 @@ async fn serve_route_inner(
     let mut headers = parts.headers;
     upstream::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
-    upstream::add_forwarded(
-        &mut headers,
-        upstream::peer_ip(&parts.extensions).unwrap_or(ctx.client_ip),
-        &ctx.host,
-    );
+    let peer = upstream::peer_ip(&parts.extensions).unwrap_or(ctx.client_ip);
+    // Forwarding headers are a proxy's to write: from a client that is not a trusted proxy
+    // they are claims about itself, dropped before the gateway writes its own.
+    if !plane
+        .gateway
+        .shared()
+        .options
+        .trusted_proxies
+        .contains(peer)
+    {
+        for h in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-forwarded-port",
+            "x-real-ip",
+            "forwarded",
+        ] {
+            headers.remove(h);
+        }
+    }
+    upstream::add_forwarded(&mut headers, peer, &ctx.host);
     headers.insert(
         HeaderName::from_static("x-request-id"),
         ctx.request_id.clone(),

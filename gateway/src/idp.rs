@@ -49,6 +49,9 @@ pub const TOKEN: &str = "/oauth2/token";
 pub const PATHS: [&str; 4] = [DISCOVERY, METADATA, JWKS, TOKEN];
 
 /// Largest token request body: a client id, a secret and some scopes.
+/// How long the token endpoint waits for a request's body.
+const TOKEN_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 const MAX_TOKEN_REQUEST: usize = 16 * 1024;
 
 /// The most client ids the per-client limiter keeps a bucket for: ids are the caller's to
@@ -1039,9 +1042,25 @@ async fn token(
         return (resp, "-".into(), TokenResult::Refused("too_many_requests"));
     }
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(Body::new(body), MAX_TOKEN_REQUEST).await {
-        Ok(b) => b,
+    // A body that never arrives must not hold the connection: the request head's timeouts
+    // no longer apply once the head is read.
+    let read = tokio::time::timeout(
+        TOKEN_BODY_TIMEOUT,
+        axum::body::to_bytes(Body::new(body), MAX_TOKEN_REQUEST),
+    );
+    let body = match read.await {
+        Ok(Ok(b)) => b,
         Err(_) => {
+            return refuse(
+                OAuthError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request",
+                    "the request body did not arrive in time",
+                ),
+                "-".into(),
+            );
+        }
+        Ok(Err(_)) => {
             return refuse(
                 OAuthError::invalid_request(format!(
                     "the request body is over {MAX_TOKEN_REQUEST} bytes or could not be read"

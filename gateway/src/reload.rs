@@ -192,6 +192,10 @@ pub struct Gateway {
     ready: Gauge,
     shared: Shared,
     draining: std::sync::atomic::AtomicBool,
+    /// The bundle last replaced, until no request holds it: its removed routes' series are
+    /// removed again at housekeeping, since its last requests may have recorded them after
+    /// the swap.
+    replaced: Mutex<Option<Arc<Loaded>>>,
 }
 
 impl Default for Gateway {
@@ -246,6 +250,7 @@ impl Gateway {
             ready,
             shared,
             draining: std::sync::atomic::AtomicBool::new(false),
+            replaced: Mutex::new(None),
         }
     }
 
@@ -268,8 +273,20 @@ impl Gateway {
 
     /// Periodic clean-up of the served bundle's state (idle rate-limit clients).
     pub fn housekeeping(&self) {
-        if let Some(l) = self.current.load().as_ref() {
+        let current = self.current.load_full();
+        if let Some(l) = current.as_ref() {
             l.runtime.housekeeping();
+        }
+        let mut replaced = self
+            .replaced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (Some(old), Some(new)) = (replaced.as_ref(), current.as_ref()) {
+            self.shared.metrics.forget(&old.runtime, &new.runtime);
+            // Only `replaced` holds it now: no request can record its series any more.
+            if Arc::strong_count(old) == 1 {
+                *replaced = None;
+            }
         }
     }
 
@@ -353,7 +370,6 @@ impl Gateway {
                 digest: old.digest.to_string(),
                 commit: old.commit.clone().unwrap_or_default(),
             });
-            self.shared.metrics.forget(&old.runtime, &runtime);
         }
         self.bundle_info
             .get_or_create(&BundleLabels {
@@ -371,6 +387,15 @@ impl Gateway {
         })));
         self.reloads_total.inc();
         self.ready.set(1);
+        // After the swap: requests that started on the old bundle may still record its
+        // routes' series; they are removed again at housekeeping.
+        if let (Some(old), Some(new)) = (previous.as_ref(), self.current.load_full()) {
+            self.shared.metrics.forget(&old.runtime, &new.runtime);
+            *self
+                .replaced
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(old.clone());
+        }
         ReloadOutcome::Swapped { digest }
     }
 

@@ -191,3 +191,31 @@ fn a_client_that_leaves_before_the_answer_is_logged_as_aborted() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_token_request_whose_body_never_arrives_does_not_hold_its_connection() {
+    let up = echo_backend();
+    let b = bundle(
+        json!({
+            "hosts": [HOST],
+            "backends": {"echo": {"url": format!("http://{up}")}},
+            "routes": [{"name": "pub", "methods": ["GET"], "path": "/pub", "backend": "echo", "public": true}],
+        }),
+        json!({"issuer": local_issuer()}),
+    );
+    let gw = Gw::start(&b, &[]);
+    let started = std::time::Instant::now();
+    let out = gw.raw(
+        format!(
+            "POST /oauth2/token HTTP/1.1\r\nhost: {HOST}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\ngrant_type="
+        )
+        .as_bytes(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status_of(&out), 408, "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -46,8 +46,31 @@ fn identity_headers_are_stripped_in_every_spelling() {
             ("X_Forwarded_For", "10.9.9.9"),
             ("X_Request_Id", "evil"),
             ("X-Custom_Header", "kept"),
+            ("X-Fleetgate-Anything", "evil"),
+            ("X-Real-IP", "10.9.9.9"),
+            ("Forwarded", "for=10.9.9.9;proto=https"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-For", "10.9.9.9"),
         ],
     );
+    // Forwarding headers from a client that is not a trusted proxy are replaced by the
+    // gateway's own.
+    let value = |name: &str| -> Vec<String> {
+        echoed["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h[0] == name)
+            .map(|h| h[1].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(value("x-forwarded-for"), ["127.0.0.1"], "{echoed}");
+    assert_eq!(value("x-forwarded-proto"), ["http"], "{echoed}");
+    assert!(
+        value("x-real-ip").is_empty() && value("forwarded").is_empty(),
+        "{echoed}"
+    );
+    assert!(value("x-fleetgate-anything").is_empty(), "{echoed}");
     let names = names(&echoed);
     for spoofed in [
         "x-fleetgate-tenant",
