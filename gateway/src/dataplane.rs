@@ -853,14 +853,18 @@ async fn handle(
 ) -> Response {
     let headers = req.headers();
     // RFC 9112 3.2.2: a request in absolute form names its host in the target, and the
-    // Host header is ignored.
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or_default()
-        .to_string();
+    // Host header is ignored. Its userinfo (`http://x@host/`) is no part of the host.
+    let host = match req.uri().authority() {
+        Some(a) => match a.port() {
+            Some(port) => format!("{}:{port}", a.host()),
+            None => a.host().to_string(),
+        },
+        None => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+    };
     let mut ctx = Ctx {
         request_id: request_id(headers),
         traceparent: traceparent(headers),

@@ -106,6 +106,11 @@ fn two_host_or_two_authorization_headers_are_refused() {
     );
     assert_eq!(status, 400, "{out}");
     assert!(out.contains("more than one Authorization header"), "{out}");
+    // An absolute-form target names the host, without its userinfo.
+    let absolute = "GET http://user@api.test.example/pub/x HTTP/1.1\r\nhost: other.example\r\nconnection: close\r\n\r\n";
+    let out = gw.raw(absolute.as_bytes(), std::time::Duration::from_secs(5));
+    assert_eq!(status_of(&out), 200, "{out}");
+    assert!(out.contains("\"api.test.example\""), "{out}");
     // Also on a public route: the backend would see both.
     let (status, _) = gw.get(
         "/pub/x",
