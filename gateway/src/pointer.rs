@@ -1,4 +1,4 @@
-//! `current.json`, the pointer of DESIGN.md's deployed-state layout: which bundle an account
+//! `current.json`, the pointer of the deployed-state layout (docs/architecture.md): which bundle an account
 //! runs and how it got there. The reconciler writes it (by compare-and-swap, after the bundle);
 //! the gateway polls it.
 

@@ -1,5 +1,5 @@
 //! The AWS target: every account's own S3 bucket, reached through a role assumed in that
-//! account. Same layout and rules as the file target (DESIGN.md):
+//! account. Same layout and rules as the file target (docs/architecture.md, "Deployed-state layout"):
 //!
 //! ```text
 //! s3://<bucket>/<prefix>/bundles/<sha256>.json   written first, with If-None-Match: *

@@ -31,7 +31,7 @@ impl std::str::FromStr for TargetSpec {
             _ => match s.strip_prefix("file://") {
                 Some(dir) if !dir.is_empty() => Ok(TargetSpec::File(dir.to_string())),
                 _ => Err(format!(
-                    "unsupported target {s:?}: use file://DIR (a local directory in DESIGN.md's S3 layout) \
+                    "unsupported target {s:?}: use file://DIR (a local directory in the accounts' S3 layout) \
                      or aws (each account's bucket from fleet.yaml, through its assumed role)"
                 )),
             },

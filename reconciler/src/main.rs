@@ -279,7 +279,7 @@ struct GitArgs {
 
 #[derive(clap::Args, Debug)]
 struct TargetArgs {
-    /// Where bundles are deployed: file://DIR (the embedded default, DESIGN.md's S3 layout on
+    /// Where bundles are deployed: file://DIR (the embedded default, the accounts' S3 layout on
     /// a local directory) or aws (each account's bucket from fleet.yaml, through a role
     /// assumed in that account; hub credentials from the AWS default chain).
     #[arg(long, value_name = "file://DIR|aws")]

@@ -1,4 +1,4 @@
-//! Deployed state, the way DESIGN.md lays it out, on a local directory (the embedded default
+//! Deployed state, in the deployed-state layout (docs/architecture.md), on a local directory (the embedded default
 //! target, `file://DIR`):
 //!
 //! ```text

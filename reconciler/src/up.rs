@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! DIR/repo/                 a git repository made from the embedded config-repo-example
-//! DIR/fleet/<account>/      the file:// fleet: DESIGN.md's S3 layout on disk
+//! DIR/fleet/<account>/      the file:// fleet: the accounts' S3 layout on disk
 //! DIR/secrets/<account>/    each account's Secrets Manager secrets by name (signing keys,
 //!                           client secret hashes), generated on first use; the gateways
 //!                           read them with --secrets-dir semantics

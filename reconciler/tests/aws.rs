@@ -309,7 +309,7 @@ fn example_fleet_bootstraps_plans_applies_and_converges() {
     let plan = fleet.plan();
     assert_eq!(code(&plan), 0, "{}", show(&plan));
 
-    // What landed in S3 is DESIGN.md's layout: the pointer names the commit, the session,
+    // What landed in S3 is the deployed-state layout: the pointer names the commit, the session,
     // and its facts are in the object's metadata too.
     let head = git(&fleet.repo, &["rev-parse", "HEAD"]);
     runtime().block_on(async {

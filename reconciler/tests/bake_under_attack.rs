@@ -24,18 +24,7 @@ const HOST: &str = "api.globex-canary.fleetgate.example";
 
 /// The workspace's gateway binary, next to `fleetgate`.
 fn gateway_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_fleetgate"))
-        .with_file_name(format!("fleetgate-gateway{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "fleetgate-gateway"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build -p fleetgate-gateway");
-    }
-    bin
+    support::gateway_bin_beside(Path::new(env!("CARGO_BIN_EXE_fleetgate")))
 }
 
 /// A process killed (and reaped) on drop.

@@ -94,18 +94,7 @@ const SECRET: &str = "webhook-test-secret";
 
 /// The workspace's gateway binary, next to `fleetgate`.
 fn gateway_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_fleetgate"))
-        .with_file_name(format!("fleetgate-gateway{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "fleetgate-gateway"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build -p fleetgate-gateway");
-    }
-    bin
+    support::gateway_bin_beside(Path::new(env!("CARGO_BIN_EXE_fleetgate")))
 }
 
 /// How a test webhook is signed.

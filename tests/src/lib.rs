@@ -88,3 +88,20 @@ pub fn show(o: &Output) -> String {
 pub fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("JSON: {e}\n{}", show(o)))
 }
+
+/// The workspace's `fleetgate-gateway` binary beside `fleetgate` (a test's
+/// `env!("CARGO_BIN_EXE_fleetgate")`), built first when it is missing.
+pub fn gateway_bin_beside(fleetgate: &Path) -> PathBuf {
+    let bin =
+        fleetgate.with_file_name(format!("fleetgate-gateway{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "fleetgate-gateway"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build -p fleetgate-gateway");
+    }
+    bin
+}
