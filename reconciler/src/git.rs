@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 use sha2::{Digest as _, Sha256};
 
-use crate::source::{ConfigSource, SourceError};
+use crate::source::{ConfigSource, Entry, Refusal, SourceError, Tree, check_size, read_by_rules};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -225,18 +225,26 @@ impl GitRepo {
                 location: self.location.clone(),
                 message: e.message().to_string(),
             })?;
-        // One walk of the tree records every blob's id: reading a file is then one object
-        // lookup, not a path walk that re-reads (and re-hashes) every directory on the way,
-        // which for `accounts/` with 1,000 entries made reading a snapshot quadratic.
-        let mut blobs = BTreeMap::new();
+        // One walk of the tree records every entry's id and kind: reading a file is then one
+        // object lookup, not a path walk that re-reads (and re-hashes) every directory on the
+        // way, which for `accounts/` with 1,000 entries made reading a snapshot quadratic.
+        // Hidden entries (and everything under a hidden directory) are not part of the repo.
+        let mut entries = BTreeMap::new();
         tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-            if entry.kind() == Some(ObjectType::Blob)
-                && let Ok(name) = entry.name()
-                && !name.starts_with('.')
-                && !dir.split('/').any(|d| d.starts_with('.'))
-            {
-                blobs.insert(format!("{dir}{name}"), entry.id());
+            let Ok(name) = entry.name() else {
+                return TreeWalkResult::Skip;
+            };
+            if name.starts_with('.') {
+                return TreeWalkResult::Skip;
             }
+            let kind = match entry.kind() {
+                Some(ObjectType::Tree) => GitEntry::Dir,
+                Some(ObjectType::Commit) => GitEntry::Submodule,
+                Some(ObjectType::Blob) if entry.filemode() == LINK_MODE => GitEntry::Symlink,
+                Some(ObjectType::Blob) => GitEntry::File,
+                _ => return TreeWalkResult::Skip,
+            };
+            entries.insert(format!("{dir}{name}"), (entry.id(), kind));
             TreeWalkResult::Ok
         })
         .map_err(|e| GitError::Rev {
@@ -247,7 +255,7 @@ impl GitRepo {
         Ok(GitSource {
             repo: &self.repo,
             tree: tree.id(),
-            blobs,
+            entries,
             rev: commit.rev.clone(),
         })
     }
@@ -363,22 +371,89 @@ fn cache_path(cache_dir: &Path, url: &str) -> PathBuf {
     cache_dir.join(format!("{name}-{}.git", &hash[..12]))
 }
 
-/// A commit's tree as a config repo snapshot.
+/// A tree entry's mode for a symlink (its blob holds the target path).
+const LINK_MODE: i32 = 0o120000;
+
+/// What a tree entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GitEntry {
+    File,
+    Symlink,
+    Dir,
+    Submodule,
+}
+
+/// A commit's tree as a config repo snapshot, read by the same rules as a working tree
+/// ([`crate::source::read_by_rules`]): a symlink entry is followed within the tree only to a
+/// regular file inside the repo, a submodule is refused, and a blob's size is checked in its
+/// object header before the blob is read.
 pub struct GitSource<'r> {
     repo: &'r Repository,
     tree: Oid,
-    /// Path -> blob id, for every file (dot-files and dot-directories left out).
-    blobs: BTreeMap<String, Oid>,
+    /// Path -> id and kind, for every entry (dot-files and dot-directories left out).
+    entries: BTreeMap<String, (Oid, GitEntry)>,
     rev: String,
 }
 
 impl GitSource<'_> {
     /// The snapshot's files under `dir` (e.g. `accounts/`), sorted.
     pub fn files_under<'s>(&'s self, dir: &'s str) -> impl Iterator<Item = &'s str> + 's {
-        self.blobs
+        self.entries
             .range(dir.to_string()..)
+            .take_while(move |(path, _)| path.starts_with(dir))
+            .filter(|(_, (_, kind))| *kind != GitEntry::Dir)
             .map(|(path, _)| path.as_str())
-            .take_while(move |path| path.starts_with(dir))
+    }
+
+    fn error(&self, path: &str, e: &git2::Error) -> SourceError {
+        SourceError::Other(format!("{path} (at {}): {}", self.rev, e.message()))
+    }
+
+    /// A blob's size from its object header, without reading the blob.
+    fn size(&self, path: &str, id: Oid) -> Result<u64, SourceError> {
+        let odb = self.repo.odb().map_err(|e| self.error(path, &e))?;
+        let (size, _) = odb.read_header(id).map_err(|e| self.error(path, &e))?;
+        Ok(size as u64)
+    }
+
+    fn blob(&self, path: &str, id: Oid) -> Result<Vec<u8>, SourceError> {
+        let blob = self.repo.find_blob(id).map_err(|e| self.error(path, &e))?;
+        Ok(blob.content().to_vec())
+    }
+}
+
+impl Tree for GitSource<'_> {
+    fn entry(&self, path: &str) -> Result<Option<Entry>, SourceError> {
+        let Some(&(id, kind)) = self.entries.get(path) else {
+            return Ok(None);
+        };
+        Ok(Some(match kind {
+            GitEntry::File => Entry::File,
+            GitEntry::Dir => Entry::Dir,
+            GitEntry::Submodule => Entry::Submodule,
+            GitEntry::Symlink => {
+                // The target path is the blob; one too large to be a path is not read whole.
+                if let Err(refusal) = check_size(self.size(path, id)?) {
+                    return Err(SourceError::Refused {
+                        path: path.to_string(),
+                        refusal,
+                    });
+                }
+                Entry::Symlink(self.blob(path, id)?)
+            }
+        }))
+    }
+
+    fn read_file(&self, path: &str) -> Result<Result<Vec<u8>, Refusal>, SourceError> {
+        let Some(&(id, GitEntry::File)) = self.entries.get(path) else {
+            return Err(SourceError::NotFound {
+                path: format!("{path} (at {})", self.rev),
+            });
+        };
+        if let Err(refusal) = check_size(self.size(path, id)?) {
+            return Ok(Err(refusal));
+        }
+        Ok(Ok(self.blob(path, id)?))
     }
 }
 
@@ -393,16 +468,20 @@ impl std::fmt::Debug for GitSource<'_> {
 
 impl ConfigSource for GitSource<'_> {
     fn files(&self) -> Result<Vec<String>, SourceError> {
-        Ok(self.blobs.keys().cloned().collect())
+        Ok(self
+            .entries
+            .iter()
+            .filter(|(_, (_, kind))| *kind != GitEntry::Dir)
+            .map(|(path, _)| path.clone())
+            .collect())
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, SourceError> {
-        let id = self.blobs.get(path).ok_or_else(|| SourceError::NotFound {
-            path: format!("{path} (at {})", self.rev),
-        })?;
-        let blob = self.repo.find_blob(*id).map_err(|e| {
-            SourceError::Other(format!("{path} (at {}): {}", self.rev, e.message()))
-        })?;
-        Ok(blob.content().to_vec())
+        read_by_rules(self, path).map_err(|e| match e {
+            SourceError::NotFound { path } => SourceError::NotFound {
+                path: format!("{path} (at {})", self.rev),
+            },
+            other => other,
+        })
     }
 }

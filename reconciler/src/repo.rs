@@ -22,7 +22,7 @@ use crate::manifest::{
     Metadata, OverlaySpec,
 };
 use crate::openapi::{self, ServiceSpec};
-use crate::source::ConfigSource;
+use crate::source::{ConfigSource, SourceError};
 use crate::waves;
 use crate::yaml::{self, Node, Span, Value};
 
@@ -120,6 +120,14 @@ impl Repo {
                         continue;
                     }
                 },
+                // A file the rules refuse (not a regular file, a symlink out of the repo,
+                // over the size limit) is one more located problem; the message does not
+                // repeat the path the diagnostic already names.
+                Err(SourceError::Refused { refusal, .. }) => {
+                    repo.diagnostics
+                        .push(Diagnostic::in_file(path, refusal.to_string()));
+                    continue;
+                }
                 Err(e) => {
                     repo.diagnostics
                         .push(Diagnostic::in_file(path, e.to_string()));
