@@ -1,7 +1,7 @@
 //! fleetgate's reconciler: config repo -> manifests -> render -> (plan -> execute).
 //!
 //! The data flow, module by module:
-//! - [`source`]: the files of a config repo snapshot (a directory today, a git tree later);
+//! - [`source`]: the files of a config repo snapshot (a working tree or a git commit, read by the same rules);
 //! - [`yaml`]: files parsed into trees that remember every value's file and line;
 //! - [`manifest`]: the strict manifest kinds; [`repo`]: a snapshot loaded and cross-checked;
 //! - [`openapi`]: routes generated from services' OpenAPI specs;
