@@ -790,7 +790,7 @@ fn cmd_plan(args: PlanArgs) -> Result<ExitCode> {
     let base = args.base.as_deref().map(|b| repo.resolve(b)).transpose()?;
     let prepared = match pipeline::prepare(&repo, base.as_ref(), &head) {
         Ok(p) => p,
-        Err(e) => return report_pipeline_error(e),
+        Err(e) => return plan_invalid_head(&args, base.as_ref(), &head, e),
     };
     let options = plan::Options {
         redaction_key: redaction_key()?,
@@ -826,16 +826,7 @@ fn cmd_plan(args: PlanArgs) -> Result<ExitCode> {
         ),
         PlanFormat::Json => plan::format::json(&plan),
     };
-    match &args.out {
-        Some(path) => std::fs::write(path, &text)
-            .with_context(|| format!("cannot write {}", path.display()))?,
-        None => {
-            // Colors only on a terminal, and never with NO_COLOR set.
-            let mut out = anstream::AutoStream::auto(std::io::stdout().lock());
-            out.write_all(text.as_bytes())
-                .context("cannot write the plan")?;
-        }
-    }
+    write_plan(args.out.as_deref(), &text)?;
     Ok(if plan.summary.unreachable > 0 {
         ExitCode::FAILURE
     } else if plan.summary.has_changes() {
@@ -843,6 +834,61 @@ fn cmd_plan(args: PlanArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Writes a plan (or an invalid head's errors) to `--out` or standard output.
+fn write_plan(out: Option<&Path>, text: &str) -> Result<()> {
+    match out {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+        }
+        None => {
+            // Colors only on a terminal, and never with NO_COLOR set.
+            let mut out = anstream::AutoStream::auto(std::io::stdout().lock());
+            out.write_all(text.as_bytes())
+                .context("cannot write the plan")
+        }
+    }
+}
+
+/// A head with invalid manifests: every error on stderr (all formats), and for markdown
+/// and json also as the output, so a PR comment or artifact shows them instead of nothing
+/// (docs/plan.md, Formats). Exit 1.
+fn plan_invalid_head(
+    args: &PlanArgs,
+    base: Option<&fleetgate::git::Commit>,
+    head: &fleetgate::git::Commit,
+    e: PipelineError,
+) -> Result<ExitCode> {
+    let PipelineError::Invalid {
+        ref diagnostics, ..
+    } = e
+    else {
+        return report_pipeline_error(e);
+    };
+    let revision = |c: &fleetgate::git::Commit| plan::Revision {
+        rev: c.rev.clone(),
+        commit: c.id.to_string(),
+    };
+    let (base, head) = (base.map(revision), revision(head));
+    let invalid = plan::format::InvalidHead {
+        repo: &args.source.repo,
+        base: base.as_ref(),
+        head: &head,
+        errors: diagnostics,
+    };
+    let text = match args.format {
+        PlanFormat::Text => None,
+        PlanFormat::Markdown => Some(plan::format::invalid_markdown(
+            &invalid,
+            plan::format::MARKDOWN_LIMIT,
+        )),
+        PlanFormat::Json => Some(plan::format::invalid_json(&invalid)),
+    };
+    if let Some(text) = text {
+        write_plan(args.out.as_deref(), &text)?;
+    }
+    report_pipeline_error(e)
 }
 
 fn cmd_apply(

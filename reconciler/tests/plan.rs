@@ -555,7 +555,10 @@ fn bad_input_fails_clearly_or_stays_with_its_account() {
     );
     let out = fleet.plan(&["--base", "HEAD~1", "--format", "json"]);
     assert_eq!(code(&out), 1);
-    assert!(stdout(&out).is_empty(), "no plan on invalid input");
+    // No plan on invalid input: the errors instead (comment_integrity.rs tests them).
+    let errors = json(&out);
+    assert_eq!(errors["valid"], false, "{errors}");
+    assert!(errors.get("summary").is_none(), "{errors}");
     assert!(
         stderr(&out).contains("accounts/acme-prod.yaml:"),
         "{}",
