@@ -273,6 +273,15 @@ impl Repo {
             }
             None => {}
         }
+        if kind == Kind::Account
+            && let Some(e) = node
+                .get("spec")
+                .and_then(|spec| spec.get("accountId"))
+                .and_then(account_id_as_written)
+        {
+            self.diagnostics.push(e);
+            return None;
+        }
         let decoded = match node.decode::<Manifest<S>>("") {
             Ok(m) => Some(m),
             Err(e) => {
@@ -376,17 +385,7 @@ impl Repo {
         if let Some(fleet) = &self.fleet {
             errors.extend(waves::check_fleet(fleet));
             let accounts: Vec<&Account> = self.accounts.values().collect();
-            if let Err(unassigned) = waves::assign(&fleet.spec.waves, &accounts) {
-                for account in unassigned {
-                    errors.push(Diagnostic::new(
-                        spec_span(&account.doc, "stage"),
-                        format!(
-                            "no wave in {FLEET_FILE} selects account {} (stage {}); add a wave whose selector matches it",
-                            account.name, account.doc.spec.stage
-                        ),
-                    ));
-                }
-            }
+            errors.extend(waves::check_assignment(fleet, &accounts));
         }
         self.diagnostics.extend(errors);
     }
@@ -488,6 +487,24 @@ fn classify(path: &str) -> Option<Role> {
         }
         _ => None,
     }
+}
+
+/// YAML reads `0x62A7DA2E14`, `4234_5678_9012`, `+123456789012` and `1.2e11` as numbers,
+/// which would decode to some 12-digit id nobody wrote. An account id written as a number
+/// must be exactly its 12 digits; quoted ids are checked when the manifest is decoded.
+fn account_id_as_written(node: &Node) -> Option<Diagnostic> {
+    let raw = node.raw.as_deref()?;
+    if fleetgate_gateway::compile::is_account_id(raw) {
+        return None;
+    }
+    Some(Diagnostic::new(
+        node.span.clone(),
+        format!(
+            "spec.accountId: account id {raw} must be exactly 12 digits as written (YAML \
+             would read it as the number {}; write the 12 digits, quoted if they start with 0)",
+            yaml::number_text(node)
+        ),
+    ))
 }
 
 fn where_kind_lives(kind: Kind) -> &'static str {
