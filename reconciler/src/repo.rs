@@ -109,6 +109,8 @@ impl Repo {
         files.sort();
         files.dedup();
 
+        // Account files that could not be loaded: a wave may select nothing because of them.
+        let mut unloaded_accounts = 0;
         for path in &files {
             let Some(role) = classify(path) else { continue };
             let text = match source.read(path) {
@@ -153,7 +155,11 @@ impl Repo {
                     }
                 }
                 Role::Account => {
-                    if let Some(doc) = repo.manifest::<AccountSpec>(path, &text, Kind::Account) {
+                    let doc = repo.manifest::<AccountSpec>(path, &text, Kind::Account);
+                    if doc.is_none() {
+                        unloaded_accounts += 1;
+                    }
+                    if let Some(doc) = doc {
                         let name = doc.metadata.name.clone();
                         match repo.accounts.get(&name) {
                             Some(existing) => {
@@ -218,7 +224,7 @@ impl Repo {
                 ));
             }
         }
-        repo.check_references();
+        repo.check_references(unloaded_accounts);
         repo
     }
 
@@ -313,7 +319,7 @@ impl Repo {
     }
 
     /// References between manifests: overlays, service pins, duplicate ids, waves, regions.
-    fn check_references(&mut self) {
+    fn check_references(&mut self, unloaded_accounts: usize) {
         let mut errors = Vec::new();
         let mut ids: BTreeMap<&str, &Account> = BTreeMap::new();
         for account in self.accounts.values() {
@@ -385,7 +391,7 @@ impl Repo {
         if let Some(fleet) = &self.fleet {
             errors.extend(waves::check_fleet(fleet));
             let accounts: Vec<&Account> = self.accounts.values().collect();
-            errors.extend(waves::check_assignment(fleet, &accounts));
+            errors.extend(waves::check_assignment(fleet, &accounts, unloaded_accounts));
         }
         self.diagnostics.extend(errors);
     }

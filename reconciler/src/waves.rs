@@ -116,8 +116,13 @@ fn names_with_stages(accounts: &[&Account]) -> String {
 /// are named in that one message. Only when every wave selects something is an account that
 /// none selects reported, once, at its own `stage`, with what the waves select: then the
 /// account is the likelier place of the mistake. A fleet without accounts has nothing to
-/// select yet and is not checked.
-pub fn check_assignment(fleet: &Doc<FleetSpec>, accounts: &[&Account]) -> Vec<Diagnostic> {
+/// select yet and is not checked. `unloaded` account files (whose own errors are reported)
+/// may be what a wave was meant to select; the wave's message says so.
+pub fn check_assignment(
+    fleet: &Doc<FleetSpec>,
+    accounts: &[&Account],
+    unloaded: usize,
+) -> Vec<Diagnostic> {
     let waves = &fleet.spec.waves;
     if accounts.is_empty() || waves.is_empty() {
         return Vec::new();
@@ -148,6 +153,17 @@ pub fn check_assignment(fleet: &Doc<FleetSpec>, accounts: &[&Account]) -> Vec<Di
                 unassigned.len(),
                 if unassigned.len() == 1 { "" } else { "s" },
                 names_with_stages(&unassigned)
+            ));
+        }
+        if unloaded > 0 {
+            message.push_str(&format!(
+                "; {unloaded} account file{} could not be loaded (see {}), which may be why",
+                if unloaded == 1 { "" } else { "s" },
+                if unloaded == 1 {
+                    "its errors"
+                } else {
+                    "their errors"
+                }
             ));
         }
         errors.push(Diagnostic::new(selector_span(fleet, i), message));

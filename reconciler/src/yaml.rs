@@ -308,18 +308,17 @@ pub fn parse(file: &str, text: &str) -> Result<Node, Diagnostic> {
         strict_booleans: true,
         reject_unsupported_tags: true,
     };
-    let raw: Spanned<Tagged<RawNode>> = serde_saphyr::from_str_with_options(text, options)
-        .map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((1, 1));
-            let message = e.without_snippet().to_string();
-            Diagnostic::new(
-                Span::new(&file, line, column),
-                strip_location_suffix(&message),
-            )
-        })?;
+    let raw: RawChild = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        let message = e.without_snippet().to_string();
+        Diagnostic::new(
+            Span::new(&file, line, column),
+            strip_location_suffix(&message),
+        )
+    })?;
     convert(raw, &file, text)
 }
 

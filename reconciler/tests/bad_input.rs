@@ -57,6 +57,7 @@ const REQUIRED: &[&str] = &[
     "patch-replaced-map-missing-field",
     "wave-stage-typo",
     "wave-selects-no-account",
+    "wave-empty-because-accounts-broken",
     "account-stage-names-wave-stages",
     "account-id-hex",
     "account-id-underscores",
