@@ -308,18 +308,26 @@ pub fn parse(file: &str, text: &str) -> Result<Node, Diagnostic> {
         strict_booleans: true,
         reject_unsupported_tags: true,
     };
-    let raw: RawChild = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((1, 1));
-        let message = e.without_snippet().to_string();
-        Diagnostic::new(
-            Span::new(&file, line, column),
-            strip_location_suffix(&message),
-        )
-    })?;
-    convert(raw, &file, text)
+    let raw: Spanned<RawNode> =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            let message = e.without_snippet().to_string();
+            Diagnostic::new(
+                Span::new(&file, line, column),
+                strip_location_suffix(&message),
+            )
+        })?;
+    // A document's root is a mapping (a manifest, a spec), so a tag on it is refused by the
+    // callers' shape checks; tags are checked on every node below it.
+    let root = Spanned {
+        value: Tagged(raw.value, None),
+        referenced: raw.referenced,
+        defined: raw.defined,
+    };
+    convert(root, &file, text)
 }
 
 /// serde-saphyr appends or prefixes "line X column Y"; the diagnostic carries it already.
