@@ -47,14 +47,15 @@ fn mix(seed: u64, i: u64) -> u64 {
 }
 
 /// Generates the fleet in memory. 1% of accounts (at least one) are canaries, 10% early
-/// adopters, the rest production; a fifth are enterprise; accounts in EU regions select the
+/// adopters (at least one from 3 accounts on, so every wave selects an account), the rest
+/// production; a fifth are enterprise; accounts in EU regions select the
 /// `eu` overlay; every tenth carries a last-mile patch.
 pub fn generate(params: &FleetParams) -> MemSource {
     let mut src = example_repo();
     src.files.retain(|path, _| !path.starts_with("accounts/"));
     let n = params.accounts;
     let canaries = (n / 100).max(1);
-    let early = n / 10;
+    let early = if n >= 3 { (n / 10).max(1) } else { 0 };
     for i in 0..n {
         let r = mix(params.seed, i as u64);
         let stage = if i < canaries {

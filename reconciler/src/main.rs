@@ -918,7 +918,11 @@ fn cmd_apply(
     let verify = pipeline::Verify::Pointers;
     let rt = runtime()?;
     let fleet = prepared.fleet.as_ref();
-    let target = target_args.connect(&rt, fleet, &head.id.to_string())?;
+    let target = match target_args.connect(&rt, fleet, &head.id.to_string())? {
+        // Apply is the one command that creates a missing file:// target directory.
+        AnyTarget::File(t) => AnyTarget::File(t.create_if_missing()),
+        other => other,
+    };
     let progress = StderrProgress::new();
     let fan = target_args.fan_out(fleet, &progress);
     // Holds recorded before this head are over: the branch moved past them.

@@ -47,8 +47,24 @@ pub fn merge(base: &mut Node, patch: &Node) -> Result<(), Diagnostic> {
                     base.remove(&key.name);
                     continue;
                 }
-                match base.get_mut(&key.name) {
-                    Some(existing) => merge(existing, value)?,
+                let existing = match &mut base.value {
+                    Value::Map(base_entries) => {
+                        base_entries.iter_mut().find(|(k, _)| k.name == key.name)
+                    }
+                    _ => None,
+                };
+                match existing {
+                    Some((base_key, existing)) => {
+                        merge(existing, value)?;
+                        // A value the patch replaced (a scalar, a list that is not merged by
+                        // name, a map with `$patch: replace`) now carries the patch's span;
+                        // its key does too, so an error about the whole value (a duplicate
+                        // in a list, a wrong type) points at the patch that wrote it. A map
+                        // or named list merged item by item keeps the base's key.
+                        if existing.span == value.span {
+                            base_key.span = key.span.clone();
+                        }
+                    }
                     None => {
                         let value = strip(value)?;
                         if let Value::Map(base_entries) = &mut base.value {
@@ -345,5 +361,34 @@ mod tests {
             routes[0].get("path").unwrap().span.file.as_ref(),
             "base.yaml"
         );
+    }
+
+    #[test]
+    fn a_replaced_value_and_its_key_carry_the_patch_span_a_merged_one_keeps_the_base_key() {
+        let mut b = parse(
+            "base.yaml",
+            "hosts: [a, b]\ndefaults: {timeout: 1s, cors: {maxAge: 1m}}\nroutes:\n- {name: a, path: /a}\n",
+        )
+        .unwrap();
+        let p = parse(
+            "patch.yaml",
+            "\nhosts: [c, c]\ndefaults:\n  timeout: 2s\n  cors: {$patch: replace, maxAge: 2m}\nroutes:\n- {name: a, path: /b}\n",
+        )
+        .unwrap();
+        merge(&mut b, &p).unwrap();
+        let key = |node: &Node, k: &str| {
+            let s = node.key_span(k).unwrap();
+            (s.file.to_string(), s.line)
+        };
+        // Replaced: the list and its key are the patch's.
+        assert_eq!(key(&b, "hosts"), ("patch.yaml".into(), 2));
+        assert_eq!(b.get("hosts").unwrap().span.file.as_ref(), "patch.yaml");
+        // Merged key by key: the map's key stays the base's, the values are the patch's.
+        assert_eq!(key(&b, "defaults"), ("base.yaml".into(), 2));
+        let defaults = b.get("defaults").unwrap();
+        assert_eq!(key(defaults, "cors"), ("patch.yaml".into(), 5));
+        assert_eq!(defaults.get("timeout").unwrap().span.line, 4);
+        // A named list merged by name keeps its key; the item's value is the patch's.
+        assert_eq!(key(&b, "routes"), ("base.yaml".into(), 3));
     }
 }

@@ -28,7 +28,7 @@ pub enum PipelineError {
         commit: String,
         diagnostics: Vec<Diagnostic>,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Target(#[from] TargetError),
 }
 

@@ -109,6 +109,8 @@ impl Repo {
         files.sort();
         files.dedup();
 
+        // Account files that could not be loaded: a wave may select nothing because of them.
+        let mut unloaded_accounts = 0;
         for path in &files {
             let Some(role) = classify(path) else { continue };
             let text = match source.read(path) {
@@ -161,7 +163,11 @@ impl Repo {
                     }
                 }
                 Role::Account => {
-                    if let Some(doc) = repo.manifest::<AccountSpec>(path, &text, Kind::Account) {
+                    let doc = repo.manifest::<AccountSpec>(path, &text, Kind::Account);
+                    if doc.is_none() {
+                        unloaded_accounts += 1;
+                    }
+                    if let Some(doc) = doc {
                         let name = doc.metadata.name.clone();
                         match repo.accounts.get(&name) {
                             Some(existing) => {
@@ -226,7 +232,7 @@ impl Repo {
                 ));
             }
         }
-        repo.check_references();
+        repo.check_references(unloaded_accounts);
         repo
     }
 
@@ -281,6 +287,15 @@ impl Repo {
             }
             None => {}
         }
+        if kind == Kind::Account
+            && let Some(e) = node
+                .get("spec")
+                .and_then(|spec| spec.get("accountId"))
+                .and_then(account_id_as_written)
+        {
+            self.diagnostics.push(e);
+            return None;
+        }
         let decoded = match node.decode::<Manifest<S>>("") {
             Ok(m) => Some(m),
             Err(e) => {
@@ -312,7 +327,7 @@ impl Repo {
     }
 
     /// References between manifests: overlays, service pins, duplicate ids, waves, regions.
-    fn check_references(&mut self) {
+    fn check_references(&mut self, unloaded_accounts: usize) {
         let mut errors = Vec::new();
         let mut ids: BTreeMap<&str, &Account> = BTreeMap::new();
         for account in self.accounts.values() {
@@ -384,17 +399,7 @@ impl Repo {
         if let Some(fleet) = &self.fleet {
             errors.extend(waves::check_fleet(fleet));
             let accounts: Vec<&Account> = self.accounts.values().collect();
-            if let Err(unassigned) = waves::assign(&fleet.spec.waves, &accounts) {
-                for account in unassigned {
-                    errors.push(Diagnostic::new(
-                        spec_span(&account.doc, "stage"),
-                        format!(
-                            "no wave in {FLEET_FILE} selects account {} (stage {}); add a wave whose selector matches it",
-                            account.name, account.doc.spec.stage
-                        ),
-                    ));
-                }
-            }
+            errors.extend(waves::check_assignment(fleet, &accounts, unloaded_accounts));
         }
         self.diagnostics.extend(errors);
     }
@@ -496,6 +501,24 @@ fn classify(path: &str) -> Option<Role> {
         }
         _ => None,
     }
+}
+
+/// YAML reads `0x62A7DA2E14`, `4234_5678_9012`, `+123456789012` and `1.2e11` as numbers,
+/// which would decode to some 12-digit id nobody wrote. An account id written as a number
+/// must be exactly its 12 digits; quoted ids are checked when the manifest is decoded.
+fn account_id_as_written(node: &Node) -> Option<Diagnostic> {
+    let raw = node.raw.as_deref()?;
+    if fleetgate_gateway::compile::is_account_id(raw) {
+        return None;
+    }
+    Some(Diagnostic::new(
+        node.span.clone(),
+        format!(
+            "spec.accountId: account id {raw} must be exactly 12 digits as written (YAML \
+             would read it as the number {}; write the 12 digits, quoted if they start with 0)",
+            yaml::number_text(node)
+        ),
+    ))
 }
 
 fn where_kind_lives(kind: Kind) -> &'static str {

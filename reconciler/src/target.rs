@@ -12,6 +12,11 @@
 //! ETag is compared and the new pointer renamed into place, so two appliers racing lose
 //! nothing: the second gets [`TargetError::Conflict`]. A crash between the two writes leaves
 //! an unreferenced bundle and an intact pointer.
+//!
+//! `DIR` itself must exist: a missing directory is far more often a mistyped path than a
+//! fleet never deployed, and reading it as "nothing deployed" would plan every account as a
+//! create. Every operation refuses it ([`TargetError::MissingTarget`]) unless the target was
+//! opened for `apply` ([`FileTarget::create_if_missing`]), which creates it.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -75,6 +80,11 @@ pub enum TargetError {
     },
     #[error("{account}: timeout: no answer within {after}")]
     Timeout { account: String, after: String },
+    /// A `file://` target whose directory does not exist (or is not a directory).
+    #[error(
+        "target file://{path} cannot be listed: {why}; check the path (only `fleetgate apply` creates a missing target directory)"
+    )]
+    MissingTarget { path: String, why: String },
 }
 
 impl TargetError {
@@ -91,6 +101,7 @@ impl TargetError {
             TargetError::BadAccount { .. } => ErrorClass::Other,
             TargetError::Remote { class, .. } => *class,
             TargetError::Timeout { .. } => ErrorClass::Timeout,
+            TargetError::MissingTarget { .. } => ErrorClass::Io,
         }
     }
 }
@@ -491,21 +502,51 @@ impl Target for FileTarget {
 #[derive(Debug, Clone)]
 pub struct FileTarget {
     root: PathBuf,
+    /// Whether a missing root directory is created (apply) or refused (everything else).
+    create: bool,
 }
 
 impl FileTarget {
-    /// `file://DIR` or a plain path.
+    /// `file://DIR` or a plain path. `DIR` must exist: see [`FileTarget::create_if_missing`].
     pub fn new(location: &str) -> FileTarget {
         FileTarget {
             root: PathBuf::from(location.strip_prefix("file://").unwrap_or(location)),
+            create: false,
         }
+    }
+
+    /// For `apply`: a missing root directory is a fleet never deployed, and is created with
+    /// the first bundle written.
+    pub fn create_if_missing(mut self) -> FileTarget {
+        self.create = true;
+        self
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// The root must be a directory, unless this target may create it.
+    fn check_root(&self) -> Result<(), TargetError> {
+        let why = match std::fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => "it is not a directory",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if self.create {
+                    return Ok(());
+                }
+                "the directory does not exist"
+            }
+            Err(e) => return Err(Self::io("*", &self.root, e)),
+        };
+        Err(TargetError::MissingTarget {
+            path: self.root.display().to_string(),
+            why: why.to_string(),
+        })
+    }
+
     fn account_dir(&self, account: &str) -> Result<PathBuf, TargetError> {
+        self.check_root()?;
         // Account names are validated by the manifests; a path separator here would escape
         // the target directory, so refuse it outright.
         if account.is_empty() || account.contains(['/', '\\']) || account.starts_with('.') {
@@ -526,6 +567,7 @@ impl FileTarget {
 
     /// Accounts that have a directory in the target (deployed or bootstrapped), sorted.
     pub fn accounts(&self) -> Result<Vec<String>, TargetError> {
+        self.check_root()?;
         let entries = match std::fs::read_dir(&self.root) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

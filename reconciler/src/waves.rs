@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::diagnostics::Diagnostic;
 use crate::manifest::{FleetSpec, Wave, WaveSelector};
 use crate::repo::{Account, Doc};
+use crate::yaml::{Span, Value};
 
 impl WaveSelector {
     pub fn matches(&self, stage: &str, labels: &BTreeMap<String, String>) -> bool {
@@ -45,6 +46,148 @@ pub fn assign<'a>(
     } else {
         Err(unassigned)
     }
+}
+
+/// How many account names a message lists before it says "and N more".
+const NAMES_SHOWN: usize = 10;
+
+/// What a selector takes, in a reviewer's words: `stage prod`, `stages early or prod and
+/// label tier=gold`, `every account`.
+pub fn describe(select: &WaveSelector) -> String {
+    let mut parts = Vec::new();
+    match select.stages.as_slice() {
+        [] => {}
+        [one] => parts.push(format!("stage {one}")),
+        many => parts.push(format!("stages {}", many.join(" or "))),
+    }
+    if !select.labels.is_empty() {
+        let labels: Vec<String> = select
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        parts.push(format!(
+            "label{} {}",
+            if labels.len() > 1 { "s" } else { "" },
+            labels.join(", ")
+        ));
+    }
+    if parts.is_empty() {
+        "every account".to_string()
+    } else {
+        parts.join(" and ")
+    }
+}
+
+/// Where a wave's selector is written: its `stages` (where a typo is), else its `labels`,
+/// else `select`, else the wave itself.
+fn selector_span(fleet: &Doc<FleetSpec>, index: usize) -> Span {
+    let wave = match fleet.spec_node.get("waves").map(|w| &w.value) {
+        Some(Value::Seq(items)) => items.get(index),
+        _ => None,
+    };
+    let Some(wave) = wave else {
+        return crate::repo::spec_span(fleet, "waves");
+    };
+    let select = wave.get("select");
+    select
+        .and_then(|s| s.get("stages").or_else(|| s.get("labels")))
+        .or(select)
+        .map(|n| n.span.clone())
+        .unwrap_or_else(|| wave.span.clone())
+}
+
+fn names_with_stages(accounts: &[&Account]) -> String {
+    let mut shown: Vec<String> = accounts
+        .iter()
+        .take(NAMES_SHOWN)
+        .map(|a| format!("{} (stage {})", a.name, a.doc.spec.stage))
+        .collect();
+    if accounts.len() > NAMES_SHOWN {
+        shown.push(format!("and {} more", accounts.len() - NAMES_SHOWN));
+    }
+    shown.join(", ")
+}
+
+/// Waves that select no account, and accounts that no wave selects.
+///
+/// A wave whose selector matches no account is reported at its selector in fleet.yaml: it
+/// is almost always a typo there (`stages: [prdo]`), and the accounts it was meant to take
+/// are named in that one message. Only when every wave selects something is an account that
+/// none selects reported, once, at its own `stage`, with what the waves select: then the
+/// account is the likelier place of the mistake. A fleet without accounts has nothing to
+/// select yet and is not checked. `unloaded` account files (whose own errors are reported)
+/// may be what a wave was meant to select; the wave's message says so.
+pub fn check_assignment(
+    fleet: &Doc<FleetSpec>,
+    accounts: &[&Account],
+    unloaded: usize,
+) -> Vec<Diagnostic> {
+    let waves = &fleet.spec.waves;
+    if accounts.is_empty() || waves.is_empty() {
+        return Vec::new();
+    }
+    let unassigned = match assign(waves, accounts) {
+        Ok(_) => Vec::new(),
+        Err(unassigned) => unassigned,
+    };
+    let stages: BTreeSet<&str> = accounts.iter().map(|a| a.doc.spec.stage.as_str()).collect();
+    let stages = stages.into_iter().collect::<Vec<_>>().join(", ");
+    let mut errors = Vec::new();
+    for (i, wave) in waves.iter().enumerate() {
+        let selects_any = accounts.iter().any(|a| {
+            wave.select
+                .matches(&a.doc.spec.stage, &a.doc.metadata.labels)
+        });
+        if selects_any {
+            continue;
+        }
+        let mut message = format!(
+            "wave {:?} selects no account: none has {} (the accounts' stages: {stages})",
+            wave.name,
+            describe(&wave.select)
+        );
+        if !unassigned.is_empty() {
+            message.push_str(&format!(
+                "; no wave selects {} account{}: {}",
+                unassigned.len(),
+                if unassigned.len() == 1 { "" } else { "s" },
+                names_with_stages(&unassigned)
+            ));
+        }
+        if unloaded > 0 {
+            message.push_str(&format!(
+                "; {unloaded} account file{} could not be loaded (see {}), which may be why",
+                if unloaded == 1 { "" } else { "s" },
+                if unloaded == 1 {
+                    "its errors"
+                } else {
+                    "their errors"
+                }
+            ));
+        }
+        errors.push(Diagnostic::new(selector_span(fleet, i), message));
+    }
+    if !errors.is_empty() {
+        return errors;
+    }
+    let selected: Vec<String> = waves
+        .iter()
+        .map(|w| format!("{} ({})", w.name, describe(&w.select)))
+        .collect();
+    for account in unassigned {
+        errors.push(Diagnostic::new(
+            crate::repo::spec_span(&account.doc, "stage"),
+            format!(
+                "no wave in {} selects account {} (stage {}); the waves select: {}",
+                crate::repo::FLEET_FILE,
+                account.name,
+                account.doc.spec.stage,
+                selected.join(", ")
+            ),
+        ));
+    }
+    errors
 }
 
 /// Where an account's bundles go: the fleet's bucket and prefix templates, expanded for the
@@ -103,7 +246,7 @@ pub fn check_fleet(fleet: &Doc<FleetSpec>) -> Vec<Diagnostic> {
     let mut names = BTreeSet::new();
     for (i, wave) in spec.waves.iter().enumerate() {
         let span = match fleet.spec_node.get("waves").map(|w| &w.value) {
-            Some(crate::yaml::Value::Seq(items)) => items.get(i).map(|n| n.span.clone()),
+            Some(Value::Seq(items)) => items.get(i).map(|n| n.span.clone()),
             _ => None,
         }
         .unwrap_or_else(|| at("waves"));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_saphyr::Spanned;
+use serde_saphyr::{Spanned, Tagged};
 
 use crate::diagnostics::Diagnostic;
 
@@ -52,6 +52,10 @@ impl fmt::Display for Span {
 pub struct Node {
     pub value: Value,
     pub span: Span,
+    /// For a number, the scalar as written (`0x1F`, `1_000`, `+12`): YAML reads all of
+    /// these as numbers, and a field that must be written one way (an account id) checks
+    /// the text. `None` for every other node.
+    pub raw: Option<Box<str>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -75,7 +79,11 @@ pub struct Key {
 
 impl Node {
     pub fn new(value: Value, span: Span) -> Node {
-        Node { value, span }
+        Node {
+            value,
+            span,
+            raw: None,
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&Node> {
@@ -178,10 +186,7 @@ impl Node {
                     .collect(),
             ),
         };
-        Node {
-            value,
-            span: span.clone(),
-        }
+        Node::new(value, span.clone())
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -272,6 +277,16 @@ impl Node {
     }
 }
 
+/// A number node's value as a decimal (for messages); empty for other nodes.
+pub fn number_text(node: &Node) -> String {
+    match node.value {
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => u.to_string(),
+        Value::Float(f) => f.to_string(),
+        _ => String::new(),
+    }
+}
+
 fn join_path(prefix: &str, rest: &str) -> String {
     match (prefix.is_empty(), rest.is_empty() || rest == ".") {
         (true, _) => rest.to_string(),
@@ -305,7 +320,14 @@ pub fn parse(file: &str, text: &str) -> Result<Node, Diagnostic> {
                 strip_location_suffix(&message),
             )
         })?;
-    Ok(convert(raw, &file))
+    // A document's root is a mapping (a manifest, a spec), so a tag on it is refused by the
+    // callers' shape checks; tags are checked on every node below it.
+    let root = Spanned {
+        value: Tagged(raw.value, None),
+        referenced: raw.referenced,
+        defined: raw.defined,
+    };
+    convert(root, &file, text)
 }
 
 /// serde-saphyr appends or prefixes "line X column Y"; the diagnostic carries it already.
@@ -345,31 +367,110 @@ fn strip_location_suffix(message: &str) -> String {
     }
 }
 
-fn convert(raw: Spanned<RawNode>, file: &Arc<str>) -> Node {
-    let span = Span::new(file, raw.referenced.line(), raw.referenced.column());
-    let value = match raw.value {
+/// The tags a manifest may carry: the non-specific `!` and the ones that only restate what
+/// the node is. Every other tag changes a value's type (`!!int "12"`, `!!bool`, `!!float`,
+/// `!!null`, `!!timestamp`) or decodes its content (`!!binary`), so what a reviewer reads
+/// would not be what fleetgate uses: such a node is refused.
+const ALLOWED_TAGS: [&str; 4] = [
+    "!",
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+];
+
+fn check_tag(tag: &Option<String>, span: &Span) -> Result<(), Diagnostic> {
+    match tag {
+        Some(t) if !ALLOWED_TAGS.contains(&t.as_str()) => {
+            let shown = match t.strip_prefix("tag:yaml.org,2002:") {
+                Some(short) => format!("!!{short}"),
+                None => t.clone(),
+            };
+            Err(Diagnostic::new(
+                span.clone(),
+                format!(
+                    "the tag {shown} is not accepted: tags that change a value's type or decode \
+                     its content are refused; write the value itself"
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn span_of(file: &Arc<str>, location: &serde_saphyr::Location) -> Span {
+    Span::new(file, location.line(), location.column())
+}
+
+/// The source text of a scalar (where it is defined: an alias points at its anchor's node).
+fn scalar_text(text: &str, location: &serde_saphyr::Location) -> Option<Box<str>> {
+    let span = location.span();
+    let start = usize::try_from(span.byte_offset()?).ok()?;
+    let len = usize::try_from(span.byte_len()?).ok()?;
+    let raw = text.get(start..start.checked_add(len)?)?.trim();
+    // An anchor's span may start at `&name`; the scalar is what follows it.
+    let raw = match raw.strip_prefix('&') {
+        Some(rest) => rest
+            .split_once(char::is_whitespace)
+            .map(|(_, v)| v.trim())?,
+        None => raw,
+    };
+    Some(raw.into())
+}
+
+fn convert(raw: RawChild, file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
+    let span = span_of(file, &raw.referenced);
+    let Tagged(node, tag) = raw.value;
+    check_tag(&tag, &span)?;
+    let mut number = false;
+    let value = match node {
         RawNode::Null => Value::Null,
         RawNode::Bool(b) => Value::Bool(b),
-        RawNode::Int(i) => Value::Int(i),
-        RawNode::UInt(u) => Value::UInt(u),
-        RawNode::Float(f) => Value::Float(f),
+        RawNode::Int(i) => {
+            number = true;
+            Value::Int(i)
+        }
+        RawNode::UInt(u) => {
+            number = true;
+            Value::UInt(u)
+        }
+        RawNode::Float(f) => {
+            number = true;
+            Value::Float(f)
+        }
         RawNode::Str(s) => Value::Str(s),
-        RawNode::Seq(items) => Value::Seq(items.into_iter().map(|n| convert(n, file)).collect()),
-        RawNode::Map(entries) => Value::Map(
-            entries
+        RawNode::Seq(items) => Value::Seq(
+            items
                 .into_iter()
-                .map(|(k, v)| {
-                    let key = Key {
-                        name: k.value.0,
-                        span: Span::new(file, k.referenced.line(), k.referenced.column()),
-                    };
-                    (key, convert(v, file))
-                })
-                .collect(),
+                .map(|n| convert(n, file, text))
+                .collect::<Result<_, _>>()?,
         ),
+        RawNode::Map(entries) => {
+            let mut out = Vec::with_capacity(entries.len());
+            for (k, v) in entries {
+                let key_span = span_of(file, &k.referenced);
+                let Tagged(RawKey(name), key_tag) = k.value;
+                check_tag(&key_tag, &key_span)?;
+                out.push((
+                    Key {
+                        name,
+                        span: key_span,
+                    },
+                    convert(v, file, text)?,
+                ));
+            }
+            Value::Map(out)
+        }
     };
-    Node { value, span }
+    let raw = if number {
+        scalar_text(text, &raw.defined)
+    } else {
+        None
+    };
+    Ok(Node { value, span, raw })
 }
+
+/// A child node with where it was written and its explicit tag, if any.
+type RawChild = Spanned<Tagged<RawNode>>;
 
 /// What serde-saphyr fills in, with a span on each child.
 enum RawNode {
@@ -379,8 +480,8 @@ enum RawNode {
     UInt(u64),
     Float(f64),
     Str(String),
-    Seq(Vec<Spanned<RawNode>>),
-    Map(Vec<(Spanned<RawKey>, Spanned<RawNode>)>),
+    Seq(Vec<RawChild>),
+    Map(Vec<(Spanned<Tagged<RawKey>>, RawChild)>),
 }
 
 /// Mapping keys: strings, or scalars used as keys (`200:` in an OpenAPI response map).
@@ -426,7 +527,7 @@ impl<'de> Deserialize<'de> for RawNode {
                 mut a: A,
             ) -> Result<RawNode, A::Error> {
                 let mut items = Vec::new();
-                while let Some(item) = a.next_element::<Spanned<RawNode>>()? {
+                while let Some(item) = a.next_element::<RawChild>()? {
                     items.push(item);
                 }
                 Ok(RawNode::Seq(items))
@@ -436,7 +537,7 @@ impl<'de> Deserialize<'de> for RawNode {
                 mut a: A,
             ) -> Result<RawNode, A::Error> {
                 let mut entries = Vec::new();
-                while let Some(entry) = a.next_entry::<Spanned<RawKey>, Spanned<RawNode>>()? {
+                while let Some(entry) = a.next_entry::<Spanned<Tagged<RawKey>>, RawChild>()? {
                     entries.push(entry);
                 }
                 Ok(RawNode::Map(entries))
@@ -550,5 +651,46 @@ mod tests {
         let n = parse("f.yaml", "routes:\n  - name: a\n    timeout: soon\n").unwrap();
         let e = n.decode::<Doc>("").unwrap_err();
         assert_eq!((e.span.line, e.span.column), (3, 14), "{e}");
+    }
+
+    #[test]
+    fn numbers_keep_the_text_they_were_written_as() {
+        let n = parse(
+            "f.yaml",
+            "a: 0x62A7DA2E14\nb: 4234_5678_9012\nc: {d: +123456789012, e: 1.2e11}\nf: [123456789012.0, 7]\ng: &x 12 # note\nh: *x\ni: \"12\"\n",
+        )
+        .unwrap();
+        let raw = |n: &Node| n.raw.as_deref().map(str::to_string);
+        assert_eq!(raw(n.get("a").unwrap()).as_deref(), Some("0x62A7DA2E14"));
+        assert_eq!(raw(n.get("b").unwrap()).as_deref(), Some("4234_5678_9012"));
+        let c = n.get("c").unwrap();
+        assert_eq!(raw(c.get("d").unwrap()).as_deref(), Some("+123456789012"));
+        assert_eq!(raw(c.get("e").unwrap()).as_deref(), Some("1.2e11"));
+        let Value::Seq(f) = &n.get("f").unwrap().value else {
+            panic!()
+        };
+        assert_eq!(raw(&f[0]).as_deref(), Some("123456789012.0"));
+        assert_eq!(raw(&f[1]).as_deref(), Some("7"));
+        assert_eq!(raw(n.get("g").unwrap()).as_deref(), Some("12"));
+        assert_eq!(raw(n.get("h").unwrap()).as_deref(), Some("12"));
+        assert_eq!(raw(n.get("i").unwrap()), None);
+    }
+
+    #[test]
+    fn tags_that_change_or_decode_a_value_are_refused_where_written() {
+        for (doc, tag, line) in [
+            ("a: 1\nkey: !!binary aGVsbG8=\n", "!!binary", 2),
+            ("a:\n  - !!int \"12\"\n", "!!int", 2),
+            ("a: !!bool \"true\"\n", "!!bool", 1),
+            ("a: !!float 1\n", "!!float", 1),
+            ("a:\n  b: !!null x\n", "!!null", 2),
+            ("!!binary aGVsbG8=: x\n", "!!binary", 1),
+        ] {
+            let e = parse("f.yaml", doc).unwrap_err();
+            assert_eq!(e.span.line, line, "{doc}: {e}");
+            assert!(e.message.contains(tag), "{doc}: {e}");
+        }
+        let n = parse("f.yaml", "a: !!str 012\nb: !!map {c: 1}\nd: !!seq [1]\n").unwrap();
+        assert_eq!(n.get("a").unwrap().as_str(), Some("012"));
     }
 }

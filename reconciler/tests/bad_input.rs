@@ -20,7 +20,9 @@
 //! ```
 //!
 //! A `find` must occur exactly once in its file. `message` is a substring of the reported
-//! message (without the trailing ` (account ...)`).
+//! message (without the trailing ` (account ...)`). With `exact: true`, the expected problems
+//! must also be all that is reported: one mistake, one error, where it was made (not one per
+//! account it affects).
 
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Output};
@@ -49,6 +51,20 @@ const REQUIRED: &[&str] = &[
     "malformed-jwks-n-not-base64",
     "account-in-no-wave",
     "several-problems-in-different-files",
+    "patch-duplicate-host",
+    "overlay-duplicate-host",
+    "patch-wrong-type-replaces-list",
+    "patch-replaced-map-missing-field",
+    "wave-stage-typo",
+    "wave-selects-no-account",
+    "wave-empty-because-accounts-broken",
+    "account-stage-names-wave-stages",
+    "account-id-hex",
+    "account-id-underscores",
+    "account-id-exponent",
+    "account-id-decimal-point",
+    "account-id-plus-sign",
+    "binary-tag",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -57,6 +73,9 @@ struct Fixture {
     description: String,
     edits: Vec<Edit>,
     expect: Vec<Expect>,
+    /// The expected problems are the only ones reported.
+    #[serde(default)]
+    exact: bool,
 }
 
 /// Either `find` + `replace` (in an existing file) or `write` (the whole file).
@@ -316,6 +335,14 @@ fn check(fixture: &Fixture) -> Result<(), String> {
                 json_failed = true;
             }
             let errors = doc["errors"].as_array().cloned().unwrap_or_default();
+            if fixture.exact && errors.len() != expected.len() {
+                failures.push(format!(
+                    "`validate --format json` reported {} problems, expected exactly {}",
+                    errors.len(),
+                    expected.len()
+                ));
+                json_failed = true;
+            }
             for (e, (file, line, column)) in &expected {
                 let found = errors.iter().any(|err| {
                     err["file"].as_str() == Some(*file)
@@ -500,6 +527,7 @@ fn the_harness_rejects_wrong_expectations_and_ambiguous_edits() {
             location: location.into(),
             message: message.into(),
         }],
+        exact: false,
     };
     let right = fixture(
         "  region: us-east-1\n",

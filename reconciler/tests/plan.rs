@@ -21,6 +21,14 @@ use fleetgate::target::{FanOut, FileTarget};
 use serde_json::Value;
 use support::{code, edit, example_git_repo, git, json, stderr, stdout};
 
+/// An empty `file://` target directory (a fleet never deployed) in `dir`: a missing one is
+/// an error for every command but `apply`.
+fn empty_target(dir: &Path) -> String {
+    let deployed = dir.join("deployed");
+    std::fs::create_dir_all(&deployed).expect("mkdir deployed");
+    format!("file://{}", deployed.display())
+}
+
 /// A config repo in git and an empty file target, in one temp dir.
 struct Fleet {
     tmp: tempfile::TempDir,
@@ -33,7 +41,7 @@ impl Fleet {
         let tmp = tempfile::tempdir().expect("tempdir");
         let repo = tmp.path().join("config");
         example_git_repo(&repo);
-        let target = format!("file://{}", tmp.path().join("deployed").display());
+        let target = empty_target(tmp.path());
         Fleet { tmp, repo, target }
     }
 
@@ -45,7 +53,7 @@ impl Fleet {
         git(&repo, &["init", "-q", "-b", "main"]);
         git(&repo, &["add", "."]);
         git(&repo, &["commit", "-q", "-m", "generated fleet"]);
-        let target = format!("file://{}", tmp.path().join("deployed").display());
+        let target = empty_target(tmp.path());
         Fleet { tmp, repo, target }
     }
 
@@ -566,7 +574,13 @@ fn bad_input_fails_clearly_or_stays_with_its_account() {
     );
     let out = fleet.apply();
     assert_eq!(code(&out), 1);
-    assert!(!fleet.target_dir().exists(), "nothing applied");
+    assert!(
+        std::fs::read_dir(fleet.target_dir())
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing applied"
+    );
     git(&fleet.repo, &["revert", "--no-edit", "HEAD"]);
 
     // A corrupt pointer and a tampered bundle: those accounts are reported, the rest planned.
