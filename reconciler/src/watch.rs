@@ -784,6 +784,11 @@ impl Looper {
                 .await
             {
                 Ok(t) => {
+                    // The daemon applies, so like `apply` it creates a missing file:// root.
+                    let t = match t {
+                        AnyTarget::File(f) => AnyTarget::File(f.create_if_missing()),
+                        other => other,
+                    };
                     if self.lease.is_none() {
                         match self.lease_store(&t, prepared.fleet.as_ref()) {
                             Ok(store) => {
