@@ -517,7 +517,7 @@ fn wave_plans(context: &Context, accounts: &[AccountPlan]) -> Vec<WavePlan> {
 /// How one position (an occurrence of some account's value) is written in a group: as the
 /// text it is, the same in every account of the group, or as the variable whose value it
 /// is in each of them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Rep {
     Literal(usize),
     Variable(String),
@@ -629,7 +629,8 @@ fn best_rep(
     accounts: &[(usize, usize)],
     allowed: &dyn Fn(&Rep) -> bool,
 ) -> Option<Rep> {
-    let mut support: Vec<(Rep, usize, usize)> = Vec::new();
+    // Per way of writing: how many accounts support it, and the first of them.
+    let mut support: BTreeMap<Rep, (usize, usize)> = BTreeMap::new();
     for &(i, value) in accounts {
         let mut reps = vec![Rep::Literal(value)];
         reps.extend(
@@ -639,15 +640,12 @@ fn best_rep(
                 .map(|n| Rep::Variable(n.to_string())),
         );
         for rep in reps.into_iter().filter(|r| allowed(r)) {
-            match support.iter_mut().find(|(r, _, _)| *r == rep) {
-                Some((_, n, _)) => *n += 1,
-                None => support.push((rep, 1, i)),
-            }
+            support.entry(rep).or_insert((0, i)).0 += 1;
         }
     }
     support
         .into_iter()
-        .min_by(|(ra, na, fa), (rb, nb, fb)| {
+        .min_by(|(ra, (na, fa)), (rb, (nb, fb))| {
             let kind = |r: &Rep| match r {
                 Rep::Literal(_) => 0,
                 Rep::Variable(_) => 1,
@@ -661,7 +659,7 @@ fn best_rep(
                     _ => std::cmp::Ordering::Equal,
                 })
         })
-        .map(|(r, _, _)| r)
+        .map(|(r, _)| r)
 }
 
 /// Groups creates and updates whose changes are the same once each account's own values
@@ -973,5 +971,34 @@ mod tests {
             assert!(g.variables.is_empty(), "{g:#?}");
             assert!(!g.diff.contains("${"), "{}", g.diff);
         }
+    }
+
+    #[test]
+    fn accounts_naming_each_others_ids_are_each_their_own_group() {
+        let n = 300;
+        let id = |i: usize| format!("{:012}", 100_000_000_000 + i);
+        let mut accounts: Vec<AccountPlan> = (0..n)
+            .map(|i| {
+                let peer = id((i + 1) % n);
+                update(
+                    &format!("a{i:03}"),
+                    "r",
+                    &format!("/old/{peer}"),
+                    &format!("/new/{peer}"),
+                )
+            })
+            .collect();
+        let v: Vec<Vars> = (0..n)
+            .map(|i| vars(&format!("a{i:03}"), &id(i), "us-east-1", &format!("t{i}")))
+            .collect();
+        let groups = group(&mut accounts, &v);
+        assert_eq!(groups.len(), n);
+        assert!(
+            groups
+                .iter()
+                .all(|g| g.accounts.len() == 1 && g.variables.is_empty())
+        );
+        assert_eq!(groups[0].accounts, ["a000"], "by first account");
+        assert!(groups[0].diff.contains(&id(1)), "{}", groups[0].diff);
     }
 }
