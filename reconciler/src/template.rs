@@ -1,6 +1,10 @@
 //! `${account.*}` variables in manifest strings (backend URLs, hosts, issuer URLs, bucket
 //! names). Expanded after merging, on every string of the tree, so an unknown variable is an
 //! error at its own line. `$${` writes a literal `${`.
+//!
+//! [`Values`] and [`write_template`] go the other way, for the plan: they find accounts'
+//! values in a text and write them back as the variables they stand for, so changes that
+//! differ only in account values read (and group) as one template.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +36,24 @@ impl Vars {
             values.insert(format!("account.labels.{k}"), v.clone());
         }
         Vars { values }
+    }
+
+    /// The values of an account as its rendered bundle records them (the same ones
+    /// [`Vars::for_account`] is given when the bundle is rendered).
+    pub fn of_bundle(account: &fleetgate_gateway::bundle::AccountInfo) -> Vars {
+        Vars::for_account(
+            &account.name,
+            &account.id,
+            &account.region,
+            &account.stage,
+            &account.tenant,
+            &account.labels,
+        )
+    }
+
+    /// Every variable with its value, by variable name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Expands one string.
@@ -93,6 +115,185 @@ impl Vars {
     }
 }
 
+/// How specific a variable is, for a value several variables share: an id or a region says
+/// more than a stage or a label that happens to read the same.
+pub(crate) fn specificity(variable: &str) -> (u8, &str) {
+    let rank = match variable {
+        "account.id" => 0,
+        "account.region" => 1,
+        "account.name" => 2,
+        "account.tenant" => 3,
+        "account.stage" => 4,
+        _ => 5,
+    };
+    (rank, variable)
+}
+
+impl Vars {
+    /// The variables whose value is `value`, most specific first.
+    pub fn variables_with(&self, value: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .values
+            .iter()
+            .filter(|(_, v)| v.as_str() == value)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        names.sort_by_key(|n| specificity(n));
+        names
+    }
+}
+
+/// Whether a character continues a token: a value found next to one is part of a longer
+/// word or number (`eu` in `europe`, `12` in `123`), not an account's value.
+fn joins(c: char) -> bool {
+    c.is_alphanumeric()
+}
+
+/// The first run of letters and digits of a text starting with one.
+fn first_run(text: &str) -> &str {
+    let end = text
+        .char_indices()
+        .find(|(_, c)| !joins(*c))
+        .map_or(text.len(), |(i, _)| i);
+    &text[..end]
+}
+
+/// The `${account.*}` values of a set of accounts, to find in text: the inverse of
+/// [`Vars::expand`], for the plan, which writes the values of each account's changes back as
+/// the variables they stand for, so changes that differ only in those values group.
+#[derive(Debug, Clone, Default)]
+pub struct Values {
+    /// Distinct non-empty values.
+    values: Vec<String>,
+    /// Values that start with a letter or digit, by that first run (`us` for `us-east-1`),
+    /// each list longest first.
+    by_run: std::collections::HashMap<String, Vec<usize>>,
+    /// Values that start with another character (rare: a label value), longest first.
+    other: Vec<usize>,
+}
+
+/// One occurrence of a value in a text: `text[start..end]` is value number `value`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occurrence {
+    pub start: usize,
+    pub end: usize,
+    pub value: usize,
+}
+
+impl Values {
+    pub fn new<'a>(accounts: impl IntoIterator<Item = &'a Vars>) -> Values {
+        let distinct: std::collections::BTreeSet<&str> = accounts
+            .into_iter()
+            .flat_map(|v| v.values.values().map(String::as_str))
+            .filter(|v| !v.is_empty())
+            .collect();
+        let values: Vec<String> = distinct.into_iter().map(str::to_string).collect();
+        let mut by_run: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        let mut other = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            if v.starts_with(joins) {
+                by_run.entry(first_run(v).to_string()).or_default().push(i);
+            } else {
+                other.push(i);
+            }
+        }
+        let longest_first = |list: &mut Vec<usize>| {
+            list.sort_by(|a, b| values[*b].len().cmp(&values[*a].len()).then(a.cmp(b)));
+        };
+        by_run.values_mut().for_each(longest_first);
+        longest_first(&mut other);
+        Values {
+            values,
+            by_run,
+            other,
+        }
+    }
+
+    /// Value number `i`.
+    pub fn value(&self, i: usize) -> &str {
+        self.values.get(i).map_or("", String::as_str)
+    }
+
+    /// Where the values occur as whole tokens (no letter or digit right before or after,
+    /// no `$` right before), sorted by position. Longer values are placed first and
+    /// occurrences never overlap, so a tenant inside the account name that contains it is
+    /// found once, as the name.
+    pub fn find(&self, text: &str) -> Vec<Occurrence> {
+        let mut candidates: Vec<Occurrence> = Vec::new();
+        let mut consider = |start: usize, value: usize| {
+            let v = &self.values[value];
+            let end = start + v.len();
+            if !text[start..].starts_with(v.as_str()) {
+                return;
+            }
+            let before = text[..start].chars().next_back();
+            let after = text[end..].chars().next();
+            if !before.is_some_and(|c| joins(c) || c == '$') && !after.is_some_and(joins) {
+                candidates.push(Occurrence { start, end, value });
+            }
+        };
+        let mut previous: Option<char> = None;
+        for (i, c) in text.char_indices() {
+            if joins(c)
+                && !previous.is_some_and(joins)
+                && let Some(list) = self.by_run.get(first_run(&text[i..]))
+            {
+                for &value in list {
+                    consider(i, value);
+                }
+            }
+            previous = Some(c);
+        }
+        for &value in &self.other {
+            let v = self.values[value].as_str();
+            let mut from = 0;
+            while let Some(at) = text[from..].find(v) {
+                consider(from + at, value);
+                from += at + v.chars().next().map_or(1, char::len_utf8);
+            }
+        }
+        candidates.sort_by(|a, b| {
+            (b.end - b.start, a.start, a.value).cmp(&(a.end - a.start, b.start, b.value))
+        });
+        let mut found: Vec<Occurrence> = Vec::new();
+        for o in candidates {
+            // Sorted by start: the neighbours are the only candidates for an overlap.
+            let slot = found.partition_point(|f| f.start < o.start);
+            let overlaps = found.get(slot).is_some_and(|f| f.start < o.end)
+                || slot
+                    .checked_sub(1)
+                    .and_then(|i| found.get(i))
+                    .is_some_and(|f| f.end > o.start);
+            if !overlaps {
+                found.insert(slot, o);
+            }
+        }
+        found
+    }
+}
+
+/// `text` as a template: occurrence number `k` of `found` is written `${variable}` when
+/// `choose(k)` gives a variable and left as it is otherwise; every literal `${` is written
+/// `$${`, so [`Vars::expand`] gives the text back.
+pub fn write_template(
+    text: &str,
+    found: &[Occurrence],
+    choose: &dyn Fn(usize) -> Option<String>,
+) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (k, o) in found.iter().enumerate() {
+        let Some(name) = choose(k) else { continue };
+        out.push_str(&text[at..o.start].replace("${", "$${"));
+        out.push_str("${");
+        out.push_str(&name);
+        out.push('}');
+        at = o.end;
+    }
+    out.push_str(&text[at..].replace("${", "$${"));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +337,82 @@ mod tests {
         assert!(
             e.contains("unclosed") && !e.contains("s3cr3t"),
             "errors never quote the string: {e}"
+        );
+    }
+
+    /// `text` with every value of `vars` found written as its most specific variable.
+    fn templated(vars: &Vars, text: &str) -> String {
+        let values = Values::new([vars]);
+        let found = values.find(text);
+        let out = write_template(text, &found, &|k| {
+            let v = values.value(found[k].value);
+            vars.variables_with(v).first().map(|n| n.to_string())
+        });
+        assert_eq!(
+            vars.expand(&out).unwrap(),
+            text,
+            "the template gives the text back"
+        );
+        out
+    }
+
+    #[test]
+    fn values_become_variables_at_token_boundaries_longest_first() {
+        let v = vars();
+        assert_eq!(
+            templated(
+                &v,
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:fleetgate/idp/key"
+            ),
+            "arn:aws:secretsmanager:${account.region}:${account.id}:secret:fleetgate/idp/key"
+        );
+        // The tenant is inside the name; the longer value wins.
+        assert_eq!(
+            templated(&v, "https://api.acme-prod.example/acme"),
+            "https://api.${account.name}.example/${account.tenant}"
+        );
+        // Never inside a longer run of letters or digits.
+        assert_eq!(
+            templated(
+                &v,
+                "acmecorp 1234567890123 product prodx eu-west-10 ueu-west-1"
+            ),
+            "acmecorp 1234567890123 product prodx eu-west-10 ueu-west-1"
+        );
+        // A literal `${` is escaped, so the template is unambiguous; `$acme` is not a value.
+        assert_eq!(
+            templated(&v, "${x} $acme {acme}"),
+            "$${x} $acme {${account.tenant}}"
+        );
+    }
+
+    #[test]
+    fn shared_values_take_the_most_specific_variable_and_placeholders_are_not_searched() {
+        let labels = BTreeMap::from([("tier".to_string(), "prod".to_string())]);
+        let v = Vars::for_account("a", "000000000001", "us-east-1", "prod", "a", &labels);
+        assert_eq!(v.variables_with("a"), ["account.name", "account.tenant"]);
+        assert_eq!(
+            v.variables_with("prod"),
+            ["account.stage", "account.labels.tier"]
+        );
+        assert_eq!(
+            templated(&v, "a banana, a-b, data, prod-db, products"),
+            "${account.name} banana, ${account.name}-b, data, ${account.stage}-db, products"
+        );
+        // Values of several accounts are found; a value that starts with punctuation too.
+        let w = Vars::for_account("name", "1", "account", "-x", "y", &BTreeMap::new());
+        let values = Values::new([&v, &w]);
+        let text = "name account -x us-east-1 a-x";
+        let found: Vec<&str> = values
+            .find(text)
+            .iter()
+            .map(|o| &text[o.start..o.end])
+            .collect();
+        assert_eq!(found, ["name", "account", "-x", "us-east-1", "a"]);
+        // What is written is not searched again (`account` and `name` are values of `w`).
+        assert_eq!(
+            templated(&w, "name account"),
+            "${account.name} ${account.region}"
         );
     }
 }

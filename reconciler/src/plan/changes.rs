@@ -206,6 +206,38 @@ pub fn between(old: &Bundle, new: &Bundle, redaction_key: &[u8]) -> Vec<Change> 
     out
 }
 
+/// Orders a summary for reading: what changes how requests are routed, authorized and
+/// forwarded (routes, auth policies, backends) first, then everything else (flags, gateway
+/// settings, the IdP, the account), and last the bookkeeping: routes whose only change is
+/// the service version they were generated from. A group's headline is its first change, so
+/// a service version bump leads with the routes and policies it brings. Stable within each
+/// rank, so the order stays the one [`between`] gives.
+pub fn order(changes: &mut [Change]) {
+    changes.sort_by_key(rank);
+}
+
+fn rank(change: &Change) -> u8 {
+    if is_bookkeeping(change) {
+        2
+    } else if matches!(change.area, Area::Route | Area::AuthPolicy | Area::Backend) {
+        0
+    } else {
+        1
+    }
+}
+
+/// A route changed in its `service` reference only (the spec version it was generated
+/// from): the change worth reading is in the routes and policies that version brings.
+fn is_bookkeeping(change: &Change) -> bool {
+    change.area == Area::Route
+        && change.op == Op::Changed
+        && !change.details.is_empty()
+        && change.details.iter().all(|d| {
+            let field = d.split(": ").next().unwrap_or_default();
+            field == "service" || field.starts_with("service.")
+        })
+}
+
 fn as_map(v: Option<&Value>) -> BTreeMap<String, Value> {
     v.and_then(Value::as_object)
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -438,5 +470,40 @@ mod tests {
         );
         assert!(!text.contains("TOPSECRET"), "{text}");
         assert!(between(&old, &old, b"k").is_empty());
+    }
+
+    #[test]
+    fn routes_and_policies_lead_and_service_bookkeeping_goes_last() {
+        let change = |area, op, name: &str, details: &[&str]| Change {
+            area,
+            op,
+            name: name.into(),
+            details: details.iter().map(ToString::to_string).collect(),
+        };
+        let mut changes = vec![
+            change(Area::Flag, Op::Changed, "beta", &["enabled: false -> true"]),
+            change(
+                Area::Route,
+                Op::Changed,
+                "a",
+                &["service.version: 3.1.0 -> 3.2.0"],
+            ),
+            change(
+                Area::Route,
+                Op::Changed,
+                "b",
+                &["auth.scopes: added", "service.version: 3.1.0 -> 3.2.0"],
+            ),
+            change(Area::Route, Op::Added, "c", &["GET /c"]),
+            change(
+                Area::AuthPolicy,
+                Op::Changed,
+                "partner",
+                &["leeway: 0s -> 5s"],
+            ),
+        ];
+        order(&mut changes);
+        let names: Vec<&str> = changes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["b", "c", "partner", "beta", "a"]);
     }
 }

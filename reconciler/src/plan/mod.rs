@@ -5,8 +5,9 @@
 //! Per account the action is `create` (never deployed), `update`, `no-change` or
 //! `unreachable` (its state could not be read or trusted); an update carries a semantic
 //! summary ([`changes`]) and a unified diff of the redacted, pretty canonical bundles
-//! ([`diff`]). Accounts whose change is identical are grouped, so a plan over 1,000 accounts
-//! reads as a handful of changes. Risky changes ([`risks`]) come first in every format.
+//! ([`diff`]). Accounts whose change is the same, once each account's own values are written
+//! as `${account.*}` variables, are grouped, so a plan over 1,000 accounts reads as a
+//! handful of changes. Risky changes ([`risks`]) come first in every format.
 //! Accounts deployed in the target but gone from git are listed as orphans and never deleted.
 
 pub mod changes;
@@ -22,6 +23,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::target::{AccountRef, ErrorClass, Observed};
+use crate::template::{Occurrence, Values, Vars, write_template};
 pub use changes::{Area, Change, Op};
 pub use risks::WarningKind;
 
@@ -147,7 +149,8 @@ pub struct Plan {
     pub base: Option<Revision>,
     pub head: Revision,
     pub target: String,
-    /// Identical changes, each shown once with the accounts it applies to. Updates first,
+    /// The same change, each shown once with the accounts it applies to (as a template when
+    /// it differs between them only in their `${account.*}` values). Updates first,
     /// then creates; within each, the biggest group first.
     pub groups: Vec<Group>,
     /// The rollout order: fleet.yaml's waves, each with the accounts it creates or updates.
@@ -232,19 +235,27 @@ pub struct WavePlan {
 }
 
 /// Accounts that share one change: the same action, the same summary and the same changed
-/// lines (context lines may differ: they can hold account ids and hosts).
+/// lines once each account's own values are written as `${account.*}` variables (context
+/// lines may differ: they can hold other accounts' values, or text that differs).
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Group {
     pub action: Action,
     pub accounts: Vec<String>,
+    /// The first account's summary, written as a template when `variables` is not empty.
     pub changes: Vec<Change>,
-    /// The first account's diff.
+    /// The first account's diff, written as a template when `variables` is not empty.
     pub diff: String,
     /// Set when the accounts' diffs differ in context lines only: the account whose context
     /// `diff` shows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_from: Option<String>,
+    /// The `${account.*}` variables `changes` and `diff` are written with, sorted. Each
+    /// stands for every account's own value (`${account.id}`: each account's id); a literal
+    /// `${` in such a group's text is written `$${`. Empty: the text is literally every
+    /// account's. Each account's own `changes` and `diff` (the plan's `accounts`) stay literal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
@@ -274,6 +285,9 @@ pub fn plan(
 ) -> Plan {
     let key = options.redaction_key.as_slice();
     let mut accounts: Vec<AccountPlan> = Vec::with_capacity(desired.len());
+    // Each account's `${account.*}` values, as its rendered bundle records them: grouping
+    // writes them back as variables.
+    let mut vars: Vec<Vars> = Vec::with_capacity(desired.len());
     let mut warnings: BTreeMap<(WarningKind, String), BTreeSet<String>> = BTreeMap::new();
     let mut sorted: Vec<&Desired> = desired.iter().collect();
     sorted.sort_by(|a, b| a.account.name.cmp(&b.account.name));
@@ -355,6 +369,7 @@ pub fn plan(
                     let old = redacted_pretty(bundle, key);
                     let new = redacted_pretty(&d.bundle, key);
                     entry.changes = changes::between(bundle, &d.bundle, key);
+                    changes::order(&mut entry.changes);
                     entry.diff = diff::unified(&old, &new, options.context_lines);
                     for risk in risks::between(bundle, &d.bundle) {
                         warnings
@@ -366,9 +381,10 @@ pub fn plan(
             }
         }
         accounts.push(entry);
+        vars.push(Vars::of_bundle(&d.bundle.account));
     }
 
-    let groups = group(&mut accounts);
+    let groups = group(&mut accounts, &vars);
     let count = |a: Action| accounts.iter().filter(|p| p.action == a).count();
     let orphans: Vec<String> = context
         .deployed
@@ -498,31 +514,220 @@ fn wave_plans(context: &Context, accounts: &[AccountPlan]) -> Vec<WavePlan> {
     waves
 }
 
-/// The lines of a diff that say what changes: hunk headers, additions, removals.
-fn changed_lines(diff: &str) -> String {
-    diff.lines()
-        .filter(|l| !l.starts_with(' '))
-        .flat_map(|l| [l, "\n"])
-        .collect()
+/// How one position (an occurrence of some account's value) is written in a group: as the
+/// text it is, the same in every account of the group, or as the variable whose value it
+/// is in each of them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Rep {
+    Literal(usize),
+    Variable(String),
 }
 
-/// Groups creates and updates with identical changes, and points each account at its group.
-/// Order: updates before creates, bigger groups first, then by first account.
-fn group(accounts: &mut [AccountPlan]) -> Vec<Group> {
-    let mut by_change: BTreeMap<(Action, String, &[Change]), Vec<usize>> = BTreeMap::new();
-    for (i, a) in accounts.iter().enumerate() {
-        if matches!(a.action, Action::Create | Action::Update) {
-            by_change
-                .entry((a.action, changed_lines(&a.diff), a.changes.as_slice()))
-                .or_default()
-                .push(i);
+/// The texts of one account's change, cut at the values found in them: the summary's
+/// strings and the diff's lines, each with its occurrences.
+struct Cut {
+    /// Per change: the name's occurrences, then each detail's.
+    changes: Vec<Vec<Vec<Occurrence>>>,
+    /// Per diff line: its occurrences.
+    lines: Vec<Vec<Occurrence>>,
+}
+
+impl Cut {
+    fn new(values: &Values, a: &AccountPlan) -> Cut {
+        Cut {
+            changes: a
+                .changes
+                .iter()
+                .map(|c| {
+                    std::iter::once(&c.name)
+                        .chain(&c.details)
+                        .map(|t| values.find(t))
+                        .collect()
+                })
+                .collect(),
+            lines: a.diff.lines().map(|l| values.find(l)).collect(),
         }
     }
-    let mut members: Vec<(Action, Vec<usize>)> = by_change
+}
+
+/// Whether a diff line says what changes (hunk header, `+`, `-`) rather than giving context.
+fn is_changed_line(line: &str) -> bool {
+    !line.starts_with(' ')
+}
+
+/// The form of one account's change with every value found left out: what a group needs in
+/// common (with the action). Hashed, so 1,000 creates (whole bundles) stay small. `context`
+/// adds the diff's context lines.
+fn skeleton(action: Action, a: &AccountPlan, cut: &Cut, context: bool) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    let mut piece = |text: &str, found: &[Occurrence]| {
+        let mut at = 0;
+        for o in found {
+            h.update([0]);
+            h.update(((o.start - at) as u64).to_le_bytes());
+            h.update(&text.as_bytes()[at..o.start]);
+            h.update([1]);
+            at = o.end;
+        }
+        h.update([0]);
+        h.update(((text.len() - at) as u64).to_le_bytes());
+        h.update(&text.as_bytes()[at..]);
+        h.update([2]);
+    };
+    piece(action.as_str(), &[]);
+    for (c, found) in a.changes.iter().zip(&cut.changes) {
+        piece(c.area.as_str(), &[]);
+        piece(c.op.as_str(), &[]);
+        piece(&c.details.len().to_string(), &[]);
+        for (text, f) in std::iter::once(&c.name).chain(&c.details).zip(found) {
+            piece(text, f);
+        }
+    }
+    for (line, found) in a.diff.lines().zip(&cut.lines) {
+        if context || is_changed_line(line) {
+            piece(line, found);
+        }
+    }
+    h.update([3]);
+    h.finalize().into()
+}
+
+/// The values at the positions a group is keyed on (summary, then changed lines), in order.
+fn key_positions(a: &AccountPlan, cut: &Cut) -> Vec<usize> {
+    let changes = cut.changes.iter().flatten().flatten();
+    let lines = a
+        .diff
+        .lines()
+        .zip(&cut.lines)
+        .filter(|(l, _)| is_changed_line(l))
+        .flat_map(|(_, f)| f);
+    changes.chain(lines).map(|o| o.value).collect()
+}
+
+/// Each account of `set` with the value it has at key position `p`.
+fn column(positions: &BTreeMap<usize, Vec<usize>>, set: &[usize], p: usize) -> Vec<(usize, usize)> {
+    set.iter().map(|&i| (i, positions[&i][p])).collect()
+}
+
+/// Whether account `a` (with `vars`) has `rep` where its text holds value `value`.
+fn supports(values: &Values, vars: &Vars, value: usize, rep: &Rep) -> bool {
+    match rep {
+        Rep::Literal(v) => *v == value,
+        Rep::Variable(name) => vars
+            .variables_with(values.value(value))
+            .contains(&name.as_str()),
+    }
+}
+
+/// The way of writing one position that the most of `accounts` (each with the value it has
+/// there) support, among those `allowed`; a literal on a tie (a group whose accounts share a
+/// value shows it), then the earliest account's, then the most specific variable.
+fn best_rep(
+    values: &Values,
+    vars: &[Vars],
+    accounts: &[(usize, usize)],
+    allowed: &dyn Fn(&Rep) -> bool,
+) -> Option<Rep> {
+    // Per way of writing: how many accounts support it, and the first of them.
+    let mut support: BTreeMap<Rep, (usize, usize)> = BTreeMap::new();
+    for &(i, value) in accounts {
+        let mut reps = vec![Rep::Literal(value)];
+        reps.extend(
+            vars[i]
+                .variables_with(values.value(value))
+                .into_iter()
+                .map(|n| Rep::Variable(n.to_string())),
+        );
+        for rep in reps.into_iter().filter(|r| allowed(r)) {
+            support.entry(rep).or_insert((0, i)).0 += 1;
+        }
+    }
+    support
         .into_iter()
-        .map(|((action, _, _), idx)| (action, idx))
+        .min_by(|(ra, (na, fa)), (rb, (nb, fb))| {
+            let kind = |r: &Rep| match r {
+                Rep::Literal(_) => 0,
+                Rep::Variable(_) => 1,
+            };
+            (std::cmp::Reverse(*na), kind(ra), *fa)
+                .cmp(&(std::cmp::Reverse(*nb), kind(rb), *fb))
+                .then_with(|| match (ra, rb) {
+                    (Rep::Variable(a), Rep::Variable(b)) => {
+                        crate::template::specificity(a).cmp(&crate::template::specificity(b))
+                    }
+                    _ => std::cmp::Ordering::Equal,
+                })
+        })
+        .map(|(r, _)| r)
+}
+
+/// Groups creates and updates whose changes are the same once each account's own values
+/// (`${account.*}`: id, region, name, tenant, stage, labels) are written as variables, and
+/// points each account at its group.
+///
+/// Every value of every planned account is found in each account's summary and changed diff
+/// lines (whole tokens only, longest first). Accounts whose texts agree everywhere else are
+/// candidates for one group. Then each position where a value was found is decided in turn,
+/// by what the most remaining accounts have in common there: the same text (shown as it
+/// is), or each its own value of one variable (shown as `${account.region}`); a tie goes to
+/// the text. Accounts that do not fit a decision wait for the next group; the positions are
+/// then decided again for the accounts that stayed. So a fleet-wide
+/// rotation whose secret ARN holds each account's region and id is one group showing
+/// `${account.region}:${account.id}`, while a value every account writes literally (a region
+/// that is also some accounts' own, a stage word inside a host) stays text and splits no one.
+///
+/// Order: updates before creates, bigger groups first, then by first account.
+fn group(accounts: &mut [AccountPlan], vars: &[Vars]) -> Vec<Group> {
+    let planned: Vec<usize> = (0..accounts.len())
+        .filter(|&i| matches!(accounts[i].action, Action::Create | Action::Update))
         .collect();
-    members.sort_by(|(a, x), (b, y)| {
+    let values = Values::new(planned.iter().map(|&i| &vars[i]));
+    let mut cuts: BTreeMap<usize, Cut> = BTreeMap::new();
+    let mut buckets: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
+    let mut positions: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &i in &planned {
+        let a = &accounts[i];
+        let cut = Cut::new(&values, a);
+        buckets
+            .entry(skeleton(a.action, a, &cut, false))
+            .or_default()
+            .push(i);
+        positions.insert(i, key_positions(a, &cut));
+        cuts.insert(i, cut);
+    }
+
+    let mut members: Vec<(Action, Vec<usize>, Vec<Rep>)> = Vec::new();
+    for bucket in buckets.into_values() {
+        let mut remaining = bucket;
+        while let Some(&first) = remaining.first() {
+            let mut set = remaining.clone();
+            let mut reps = Vec::new();
+            let count = positions[&first].len();
+            for p in 0..count {
+                let here = column(&positions, &set, p);
+                // Every account supports its own text, so there is always a choice.
+                let rep = best_rep(&values, vars, &here, &|_| true)
+                    .unwrap_or(Rep::Literal(positions[&first][p]));
+                set.retain(|&i| supports(&values, &vars[i], positions[&i][p], &rep));
+                reps.push(rep);
+            }
+            // Decided again for the accounts that stayed: a position decided for a wider
+            // set may be text they all share (every one of them supports the first choice,
+            // so whatever wins now, all of them do).
+            let reps: Vec<Rep> = (0..reps.len())
+                .map(|p| {
+                    let here = column(&positions, &set, p);
+                    best_rep(&values, vars, &here, &|_| true).unwrap_or_else(|| reps[p].clone())
+                })
+                .collect();
+            let taken: BTreeSet<usize> = set.iter().copied().collect();
+            remaining.retain(|i| !taken.contains(i));
+            members.push((accounts[first].action, set, reps));
+        }
+    }
+
+    members.sort_by(|(a, x, _), (b, y, _)| {
         let rank = |a: &Action| if *a == Action::Update { 0 } else { 1 };
         (rank(a), std::cmp::Reverse(x.len()), x[0]).cmp(&(
             rank(b),
@@ -531,21 +736,269 @@ fn group(accounts: &mut [AccountPlan]) -> Vec<Group> {
         ))
     });
     let mut groups = Vec::with_capacity(members.len());
-    for (g, (action, idx)) in members.into_iter().enumerate() {
-        let first = &accounts[idx[0]];
+    for (g, (action, idx, reps)) in members.into_iter().enumerate() {
+        let first = idx[0];
+        let (a, cut) = (&accounts[first], &cuts[&first]);
+
+        // Context lines are not what the group is keyed on: each of the first account's
+        // values there is written the way most of the accounts whose diff has the same form
+        // agree on; where one of them does not, the diff's context is the first account's.
+        let full = skeleton(action, a, cut, true);
+        let aligned: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|&i| skeleton(action, &accounts[i], &cuts[&i], true) == full)
+            .collect();
+        let mut context_differs = aligned.len() < idx.len();
+        let mut line_reps: Vec<Vec<Rep>> = Vec::with_capacity(cut.lines.len());
+        let mut next = cut.changes.iter().flatten().flatten().count();
+        for (n, (line, found)) in a.diff.lines().zip(&cut.lines).enumerate() {
+            if is_changed_line(line) {
+                line_reps.push(reps[next..next + found.len()].to_vec());
+                next += found.len();
+                continue;
+            }
+            let mut these = Vec::with_capacity(found.len());
+            for (k, o) in found.iter().enumerate() {
+                let here: Vec<(usize, usize)> = aligned
+                    .iter()
+                    .map(|&i| (i, cuts[&i].lines[n][k].value))
+                    .collect();
+                let own = |r: &Rep| supports(&values, &vars[first], o.value, r);
+                let rep = best_rep(&values, vars, &here, &own).unwrap_or(Rep::Literal(o.value));
+                context_differs |= here
+                    .iter()
+                    .any(|&(i, v)| !supports(&values, &vars[i], v, &rep));
+                these.push(rep);
+            }
+            line_reps.push(these);
+        }
+
+        let templated = reps
+            .iter()
+            .chain(line_reps.iter().flatten())
+            .any(|r| matches!(r, Rep::Variable(_)));
+        let mut used: BTreeSet<String> = BTreeSet::new();
+        let mut write = |text: &str, found: &[Occurrence], reps: &[Rep]| -> String {
+            if !templated {
+                return text.to_string();
+            }
+            for r in reps {
+                if let Rep::Variable(name) = r {
+                    used.insert(name.clone());
+                }
+            }
+            write_template(text, found, &|k| match reps.get(k) {
+                Some(Rep::Variable(name)) => Some(name.clone()),
+                _ => None,
+            })
+        };
+        let mut next = 0;
+        let changes: Vec<Change> = a
+            .changes
+            .iter()
+            .zip(&cut.changes)
+            .map(|(c, found)| {
+                let mut texts =
+                    std::iter::once(&c.name)
+                        .chain(&c.details)
+                        .zip(found)
+                        .map(|(t, f)| {
+                            let out = write(t, f, &reps[next..next + f.len()]);
+                            next += f.len();
+                            out
+                        });
+                let name = texts.next().unwrap_or_default();
+                Change {
+                    area: c.area,
+                    op: c.op,
+                    name,
+                    details: texts.collect(),
+                }
+            })
+            .collect();
+        let diff: String = a
+            .diff
+            .lines()
+            .zip(&cut.lines)
+            .zip(&line_reps)
+            .flat_map(|((line, found), reps)| [write(line, found, reps), "\n".to_string()])
+            .collect();
         groups.push(Group {
             action,
             accounts: idx.iter().map(|&i| accounts[i].name.clone()).collect(),
-            changes: first.changes.clone(),
-            diff: first.diff.clone(),
-            context_from: idx
-                .iter()
-                .any(|&i| accounts[i].diff != first.diff)
-                .then(|| first.name.clone()),
+            changes,
+            diff,
+            context_from: context_differs.then(|| a.name.clone()),
+            variables: used.into_iter().collect(),
         });
         for i in idx {
             accounts[i].group = Some(g);
         }
     }
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An update of `name` whose diff replaces `old` by `new` under one route.
+    fn update(name: &str, change: &str, old: &str, new: &str) -> AccountPlan {
+        AccountPlan {
+            name: name.into(),
+            account_id: String::new(),
+            action: Action::Update,
+            from: None,
+            to: String::new(),
+            deployed_commit: None,
+            note: None,
+            error: None,
+            group: None,
+            changes: vec![Change {
+                area: Area::Route,
+                op: Op::Changed,
+                name: change.into(),
+                details: vec!["upstreamPath: changed".into()],
+            }],
+            diff: format!(
+                "@@ gateway.routes[{change}] @@\n   \"{change}\": {{\n-  \"{old}\"\n+  \"{new}\"\n"
+            ),
+        }
+    }
+
+    fn vars(name: &str, id: &str, region: &str, tenant: &str) -> Vars {
+        Vars::for_account(name, id, region, "prod", tenant, &BTreeMap::new())
+    }
+
+    #[test]
+    fn an_account_named_like_a_word_of_the_change_groups_with_the_rest() {
+        // `orders` is an account's name and a route of every account.
+        let mut accounts = vec![
+            update(
+                "billing",
+                "orders.list",
+                "/v1/111111111111",
+                "/v2/111111111111",
+            ),
+            update(
+                "orders",
+                "orders.list",
+                "/v1/222222222222",
+                "/v2/222222222222",
+            ),
+            update(
+                "shipping",
+                "orders.list",
+                "/v1/333333333333",
+                "/v2/333333333333",
+            ),
+        ];
+        let v = [
+            vars("billing", "111111111111", "us-east-1", "b"),
+            vars("orders", "222222222222", "eu-west-1", "o"),
+            vars("shipping", "333333333333", "us-east-1", "s"),
+        ];
+        let groups = group(&mut accounts, &v);
+        assert_eq!(groups.len(), 1, "{groups:#?}");
+        let g = &groups[0];
+        assert_eq!(g.accounts, ["billing", "orders", "shipping"]);
+        assert_eq!(g.variables, ["account.id"]);
+        assert_eq!(g.changes[0].name, "orders.list");
+        assert!(g.diff.contains("+  \"/v2/${account.id}\""), "{}", g.diff);
+        assert!(g.diff.contains("routes[orders.list]"), "{}", g.diff);
+        assert!(g.context_from.is_none());
+        assert!(accounts.iter().all(|a| a.group == Some(0)));
+        assert!(
+            accounts[1].diff.contains("/v2/222222222222"),
+            "accounts stay literal"
+        );
+    }
+
+    #[test]
+    fn a_value_two_variables_share_is_written_as_the_one_the_group_shares() {
+        // acme's name is also its tenant; the others' texts hold their tenant.
+        let mut accounts = vec![
+            update(
+                "acme",
+                "r",
+                "https://acme.example/a",
+                "https://acme.example/b",
+            ),
+            update(
+                "globex-prod",
+                "r",
+                "https://globex.example/a",
+                "https://globex.example/b",
+            ),
+            update(
+                "hooli-prod",
+                "r",
+                "https://hooli.example/a",
+                "https://hooli.example/b",
+            ),
+        ];
+        let v = [
+            vars("acme", "111111111111", "us-east-1", "acme"),
+            vars("globex-prod", "222222222222", "us-east-1", "globex"),
+            vars("hooli-prod", "333333333333", "us-east-1", "hooli"),
+        ];
+        let groups = group(&mut accounts, &v);
+        assert_eq!(groups.len(), 1, "{groups:#?}");
+        assert_eq!(groups[0].variables, ["account.tenant"]);
+        assert!(
+            groups[0]
+                .diff
+                .contains("+  \"https://${account.tenant}.example/b\""),
+            "{}",
+            groups[0].diff
+        );
+    }
+
+    #[test]
+    fn different_changes_split_and_single_accounts_show_their_text() {
+        let mut accounts = vec![
+            update("a1", "r", "/x/111111111111", "/y/111111111111"),
+            update("a2", "r", "/x/222222222222", "/z/222222222222"),
+        ];
+        let v = [
+            vars("a1", "111111111111", "us-east-1", "t1"),
+            vars("a2", "222222222222", "us-east-1", "t2"),
+        ];
+        let groups = group(&mut accounts, &v);
+        assert_eq!(groups.len(), 2, "{groups:#?}");
+        for g in &groups {
+            assert!(g.variables.is_empty(), "{g:#?}");
+            assert!(!g.diff.contains("${"), "{}", g.diff);
+        }
+    }
+
+    #[test]
+    fn accounts_naming_each_others_ids_are_each_their_own_group() {
+        let n = 300;
+        let id = |i: usize| format!("{:012}", 100_000_000_000 + i);
+        let mut accounts: Vec<AccountPlan> = (0..n)
+            .map(|i| {
+                let peer = id((i + 1) % n);
+                update(
+                    &format!("a{i:03}"),
+                    "r",
+                    &format!("/old/{peer}"),
+                    &format!("/new/{peer}"),
+                )
+            })
+            .collect();
+        let v: Vec<Vars> = (0..n)
+            .map(|i| vars(&format!("a{i:03}"), &id(i), "us-east-1", &format!("t{i}")))
+            .collect();
+        let groups = group(&mut accounts, &v);
+        assert_eq!(groups.len(), n);
+        assert!(
+            groups
+                .iter()
+                .all(|g| g.accounts.len() == 1 && g.variables.is_empty())
+        );
+        assert_eq!(groups[0].accounts, ["a000"], "by first account");
+        assert!(groups[0].diff.contains(&id(1)), "{}", groups[0].diff);
+    }
 }
