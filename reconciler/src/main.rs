@@ -968,7 +968,8 @@ fn run_rollout<T: fleetgate::target::Target>(
     exec: &Executor<'_, T>,
 ) -> Result<RolloutReport> {
     let live = std::sync::Arc::new(std::sync::Mutex::new(exec.initial_report()));
-    let report = rt.block_on(exec.run(&live));
+    let mut report = rt.block_on(exec.run(&live));
+    fleetgate::redact::scrub_rollout(&mut report, fleetgate::redact::run_key());
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     let short = |d: &str| {
@@ -1592,10 +1593,11 @@ fn cmd_drift(
         .unwrap_or(50);
     let progress = StderrProgress::new();
     let fan = target_args.fan_out(fleet, &progress);
-    let report = match rt.block_on(fleetgate::drift::run(&repo, &head, &target, &fan, depth)) {
+    let mut report = match rt.block_on(fleetgate::drift::run(&repo, &head, &target, &fan, depth)) {
         Ok(r) => r,
         Err(e) => return report_pipeline_error(e),
     };
+    fleetgate::redact::scrub_drift(&mut report, fleetgate::redact::run_key());
     let text = match format {
         PlanFormat::Text => fleetgate::drift::text(&report),
         PlanFormat::Markdown => fleetgate::drift::markdown(&report),

@@ -24,7 +24,6 @@
 //! reader still tells "changed" from "unchanged", and nothing can be looked up across runs.
 
 use std::borrow::Cow;
-use std::io::Write as _;
 use std::sync::{LazyLock, OnceLock};
 
 use fleetgate_gateway::sensitive::fingerprint;
@@ -84,9 +83,10 @@ const DER_KEY: &str = concat!(
     r"(?:(?:\r?\n|\\r|\\n)?[A-Za-z0-9+/=]+)*",
 );
 
-/// A URL: scheme, then everything up to a character that ends a URL in prose, JSON, YAML
-/// flow or a Rust debug string.
-const URL: &str = r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\x22'`<>\\]+";
+/// A URL with userinfo, a query or a fragment (the parts that can carry a credential):
+/// scheme, then everything up to a character that ends a URL in prose, JSON, YAML flow or a
+/// Rust debug string.
+const URL: &str = r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\x22'`<>\\@?#]*[@?#][^\s\x22'`<>\\]*";
 
 /// Webhook URLs whose path is the credential.
 const WEBHOOK: &str = concat!(
@@ -195,6 +195,12 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
         (Rule::Quoted, quoted),
         (Rule::Assign, assign),
     ];
+    // Word boundaries are ASCII ones: every shape is ASCII, and they keep the scan on the
+    // fast engines whatever the text holds.
+    let patterns: Vec<(Rule, String)> = patterns
+        .into_iter()
+        .map(|(r, p)| (r, p.replace(r"\b", r"(?-u:\b)")))
+        .collect();
     let compile =
         |p: &str| Regex::new(p).unwrap_or_else(|e| unreachable!("redaction pattern {p}: {e}"));
     Rules {
@@ -351,11 +357,7 @@ const JWK_PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "k", "o
 /// Names of accounts and digests are identifiers the rollout follows and are left as they
 /// are (no rule matches them).
 pub fn scrub_plan(plan: &mut crate::plan::Plan, key: &[u8]) {
-    let s = |text: &mut String| {
-        if let Cow::Owned(clean) = scrub(text, key) {
-            *text = clean;
-        }
-    };
+    let s = |text: &mut String| scrub_in_place(text, key);
     let changes = |list: &mut Vec<crate::plan::Change>| {
         for c in list {
             s(&mut c.name);
@@ -378,44 +380,89 @@ pub fn scrub_plan(plan: &mut crate::plan::Plan, key: &[u8]) {
     }
 }
 
+/// Scrubs the texts of a rollout report: why accounts failed or were skipped, why the
+/// rollout stopped (a target's error may quote a URL with its credentials).
+pub fn scrub_rollout(report: &mut crate::rollout::RolloutReport, key: &[u8]) {
+    scrub_opt(&mut report.reason, key);
+    for wave in &mut report.waves {
+        for account in wave.accounts.values_mut() {
+            scrub_opt(&mut account.detail, key);
+        }
+    }
+}
+
+/// Scrubs the texts of a drift report: the repo and target as given, and each account's
+/// cause.
+pub fn scrub_drift(report: &mut crate::drift::DriftReport, key: &[u8]) {
+    scrub_in_place(&mut report.repo, key);
+    scrub_in_place(&mut report.target, key);
+    for account in &mut report.accounts {
+        scrub_opt(&mut account.cause, key);
+    }
+}
+
+fn scrub_in_place(text: &mut String, key: &[u8]) {
+    if let Cow::Owned(clean) = scrub(text, key) {
+        *text = clean;
+    }
+}
+
+fn scrub_opt(text: &mut Option<String>, key: &[u8]) {
+    if let Some(t) = text {
+        scrub_in_place(t, key);
+    }
+}
+
 /// Standard error for `tracing`'s fmt layer, every event scrubbed before it is written.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScrubbedStderr;
 
-/// One event's bytes, scrubbed and written to standard error when the event is complete.
-#[derive(Debug, Default)]
-pub struct ScrubbedEvent(Vec<u8>);
+/// One event's bytes, scrubbed with the run's key and written to `out` when the event is
+/// complete (the fmt layer writes an event, then drops its writer).
+#[derive(Debug)]
+pub struct ScrubbedEvent<W: std::io::Write> {
+    buf: Vec<u8>,
+    out: W,
+}
 
-impl std::io::Write for ScrubbedEvent {
+impl<W: std::io::Write> ScrubbedEvent<W> {
+    pub fn new(out: W) -> ScrubbedEvent<W> {
+        ScrubbedEvent {
+            buf: Vec::new(),
+            out,
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for ScrubbedEvent<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(buf);
+        self.buf.extend_from_slice(buf);
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        if self.0.is_empty() {
+        if self.buf.is_empty() {
             return Ok(());
         }
-        let text = String::from_utf8_lossy(&self.0);
+        let text = String::from_utf8_lossy(&self.buf);
         let clean = scrub_run(&text);
-        let mut err = std::io::stderr().lock();
-        let result = err.write_all(clean.as_bytes());
-        self.0.clear();
-        result
+        let result = self.out.write_all(clean.as_bytes());
+        self.buf.clear();
+        result.and_then(|()| self.out.flush())
     }
 }
 
-impl Drop for ScrubbedEvent {
+impl<W: std::io::Write> Drop for ScrubbedEvent<W> {
     fn drop(&mut self) {
-        let _ = self.flush();
+        let _ = std::io::Write::flush(self);
     }
 }
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ScrubbedStderr {
-    type Writer = ScrubbedEvent;
+    type Writer = ScrubbedEvent<std::io::Stderr>;
 
-    fn make_writer(&'a self) -> ScrubbedEvent {
-        ScrubbedEvent::default()
+    fn make_writer(&'a self) -> Self::Writer {
+        ScrubbedEvent::new(std::io::stderr())
     }
 }
 
@@ -578,6 +625,22 @@ mod tests {
             "{u}"
         );
         assert!(u.contains("&region=(sensitive:"), "{u}");
+    }
+
+    #[test]
+    fn log_events_are_scrubbed_before_they_are_written() {
+        use std::io::Write as _;
+        let mut out = Vec::new();
+        {
+            let mut event = ScrubbedEvent::new(&mut out);
+            // The fmt layer may write an event in pieces: a secret cut in two is still found.
+            write!(event, "level=warn url=https://h.example/x?token=PLANT").unwrap();
+            writeln!(event, "ED40 done").unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("PLANTED40"), "{text}");
+        assert!(text.starts_with("level=warn url=https://h.example/x?token=(sensitive:"));
+        assert!(text.ends_with(" done\n"), "{text}");
     }
 
     #[test]
