@@ -261,16 +261,16 @@ fn replace(rule: Rule, c: &Captures<'_>, key: &[u8]) -> String {
 }
 
 /// A `Bearer`/`Basic` credential rather than a word that follows the scheme name in prose
-/// ("bearer authentication"): long enough, and not a plain lower-case word.
+/// ("bearer authentication", "basic rate-limiting"): long enough, and with a digit, both
+/// cases, or base64 padding.
 fn looks_like_credential(s: &str) -> bool {
-    let s = s.trim_end_matches('=');
+    let bytes = s.as_bytes();
     s.len() >= 8
         && !s.starts_with(MARK)
-        && (s
-            .bytes()
-            .any(|b| b.is_ascii_digit() || b"._~+/-".contains(&b))
-            || (s.bytes().any(|b| b.is_ascii_uppercase())
-                && s.bytes().any(|b| b.is_ascii_lowercase())))
+        && (s.ends_with('=')
+            || bytes.iter().any(u8::is_ascii_digit)
+            || (bytes.iter().any(u8::is_ascii_uppercase)
+                && bytes.iter().any(u8::is_ascii_lowercase)))
 }
 
 /// A URL with its userinfo and the values of its query and fragment fingerprinted; scheme,
@@ -592,6 +592,7 @@ mod tests {
             "\"n\": \"yCdO_VbAs1NDZGnzkHSAmWgKwKDbCJ82xa_YnL1VmK8RqmZm8gkvWAP638m_Ke38eysXXI1EnzWJnxUARuIsjSUFoG7SA8vdOh0QytBAIgwaj2rYEPR2LwaTCg7SLMwEr5asHjDKe9uNytSsC2mF1IP1xZj4DKS641m\"",
             "-----BEGIN CERTIFICATE----- is public, but redacted anyway",
             "tokens signed with bearer authentication stop validating",
+            "enables basic rate-limiting for partner.example callers",
             "\"forwardClaims\": {\"sub\": \"X-Fleetgate-Subject\"}",
             "arn:aws:secretsmanager:us-east-1:423456789012:secret:fleetgate/idp/signing",
             "feature-flag task-management-for-enterprise-customers",

@@ -330,6 +330,16 @@ fn plant_valid(repo: &Path, secrets: &[Secret]) {
             secrets[4].value.replace('\n', " ")
         ),
     );
+    // A generated route carries the spec's upstream path into the bundle.
+    edit(
+        repo,
+        "services/orders/2.0.0/openapi.yaml",
+        "      operationId: listOrders\n",
+        &format!(
+            "      operationId: listOrders\n      x-fleetgate-upstream-path: \"/v2/orders/{}\"\n",
+            secrets[9].value
+        ),
+    );
     edit(
         repo,
         "services/orders/2.0.0/openapi.yaml",
