@@ -556,7 +556,27 @@ pub struct SigningKey {
     pub algorithm: SigningAlgorithm,
     /// Where the private key (PEM) is read at run time. The key itself is never in git or
     /// in a bundle.
+    #[serde(deserialize_with = "private_key_ref")]
     pub private_key: SecretRef,
+}
+
+/// Decodes a signing key's reference without ever echoing what was written: a private key
+/// pasted inline (instead of a reference) is refused, and the message says how to refer to
+/// it rather than repeating it.
+fn private_key_ref<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretRef, D::Error> {
+    SecretRef::deserialize(d).map_err(|e| {
+        let message = e.to_string();
+        // These name keys only; every other message may quote the value.
+        if message.starts_with("unknown field") || message.starts_with("missing field") {
+            e
+        } else {
+            serde::de::Error::custom(
+                "a signing key's privateKey is a reference to where the key is kept: exactly one of \
+                 {file: /absolute/path}, {env: NAME} or {awsSecretsManager: arn:...}; a private key \
+                 written into the repo is refused (value not shown)",
+            )
+        }
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -277,6 +277,16 @@ impl Checker {
     }
 
     fn secret_ref(&mut self, path: &BundlePath, r: &SecretRef) {
+        let (SecretRef::File(v) | SecretRef::Env(v) | SecretRef::AwsSecretsManager(v)) = r;
+        if v.contains("-----BEGIN") || v.contains(['\n', '\r']) {
+            // A key pasted where its reference belongs: say so without quoting it.
+            self.err(
+                path,
+                "holds secret material instead of a reference to it: name the file, \
+                 environment variable or Secrets Manager secret that holds it (value not shown)",
+            );
+            return;
+        }
         match r {
             SecretRef::File(p) if !p.starts_with('/') => {
                 self.err(path, format!("secret file {p:?} must be an absolute path"))

@@ -3,6 +3,10 @@
 //! Everything that reads a repo collects diagnostics instead of stopping at the first one, so
 //! a PR shows all its mistakes at once. The same mistake reached while rendering many
 //! accounts (a typo in an overlay 300 accounts select) is reported once, with the accounts.
+//!
+//! A message may quote what the author wrote (a parser's "invalid type: string ..."), and
+//! diagnostics go to CI logs and pull request comments: every message is scrubbed
+//! ([`crate::redact`]) when the diagnostic is made, so no consumer can print a secret.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,10 +24,16 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// The message is stored scrubbed: secret material in it is replaced by fingerprints.
     pub fn new(span: Span, message: impl Into<String>) -> Diagnostic {
+        let message = message.into();
+        let message = match crate::redact::scrub_run(&message) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(clean) => clean,
+        };
         Diagnostic {
             span,
-            message: message.into(),
+            message,
             accounts: Vec::new(),
         }
     }
@@ -42,7 +52,9 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.span, self.message)?;
+        // Scrubbed again: `message` is public and may have been changed since `new`.
+        let message = crate::redact::scrub_run(&self.message);
+        write!(f, "{}: {message}", self.span)?;
         match self.accounts.as_slice() {
             [] => Ok(()),
             [one] => write!(f, " (account {one})"),
@@ -59,7 +71,7 @@ pub struct DiagnosticJson<'a> {
     pub file: &'a str,
     pub line: u64,
     pub column: u64,
-    pub message: &'a str,
+    pub message: std::borrow::Cow<'a, str>,
     pub accounts: &'a [String],
 }
 
@@ -114,7 +126,7 @@ impl Diagnostics {
                 file: &d.span.file,
                 line: d.span.line,
                 column: d.span.column,
-                message: &d.message,
+                message: crate::redact::scrub_run(&d.message),
                 accounts: &d.accounts,
             })
             .collect();
@@ -155,5 +167,27 @@ mod tests {
             sorted[1].to_string(),
             "overlays/x/o.yaml:1:1: bad (accounts a and 2 more)"
         );
+    }
+
+    #[test]
+    fn messages_never_carry_secret_material() {
+        let pem =
+            "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqPLANTED\n-----END PRIVATE KEY-----\n";
+        let d = Diagnostic::in_file(
+            "base/idp.yaml",
+            format!("unknown variant `{pem}`, expected one of `file`, `env`"),
+        );
+        assert!(!d.message.contains("PLANTED"), "{}", d.message);
+        assert!(d.message.contains("(sensitive:"), "{}", d.message);
+        assert!(
+            d.message.ends_with("expected one of `file`, `env`"),
+            "{}",
+            d.message
+        );
+        let mut changed = d.clone();
+        changed.message = format!("later: {pem}");
+        assert!(!changed.to_string().contains("PLANTED"), "{changed}");
+        let json = Diagnostics::to_json(&[changed]).to_string();
+        assert!(!json.contains("PLANTED"), "{json}");
     }
 }

@@ -7,7 +7,8 @@
 //! - [`openapi`]: routes generated from services' OpenAPI specs;
 //! - [`merge`]: how overlays and patches apply; [`template`]: `${account.*}` variables;
 //! - [`render`]: one canonical bundle per account, compiled by the gateway's `compile()`;
-//! - [`validate`]: every problem of a repo at once; [`waves`]: rollout wave assignment.
+//! - [`validate`]: every problem of a repo at once; [`waves`]: rollout wave assignment;
+//! - [`redact`]: the one point every printed text goes through, secrets fingerprinted.
 
 pub mod affected;
 pub mod aws;
@@ -23,6 +24,7 @@ pub mod openapi;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod redact;
 pub mod render;
 pub mod repo;
 pub mod rollout;

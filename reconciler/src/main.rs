@@ -362,7 +362,12 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            let text = format!("{e:#}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {}",
+                fleetgate::redact::scrub_run(&text)
+            );
             ExitCode::FAILURE
         }
     }
@@ -602,7 +607,7 @@ fn init_logging_with(format: &str, default: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(fleetgate::redact::ScrubbedStderr);
     if format == "json" {
         builder
             .json()
@@ -722,14 +727,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// The key of the fingerprints that stand in for sensitive values: random per run, or
 /// FLEETGATE_REDACTION_KEY when outputs must compare across runs (keep it secret).
+/// The same key fingerprints secrets in diagnostics, errors and logs (`fleetgate::redact`).
 fn redaction_key() -> Result<Vec<u8>> {
-    if let Some(key) = std::env::var_os("FLEETGATE_REDACTION_KEY").filter(|k| !k.is_empty()) {
-        return Ok(key.as_encoded_bytes().to_vec());
-    }
-    let mut key = vec![0u8; 32];
-    getrandom::fill(&mut key)
-        .map_err(|e| anyhow::anyhow!("no randomness for the redaction key: {e}"))?;
-    Ok(key)
+    Ok(fleetgate::redact::run_key().to_vec())
 }
 
 /// Opens the repo and resolves the revisions; git errors name the ref or path.
@@ -747,7 +747,11 @@ fn report_pipeline_error(e: PipelineError) -> Result<ExitCode> {
             for d in diagnostics {
                 let _ = writeln!(err, "{d}");
             }
-            let _ = writeln!(err, "error: {e}");
+            let _ = writeln!(
+                err,
+                "error: {}",
+                fleetgate::redact::scrub_run(&e.to_string())
+            );
             Ok(ExitCode::FAILURE)
         }
         other => Err(other.into()),
@@ -1014,7 +1018,8 @@ fn run_rollout<T: fleetgate::target::Target>(
     exec: &Executor<'_, T>,
 ) -> Result<RolloutReport> {
     let live = std::sync::Arc::new(std::sync::Mutex::new(exec.initial_report()));
-    let report = rt.block_on(exec.run(&live));
+    let mut report = rt.block_on(exec.run(&live));
+    fleetgate::redact::scrub_rollout(&mut report, fleetgate::redact::run_key());
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     let short = |d: &str| {
@@ -1638,10 +1643,11 @@ fn cmd_drift(
         .unwrap_or(50);
     let progress = StderrProgress::new();
     let fan = target_args.fan_out(fleet, &progress);
-    let report = match rt.block_on(fleetgate::drift::run(&repo, &head, &target, &fan, depth)) {
+    let mut report = match rt.block_on(fleetgate::drift::run(&repo, &head, &target, &fan, depth)) {
         Ok(r) => r,
         Err(e) => return report_pipeline_error(e),
     };
+    fleetgate::redact::scrub_drift(&mut report, fleetgate::redact::run_key());
     let text = match format {
         PlanFormat::Text => fleetgate::drift::text(&report),
         PlanFormat::Markdown => fleetgate::drift::markdown(&report),

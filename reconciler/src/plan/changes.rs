@@ -2,7 +2,9 @@
 //! removed or changed, and what changed in the IdP, each with the fields that differ.
 //!
 //! Made from the redacted JSON of both bundles, so a sensitive value can only ever show as
-//! `(sensitive value changed)`.
+//! `(sensitive value changed)`. Secret material in other fields (a token pasted into a flag
+//! description) is fingerprinted by shape when the plan is made
+//! ([`crate::redact::scrub_plan`]), so its details read `(sensitive:...) -> (sensitive:...)`.
 
 use std::collections::BTreeMap;
 

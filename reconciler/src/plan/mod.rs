@@ -430,7 +430,7 @@ pub fn plan(
     });
 
     let waves = wave_plans(context, &accounts);
-    Plan {
+    let mut plan = Plan {
         warnings,
         format_version: PLAN_FORMAT_VERSION,
         summary,
@@ -443,7 +443,10 @@ pub fn plan(
         waves,
         accounts,
         orphans,
-    }
+    };
+    // Every text of the plan a reader sees, secret material fingerprinted.
+    crate::redact::scrub_plan(&mut plan, key);
+    plan
 }
 
 /// Whether a hold no longer stands: ignored by the caller, or superseded by the branch.
