@@ -54,12 +54,17 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Scrubbed again: `message` is public and may have been changed since `new`.
         let message = crate::redact::scrub_run(&self.message);
-        write!(f, "{}: {message}", self.span)?;
+        let mut line = format!("{}: {message}", self.span);
         match self.accounts.as_slice() {
-            [] => Ok(()),
-            [one] => write!(f, " (account {one})"),
-            [first, rest @ ..] => write!(f, " (accounts {first} and {} more)", rest.len()),
+            [] => {}
+            [one] => line.push_str(&format!(" (account {one})")),
+            [first, rest @ ..] => {
+                line.push_str(&format!(" (accounts {first} and {} more)", rest.len()))
+            }
         }
+        // File names, messages and account names come from the pull request: one line,
+        // no control or bidi character reaches the terminal or the CI log.
+        f.write_str(&crate::plan::format::one_line(&line))
     }
 }
 
@@ -73,6 +78,19 @@ pub struct DiagnosticJson<'a> {
     pub column: u64,
     pub message: std::borrow::Cow<'a, str>,
     pub accounts: &'a [String],
+}
+
+impl<'a> From<&'a Diagnostic> for DiagnosticJson<'a> {
+    /// The message scrubbed again: `message` is public and may have changed since `new`.
+    fn from(d: &'a Diagnostic) -> DiagnosticJson<'a> {
+        DiagnosticJson {
+            file: &d.span.file,
+            line: d.span.line,
+            column: d.span.column,
+            message: crate::redact::scrub_run(&d.message),
+            accounts: &d.accounts,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -120,16 +138,7 @@ impl Diagnostics {
     }
 
     pub fn to_json(list: &[Diagnostic]) -> serde_json::Value {
-        let items: Vec<DiagnosticJson<'_>> = list
-            .iter()
-            .map(|d| DiagnosticJson {
-                file: &d.span.file,
-                line: d.span.line,
-                column: d.span.column,
-                message: crate::redact::scrub_run(&d.message),
-                accounts: &d.accounts,
-            })
-            .collect();
+        let items: Vec<DiagnosticJson<'_>> = list.iter().map(DiagnosticJson::from).collect();
         serde_json::json!({ "valid": list.is_empty(), "errors": items })
     }
 }
@@ -189,5 +198,17 @@ mod tests {
         assert!(!changed.to_string().contains("PLANTED"), "{changed}");
         let json = Diagnostics::to_json(&[changed]).to_string();
         assert!(!json.contains("PLANTED"), "{json}");
+    }
+
+    #[test]
+    fn a_diagnostic_prints_on_one_line_without_control_characters() {
+        let d = Diagnostic::in_file("accounts/x\u{1b}[2J.yaml", "bad\nline\u{202e}txt")
+            .for_account("a\rb");
+        let shown = d.to_string();
+        assert!(
+            !shown.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("\\u{1b}"), "{shown}");
     }
 }

@@ -1120,20 +1120,16 @@ fn print_plan_leftovers(plan: &plan::Plan) {
     for a in &plan.accounts {
         match a.action {
             plan::Action::Unreachable => {
-                let _ = writeln!(
-                    err,
+                let line = format!(
                     "skipped {}: {}",
                     a.name,
                     a.note.as_deref().unwrap_or("unreachable")
                 );
+                let _ = writeln!(err, "{}", plan::format::one_line(&line));
             }
             plan::Action::Held => {
-                let _ = writeln!(
-                    err,
-                    "held {}: {}",
-                    a.name,
-                    a.note.as_deref().unwrap_or("held")
-                );
+                let line = format!("held {}: {}", a.name, a.note.as_deref().unwrap_or("held"));
+                let _ = writeln!(err, "{}", plan::format::one_line(&line));
             }
             _ => {}
         }

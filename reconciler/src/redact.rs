@@ -43,15 +43,10 @@ pub fn run_key() -> &'static [u8] {
             return key.as_encoded_bytes().to_vec();
         }
         let mut key = vec![0u8; 32];
-        if getrandom::fill(&mut key).is_err() {
-            // No randomness: a key nobody else has is still better than none; the
-            // process id and time make it differ from run to run.
-            let seed = format!(
-                "{}:{:?}",
-                std::process::id(),
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
-            );
-            key = seed.into_bytes();
+        if let Err(e) = getrandom::fill(&mut key) {
+            // A key derived from anything guessable (time, pid) would let a fingerprint be
+            // checked against guesses of a short secret: better to print nothing at all.
+            panic!("no randomness for the redaction key ({e}); set FLEETGATE_REDACTION_KEY");
         }
         key
     })

@@ -55,7 +55,7 @@ fn hostile(c: char) -> bool {
 
 /// The string on one line with nothing hidden: a line break or tab becomes a space, any
 /// other [`hostile`] character its visible escape (`\u{1b}`, `\u{202e}`).
-fn one_line(s: &str) -> Cow<'_, str> {
+pub fn one_line(s: &str) -> Cow<'_, str> {
     if !s.chars().any(hostile) {
         return Cow::Borrowed(s);
     }
@@ -232,17 +232,7 @@ pub fn invalid_json(inv: &InvalidHead<'_>) -> String {
         repo: inv.repo,
         base: inv.base,
         head: inv.head,
-        errors: inv
-            .errors
-            .iter()
-            .map(|d| DiagnosticJson {
-                file: &d.span.file,
-                line: d.span.line,
-                column: d.span.column,
-                message: &d.message,
-                accounts: &d.accounts,
-            })
-            .collect(),
+        errors: inv.errors.iter().map(DiagnosticJson::from).collect(),
     };
     let mut s = serde_json::to_string_pretty(&doc)
         .unwrap_or_else(|e| unreachable!("an error list always serializes: {e}"));
@@ -275,7 +265,7 @@ pub fn invalid_markdown(inv: &InvalidHead<'_>, limit: usize) -> String {
         let mut line = format!(
             "- {}: {}",
             md_code(&clip(&d.span.to_string(), 2 * NAME_CHARS)),
-            md_text(&clip(&d.message, ERROR_CHARS))
+            md_text(&clip(&crate::redact::scrub_run(&d.message), ERROR_CHARS))
         );
         if !d.accounts.is_empty() {
             let _ = write!(
