@@ -441,7 +441,7 @@ fn no_string_changes_the_structure_of_the_plan_comment() {
         assert_eq!(
             (planted.groups.len(), planted.accounts.len()),
             (benign.groups.len(), benign.accounts.len()),
-            "the same plan"
+            "the same plan for {p:?}"
         );
         let md = format::markdown(&planted, usize::MAX, None);
         assert_eq!(

@@ -247,6 +247,8 @@ fn a_version_bump_leads_with_the_routes_and_policies_it_brings() {
         .lines()
         .find(|l| l.starts_with("<details><summary><b>update</b>"))
         .unwrap();
+    // `<summary>` text is written as numeric character references: read it as GitHub does.
+    let summary = &unescape_numeric(summary);
     assert!(
         summary.contains(&format!(
             "route {} {}",
@@ -363,4 +365,29 @@ fn changes_that_really_differ_still_split_and_coincidences_stay_literal() {
         "{}",
         g.diff
     );
+}
+
+/// `&#NN;` references back to their characters (what a browser shows).
+fn unescape_numeric(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("&#") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + 2..];
+        match tail.find(';').and_then(|j| {
+            let n: u32 = tail[..j].parse().ok()?;
+            Some((char::from_u32(n)?, j))
+        }) {
+            Some((c, j)) => {
+                out.push(c);
+                rest = &tail[j + 1..];
+            }
+            None => {
+                out.push_str("&#");
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }

@@ -151,6 +151,8 @@ impl Fleet {
         let tmp = tempfile::tempdir().expect("tempdir");
         let repo = tmp.path().join("config");
         example_git_repo(&repo);
+        // An existing, empty fleet directory: only `apply` creates a missing one.
+        std::fs::create_dir(tmp.path().join("deployed")).expect("fleet dir");
         let target = format!("file://{}", tmp.path().join("deployed").display());
         Fleet { tmp, repo, target }
     }

@@ -123,6 +123,43 @@ pub fn created(bundle: &Bundle) -> Change {
 
 /// What changed from `old` to `new`, in a stable order.
 pub fn between(old: &Bundle, new: &Bundle, redaction_key: &[u8]) -> Vec<Change> {
+    // Whether a value is short enough to show is judged on its template (the account's own
+    // values written as `${account.*}`), so that accounts whose change differs only in those
+    // values summarise it the same way and group together, whatever their names' lengths.
+    let mut own: Vec<(String, String)> = crate::template::Vars::of_bundle(&new.account)
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (v.to_string(), format!("${{account.{k}}}")))
+        .collect();
+    own.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.cmp(b)));
+    OWN_VALUES.with(|o| *o.borrow_mut() = own);
+    let out = between_inner(old, new, redaction_key);
+    OWN_VALUES.with(|o| o.borrow_mut().clear());
+    out
+}
+
+thread_local! {
+    /// The account values of the bundle [`between`] is summarising, longest first.
+    static OWN_VALUES: std::cell::RefCell<Vec<(String, String)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The length of `text` with the summarised account's own values counted as their
+/// `${account.*}` placeholders.
+fn templated_len(text: &str) -> usize {
+    OWN_VALUES.with(|own| {
+        let own = own.borrow();
+        let mut t = std::borrow::Cow::Borrowed(text);
+        for (value, placeholder) in own.iter() {
+            if t.contains(value.as_str()) {
+                t = std::borrow::Cow::Owned(t.replace(value.as_str(), placeholder));
+            }
+        }
+        t.chars().count()
+    })
+}
+
+fn between_inner(old: &Bundle, new: &Bundle, redaction_key: &[u8]) -> Vec<Change> {
     let json = |b: &Bundle| -> Value {
         redacting(redaction_key, || {
             serde_json::to_value(b).unwrap_or_else(|e| unreachable!("bundles serialize: {e}"))
@@ -430,7 +467,7 @@ fn short(v: &Value) -> Option<String> {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    (text.chars().count() <= MAX_VALUE_CHARS).then_some(text)
+    (templated_len(&text) <= MAX_VALUE_CHARS).then_some(text)
 }
 
 #[cfg(test)]
@@ -440,6 +477,33 @@ mod tests {
     fn example(account: &str) -> Bundle {
         let repo = crate::Repo::load(&crate::example_fleet::example_repo());
         crate::render(&repo, account).unwrap().bundle
+    }
+
+    #[test]
+    fn whether_a_value_is_shown_does_not_depend_on_the_length_of_account_values() {
+        // The same host added in two accounts whose names differ in length: the concrete
+        // list is longer than the limit for one and not the other, its template for neither.
+        let details = |name: &str| {
+            let mut old = example("acme-prod");
+            old.account.name = name.to_string();
+            old.gateway.hosts = vec![format!("{name}.example")];
+            let mut new = old.clone();
+            new.gateway.hosts.push("extra.example".into());
+            between(&old, &new, b"k")
+                .iter()
+                .flat_map(|c| c.details.clone())
+                .map(|d| d.replace(name, "NAME"))
+                .collect::<Vec<_>>()
+        };
+        let short = details("a-b");
+        assert_eq!(
+            short,
+            details("a-much-much-longer-account-name-than-the-limit-allows")
+        );
+        assert!(
+            short.iter().any(|d| d.contains("extra.example")),
+            "{short:?}"
+        );
     }
 
     #[test]
