@@ -337,8 +337,8 @@ fn symlinks_inside_the_repo_to_anything_but_a_regular_file_are_refused_alike() {
     case.link("accounts/to-git.yaml", "../.git/config");
     case.link("accounts/dangling.yaml", "nowhere.yaml");
     // Through a directory that is a symlink: not a path of the repo's tree.
-    case.link("shared", "accounts");
-    case.link("accounts/via-link.yaml", "../shared/acme-prod.yaml");
+    case.link("linked-dir", "accounts");
+    case.link("accounts/via-link.yaml", "../linked-dir/acme-prod.yaml");
     case.commit();
     assert_eq!(
         case.same_verdict(),
@@ -347,7 +347,7 @@ fn symlinks_inside_the_repo_to_anything_but_a_regular_file_are_refused_alike() {
             "accounts/to-dir.yaml:1:1: symlink to \"../base\" is not followed: its target is a directory, not a file",
             "accounts/to-git.yaml:1:1: symlink to \"../.git/config\" is not followed: its target is inside a hidden path (such as .git), which is not part of the config repo",
             "accounts/to-link.yaml:1:1: symlink to \"zero.yaml\" is not followed: its target is itself a symlink (link to the file directly)",
-            "accounts/via-link.yaml:1:1: symlink to \"../shared/acme-prod.yaml\" is not followed: no such file in the repo",
+            "accounts/via-link.yaml:1:1: symlink to \"../linked-dir/acme-prod.yaml\" is not followed: no such file in the repo",
             "accounts/zero.yaml:1:1: symlink to \"/dev/zero\" is not followed: an absolute target is outside the repo",
         ])
     );
