@@ -188,7 +188,7 @@ fn alias_bombs_are_refused_naming_the_limit() {
     );
     for i in 1..=9 {
         let prev = format!("*lol{}", i - 1);
-        let items = vec![prev.as_str(); 10].join(", ");
+        let items = [prev.as_str(); 10].join(", ");
         laughs.push_str(&format!("x-lol{i}: &lol{i} [{items}]\n"));
     }
     let line = refused_at_the_spec(&laughs);
