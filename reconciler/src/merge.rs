@@ -277,6 +277,22 @@ mod tests {
     }
 
     #[test]
+    fn a_name_used_twice_is_patched_at_its_first_item_and_appends_can_be_patched() {
+        let out = merged(
+            "r:\n- {name: a, n: 1}\n- {name: b}\n- {name: a, n: 2}\n",
+            "r:\n- {name: a, x: first}\n- {name: a, $patch: delete}\n- {name: a, y: second}\n- {name: c}\n- {name: c, z: 3}\n",
+        );
+        assert_eq!(
+            out,
+            serde_json::json!({"r": [
+                {"name": "b"},
+                {"name": "a", "n": 2, "y": "second"},
+                {"name": "c", "z": 3}
+            ]})
+        );
+    }
+
+    #[test]
     fn clients_merge_by_id() {
         let out = merged(
             "clients:\n- {id: web, ttl: 1}\n",

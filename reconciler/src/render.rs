@@ -416,3 +416,46 @@ fn locate_bundle_path(
     }
     span
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::yaml::parse;
+
+    #[test]
+    fn a_generated_name_already_taken_is_reported_at_the_operation_naming_the_first() {
+        let mut gw = parse("base.yaml", "routes:\n- {name: a}\n- {name: a}\n").unwrap();
+        let spec = parse(
+            "spec.yaml",
+            "- {name: b}\n- {name: a}\n- {name: c}\n- {name: b}\n",
+        )
+        .unwrap();
+        let Value::Seq(generated) = spec.value else {
+            panic!()
+        };
+        let mut errors = Vec::new();
+        add_generated_routes(&mut gw, &generated, &mut errors);
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2, "{text:#?}");
+        assert!(
+            text[0].starts_with(
+                "spec.yaml:2:3: generated route \"a\" has the same name as the route at base.yaml:2:3;"
+            ),
+            "{text:#?}"
+        );
+        assert!(
+            text[1].starts_with(
+                "spec.yaml:4:3: generated route \"b\" has the same name as the route at spec.yaml:1:3;"
+            ),
+            "{text:#?}"
+        );
+        let names: Vec<String> = match &gw.get("routes").unwrap().value {
+            Value::Seq(items) => items
+                .iter()
+                .map(|i| i.get("name").and_then(Node::as_str).unwrap().to_string())
+                .collect(),
+            _ => panic!(),
+        };
+        assert_eq!(names, ["a", "a", "b", "c"]);
+    }
+}
