@@ -13,6 +13,8 @@
 //! The result is decoded into the strict type afterwards: a patch cannot smuggle in a field
 //! the type does not know.
 
+use std::collections::HashMap;
+
 use crate::diagnostics::Diagnostic;
 use crate::yaml::{Node, Value};
 
@@ -116,8 +118,30 @@ fn merge_named(base: &mut Node, items: &[Node], name_key: &str) -> Result<(), Di
     let Value::Seq(base_items) = &mut base.value else {
         unreachable!("named lists are sequences")
     };
+    // Items are found by name through an index, so a patch of m items into a list of n costs
+    // O(n + m), not O(n * m): generated lists of 10,000s of routes are patched this way. A
+    // deleted item leaves a hole until the end, so positions stay valid.
+    let mut slots: Vec<Option<Node>> = std::mem::take(base_items).into_iter().map(Some).collect();
+    let result = merge_named_slots(&mut slots, items, name_key);
+    *base_items = slots.into_iter().flatten().collect();
+    result
+}
+
+fn merge_named_slots(
+    slots: &mut Vec<Option<Node>>,
+    items: &[Node],
+    name_key: &str,
+) -> Result<(), Diagnostic> {
+    // name -> positions of the items of that name, last first (so `pop` is the first one,
+    // which is the one a patch item applies to).
+    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, slot) in slots.iter().enumerate().rev() {
+        if let Some(name) = slot.as_ref().and_then(|b| item_name(b, name_key)) {
+            by_name.entry(name.to_string()).or_default().push(i);
+        }
+    }
     for item in items {
-        let Some(name) = item.get(name_key).and_then(Node::as_str) else {
+        let Some(name) = item_name(item, name_key) else {
             return Err(Diagnostic::new(
                 item.span.clone(),
                 format!(
@@ -126,12 +150,12 @@ fn merge_named(base: &mut Node, items: &[Node], name_key: &str) -> Result<(), Di
                 ),
             ));
         };
-        let position = base_items
-            .iter()
-            .position(|b| b.get(name_key).and_then(Node::as_str) == Some(name));
+        let positions = by_name.entry(name.to_string()).or_default();
+        let position = positions.last().copied();
         match (directive(item)?, position) {
             (Some("delete"), Some(i)) => {
-                base_items.remove(i);
+                slots[i] = None;
+                positions.pop();
             }
             (Some("delete"), None) => {
                 return Err(Diagnostic::new(
@@ -139,12 +163,23 @@ fn merge_named(base: &mut Node, items: &[Node], name_key: &str) -> Result<(), Di
                     format!("`$patch: delete` of {name_key} {name:?}, but there is no such item"),
                 ));
             }
-            (Some("replace"), Some(i)) => base_items[i] = strip(item)?,
-            (_, Some(i)) => merge(&mut base_items[i], item)?,
-            (_, None) => base_items.push(strip(item)?),
+            (Some("replace"), Some(i)) => slots[i] = Some(strip(item)?),
+            (_, Some(i)) => {
+                if let Some(existing) = slots[i].as_mut() {
+                    merge(existing, item)?;
+                }
+            }
+            (_, None) => {
+                positions.push(slots.len());
+                slots.push(Some(strip(item)?));
+            }
         }
     }
     Ok(())
+}
+
+fn item_name<'a>(item: &'a Node, name_key: &str) -> Option<&'a str> {
+    item.get(name_key).and_then(Node::as_str)
 }
 
 /// The key that names items of `items`, when every item is a map with one.
@@ -253,6 +288,22 @@ mod tests {
             serde_json::json!({"routes": [
                 {"name": "a", "timeout": "5s", "path": "/a"},
                 {"name": "c", "path": "/c"}
+            ]})
+        );
+    }
+
+    #[test]
+    fn a_name_used_twice_is_patched_at_its_first_item_and_appends_can_be_patched() {
+        let out = merged(
+            "r:\n- {name: a, n: 1}\n- {name: b}\n- {name: a, n: 2}\n",
+            "r:\n- {name: a, x: first}\n- {name: a, $patch: delete}\n- {name: a, y: second}\n- {name: c}\n- {name: c, z: 3}\n",
+        );
+        assert_eq!(
+            out,
+            serde_json::json!({"r": [
+                {"name": "b"},
+                {"name": "a", "n": 2, "y": "second"},
+                {"name": "c", "z": 3}
             ]})
         );
     }

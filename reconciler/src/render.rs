@@ -14,7 +14,7 @@
 //! Besides the bundle, render returns the repo paths it can read ([`input_paths`], worked out
 //! from the manifests alone), so a plan can tell which accounts a change can affect.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fleetgate_gateway::bundle::{AccountInfo, BUNDLE_API_VERSION, GatewayConfig, IdpConfig};
 use fleetgate_gateway::compile::{BundlePath, PathSeg};
@@ -295,21 +295,29 @@ fn add_generated_routes(gw: &mut Node, routes: &[Node], errors: &mut Vec<Diagnos
     else {
         return; // decode reports a `routes` that is not a list
     };
+    // Names already taken -> where (the first route of that name), kept up to date as routes
+    // are added: one lookup per route, not a scan of every route added before it.
+    let mut taken: HashMap<String, Span> = HashMap::with_capacity(existing.len() + routes.len());
+    for r in existing.iter() {
+        if let Some(name) = r.get("name").and_then(Node::as_str) {
+            taken
+                .entry(name.to_string())
+                .or_insert_with(|| r.span.clone());
+        }
+    }
+    existing.reserve(routes.len());
     for route in routes {
         let name = route.get("name").and_then(Node::as_str).unwrap_or_default();
-        if let Some(other) = existing
-            .iter()
-            .find(|r| r.get("name").and_then(Node::as_str) == Some(name))
-        {
+        if let Some(other) = taken.get(name) {
             errors.push(Diagnostic::new(
                 route.span.clone(),
                 format!(
-                    "generated route {name:?} has the same name as the route at {}; rename the hand-written route, or give the operation another name with x-fleetgate-route-name",
-                    other.span
+                    "generated route {name:?} has the same name as the route at {other}; rename the hand-written route, or give the operation another name with x-fleetgate-route-name",
                 ),
             ));
             continue;
         }
+        taken.insert(name.to_string(), route.span.clone());
         existing.push(route.clone());
     }
 }
@@ -407,4 +415,47 @@ fn locate_bundle_path(
         node = n;
     }
     span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::yaml::parse;
+
+    #[test]
+    fn a_generated_name_already_taken_is_reported_at_the_operation_naming_the_first() {
+        let mut gw = parse("base.yaml", "routes:\n- {name: a}\n- {name: a}\n").unwrap();
+        let spec = parse(
+            "spec.yaml",
+            "- {name: b}\n- {name: a}\n- {name: c}\n- {name: b}\n",
+        )
+        .unwrap();
+        let Value::Seq(generated) = spec.value else {
+            panic!()
+        };
+        let mut errors = Vec::new();
+        add_generated_routes(&mut gw, &generated, &mut errors);
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2, "{text:#?}");
+        assert!(
+            text[0].starts_with(
+                "spec.yaml:2:3: generated route \"a\" has the same name as the route at base.yaml:2:3;"
+            ),
+            "{text:#?}"
+        );
+        assert!(
+            text[1].starts_with(
+                "spec.yaml:4:3: generated route \"b\" has the same name as the route at spec.yaml:1:3;"
+            ),
+            "{text:#?}"
+        );
+        let names: Vec<String> = match &gw.get("routes").unwrap().value {
+            Value::Seq(items) => items
+                .iter()
+                .map(|i| i.get("name").and_then(Node::as_str).unwrap().to_string())
+                .collect(),
+            _ => panic!(),
+        };
+        assert_eq!(names, ["a", "a", "b", "c"]);
+    }
 }

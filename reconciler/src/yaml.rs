@@ -307,6 +307,8 @@ pub fn parse(file: &str, text: &str) -> Result<Node, Diagnostic> {
         // YAML 1.2 booleans only: `no` is a country code and `y` a key, not `false`/`true`.
         strict_booleans: true,
         reject_unsupported_tags: true,
+        budget: Some(budget()),
+        alias_limits: alias_limits(),
     };
     let raw: Spanned<RawNode> =
         serde_saphyr::from_str_with_options(text, options).map_err(|e| {
@@ -314,11 +316,9 @@ pub fn parse(file: &str, text: &str) -> Result<Node, Diagnostic> {
                 .location()
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((1, 1));
-            let message = e.without_snippet().to_string();
-            Diagnostic::new(
-                Span::new(&file, line, column),
-                strip_location_suffix(&message),
-            )
+            let message = limit_message(&e)
+                .unwrap_or_else(|| strip_location_suffix(&e.without_snippet().to_string()));
+            Diagnostic::new(Span::new(&file, line, column), message)
         })?;
     // A document's root is a mapping (a manifest, a spec), so a tag on it is refused by the
     // callers' shape checks; tags are checked on every node below it.
@@ -355,15 +355,233 @@ fn strip_location_suffix(message: &str) -> String {
         _ => m,
     };
     let m = m.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable");
-    // The parser's resource limits and API hints, in the manifest author's terms.
+    // An API hint, in the manifest author's terms.
     if m.starts_with("multiple YAML documents detected") {
         "a manifest file holds one YAML document (found a second one after `---`)".to_string()
-    } else if m.contains("budget breached: Depth") {
-        "nested too deeply (more than 64 levels)".to_string()
-    } else if m.contains("budget breached") {
-        "the document is too large once anchors and aliases are expanded".to_string()
     } else {
         m.to_string()
+    }
+}
+
+/// What one YAML file may hold once parsed. The bytes of a file are bounded before it is
+/// parsed (the per-file read limit); these bound the tree it becomes: its memory (nodes,
+/// events, scalar bytes), the stack its conversion takes (depth), and what anchors and aliases
+/// can multiply it into (every event an alias replays counts towards every limit, and the
+/// replays themselves have a limit of their own). A realistic 21 MB OpenAPI document with
+/// 10,000 paths is about 1.6 million nodes and 2 million events.
+pub mod limits {
+    /// Scalars, mappings and sequences, aliases' replays included.
+    pub const MAX_NODES: usize = 4_000_000;
+    /// Parser events: each node, plus the end of each mapping and sequence.
+    pub const MAX_EVENTS: usize = 8_000_000;
+    /// Total bytes of scalar text (keys and values), aliases' replays included.
+    pub const MAX_SCALAR_BYTES: usize = 64 * 1024 * 1024;
+    /// Mappings and sequences nested in each other.
+    pub const MAX_DEPTH: usize = 64;
+    /// Anchors (`&name`) defined in one file.
+    pub const MAX_ANCHORS: usize = 50_000;
+    /// Aliases (`*name`) written in one file.
+    pub const MAX_ALIASES: usize = 50_000;
+    /// Merge keys (`<<: *name`) written in one file.
+    pub const MAX_MERGE_KEYS: usize = 10_000;
+    /// Events all aliases of a file replay together (what an alias expands to, summed).
+    pub const MAX_ALIAS_EXPANSION: usize = 1_000_000;
+    /// Aliases expanded inside the expansion of another alias.
+    pub const MAX_ALIAS_NESTING: usize = 64;
+}
+
+fn budget() -> serde_saphyr::Budget {
+    let mut b = serde_saphyr::Budget::default();
+    b.max_nodes = limits::MAX_NODES;
+    b.max_events = limits::MAX_EVENTS;
+    b.max_total_scalar_bytes = limits::MAX_SCALAR_BYTES;
+    b.max_depth = limits::MAX_DEPTH;
+    b.max_anchors = limits::MAX_ANCHORS;
+    b.max_aliases = limits::MAX_ALIASES;
+    b.max_merge_keys = limits::MAX_MERGE_KEYS;
+    // Replays are bounded by the limits above: a file with few anchors and many aliases is
+    // not refused for its ratio alone.
+    b.enforce_alias_anchor_ratio = false;
+    b.max_recorded_anchor_events = limits::MAX_ALIAS_EXPANSION;
+    b.max_recorded_anchor_bytes = limits::MAX_SCALAR_BYTES;
+    b
+}
+
+fn alias_limits() -> serde_saphyr::options::AliasLimits {
+    let mut l = serde_saphyr::options::AliasLimits::default();
+    l.max_total_replayed_events = limits::MAX_ALIAS_EXPANSION;
+    l.max_replay_stack_depth = limits::MAX_ALIAS_NESTING;
+    l
+}
+
+/// A breached parser limit, named with its value. `None` for every other error.
+fn limit_message(e: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::Error;
+    use serde_saphyr::budget::BudgetBreach as B;
+    let mut e = e;
+    while let Error::AliasError { error, .. } | Error::WithSnippet { error, .. } = e {
+        e = error;
+    }
+    let n = |v: usize| group_thousands(v as u64);
+    let message = match e {
+        Error::Budget { breach, .. } => match breach {
+            B::Nodes { .. } => format!(
+                "the document has more than {} nodes (scalars, mappings and sequences, aliases expanded)",
+                n(limits::MAX_NODES)
+            ),
+            B::Events { .. } => format!(
+                "the document has more than {} parser events (aliases expanded)",
+                n(limits::MAX_EVENTS)
+            ),
+            B::ScalarBytes { .. } => format!(
+                "the document has more than {} bytes of scalar text (aliases expanded)",
+                n(limits::MAX_SCALAR_BYTES)
+            ),
+            B::Depth { .. } => {
+                return Some(format!(
+                    "nested too deeply: more than {} levels of mappings and sequences",
+                    limits::MAX_DEPTH
+                ));
+            }
+            B::Anchors { .. } => format!(
+                "the document defines more than {} anchors",
+                n(limits::MAX_ANCHORS)
+            ),
+            B::Aliases { .. } => format!(
+                "the document uses more than {} aliases",
+                n(limits::MAX_ALIASES)
+            ),
+            B::MergeKeys { .. } => format!(
+                "the document uses more than {} merge keys (`<<`)",
+                n(limits::MAX_MERGE_KEYS)
+            ),
+            B::RecordedAnchorEvents { .. } => format!(
+                "the document's anchors hold more than {} parser events (aliases inside them expanded)",
+                n(limits::MAX_ALIAS_EXPANSION)
+            ),
+            B::RecordedAnchorBytes { .. } => format!(
+                "the document's anchors hold more than {} bytes of text (aliases inside them expanded)",
+                n(limits::MAX_SCALAR_BYTES)
+            ),
+            other => return Some(format!("the document exceeds a parser limit ({other:?})")),
+        },
+        Error::AliasReplayLimitExceeded { .. } => format!(
+            "aliases expand to more than {} parser events",
+            n(limits::MAX_ALIAS_EXPANSION)
+        ),
+        Error::AliasReplayStackDepthExceeded { .. } => format!(
+            "aliases are nested more than {} deep (an alias of an anchor that holds an alias...)",
+            limits::MAX_ALIAS_NESTING
+        ),
+        _ => return None,
+    };
+    Some(format!("{message}: the limit for one file"))
+}
+
+/// `4000000` -> `4,000,000`.
+fn group_thousands(v: u64) -> String {
+    let digits = v.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use serde_saphyr::budget::BudgetBreach;
+
+    fn breach(breach: BudgetBreach) -> String {
+        limit_message(&serde_saphyr::Error::Budget {
+            breach,
+            location: serde_saphyr::Location::UNKNOWN,
+        })
+        .expect("a limit message")
+    }
+
+    #[test]
+    fn each_breached_limit_is_named_with_its_value() {
+        assert_eq!(
+            breach(BudgetBreach::Nodes { nodes: 4_000_001 }),
+            "the document has more than 4,000,000 nodes (scalars, mappings and sequences, aliases expanded): the limit for one file"
+        );
+        assert_eq!(
+            breach(BudgetBreach::Events { events: 8_000_001 }),
+            "the document has more than 8,000,000 parser events (aliases expanded): the limit for one file"
+        );
+        assert_eq!(
+            breach(BudgetBreach::ScalarBytes {
+                total_scalar_bytes: 1 << 26
+            }),
+            "the document has more than 67,108,864 bytes of scalar text (aliases expanded): the limit for one file"
+        );
+        assert_eq!(
+            breach(BudgetBreach::Aliases { aliases: 50_001 }),
+            "the document uses more than 50,000 aliases: the limit for one file"
+        );
+        assert!(
+            !breach(BudgetBreach::Documents { documents: 2 }).contains("anchors and aliases"),
+            "no guess at the cause"
+        );
+    }
+
+    #[test]
+    fn a_document_without_anchors_is_never_blamed_on_them() {
+        // Deserializing recurses per level; an unoptimized build needs more than a test
+        // thread's 2 MiB for 64 levels, so this runs on a stack the size of a main thread's.
+        std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(|| {
+                let deep = format!("a: {}1{}\n", "[".repeat(65), "]".repeat(65));
+                let e = parse("f.yaml", &deep).unwrap_err();
+                assert_eq!(
+                    e.message,
+                    "nested too deeply: more than 64 levels of mappings and sequences"
+                );
+                let ok = format!("a: {}1{}\n", "[".repeat(63), "]".repeat(63));
+                assert!(parse("f.yaml", &ok).is_ok());
+            })
+            .expect("a thread")
+            .join()
+            .expect("no panic");
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded() {
+        let mut laughs = String::from("l0: &l0 [lol]\n");
+        for i in 1..=9 {
+            let items = vec![format!("*l{}", i - 1); 10].join(", ");
+            laughs.push_str(&format!("l{i}: &l{i} [{items}]\n"));
+        }
+        let e = parse("f.yaml", &laughs).unwrap_err();
+        assert!(
+            e.message.contains("anchors hold more than 1,000,000 parser events (aliases inside them expanded): the limit for one file"),
+            "{e}"
+        );
+        let wide = format!(
+            "big: &big [{}]\ncopies: [{}]\n",
+            vec!["lol"; 1_000].join(", "),
+            vec!["*big"; 2_000].join(", ")
+        );
+        let e = parse("f.yaml", &wide).unwrap_err();
+        assert_eq!(
+            e.message,
+            "aliases expand to more than 1,000,000 parser events: the limit for one file"
+        );
+        assert_eq!(e.span.file.as_ref(), "f.yaml");
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(group_thousands(0), "0");
+        assert_eq!(group_thousands(999), "999");
+        assert_eq!(group_thousands(1_000), "1,000");
+        assert_eq!(group_thousands(67_108_864), "67,108,864");
     }
 }
 
