@@ -721,6 +721,9 @@ fn cache_dir(args: &GitArgs) -> PathBuf {
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // The main thread's size: manifests and specs are parsed and converted recursively
+        // on these threads too (the watch daemon), up to the YAML nesting limit.
+        .thread_stack_size(8 << 20)
         .build()
         .context("cannot start the async runtime")
 }
