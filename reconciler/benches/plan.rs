@@ -77,6 +77,8 @@ fn bench(c: &mut Criterion) {
     git(&dir, &["add", "."]);
     git(&dir, &["commit", "-q", "-m", "fleet"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
+    // A fleet never deployed: an empty directory (a missing one cannot be listed).
+    std::fs::create_dir(tmp.path().join("deployed")).unwrap();
     let target = FileTarget::new(tmp.path().join("deployed").to_str().unwrap());
     let repo = GitRepo::open(dir.to_str().unwrap(), &tmp.path().join("cache")).unwrap();
 

@@ -19,7 +19,7 @@ use fleetgate::pipeline;
 use fleetgate::plan::{self, Action, Plan, format};
 use fleetgate::target::{FanOut, FileTarget};
 use serde_json::Value;
-use support::{code, edit, example_git_repo, git, json, stderr, stdout};
+use support::{ExampleFleet as Fleet, code, edit, git, json, stderr, stdout};
 
 /// An empty `file://` target directory (a fleet never deployed) in `dir`: a missing one is
 /// an error for every command but `apply`.
@@ -29,22 +29,7 @@ fn empty_target(dir: &Path) -> String {
     format!("file://{}", deployed.display())
 }
 
-/// A config repo in git and an empty file target, in one temp dir.
-struct Fleet {
-    tmp: tempfile::TempDir,
-    repo: PathBuf,
-    target: String,
-}
-
 impl Fleet {
-    fn example() -> Fleet {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = tmp.path().join("config");
-        example_git_repo(&repo);
-        let target = empty_target(tmp.path());
-        Fleet { tmp, repo, target }
-    }
-
     fn generated(accounts: usize) -> Fleet {
         let tmp = tempfile::tempdir().expect("tempdir");
         let repo = tmp.path().join("config");

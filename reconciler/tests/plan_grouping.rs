@@ -12,7 +12,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use fleetgate::example_fleet::{self, FleetParams};
@@ -20,24 +19,9 @@ use fleetgate::git::GitRepo;
 use fleetgate::pipeline;
 use fleetgate::plan::{self, Action, Area, Plan, format};
 use fleetgate::target::{FanOut, FileTarget};
-use support::{code, edit, example_git_repo, git, stderr};
-
-/// A config repo in git and a file target, in one temp dir.
-struct Fleet {
-    tmp: tempfile::TempDir,
-    repo: PathBuf,
-    target: String,
-}
+use support::{ExampleFleet as Fleet, code, edit, git, stderr};
 
 impl Fleet {
-    fn example() -> Fleet {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = tmp.path().join("config");
-        example_git_repo(&repo);
-        let target = format!("file://{}", tmp.path().join("deployed").display());
-        Fleet { tmp, repo, target }
-    }
-
     fn generated(accounts: usize) -> Fleet {
         let tmp = tempfile::tempdir().expect("tempdir");
         let repo = tmp.path().join("config");

@@ -17,10 +17,10 @@
 #[allow(dead_code)] // shared helpers: not every test file uses each
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use support::{code, edit, example_git_repo, git, show, stderr, stdout};
+use support::{ExampleFleet as Fleet, code, edit, git, show, stderr, stdout};
 
 /// One kind of secret, written with `marker` inside the part that is secret.
 struct Secret {
@@ -139,24 +139,7 @@ fn quoted(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
 
-/// A config repo in git (the example, secrets planted by the caller) and a `file://` target.
-struct Fleet {
-    tmp: tempfile::TempDir,
-    repo: PathBuf,
-    target: String,
-}
-
 impl Fleet {
-    fn example() -> Fleet {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = tmp.path().join("config");
-        example_git_repo(&repo);
-        // An existing, empty fleet directory: only `apply` creates a missing one.
-        std::fs::create_dir(tmp.path().join("deployed")).expect("fleet dir");
-        let target = format!("file://{}", tmp.path().join("deployed").display());
-        Fleet { tmp, repo, target }
-    }
-
     fn commit(&self, message: &str) {
         git(&self.repo, &["add", "-A"]);
         git(&self.repo, &["commit", "-q", "-m", message]);

@@ -53,6 +53,28 @@ pub fn example_git_repo(dir: &Path) -> String {
     git(dir, &["rev-parse", "HEAD"]).trim().to_string()
 }
 
+/// The example config repo in git (`config/`) and an empty `file://` fleet directory
+/// (`deployed/`, a fleet never deployed to) in one temp dir, removed on drop. Test files add
+/// their own methods (`impl ExampleFleet` in the including crate).
+#[derive(Debug)]
+pub struct ExampleFleet {
+    pub tmp: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub target: String,
+}
+
+impl ExampleFleet {
+    pub fn example() -> ExampleFleet {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = tmp.path().join("config");
+        example_git_repo(&repo);
+        let deployed = tmp.path().join("deployed");
+        std::fs::create_dir_all(&deployed).expect("mkdir deployed");
+        let target = format!("file://{}", deployed.display());
+        ExampleFleet { tmp, repo, target }
+    }
+}
+
 /// Rewrites one file of a working tree.
 pub fn edit(dir: &Path, file: &str, find: &str, replace: &str) {
     let path = dir.join(file);
