@@ -71,7 +71,7 @@ impl fmt::Display for Diagnostic {
 impl std::error::Error for Diagnostic {}
 
 /// A machine-readable diagnostic (`--format json`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct DiagnosticJson<'a> {
     pub file: &'a str,
     pub line: u64,

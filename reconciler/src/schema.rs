@@ -43,6 +43,14 @@ pub fn all() -> Vec<(&'static str, Value)> {
         json!("https://fleetgate.dev/schemas/plan.schema.json"),
     );
     out.push(("plan.schema.json", plan.to_value()));
+    let mut invalid = SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<crate::plan::format::InvalidJson<'static>>();
+    invalid.insert(
+        "$id".into(),
+        json!("https://fleetgate.dev/schemas/plan-invalid.schema.json"),
+    );
+    out.push(("plan-invalid.schema.json", invalid.to_value()));
     let mut drift = SchemaSettings::draft2020_12()
         .into_generator()
         .into_root_schema_for::<crate::drift::DriftReport>();

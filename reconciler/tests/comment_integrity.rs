@@ -625,6 +625,19 @@ fn an_invalid_head_gives_a_comment_and_a_json_document_of_every_error() {
     let doc = json(&out);
     assert_eq!(doc["valid"], false, "{doc}");
     assert_eq!(doc["formatVersion"], 1);
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/plan-invalid.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let problems: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(
+        problems.is_empty(),
+        "the document fits its schema: {problems:?}"
+    );
     assert!(doc.get("summary").is_none(), "no plan: {doc}");
     assert_eq!(doc["head"]["rev"], "HEAD");
     assert_eq!(doc["head"]["commit"].as_str().unwrap().len(), 40);

@@ -210,15 +210,20 @@ pub struct InvalidHead<'a> {
     pub errors: &'a [Diagnostic],
 }
 
-/// The JSON document of an invalid head: `valid: false` and every error.
-#[derive(Serialize)]
+/// The JSON document of an invalid head: `valid: false` and every error
+/// (schemas/plan-invalid.schema.json).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct InvalidJson<'a> {
+pub struct InvalidJson<'a> {
+    /// The plan document's format version (the same as a plan's).
     format_version: u32,
+    /// Always `false`: the head did not load or render, so there is no plan.
     valid: bool,
     repo: &'a str,
     base: Option<&'a Revision>,
     head: &'a Revision,
+    /// Every error, sorted by file, line and column, as `fleetgate validate --format json`
+    /// lists them (messages redacted).
     errors: Vec<DiagnosticJson<'a>>,
 }
 
