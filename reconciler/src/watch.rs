@@ -397,7 +397,16 @@ impl Daemon {
 }
 
 async fn status_handler(State(d): State<Arc<Daemon>>) -> Response {
-    axum::Json(d.status()).into_response()
+    axum::Json(scrubbed(&d.status())).into_response()
+}
+
+/// `/status` as served: every string through the redaction point (errors quote git and
+/// target URLs, and messages may carry what a manifest wrote), like everything printed.
+fn scrubbed(status: &Status) -> serde_json::Value {
+    let mut v = serde_json::to_value(status)
+        .unwrap_or_else(|e| unreachable!("a status always serializes: {e}"));
+    crate::redact::scrub_value(&mut v, crate::redact::run_key());
+    v
 }
 
 async fn metrics_handler(State(d): State<Arc<Daemon>>) -> Response {
@@ -1137,6 +1146,21 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn status_is_served_scrubbed() {
+        let status = Status {
+            repo: "https://deploy:hunter2-PLANTED@git.example/fleet.git".into(),
+            last_error: Some(
+                "cannot fetch: -----BEGIN PRIVATE KEY-----\nMIIEPLANTED\n-----END PRIVATE KEY-----"
+                    .into(),
+            ),
+            ..Status::default()
+        };
+        let served = scrubbed(&status).to_string();
+        assert!(!served.contains("PLANTED"), "{served}");
+        assert!(served.contains("git.example/fleet.git"), "{served}");
+    }
 
     #[test]
     fn signatures_verify_and_refuse() {
