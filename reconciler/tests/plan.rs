@@ -21,25 +21,12 @@ use fleetgate::target::{FanOut, FileTarget};
 use serde_json::Value;
 use support::{ExampleFleet as Fleet, code, edit, git, json, stderr, stdout};
 
-/// An empty `file://` target directory (a fleet never deployed) in `dir`: a missing one is
-/// an error for every command but `apply`.
-fn empty_target(dir: &Path) -> String {
-    let deployed = dir.join("deployed");
-    std::fs::create_dir_all(&deployed).expect("mkdir deployed");
-    format!("file://{}", deployed.display())
-}
-
 impl Fleet {
     fn generated(accounts: usize) -> Fleet {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = tmp.path().join("config");
-        let src = example_fleet::generate(&FleetParams { accounts, seed: 7 });
-        example_fleet::write_to(&src, &repo).expect("write fleet");
-        git(&repo, &["init", "-q", "-b", "main"]);
-        git(&repo, &["add", "."]);
-        git(&repo, &["commit", "-q", "-m", "generated fleet"]);
-        let target = empty_target(tmp.path());
-        Fleet { tmp, repo, target }
+        Fleet::with_repo(|repo| {
+            let src = example_fleet::generate(&FleetParams { accounts, seed: 7 });
+            example_fleet::write_to(&src, repo).expect("write fleet");
+        })
     }
 
     fn target_dir(&self) -> PathBuf {

@@ -23,15 +23,10 @@ use support::{ExampleFleet as Fleet, code, edit, git, stderr};
 
 impl Fleet {
     fn generated(accounts: usize) -> Fleet {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = tmp.path().join("config");
-        let src = example_fleet::generate(&FleetParams { accounts, seed: 7 });
-        example_fleet::write_to(&src, &repo).expect("write fleet");
-        git(&repo, &["init", "-q", "-b", "main"]);
-        git(&repo, &["add", "."]);
-        git(&repo, &["commit", "-q", "-m", "generated fleet"]);
-        let target = format!("file://{}", tmp.path().join("deployed").display());
-        Fleet { tmp, repo, target }
+        Fleet::with_repo(|repo| {
+            let src = example_fleet::generate(&FleetParams { accounts, seed: 7 });
+            example_fleet::write_to(&src, repo).expect("write fleet");
+        })
     }
 
     fn commit(&self, edits: &[(&str, &str, &str)], message: &str) {

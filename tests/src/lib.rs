@@ -65,9 +65,25 @@ pub struct ExampleFleet {
 
 impl ExampleFleet {
     pub fn example() -> ExampleFleet {
+        ExampleFleet::with_repo(|repo| {
+            example_git_repo(repo);
+        })
+    }
+
+    /// A fleet whose config repo `fill` writes into `config/` (an empty directory); what it
+    /// leaves uncommitted is committed on `main`.
+    pub fn with_repo(fill: impl FnOnce(&Path)) -> ExampleFleet {
         let tmp = tempfile::tempdir().expect("tempdir");
         let repo = tmp.path().join("config");
-        example_git_repo(&repo);
+        std::fs::create_dir_all(&repo).expect("mkdir config");
+        fill(&repo);
+        if !repo.join(".git").exists() {
+            git(&repo, &["init", "-q", "-b", "main"]);
+        }
+        git(&repo, &["add", "."]);
+        if !git(&repo, &["status", "--porcelain"]).trim().is_empty() {
+            git(&repo, &["commit", "-q", "-m", "fleet"]);
+        }
         let deployed = tmp.path().join("deployed");
         std::fs::create_dir_all(&deployed).expect("mkdir deployed");
         let target = format!("file://{}", deployed.display());
