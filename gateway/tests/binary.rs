@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleetgate::example_fleet::example_repo;
+use fleetgate::config::example_fleet::example_repo;
 use fleetgate::{Repo, render};
 use fleetgate_gateway::Digest;
 use serde_json::{Value, json};

@@ -13,9 +13,9 @@ use std::path::Path;
 use std::process::Command;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use fleetgate::example_fleet::{FleetParams, generate, write_to};
+use fleetgate::config::example_fleet::{FleetParams, generate, write_to};
 use fleetgate::git::GitRepo;
-use fleetgate::pipeline::{self, Stamp};
+use fleetgate::ops::pipeline::{self, Stamp};
 use fleetgate::plan::{Options, Plan};
 use fleetgate::target::{FanOut, FileTarget};
 
@@ -102,8 +102,8 @@ fn bench(c: &mut Criterion) {
         applied_by: "bench".into(),
         applied_at: "2026-11-23T00:00:00Z".into(),
     };
-    let settings = fleetgate::manifest::RolloutSpec::default();
-    let exec = fleetgate::rollout::Executor {
+    let settings = fleetgate::config::manifest::RolloutSpec::default();
+    let exec = fleetgate::execute::rollout::Executor {
         target: &target,
         plan: &p,
         desired: &prepared.desired,

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fleetgate::example_fleet::{FleetParams, example_repo, generate};
+use fleetgate::config::example_fleet::{FleetParams, example_repo, generate};
 use fleetgate::{Repo, render};
 
 #[path = "../tests/support/big_spec.rs"]

@@ -68,7 +68,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let (ok, seconds) = rt.block_on(async {
         let hub = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(fleetgate::aws::https_client())
+            .http_client(fleetgate::target::aws::https_client())
             .region(Region::new(fleet.hub_region.clone()))
             .endpoint_url(endpoint)
             .load()

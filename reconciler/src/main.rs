@@ -6,15 +6,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use fleetgate::connect::{AnyTarget, TargetSpec};
-use fleetgate::diagnostics::{Diagnostic, Diagnostics};
-use fleetgate::example_fleet::{self, FleetParams};
+use fleetgate::cli::progress::StderrProgress;
+use fleetgate::config::diagnostics::{Diagnostic, Diagnostics};
+use fleetgate::config::example_fleet::{self, FleetParams};
+use fleetgate::config::selector::Selector;
+use fleetgate::execute::rollout::{AccountState, Executor, Outcome, RolloutReport};
 use fleetgate::git::GitRepo;
-use fleetgate::pipeline::{self, PipelineError};
+use fleetgate::ops::pipeline::{self, PipelineError};
 use fleetgate::plan;
-use fleetgate::progress::StderrProgress;
-use fleetgate::rollout::{AccountState, Executor, Outcome, RolloutReport};
-use fleetgate::selector::Selector;
+use fleetgate::target::connect::{AnyTarget, TargetSpec};
 use fleetgate::target::{AccountRef, Bootstrapped, FanOut, Progress, Target as _};
 use fleetgate::{DirSource, Repo, render, validate};
 
@@ -304,7 +304,7 @@ struct TargetArgs {
 impl TargetArgs {
     fn fan_out<'a>(
         &self,
-        fleet: Option<&fleetgate::manifest::FleetSpec>,
+        fleet: Option<&fleetgate::config::manifest::FleetSpec>,
         progress: &'a dyn Progress,
     ) -> FanOut<'a> {
         FanOut {
@@ -321,7 +321,7 @@ impl TargetArgs {
     fn connect(
         &self,
         rt: &tokio::runtime::Runtime,
-        fleet: Option<&fleetgate::manifest::FleetSpec>,
+        fleet: Option<&fleetgate::config::manifest::FleetSpec>,
         commit: &str,
     ) -> Result<AnyTarget> {
         rt.block_on(self.target.connect(
@@ -508,7 +508,7 @@ fn cmd_watch(args: WatchArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| "localhost".into());
         format!("{host}-{}", std::process::id())
     });
-    let settings = fleetgate::watch::Settings {
+    let settings = fleetgate::daemon::watch::Settings {
         repo: args.source.repo.clone(),
         branch: args.branch.clone(),
         cache_dir: cache_dir(&args.source),
@@ -541,8 +541,8 @@ fn cmd_watch(args: WatchArgs) -> Result<ExitCode> {
             shard = settings.shard.map(|s| s.to_string()).unwrap_or_default(),
             "watching"
         );
-        let daemon = fleetgate::watch::Daemon::new(settings);
-        fleetgate::watch::run(daemon, listener, shutdown_signal()).await
+        let daemon = fleetgate::daemon::watch::Daemon::new(settings);
+        fleetgate::daemon::watch::run(daemon, listener, shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -964,7 +964,7 @@ fn cmd_apply(
     }
     print_plan_leftovers(&plan);
     let failed: usize = report.waves.iter().map(|w| w.failed).sum();
-    let count = |f: &dyn Fn(&fleetgate::rollout::AccountReport) -> bool| {
+    let count = |f: &dyn Fn(&fleetgate::execute::rollout::AccountReport) -> bool| {
         report
             .waves
             .iter()
@@ -972,7 +972,7 @@ fn cmd_apply(
             .filter(|a| f(a))
             .count()
     };
-    let landed = |a: &fleetgate::rollout::AccountReport| {
+    let landed = |a: &fleetgate::execute::rollout::AccountReport| {
         matches!(
             a.state,
             AccountState::Applied | AccountState::Serving | AccountState::Healthy
@@ -1341,15 +1341,19 @@ fn cmd_rollback(args: &RollbackArgs) -> Result<ExitCode> {
             .filter(|a| a.action == plan::Action::NoChange)
             .filter_map(|a| refs.iter().find(|r| r.name == a.name))
             .collect();
-        for (name, r) in rt.block_on(fan.run(
-            "hold",
-            at_target,
-            |a| a,
-            |a| {
-                let (target, stamp) = (&target, &stamp);
-                async move { fleetgate::rollout::set_hold(target, a, Some(hold), stamp).await }
-            },
-        )) {
+        for (name, r) in
+            rt.block_on(fan.run(
+                "hold",
+                at_target,
+                |a| a,
+                |a| {
+                    let (target, stamp) = (&target, &stamp);
+                    async move {
+                        fleetgate::execute::rollout::set_hold(target, a, Some(hold), stamp).await
+                    }
+                },
+            ))
+        {
             match r {
                 Ok(_) => held_in_place += 1,
                 Err(e) => problems.push(format!("{name}: cannot record the hold: {e}")),
@@ -1408,7 +1412,7 @@ fn cmd_release(
         |a| a,
         |a| {
             let (target, stamp) = (&target, &stamp);
-            async move { fleetgate::rollout::set_hold(target, a, None, stamp).await }
+            async move { fleetgate::execute::rollout::set_hold(target, a, None, stamp).await }
         },
     ));
     results.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1642,15 +1646,17 @@ fn cmd_drift(
         .unwrap_or(50);
     let progress = StderrProgress::new();
     let fan = target_args.fan_out(fleet, &progress);
-    let mut report = match rt.block_on(fleetgate::drift::run(&repo, &head, &target, &fan, depth)) {
+    let mut report = match rt.block_on(fleetgate::ops::drift::run(
+        &repo, &head, &target, &fan, depth,
+    )) {
         Ok(r) => r,
         Err(e) => return report_pipeline_error(e),
     };
     fleetgate::redact::scrub_drift(&mut report, fleetgate::redact::run_key());
     let text = match format {
-        PlanFormat::Text => fleetgate::drift::text(&report),
-        PlanFormat::Markdown => fleetgate::drift::markdown(&report),
-        PlanFormat::Json => fleetgate::drift::json(&report),
+        PlanFormat::Text => fleetgate::ops::drift::text(&report),
+        PlanFormat::Markdown => fleetgate::ops::drift::markdown(&report),
+        PlanFormat::Json => fleetgate::ops::drift::json(&report),
     };
     match out {
         Some(path) => std::fs::write(path, &text)

@@ -377,7 +377,7 @@ pub fn scrub_plan(plan: &mut crate::plan::Plan, key: &[u8]) {
 
 /// Scrubs the texts of a rollout report: why accounts failed or were skipped, why the
 /// rollout stopped (a target's error may quote a URL with its credentials).
-pub fn scrub_rollout(report: &mut crate::rollout::RolloutReport, key: &[u8]) {
+pub fn scrub_rollout(report: &mut crate::execute::rollout::RolloutReport, key: &[u8]) {
     scrub_opt(&mut report.reason, key);
     for wave in &mut report.waves {
         for account in wave.accounts.values_mut() {
@@ -388,7 +388,7 @@ pub fn scrub_rollout(report: &mut crate::rollout::RolloutReport, key: &[u8]) {
 
 /// Scrubs the texts of a drift report: the repo and target as given, and each account's
 /// cause.
-pub fn scrub_drift(report: &mut crate::drift::DriftReport, key: &[u8]) {
+pub fn scrub_drift(report: &mut crate::ops::drift::DriftReport, key: &[u8]) {
     scrub_in_place(&mut report.repo, key);
     scrub_in_place(&mut report.target, key);
     for account in &mut report.accounts {

@@ -10,7 +10,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Value, json};
 
-use crate::manifest::{API_VERSION, AccountSpec, FleetSpec, Kind, Manifest, OverlaySpec};
+use crate::config::manifest::{API_VERSION, AccountSpec, FleetSpec, Kind, Manifest, OverlaySpec};
 
 /// Every schema file: (file name, schema).
 pub fn all() -> Vec<(&'static str, Value)> {
@@ -53,7 +53,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
     out.push(("plan-invalid.schema.json", invalid.to_value()));
     let mut drift = SchemaSettings::draft2020_12()
         .into_generator()
-        .into_root_schema_for::<crate::drift::DriftReport>();
+        .into_root_schema_for::<crate::ops::drift::DriftReport>();
     drift.insert(
         "$id".into(),
         json!("https://fleetgate.dev/schemas/drift.schema.json"),

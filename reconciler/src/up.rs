@@ -34,9 +34,9 @@ use fleetgate_gateway::reload::{FileSource, Gateway};
 use fleetgate_gateway::secrets::{SecretArn, Secrets};
 use serde_json::json;
 
-use crate::connect::TargetSpec;
+use crate::config::repo::Repo;
 use crate::git::GitRepo;
-use crate::repo::Repo;
+use crate::target::connect::TargetSpec;
 
 /// What `up` is asked to do.
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ const BRANCH: &str = "main";
 /// Writes the embedded example into `dir` and commits it on `main` (git2).
 fn create_repo(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for (path, text) in crate::example_fleet::example_files() {
+    for (path, text) in crate::config::example_fleet::example_files() {
         let file = dir.join(path);
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent)?;
@@ -318,7 +318,7 @@ pub async fn run(
     // The reconciler, as `fleetgate watch` runs it.
     let status_listener = bind(at(1000)?, "the reconciler's /status").await?;
     let status_addr = status_listener.local_addr()?;
-    let daemon = crate::watch::Daemon::new(crate::watch::Settings {
+    let daemon = crate::daemon::watch::Daemon::new(crate::daemon::watch::Settings {
         repo: repo_dir.to_string_lossy().to_string(),
         branch: BRANCH.into(),
         cache_dir: settings.cache_dir.clone(),
@@ -346,7 +346,7 @@ pub async fn run(
                 && s.head.as_ref().map(|h| &h.commit) == s.last_applied.as_ref().map(|a| &a.commit)
         }
     };
-    let reconciler = crate::watch::run(daemon, status_listener, stopped(stop_rx.clone()));
+    let reconciler = crate::daemon::watch::run(daemon, status_listener, stopped(stop_rx.clone()));
 
     // New key or client references in later commits get their local secrets too.
     {
@@ -558,7 +558,7 @@ mod tests {
     #[test]
     fn secrets_are_made_once_per_reference_and_never_overwritten() {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let repo = Repo::load(&crate::example_fleet::example_repo());
+        let repo = Repo::load(&crate::config::example_fleet::example_repo());
         let bundle = crate::render::render(&repo, "acme-prod")
             .unwrap_or_else(|_| panic!("renders"))
             .bundle;

@@ -21,7 +21,7 @@ use std::process::{Command, Output};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_support::{Faults, Moto, Proxy};
-use fleetgate::example_fleet::{self, FleetParams};
+use fleetgate::config::example_fleet::{self, FleetParams};
 use serde_json::Value;
 use support::{code, edit, example_git_repo, git, json, show, stderr, stdout};
 

@@ -18,8 +18,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use fleetgate::diagnostics::Diagnostic;
-use fleetgate::example_fleet;
+use fleetgate::config::diagnostics::Diagnostic;
+use fleetgate::config::example_fleet;
 use fleetgate::plan::{self, Desired, Plan, Revision, Warning, WarningKind, format};
 use fleetgate::target::{AccountRef, ETag, ErrorClass, Observed};
 use fleetgate::{Repo, render};
@@ -222,7 +222,7 @@ fn plan_with(p: &str) -> Plan {
     }
     let mut deployed_names = fleet.clone();
     deployed_names.insert(format!("orphan-{p}"));
-    let wave = |name: String| -> fleetgate::manifest::Wave {
+    let wave = |name: String| -> fleetgate::config::manifest::Wave {
         serde_json::from_value(serde_json::json!({ "name": name })).unwrap()
     };
     let context = plan::Context {

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use fleetgate::example_fleet::{self, FleetParams};
+use fleetgate::config::example_fleet::{self, FleetParams};
 use fleetgate::git::GitRepo;
-use fleetgate::pipeline;
+use fleetgate::ops::pipeline;
 use fleetgate::plan::{self, Action, Plan, format};
 use fleetgate::target::{FanOut, FileTarget};
 use serde_json::Value;

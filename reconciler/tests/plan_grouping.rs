@@ -14,9 +14,9 @@ mod support;
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
-use fleetgate::example_fleet::{self, FleetParams};
+use fleetgate::config::example_fleet::{self, FleetParams};
 use fleetgate::git::GitRepo;
-use fleetgate::pipeline;
+use fleetgate::ops::pipeline;
 use fleetgate::plan::{self, Action, Area, Plan, format};
 use fleetgate::target::{FanOut, FileTarget};
 use support::{ExampleFleet as Fleet, code, edit, git, stderr};

@@ -6,9 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use fleetgate::source::{ConfigSource, MemSource, SourceError};
-use fleetgate::yaml::{Key, Node, Span, Value};
-use fleetgate::{Repo, example_fleet, render};
+use fleetgate::config::example_fleet;
+use fleetgate::config::source::{ConfigSource, MemSource, SourceError};
+use fleetgate::config::yaml::{Key, Node, Span, Value};
+use fleetgate::{Repo, render};
 use proptest::prelude::*;
 
 /// Lists files in a caller-chosen order.
@@ -162,7 +163,7 @@ proptest! {
     #[test]
     fn merging_an_empty_patch_changes_nothing(base in tree()) {
         let mut merged = base.clone();
-        fleetgate::merge::merge(&mut merged, &Node::new(Value::Map(vec![]), span())).expect("merges");
+        render::merge::merge(&mut merged, &Node::new(Value::Map(vec![]), span())).expect("merges");
         if matches!(base.value, Value::Map(_)) {
             prop_assert_eq!(merged.to_json(), base.to_json());
         }
@@ -171,7 +172,7 @@ proptest! {
     #[test]
     fn merging_a_document_into_itself_changes_nothing(base in tree()) {
         let mut merged = base.clone();
-        fleetgate::merge::merge(&mut merged, &base).expect("merges");
+        render::merge::merge(&mut merged, &base).expect("merges");
         prop_assert_eq!(merged.to_json(), base.to_json());
     }
 }

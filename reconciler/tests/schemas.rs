@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fleetgate::manifest::Kind;
+use fleetgate::config::manifest::Kind;
 use fleetgate::{ConfigSource, DirSource};
 
 fn workspace() -> PathBuf {

@@ -1,7 +1,8 @@
 //! A secret pasted into the repo by mistake is rejected without being repeated: CI logs and
 //! PR checks show diagnostics, so a diagnostic must never quote a secret.
 
-use fleetgate::{Repo, example_fleet, validate};
+use fleetgate::config::example_fleet;
+use fleetgate::{Repo, validate};
 
 const PLANTED: &str = "hunter2-plaintext-Zq81";
 

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleetgate::source::MAX_FILE_BYTES;
+use fleetgate::config::source::MAX_FILE_BYTES;
 use support::{copy_dir, example_repo_dir, git};
 
 /// How long a run may take before the watchdog kills it. Every run here ends in well under a

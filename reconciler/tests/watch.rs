@@ -484,11 +484,11 @@ impl Rig {
         match signature {
             Sig::Good => headers.push((
                 "x-hub-signature-256",
-                fleetgate::watch::sign(SECRET.as_bytes(), &body),
+                fleetgate::daemon::watch::sign(SECRET.as_bytes(), &body),
             )),
             Sig::Wrong => headers.push((
                 "x-hub-signature-256",
-                fleetgate::watch::sign(b"not the secret", &body),
+                fleetgate::daemon::watch::sign(b"not the secret", &body),
             )),
             Sig::Missing => {}
         }
@@ -853,11 +853,13 @@ fn an_apply_killed_at_random_points_never_breaks_a_pointer() {
     let moto = Moto::start();
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("config");
-    let src = fleetgate::example_fleet::generate(&fleetgate::example_fleet::FleetParams {
-        accounts: 24,
-        seed: 7,
-    });
-    fleetgate::example_fleet::write_to(&src, &repo).unwrap();
+    let src = fleetgate::config::example_fleet::generate(
+        &fleetgate::config::example_fleet::FleetParams {
+            accounts: 24,
+            seed: 7,
+        },
+    );
+    fleetgate::config::example_fleet::write_to(&src, &repo).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
     git(&repo, &["add", "."]);
     git(&repo, &["commit", "-q", "-m", "generated fleet"]);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use fleetgate::example_fleet::example_repo;
+use fleetgate::config::example_fleet::example_repo;
 use fleetgate::{Repo, render};
 use fleetgate_gateway::Digest;
 use fleetgate_gateway::reload::{FileSource, Gateway, ReloadOutcome, admin_router};

@@ -11,7 +11,7 @@ use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_support::{Faults, Moto, Proxy};
-use fleetgate::example_fleet::example_repo;
+use fleetgate::config::example_fleet::example_repo;
 use fleetgate::{Repo, render};
 use fleetgate_gateway::Digest;
 use fleetgate_gateway::reload::{Gateway, ReloadOutcome};

@@ -126,7 +126,7 @@ pub fn between(old: &Bundle, new: &Bundle, redaction_key: &[u8]) -> Vec<Change> 
     // Whether a value is short enough to show is judged on its template (the account's own
     // values written as `${account.*}`), so that accounts whose change differs only in those
     // values summarise it the same way and group together, whatever their names' lengths.
-    let mut own: Vec<(String, String)> = crate::template::Vars::of_bundle(&new.account)
+    let mut own: Vec<(String, String)> = crate::render::template::Vars::of_bundle(&new.account)
         .iter()
         .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| (v.to_string(), format!("${{account.{k}}}")))
@@ -475,7 +475,7 @@ mod tests {
     use super::*;
 
     fn example(account: &str) -> Bundle {
-        let repo = crate::Repo::load(&crate::example_fleet::example_repo());
+        let repo = crate::Repo::load(&crate::config::example_fleet::example_repo());
         crate::render(&repo, account).unwrap().bundle
     }
 

@@ -16,7 +16,7 @@ use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
 use super::{AccountPlan, Action, Group, PLAN_FORMAT_VERSION, Plan, Revision};
-use crate::diagnostics::{Diagnostic, DiagnosticJson};
+use crate::config::diagnostics::{Diagnostic, DiagnosticJson};
 
 /// The marker CI looks for to update one sticky PR comment instead of adding another.
 pub const MARKDOWN_MARKER: &str = "<!-- fleetgate:plan -->";

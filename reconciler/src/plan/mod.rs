@@ -22,8 +22,8 @@ use fleetgate_gateway::{Bundle, Digest};
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::render::template::{Occurrence, Values, Vars, write_template};
 use crate::target::{AccountRef, ErrorClass, Observed};
-use crate::template::{Occurrence, Values, Vars, write_template};
 pub use changes::{Area, Change, Op};
 pub use risks::WarningKind;
 
@@ -57,7 +57,7 @@ pub struct Context {
     pub deployed: BTreeSet<String>,
     pub rendered: Rendered,
     /// fleet.yaml's waves, in order, and the fleet's concurrency (a wave's default).
-    pub waves: Vec<crate::manifest::Wave>,
+    pub waves: Vec<crate::config::manifest::Wave>,
     pub concurrency: usize,
     /// The wave of each account (an index into `waves`).
     pub wave_of: BTreeMap<String, usize>,
@@ -231,7 +231,7 @@ pub struct WavePlan {
     /// failureTolerance applied to `accounts`).
     pub tolerated_failures: usize,
     pub bake_time: fleetgate_gateway::Duration,
-    pub health_gate: crate::manifest::HealthGate,
+    pub health_gate: crate::config::manifest::HealthGate,
 }
 
 /// Accounts that share one change: the same action, the same summary and the same changed
@@ -496,7 +496,7 @@ fn wave_plans(context: &Context, accounts: &[AccountPlan]) -> Vec<WavePlan> {
                 max_concurrency: context.concurrency.max(1),
                 tolerated_failures: 0,
                 bake_time: fleetgate_gateway::Duration::default(),
-                health_gate: crate::manifest::HealthGate::default(),
+                health_gate: crate::config::manifest::HealthGate::default(),
             });
         }
         if matches!(a.action, Action::Create | Action::Update) {
@@ -656,9 +656,8 @@ fn best_rep(
             (std::cmp::Reverse(*na), kind(ra), *fa)
                 .cmp(&(std::cmp::Reverse(*nb), kind(rb), *fb))
                 .then_with(|| match (ra, rb) {
-                    (Rep::Variable(a), Rep::Variable(b)) => {
-                        crate::template::specificity(a).cmp(&crate::template::specificity(b))
-                    }
+                    (Rep::Variable(a), Rep::Variable(b)) => crate::render::template::specificity(a)
+                        .cmp(&crate::render::template::specificity(b)),
                     _ => std::cmp::Ordering::Equal,
                 })
         })

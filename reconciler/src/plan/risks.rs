@@ -323,7 +323,7 @@ mod tests {
     use super::*;
 
     fn example(account: &str) -> Bundle {
-        let repo = crate::Repo::load(&crate::example_fleet::example_repo());
+        let repo = crate::Repo::load(&crate::config::example_fleet::example_repo());
         crate::render(&repo, account).unwrap().bundle
     }
 

@@ -5,7 +5,7 @@
 //! when to come back ([`Action`], as kube-rs controllers do). A push webhook or the poll
 //! timer wakes it; a newer commit that lands mid-rollout waits, and the next pass applies
 //! the newest head (intermediate commits are not applied one by one). Only the holder of the
-//! lease ([`crate::lease`]) rolls out; with `--shard i/N` every shard has its own lease and
+//! lease ([`crate::daemon::lease`]) rolls out; with `--shard i/N` every shard has its own lease and
 //! accounts.
 //!
 //! Its HTTP side serves `/status` (JSON), `/health`, `/metrics` (Prometheus) and `/webhook`
@@ -32,16 +32,16 @@ use serde::Serialize;
 use sha2::Sha256;
 use tokio::sync::Notify;
 
-use crate::connect::{AnyTarget, TargetSpec};
-use crate::drift::DriftReport;
-use crate::git::GitRepo;
-use crate::lease::{
+use crate::config::manifest::FleetSpec;
+use crate::daemon::lease::{
     FileLeaseStore, Lease, LeaseError, LeaseStore, LeaseView, Rejected, S3LeaseStore,
 };
-use crate::manifest::FleetSpec;
-use crate::pipeline::{self, PipelineError, Shard, Stamp};
+use crate::execute::rollout::{AccountState, Executor, Live, Outcome, RolloutReport};
+use crate::git::GitRepo;
+use crate::ops::drift::DriftReport;
+use crate::ops::pipeline::{self, PipelineError, Shard, Stamp};
 use crate::plan::{self, Action as PlanAction};
-use crate::rollout::{AccountState, Executor, Live, Outcome, RolloutReport};
+use crate::target::connect::{AnyTarget, TargetSpec};
 use crate::target::{AccountRef, FanOut, NoProgress, Observed};
 
 /// What a reconcile pass says to do next.
@@ -533,7 +533,7 @@ impl LeaseStore for AnyLeaseStore {
 
     async fn read(
         &self,
-    ) -> Result<Option<(crate::lease::LeaseRecord, crate::target::ETag)>, LeaseError> {
+    ) -> Result<Option<(crate::daemon::lease::LeaseRecord, crate::target::ETag)>, LeaseError> {
         match self {
             AnyLeaseStore::File(s) => s.read().await,
             AnyLeaseStore::S3(s) => s.read().await,
@@ -542,7 +542,7 @@ impl LeaseStore for AnyLeaseStore {
 
     async fn write(
         &self,
-        record: &crate::lease::LeaseRecord,
+        record: &crate::daemon::lease::LeaseRecord,
         expected: Option<&crate::target::ETag>,
     ) -> Result<crate::target::ETag, LeaseError> {
         match self {
@@ -924,7 +924,7 @@ impl Looper {
                 |a| a,
                 |a| {
                     let stamp = &stamp;
-                    async move { crate::rollout::set_hold(target, a, None, stamp).await }
+                    async move { crate::execute::rollout::set_hold(target, a, None, stamp).await }
                 },
             )
             .await
@@ -1058,14 +1058,14 @@ impl Looper {
                 .as_ref()
                 .map(|f| f.drift.history_depth as usize)
                 .unwrap_or(50);
-            match crate::drift::run(&repo, &head, target, &fan, depth).await {
+            match crate::ops::drift::run(&repo, &head, target, &fan, depth).await {
                 Ok(mut report) => {
                     if let Some(shard) = self.settings().shard {
                         let accounts = std::mem::take(&mut report.accounts)
                             .into_iter()
                             .filter(|a| shard.contains(&a.name))
                             .collect();
-                        report = crate::drift::report(
+                        report = crate::ops::drift::report(
                             &report.repo,
                             report.head.clone(),
                             &report.target,

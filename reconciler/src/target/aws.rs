@@ -52,7 +52,7 @@ pub struct AwsSettings {
 
 impl AwsSettings {
     /// The settings fleet.yaml gives, for a run at `commit`.
-    pub fn from_fleet(spec: &crate::manifest::FleetSpec, commit: &str) -> AwsSettings {
+    pub fn from_fleet(spec: &crate::config::manifest::FleetSpec, commit: &str) -> AwsSettings {
         AwsSettings {
             role_name: spec.role_name.clone(),
             external_id: spec.external_id.clone(),

@@ -27,8 +27,8 @@ use std::time::{Duration, SystemTime};
 use fleetgate_gateway::Digest;
 use serde::Serialize;
 
-use crate::manifest::{HealthGate, NoGatewayPolicy, RollbackScope, RolloutSpec};
-use crate::pipeline::Stamp;
+use crate::config::manifest::{HealthGate, NoGatewayPolicy, RollbackScope, RolloutSpec};
+use crate::ops::pipeline::Stamp;
 use crate::plan::{Desired, Plan, WavePlan};
 use crate::target::{
     AccountRef, ETag, ErrorClass, FanOut, Hold, InstanceReport, Observed, Pointer, Target,
@@ -807,7 +807,7 @@ mod tests {
 
     /// The example repo (canary -> early -> prod), with `edit` applied to base/gateway.yaml.
     fn repo(edit: Option<(&str, &str)>) -> crate::Repo {
-        let mut src = crate::example_fleet::example_repo();
+        let mut src = crate::config::example_fleet::example_repo();
         if let Some((from, to)) = edit {
             let path = concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -857,7 +857,7 @@ mod tests {
         skip_gates: bool,
     ) -> RolloutReport {
         let desired = desired(repo);
-        let (waves, concurrency, wave_of) = crate::pipeline::rollout_order(repo);
+        let (waves, concurrency, wave_of) = crate::ops::pipeline::rollout_order(repo);
         let context = Context {
             repo: "test".into(),
             base: None,

@@ -1,17 +1,17 @@
 //! The plan and apply pipelines: git -> load -> (affected) -> render -> observe -> plan ->
 //! (apply). The adapters (git, target, clock) are passed in; the decisions are the pure
-//! functions of [`crate::affected`], [`crate::render`] and [`crate::plan`].
+//! functions of [`crate::render::affected`], [`crate::render`] and [`crate::plan`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use fleetgate_gateway::Digest;
 
-use crate::affected::affected;
-use crate::diagnostics::{Diagnostic, Diagnostics};
+use crate::config::diagnostics::{Diagnostic, Diagnostics};
+use crate::config::repo::Repo;
 use crate::git::{Commit, GitError, GitRepo};
 use crate::plan::{self, Context, Desired, Plan, Revision};
+use crate::render::affected::affected;
 use crate::render::render;
-use crate::repo::Repo;
 use crate::target::{AccountRef, FanOut, Observed, Target, TargetError, observe};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ pub struct Prepared {
     pub context: Context,
     pub desired: Vec<Desired>,
     /// The head's fleet.yaml (how accounts are reached).
-    pub fleet: Option<crate::manifest::FleetSpec>,
+    pub fleet: Option<crate::config::manifest::FleetSpec>,
     /// Set by [`Prepared::restrict_to`].
     pub shard: Option<Shard>,
 }
@@ -113,13 +113,15 @@ pub fn prepare(
     }
     // An overlay no account selects must still apply cleanly; check the ones this change
     // touches (all of them without a base).
-    for overlay in crate::repo::unused_overlays(&head_repo) {
+    for overlay in crate::config::repo::unused_overlays(&head_repo) {
         let dir = format!("overlays/{overlay}/");
         if changed
             .as_ref()
             .is_none_or(|c| c.iter().any(|p| p.starts_with(&dir)))
         {
-            problems.extend(crate::validate::check_overlay_alone(&head_repo, overlay));
+            problems.extend(crate::render::validate::check_overlay_alone(
+                &head_repo, overlay,
+            ));
         }
     }
     if !problems.is_empty() {
@@ -166,7 +168,13 @@ pub fn prepare(
 
 /// fleet.yaml's waves, the fleet's concurrency, and each account's wave: what the plan
 /// needs to order the rollout.
-pub fn rollout_order(repo: &Repo) -> (Vec<crate::manifest::Wave>, usize, BTreeMap<String, usize>) {
+pub fn rollout_order(
+    repo: &Repo,
+) -> (
+    Vec<crate::config::manifest::Wave>,
+    usize,
+    BTreeMap<String, usize>,
+) {
     let Some(fleet) = repo.fleet.as_ref() else {
         return (Vec::new(), 32, BTreeMap::new());
     };
@@ -175,7 +183,8 @@ pub fn rollout_order(repo: &Repo) -> (Vec<crate::manifest::Wave>, usize, BTreeMa
         .accounts
         .values()
         .filter_map(|a| {
-            let i = crate::waves::wave_of(waves, &a.doc.spec.stage, &a.doc.metadata.labels)?;
+            let i =
+                crate::config::waves::wave_of(waves, &a.doc.spec.stage, &a.doc.metadata.labels)?;
             Some((a.name.clone(), i))
         })
         .collect();

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::repo::Repo;
+use crate::config::repo::Repo;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Term {
@@ -86,7 +86,7 @@ impl Selector {
                     Term::Glob(g) => glob(g, name),
                     Term::Stage(s) => &spec.stage == s,
                     Term::Label(k, v) => labels.get(k) == Some(v),
-                    Term::Wave(w) => crate::waves::wave_of(waves, &spec.stage, labels)
+                    Term::Wave(w) => crate::config::waves::wave_of(waves, &spec.stage, labels)
                         .is_some_and(|i| &waves[i].name == w),
                 };
                 if matches {
@@ -140,7 +140,7 @@ mod tests {
     use super::*;
 
     fn example() -> Repo {
-        Repo::load(&crate::example_fleet::example_repo())
+        Repo::load(&crate::config::example_fleet::example_repo())
     }
 
     fn select(s: &str) -> Result<Vec<String>, String> {

@@ -2,8 +2,8 @@
 
 use fleetgate_gateway::{Bundle, Digest};
 
-use crate::aws::{AwsSettings, AwsTarget};
-use crate::manifest::FleetSpec;
+use crate::config::manifest::FleetSpec;
+use crate::target::aws::{AwsSettings, AwsTarget};
 use crate::target::{
     AccountRef, Bootstrapped, ETag, FileTarget, InstanceReport, Pointer, Target, TargetError,
 };

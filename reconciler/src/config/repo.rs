@@ -16,15 +16,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
 
-use crate::diagnostics::Diagnostic;
-use crate::manifest::{
+use crate::config::diagnostics::Diagnostic;
+use crate::config::manifest::{
     API_VERSION, AccountSpec, FleetSpec, GatewaySpec, IdentityProviderSpec, Kind, Manifest,
     Metadata, OverlaySpec,
 };
-use crate::openapi::{self, ServiceSpec};
-use crate::source::{ConfigSource, SourceError};
-use crate::waves;
-use crate::yaml::{self, Node, Span, Value};
+use crate::config::source::{ConfigSource, SourceError};
+use crate::config::waves;
+use crate::config::yaml::{self, Node, Span, Value};
+use crate::render::openapi::{self, ServiceSpec};
 
 pub const FLEET_FILE: &str = "fleet.yaml";
 pub const GATEWAY_FILE: &str = "base/gateway.yaml";
@@ -59,9 +59,9 @@ pub struct Account {
 
 impl Account {
     /// The `${account.*}` values of this account.
-    pub fn vars(&self) -> crate::template::Vars {
+    pub fn vars(&self) -> crate::render::template::Vars {
         let spec = &self.doc.spec;
-        crate::template::Vars::for_account(
+        crate::render::template::Vars::for_account(
             &self.name,
             &spec.account_id.0,
             &spec.region,

@@ -15,8 +15,8 @@
 
 use std::collections::HashMap;
 
-use crate::diagnostics::Diagnostic;
-use crate::yaml::{Node, Value};
+use crate::config::diagnostics::Diagnostic;
+use crate::config::yaml::{Node, Value};
 
 pub const DIRECTIVE: &str = "$patch";
 
@@ -250,7 +250,7 @@ fn strip(node: &Node) -> Result<Node, Diagnostic> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::yaml::parse;
+    use crate::config::yaml::parse;
 
     fn merged(base: &str, patch: &str) -> serde_json::Value {
         let mut b = parse("base.yaml", base).unwrap();

@@ -25,8 +25,8 @@ use fleetgate_gateway::Duration;
 use fleetgate_gateway::bundle::{Method, RateLimit, Retries};
 use serde_json::{Map, json};
 
-use crate::diagnostics::Diagnostic;
-use crate::yaml::{Node, Span, Value};
+use crate::config::diagnostics::Diagnostic;
+use crate::config::yaml::{Node, Span, Value};
 
 const ROOT_EXTENSIONS: [&str; 3] = [
     "x-fleetgate-backend",
@@ -486,7 +486,7 @@ fn slug(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::yaml::parse;
+    use crate::config::yaml::parse;
 
     const SPEC: &str = r#"openapi: 3.0.3
 info: {title: Orders, version: 1.0.0}

@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::yaml::Span;
+use crate::config::yaml::Span;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {

@@ -10,8 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::config::repo::Repo;
 use crate::render::input_paths;
-use crate::repo::Repo;
 
 /// The outcome: which accounts to render, and why the count is what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub fn depends_on(inputs: &BTreeSet<String>, path: &str) -> bool {
 mod tests {
     use super::*;
     use crate::MemSource;
-    use crate::example_fleet::example_repo;
+    use crate::config::example_fleet::example_repo;
 
     fn changed(paths: &[&str]) -> BTreeSet<String> {
         paths.iter().map(|p| p.to_string()).collect()
@@ -126,7 +126,7 @@ mod tests {
     #[test]
     fn overlays_and_pins_reach_the_accounts_that_use_them() {
         let repo = Repo::load(&example_repo());
-        let uses = |pred: &dyn Fn(&crate::repo::Account) -> bool| -> Vec<&str> {
+        let uses = |pred: &dyn Fn(&crate::config::repo::Account) -> bool| -> Vec<&str> {
             repo.accounts
                 .iter()
                 .filter(|(_, a)| pred(a))

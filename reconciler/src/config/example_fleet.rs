@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::source::MemSource;
+use crate::config::source::MemSource;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/example_files.rs"));

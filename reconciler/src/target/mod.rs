@@ -18,6 +18,9 @@
 //! create. Every operation refuses it ([`TargetError::MissingTarget`]) unless the target was
 //! opened for `apply` ([`FileTarget::create_if_missing`]), which creates it.
 
+pub mod aws;
+pub mod connect;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -833,7 +836,7 @@ mod tests {
     }
 
     fn sample_bundle() -> Vec<u8> {
-        let src = crate::example_fleet::example_repo();
+        let src = crate::config::example_fleet::example_repo();
         let repo = crate::Repo::load(&src);
         crate::render(&repo, "acme-prod").unwrap().canonical
     }

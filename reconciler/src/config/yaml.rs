@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_saphyr::{Spanned, Tagged};
 
-use crate::diagnostics::Diagnostic;
+use crate::config::diagnostics::Diagnostic;
 
 /// A position in a repo file. Lines and columns start at 1.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

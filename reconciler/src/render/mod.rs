@@ -14,16 +14,22 @@
 //! Besides the bundle, render returns the repo paths it can read ([`input_paths`], worked out
 //! from the manifests alone), so a plan can tell which accounts a change can affect.
 
+pub mod affected;
+pub mod merge;
+pub mod openapi;
+pub mod template;
+pub mod validate;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fleetgate_gateway::bundle::{AccountInfo, BUNDLE_API_VERSION, GatewayConfig, IdpConfig};
 use fleetgate_gateway::compile::{BundlePath, PathSeg};
 use fleetgate_gateway::{Bundle, Digest, compile};
 
-use crate::diagnostics::Diagnostic;
-use crate::merge::merge;
-use crate::repo::{Account, Doc, GATEWAY_FILE, IDP_FILE, Repo, spec_span};
-use crate::yaml::{Key, Node, Span, Value};
+use crate::config::diagnostics::Diagnostic;
+use crate::config::repo::{Account, Doc, GATEWAY_FILE, IDP_FILE, Repo, spec_span};
+use crate::config::yaml::{Key, Node, Span, Value};
+use crate::render::merge::merge;
 
 /// A rendered account.
 #[derive(Debug, Clone)]
@@ -41,7 +47,7 @@ pub struct Rendered {
 impl Rendered {
     /// Whether a change to `path` can change this render.
     pub fn depends_on(&self, path: &str) -> bool {
-        crate::affected::depends_on(&self.inputs, path)
+        affected::depends_on(&self.inputs, path)
     }
 }
 
@@ -143,7 +149,7 @@ pub(crate) fn render_account(repo: &Repo, account: &Account) -> Result<Rendered,
             let message = if repo.overlays.contains_key(name) {
                 format!("overlay {name:?} has errors (see its errors)")
             } else {
-                crate::repo::unknown_overlay_message(repo, name)
+                crate::config::repo::unknown_overlay_message(repo, name)
             };
             errors.push(Diagnostic::new(
                 span.unwrap_or_else(|| doc.spec_node.span.clone()),
@@ -158,7 +164,7 @@ pub(crate) fn render_account(repo: &Repo, account: &Account) -> Result<Rendered,
     // 2. Pins: overlays in order, then the account. `null` un-pins. Each pin remembers the
     // manifest that wrote it, for errors.
     let mut pins: BTreeMap<&str, (&str, &Node)> = BTreeMap::new();
-    let overlays: Vec<_> = crate::repo::account_overlays(repo, account).collect();
+    let overlays: Vec<_> = crate::config::repo::account_overlays(repo, account).collect();
     let pin_layers = overlays
         .iter()
         .flat_map(|o| o.files.iter().map(|f| (&f.spec.services, &f.spec_node)))
@@ -181,7 +187,9 @@ pub(crate) fn render_account(repo: &Repo, account: &Account) -> Result<Rendered,
             .get(&(service.to_string(), version.to_string()))
         else {
             // The same diagnostic as load's, so the two merge into one line.
-            errors.push(crate::repo::missing_service(repo, node, service, version));
+            errors.push(crate::config::repo::missing_service(
+                repo, node, service, version,
+            ));
             continue;
         };
         let span = node
@@ -374,7 +382,7 @@ fn locate_bundle_path(
     path: &BundlePath,
     gw: &Node,
     idp: &Node,
-    account: &Doc<crate::manifest::AccountSpec>,
+    account: &Doc<crate::config::manifest::AccountSpec>,
 ) -> Span {
     let mut segs = path.0.iter();
     let (mut node, mut span) = match segs.next() {
@@ -420,7 +428,7 @@ fn locate_bundle_path(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::yaml::parse;
+    use crate::config::yaml::parse;
 
     #[test]
     fn a_generated_name_already_taken_is_reported_at_the_operation_naming_the_first() {

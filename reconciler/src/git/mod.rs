@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 use sha2::{Digest as _, Sha256};
 
-use crate::source::{ConfigSource, Entry, Refusal, SourceError, Tree, check_size, read_by_rules};
+use crate::config::source::{
+    ConfigSource, Entry, Refusal, SourceError, Tree, check_size, read_by_rules,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -384,7 +386,7 @@ enum GitEntry {
 }
 
 /// A commit's tree as a config repo snapshot, read by the same rules as a working tree
-/// ([`crate::source::read_by_rules`]): a symlink entry is followed within the tree only to a
+/// ([`crate::config::source::read_by_rules`]): a symlink entry is followed within the tree only to a
 /// regular file inside the repo, a submodule is refused, and a blob's size is checked in its
 /// object header before the blob is read.
 pub struct GitSource<'r> {

@@ -24,10 +24,10 @@ use fleetgate_gateway::Digest;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::config::repo::Repo;
 use crate::git::{Commit, GitRepo};
-use crate::pipeline::{self, PipelineError};
+use crate::ops::pipeline::{self, PipelineError};
 use crate::plan::Revision;
-use crate::repo::Repo;
 use crate::target::{AccountRef, ErrorClass, FanOut, Observed, Target, observe};
 
 /// The version of the JSON drift document.
@@ -561,7 +561,7 @@ mod tests {
     }
 
     fn deployed(digest: &Digest, commit: &str) -> Observed {
-        let src = crate::example_fleet::example_repo();
+        let src = crate::config::example_fleet::example_repo();
         let bundle = crate::render(&Repo::load(&src), "acme-prod")
             .unwrap()
             .bundle;

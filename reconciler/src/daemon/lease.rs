@@ -280,7 +280,7 @@ impl S3LeaseStore {
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let (class, message) = crate::aws::classify(e);
+        let (class, message) = crate::target::aws::classify(e);
         if class == crate::target::ErrorClass::Conflict {
             return LeaseError::Conflict {
                 location: self.location(),

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::diagnostics::Diagnostic;
-use crate::yaml::{Node, Value};
+use crate::config::diagnostics::Diagnostic;
+use crate::config::yaml::{Node, Value};
 
 /// The values an account provides to templates.
 #[derive(Debug, Clone, Default)]

@@ -1,11 +1,11 @@
 //! `validate`: every problem of a repo in one run.
 
-use crate::diagnostics::{Diagnostic, Diagnostics};
+use crate::config::diagnostics::{Diagnostic, Diagnostics};
 use fleetgate_gateway::Digest;
 
+use crate::config::repo::Repo;
+use crate::config::yaml::{Node, Value};
 use crate::render::{render, render_account};
-use crate::repo::Repo;
-use crate::yaml::{Node, Value};
 
 /// The outcome of rendering a whole repo.
 #[derive(Debug)]
@@ -31,7 +31,7 @@ pub fn validate(repo: &Repo) -> Validated {
             Err(errs) => ds.extend(errs),
         }
     }
-    for overlay in crate::repo::unused_overlays(repo) {
+    for overlay in crate::config::repo::unused_overlays(repo) {
         ds.extend(check_overlay_alone(repo, overlay));
     }
     Validated {
@@ -75,7 +75,11 @@ pub(crate) fn check_overlay_alone(repo: &Repo, overlay: &str) -> Vec<Diagnostic>
 /// Whether a diagnostic is about a route item of the overlay named like a generated route
 /// (`<service>.<operation>` of a service in the repo): such an item patches a route that the
 /// selecting account's pins provide, so on its own it is incomplete by design.
-fn patches_a_generated_route(repo: &Repo, overlay: &crate::repo::Overlay, d: &Diagnostic) -> bool {
+fn patches_a_generated_route(
+    repo: &Repo,
+    overlay: &crate::config::repo::Overlay,
+    d: &Diagnostic,
+) -> bool {
     overlay.files.iter().any(|f| {
         let Some(Value::Seq(routes)) = f
             .spec_node

@@ -1,0 +1,3 @@
+//! The command line: arguments, output and progress. The only layer that prints.
+
+pub mod progress;

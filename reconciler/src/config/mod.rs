@@ -1,0 +1,18 @@
+//! Stage 1, the config repo as data: the files of a snapshot ([`source`]), parsed into trees
+//! that remember every value's file and line ([`yaml`]), decoded into the strict manifest kinds
+//! ([`manifest`]), loaded and cross-checked as one [`repo::Repo`], with the account selectors
+//! ([`selector`]) and rollout waves ([`waves`]) it defines. [`diagnostics`] is how every stage
+//! reports a problem in the repo (file, line, what is wrong).
+//!
+//! Pure except [`source::DirSource`], which reads a working tree by the same rules as a git
+//! commit. May import: the bundle contract and [`crate::redact`]; never a later stage, tokio,
+//! HTTP, AWS or git2.
+
+pub mod diagnostics;
+pub mod example_fleet;
+pub mod manifest;
+pub mod repo;
+pub mod selector;
+pub mod source;
+pub mod waves;
+pub mod yaml;
