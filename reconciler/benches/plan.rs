@@ -88,7 +88,7 @@ fn bench(c: &mut Criterion) {
     // Every account at once, no gate: what `apply --all-at-once` does.
     prepared.context.waves.clear();
     prepared.context.wave_of.clear();
-    let (p, observed) = rt
+    let (p, _) = rt
         .block_on(pipeline::observe_and_plan(
             &prepared,
             &target,
@@ -107,7 +107,6 @@ fn bench(c: &mut Criterion) {
         target: &target,
         plan: &p,
         desired: &prepared.desired,
-        observed: &observed,
         stamp: &stamp,
         settings: &settings,
         fan: FanOut::quiet(32),

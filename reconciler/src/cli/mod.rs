@@ -1,3 +1,192 @@
-//! The command line: arguments, output and progress. The only layer that prints.
+//! The command line: arguments ([`args`]), one module per group of commands, what they print
+//! ([`output`]) and progress ([`progress`]). The only layer that prints; the work is the
+//! operations' ([`crate::ops`]), whose reports the commands turn into text and exit codes.
+//!
+//! May import everything but the daemon's internals.
 
+pub mod args;
+pub mod deploy;
+pub mod output;
+pub mod plan;
 pub mod progress;
+pub mod repo;
+pub mod service;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::Parser as _;
+
+use crate::config::diagnostics::Diagnostics;
+use crate::config::repo::Repo;
+use crate::config::selector::Selector;
+use crate::git::{Commit, GitRepo};
+use crate::ops::pipeline::Stamp;
+use crate::target::AccountRef;
+use crate::target::connect::{Connected, Purpose};
+use args::{Cli, Command, GitArgs, TargetArgs};
+
+/// `fleetgate`'s entry point.
+pub fn main() -> ExitCode {
+    // Usage errors exit 1, not clap's 2: `plan` uses 2 for "changes present".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let text = format!("{e:#}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {}",
+                crate::redact::scrub_run(&text)
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Validate(args) => repo::validate(&args),
+        Command::Render(args) => repo::render(&args),
+        Command::Plan(args) => plan::plan(&args),
+        Command::Apply(args) => deploy::apply(&args),
+        Command::Rollback(args) => deploy::rollback(&args),
+        Command::Release(args) => deploy::release(&args),
+        Command::History(args) => deploy::history(&args),
+        Command::Drift(args) => deploy::drift(&args),
+        Command::Bootstrap(args) => deploy::bootstrap(&args),
+        Command::Watch(args) => service::watch(*args),
+        Command::Up(args) => service::up(args),
+        Command::ExampleFleet(args) => repo::example_fleet(&args),
+        Command::Schemas(args) => repo::schemas(&args),
+    }
+}
+
+/// Where remote repositories are cached.
+pub fn cache_dir(args: &GitArgs) -> PathBuf {
+    if let Some(dir) = &args.cache_dir {
+        return dir.clone();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("fleetgate")
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // The main thread's size: manifests and specs are parsed and converted recursively
+        // on these threads too (the watch daemon), up to the YAML nesting limit.
+        .thread_stack_size(8 << 20)
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The key of the fingerprints that stand in for sensitive values: random per run, or
+/// FLEETGATE_REDACTION_KEY when outputs must compare across runs (keep it secret).
+/// The same key fingerprints secrets in diagnostics, errors and logs (`crate::redact`).
+fn redaction_key() -> Vec<u8> {
+    crate::redact::run_key().to_vec()
+}
+
+/// Opens the repo and resolves the revisions; git errors name the ref or path.
+fn open_git(args: &GitArgs) -> Result<GitRepo> {
+    Ok(GitRepo::open(&args.repo, &cache_dir(args))?)
+}
+
+/// Who and when, for the pointers this run writes.
+fn stamp() -> Stamp {
+    Stamp {
+        applied_by: applied_by(),
+        applied_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    }
+}
+
+fn applied_by() -> String {
+    if let Ok(who) = std::env::var("FLEETGATE_APPLIED_BY")
+        && !who.is_empty()
+    {
+        return who;
+    }
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    if host.is_empty() {
+        format!("fleetgate/{} {user}", env!("CARGO_PKG_VERSION"))
+    } else {
+        format!("fleetgate/{} {user}@{host}", env!("CARGO_PKG_VERSION"))
+    }
+}
+
+/// The selected accounts of the repo (all without a selector), placed in the target.
+fn select_accounts(config: &Repo, selector: Option<&Selector>) -> Result<Vec<AccountRef>> {
+    let names: Vec<String> = match selector {
+        Some(sel) => sel
+            .select(config)
+            .map_err(anyhow::Error::msg)?
+            .into_iter()
+            .collect(),
+        None => config.account_names().map(str::to_string).collect(),
+    };
+    Ok(names
+        .iter()
+        .filter_map(|n| AccountRef::from_repo(config, n))
+        .collect())
+}
+
+/// A commit's valid repo and a target connected with its fleet.yaml: where the commands
+/// that work on deployed accounts start.
+struct Session {
+    repo: GitRepo,
+    commit: Commit,
+    config: Repo,
+    rt: tokio::runtime::Runtime,
+    target: Connected,
+}
+
+/// Opens the repo at `rev` and connects the target; `None` when the manifests are invalid
+/// (every problem printed).
+fn connect_at(source: &GitArgs, rev: &str, target_args: &TargetArgs) -> Result<Option<Session>> {
+    let repo = open_git(source)?;
+    let commit = repo.resolve(rev)?;
+    let Some(config) = load_valid(&repo, &commit)? else {
+        return Ok(None);
+    };
+    let rt = runtime()?;
+    let fleet = config.fleet.as_ref().map(|f| &f.spec);
+    let target = target_args.connect(&rt, fleet, &commit.id.to_string(), Purpose::Read)?;
+    Ok(Some(Session {
+        repo,
+        commit,
+        config,
+        rt,
+        target,
+    }))
+}
+
+/// The head's repo, every problem printed when it has any.
+fn load_valid(repo: &GitRepo, commit: &Commit) -> Result<Option<Repo>> {
+    let loaded = Repo::load(&repo.snapshot(commit)?);
+    if loaded.diagnostics.is_empty() {
+        return Ok(Some(loaded));
+    }
+    let mut ds = Diagnostics::new();
+    ds.extend(loaded.diagnostics.iter().cloned());
+    output::print_diagnostics(&ds.into_sorted());
+    Ok(None)
+}

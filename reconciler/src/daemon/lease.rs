@@ -79,15 +79,16 @@ pub enum LeaseError {
 }
 
 /// Where the lease object lives.
-pub trait LeaseStore: Send + Sync {
+#[async_trait::async_trait]
+pub trait LeaseStore: Send + Sync + std::fmt::Debug {
     fn location(&self) -> String;
-    fn read(&self) -> impl Future<Output = Result<Option<(LeaseRecord, ETag)>, LeaseError>> + Send;
+    async fn read(&self) -> Result<Option<(LeaseRecord, ETag)>, LeaseError>;
     /// Writes `record` if the object is still at `expected` (`None`: absent).
-    fn write(
+    async fn write(
         &self,
         record: &LeaseRecord,
         expected: Option<&ETag>,
-    ) -> impl Future<Output = Result<ETag, LeaseError>> + Send;
+    ) -> Result<ETag, LeaseError>;
 }
 
 /// The lease's state as the daemon last saw it.
@@ -101,8 +102,8 @@ pub struct LeaseView {
 
 /// One daemon's side of the lease.
 #[derive(Debug)]
-pub struct Lease<S: LeaseStore> {
-    pub store: S,
+pub struct Lease {
+    pub store: Box<dyn LeaseStore>,
     pub identity: String,
     pub ttl: Duration,
     pub shard: Option<String>,
@@ -114,7 +115,7 @@ fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-impl<S: LeaseStore> Lease<S> {
+impl Lease {
     /// Takes or renews the lease when it may; returns whether we hold it now, the record
     /// as it stands, and what it looked like.
     pub async fn try_hold(
@@ -243,6 +244,7 @@ impl FileLeaseStore {
     }
 }
 
+#[async_trait::async_trait]
 impl LeaseStore for FileLeaseStore {
     fn location(&self) -> String {
         format!("file://{}", self.path.display())
@@ -293,6 +295,7 @@ impl S3LeaseStore {
     }
 }
 
+#[async_trait::async_trait]
 impl LeaseStore for S3LeaseStore {
     fn location(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
@@ -414,7 +417,7 @@ mod tests {
             path: dir.path().join("lease.json"),
         };
         let lease = |who: &str| Lease {
-            store: store.clone(),
+            store: Box::new(store.clone()),
             identity: who.into(),
             ttl: Duration::from_secs(30),
             shard: None,

@@ -31,8 +31,7 @@ use crate::config::manifest::{HealthGate, NoGatewayPolicy, RollbackScope, Rollou
 use crate::ops::pipeline::Stamp;
 use crate::plan::{Desired, Plan, WavePlan};
 use crate::target::{
-    AccountRef, ETag, ErrorClass, FanOut, Hold, InstanceReport, Observed, Pointer, Target,
-    TargetError,
+    AccountRef, ETag, ErrorClass, FanOut, Hold, InstanceReport, Pointer, Target, TargetError,
 };
 
 /// What happened to a rollout, as it goes: the watch daemon serves it in `/status`.
@@ -98,6 +97,69 @@ pub struct AccountReport {
     /// The kind of target failure, when a read or write failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorClass>,
+    /// For [`AccountState::Conflict`]: what observing the account again found (the report's
+    /// documents say it in `detail`).
+    #[serde(skip)]
+    pub conflict: Option<Conflict>,
+}
+
+/// How many accounts of a rollout ended how.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Pointers written where there was none.
+    pub created: usize,
+    /// Pointers moved from another bundle.
+    pub updated: usize,
+    pub conflicts: usize,
+    /// Conflicts whose account still needs the head.
+    pub still_needed: usize,
+    pub failed: usize,
+    pub rolled_back: usize,
+    pub skipped: usize,
+}
+
+impl RolloutReport {
+    /// Counts the accounts by how they ended.
+    pub fn tally(&self) -> Tally {
+        let mut t = Tally::default();
+        for a in self.waves.iter().flat_map(|w| w.accounts.values()) {
+            match a.state {
+                AccountState::Applied | AccountState::Serving | AccountState::Healthy => {
+                    if a.from.is_none() {
+                        t.created += 1;
+                    } else {
+                        t.updated += 1;
+                    }
+                }
+                AccountState::Conflict => {
+                    t.conflicts += 1;
+                    if a.conflict == Some(Conflict::StillNeeded) {
+                        t.still_needed += 1;
+                    }
+                }
+                AccountState::Failed => t.failed += 1,
+                AccountState::RolledBack => t.rolled_back += 1,
+                AccountState::Skipped => t.skipped += 1,
+                AccountState::Pending => {}
+            }
+        }
+        t
+    }
+
+    /// Failed accounts the waves counted against their tolerance (conflicts that still
+    /// need the head included).
+    pub fn failed(&self) -> usize {
+        self.waves.iter().map(|w| w.failed).sum()
+    }
+}
+
+/// A lost compare-and-swap, observed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// Another applier deployed the same bundle: nothing to do, not a failure.
+    AtHead,
+    /// The account still needs the head: a failure until the next apply re-plans it.
+    StillNeeded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -134,11 +196,10 @@ struct Written {
 /// Executes `plan` against `target`. `live` is updated as the rollout goes; the final report
 /// is returned too.
 #[derive(Debug)]
-pub struct Executor<'a, T: Target> {
-    pub target: &'a T,
+pub struct Executor<'a> {
+    pub target: &'a dyn Target,
     pub plan: &'a Plan,
     pub desired: &'a [Desired],
-    pub observed: &'a BTreeMap<String, Observed>,
     pub stamp: &'a Stamp,
     pub settings: &'a RolloutSpec,
     /// Per-account timeout and progress; the concurrency is each wave's own.
@@ -179,7 +240,7 @@ impl Clock {
     }
 }
 
-impl<'a, T: Target> Executor<'a, T> {
+impl Executor<'_> {
     /// A report with every wave pending.
     pub fn initial_report(&self) -> RolloutReport {
         let planned: BTreeMap<&str, &crate::plan::AccountPlan> = self
@@ -218,6 +279,7 @@ impl<'a, T: Target> Executor<'a, T> {
                                         .unwrap_or_default(),
                                     detail: None,
                                     error: None,
+                                    conflict: None,
                                 },
                             )
                         })
@@ -287,6 +349,13 @@ impl<'a, T: Target> Executor<'a, T> {
             .iter()
             .map(|d| (d.account.name.as_str(), d))
             .collect();
+        let planned: BTreeMap<&str, &crate::plan::AccountPlan> = self
+            .plan
+            .accounts
+            .iter()
+            .map(|a| (a.name.as_str(), a))
+            .collect();
+        let planned = &planned;
         let breached = |live: &Live| snapshot_wave(live, i, |w| w.failed) > wave.tolerated_failures;
         let fail = |live: &Live, name: &str, detail: String| fail_account(live, i, name, detail);
         let (breached, fail) = (&breached, &fail);
@@ -312,12 +381,11 @@ impl<'a, T: Target> Executor<'a, T> {
                     if breached(live) {
                         return Ok(None);
                     }
-                    let previous = match self.observed.get(&d.account.name) {
-                        Some(Observed::Deployed { pointer, etag, .. }) => {
-                            Some((pointer.clone(), etag.clone()))
-                        }
-                        _ => None,
-                    };
+                    // The version the plan was made against: the write replaces exactly it.
+                    let previous = planned
+                        .get(d.account.name.as_str())
+                        .and_then(|a| a.expected.as_ref())
+                        .map(|e| (e.pointer.clone(), e.etag.clone()));
                     let r = write(
                         self.target,
                         d,
@@ -349,6 +417,11 @@ impl<'a, T: Target> Executor<'a, T> {
                                 if let Some(a) = w.accounts.get_mut(&d.account.name) {
                                     a.state = AccountState::Conflict;
                                     a.error = Some(ErrorClass::Conflict);
+                                    a.conflict = Some(if at_head {
+                                        Conflict::AtHead
+                                    } else {
+                                        Conflict::StillNeeded
+                                    });
                                     a.detail = Some(format!(
                                         "{e}; observed again: {}",
                                         if at_head {
@@ -650,30 +723,9 @@ fn snapshot_wave<R>(live: &Live, i: usize, f: impl FnOnce(&WaveReport) -> R) -> 
         .waves[i])
 }
 
-/// Sets or lifts the hold on an account's pointer, by compare-and-swap, keeping its bundle.
-/// Whether anything was written (`false`: no pointer, or the hold is already so).
-pub async fn set_hold<T: Target>(
-    target: &T,
-    account: &AccountRef,
-    hold: Option<&Hold>,
-    stamp: &Stamp,
-) -> Result<bool, TargetError> {
-    let Some((mut pointer, etag)) = target.read_pointer(account).await? else {
-        return Ok(false);
-    };
-    if pointer.hold.as_ref() == hold {
-        return Ok(false);
-    }
-    pointer.hold = hold.cloned();
-    pointer.applied_by = stamp.applied_by.clone();
-    pointer.applied_at = stamp.applied_at.clone();
-    target.write_pointer(account, &pointer, Some(&etag)).await?;
-    Ok(true)
-}
-
 /// Bundle first, then the pointer by compare-and-swap against what was observed.
-async fn write<T: Target>(
-    target: &T,
+async fn write(
+    target: &dyn Target,
     d: &Desired,
     current: Option<&(Pointer, ETag)>,
     commit: Option<&str>,
@@ -805,6 +857,19 @@ mod tests {
     use crate::plan::{Context, Revision};
     use crate::target::FileTarget;
 
+    /// An account's pointer as the file target stores it (`DIR/<account>/current.json`),
+    /// read directly: the test's own view of the deployed state.
+    fn read_pointer(target: &FileTarget, account: &str) -> Result<Option<(Pointer, ())>, String> {
+        let path = target.root().join(account).join("current.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(|p| Some((p, ())))
+                .map_err(|e| e.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// The example repo (canary -> early -> prod), with `edit` applied to base/gateway.yaml.
     fn repo(edit: Option<(&str, &str)>) -> crate::Repo {
         let mut src = crate::config::example_fleet::example_repo();
@@ -882,7 +947,6 @@ mod tests {
             target,
             plan: &plan,
             desired: &desired,
-            observed: &observed,
             stamp: &stamp,
             settings: spec,
             fan,
@@ -907,7 +971,7 @@ mod tests {
         tokio::spawn(async move {
             loop {
                 for name in &accounts {
-                    let Ok(Some((pointer, _))) = target.read_pointer(name) else {
+                    let Ok(Some((pointer, _))) = read_pointer(&target, name) else {
                         continue;
                     };
                     let report = InstanceReport {
@@ -947,7 +1011,12 @@ mod tests {
     fn pointers(target: &FileTarget, names: &[String]) -> BTreeMap<String, Digest> {
         names
             .iter()
-            .map(|n| (n.clone(), target.read_pointer(n).unwrap().unwrap().0.digest))
+            .map(|n| {
+                (
+                    n.clone(),
+                    read_pointer(target, n).unwrap().unwrap().0.digest,
+                )
+            })
             .collect()
     }
 
@@ -1040,10 +1109,10 @@ mod tests {
         // Every pointer names what it named before: the canaries' by rollback, the others
         // because they were never touched.
         assert_eq!(pointers(&target, &names), before);
-        let (canary, _) = target.read_pointer("globex-canary").unwrap().unwrap();
+        let (canary, _) = read_pointer(&target, "globex-canary").unwrap().unwrap();
         assert!(canary.applied_by.ends_with("(auto-rollback)"), "{canary:?}");
         for untouched in ["acme-prod", "hooli-early"] {
-            let (p, _) = target.read_pointer(untouched).unwrap().unwrap();
+            let (p, _) = read_pointer(&target, untouched).unwrap().unwrap();
             assert_eq!(p.applied_by, "test", "{untouched} was written: {p:?}");
         }
     }
@@ -1081,8 +1150,7 @@ mod tests {
             .find(|d| d.account.name == "globex-canary")
             .unwrap();
         assert_eq!(
-            target
-                .read_pointer("globex-canary")
+            read_pointer(&target, "globex-canary")
                 .unwrap()
                 .unwrap()
                 .0

@@ -301,10 +301,10 @@ pub fn report(
 /// Gathers the inputs: the head's bundles, every account's deployed state, the commits the
 /// drifted pointers name (rendered once per commit), and accounts the branch's last
 /// `depth` commits had but the head does not (for orphans).
-pub async fn run<T: Target>(
+pub async fn run(
     repo: &GitRepo,
     head: &Commit,
-    target: &T,
+    target: &dyn Target,
     fan: &FanOut<'_>,
     depth: usize,
 ) -> Result<DriftReport, PipelineError> {

@@ -1,8 +1,16 @@
-//! The operations (apply, rollback, release, drift, history), each composed from the pipeline
-//! stages and returning a report value; the CLI prints reports, the daemon runs the same
-//! operations in a loop.
+//! The operations, each composed from the pipeline stages and returning a report value
+//! that the CLI prints and the daemon records: [`apply`], [`rollback`], [`release`],
+//! [`drift`], [`history`], [`bootstrap`]. Every change to deployed state goes through the
+//! one [`reconcile`] path (one rollout executor, one hold fan-out in [`holds`]).
 //!
 //! May import every stage; never the CLI or the daemon.
 
+pub mod apply;
+pub mod bootstrap;
 pub mod drift;
+pub mod history;
+pub mod holds;
 pub mod pipeline;
+pub mod reconcile;
+pub mod release;
+pub mod rollback;

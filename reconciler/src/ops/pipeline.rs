@@ -204,9 +204,9 @@ pub enum Verify {
 
 /// Observes the prepared accounts in the target and decides the plan. `superseded` says
 /// whether the tracked branch has moved past a commit (holds recorded there are over).
-pub async fn observe_and_plan<T: Target>(
+pub async fn observe_and_plan(
     prepared: &Prepared,
-    target: &T,
+    target: &dyn Target,
     options: &plan::Options,
     fan: &FanOut<'_>,
     verify: Verify,

@@ -23,7 +23,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::render::template::{Occurrence, Values, Vars, write_template};
-use crate::target::{AccountRef, ErrorClass, Observed};
+use crate::target::{AccountRef, ETag, ErrorClass, Observed, Pointer};
 pub use changes::{Area, Change, Op};
 pub use risks::WarningKind;
 
@@ -214,6 +214,20 @@ pub struct AccountPlan {
     /// Unified diff of the redacted pretty bundles (deployed -> head); empty when nothing
     /// changes. Hunk headers name the place in the bundle instead of line numbers.
     pub diff: String,
+    /// The deployed pointer and its version this plan was made against. Execution replaces
+    /// exactly that version (compare-and-swap; `None`: there must be no pointer), so a
+    /// pointer that moved after the plan is a conflict, never overwritten. Not part of the
+    /// plan's documents.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub expected: Option<Expected>,
+}
+
+/// A pointer as observed, with the version a compare-and-swap names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    pub pointer: Pointer,
+    pub etag: ETag,
 }
 
 /// One wave of the rollout.
@@ -307,8 +321,17 @@ pub fn plan(
             group: None,
             changes: Vec::new(),
             diff: String::new(),
+            expected: None,
         };
-        match observed.get(name).unwrap_or(&Observed::New) {
+        let seen = observed.get(name).unwrap_or(&Observed::New);
+        if let Observed::Current { pointer, etag } | Observed::Deployed { pointer, etag, .. } = seen
+        {
+            entry.expected = Some(Expected {
+                pointer: pointer.clone(),
+                etag: etag.clone(),
+            });
+        }
+        match seen {
             Observed::New => {
                 entry.action = Action::Create;
                 entry.changes = vec![changes::created(&d.bundle)];
@@ -866,6 +889,7 @@ mod tests {
             diff: format!(
                 "@@ gateway.routes[{change}] @@\n   \"{change}\": {{\n-  \"{old}\"\n+  \"{new}\"\n"
             ),
+            expected: None,
         }
     }
 

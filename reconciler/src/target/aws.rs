@@ -402,6 +402,7 @@ where
     }
 }
 
+#[async_trait::async_trait]
 impl Target for AwsTarget {
     fn location(&self) -> String {
         match self.hub.endpoint_url() {

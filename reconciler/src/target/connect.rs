@@ -1,18 +1,43 @@
 //! Choosing a target from the command line: `file://DIR` or `aws`.
 
-use fleetgate_gateway::{Bundle, Digest};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::manifest::FleetSpec;
 use crate::target::aws::{AwsSettings, AwsTarget};
-use crate::target::{
-    AccountRef, Bootstrapped, ETag, FileTarget, InstanceReport, Pointer, Target, TargetError,
-};
+use crate::target::{FileTarget, Target};
 
-/// Either target, behind one type so commands need not be generic.
-#[derive(Debug)]
-pub enum AnyTarget {
-    File(FileTarget),
-    Aws(Box<AwsTarget>),
+/// A connected target: the trait object every stage uses, and where state that belongs
+/// next to it lives (the watch daemon's lease).
+#[derive(Clone)]
+pub struct Connected {
+    pub target: Arc<dyn Target>,
+    pub home: Home,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected")
+            .field("target", &self.target.location())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a target's own state lives.
+#[derive(Clone, Debug)]
+pub enum Home {
+    /// `file://DIR`: the directory.
+    Dir(PathBuf),
+    /// `aws`: the hub account, through its S3 client.
+    Hub(aws_sdk_s3::Client),
+}
+
+/// What the connection is for: only `apply` (and the daemon) create a missing `file://`
+/// directory ([`FileTarget::create_if_missing`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    Read,
+    Apply,
 }
 
 /// What `--target` names, before connecting.
@@ -49,9 +74,19 @@ impl TargetSpec {
         commit: &str,
         endpoint_url: Option<&str>,
         role_name: Option<&str>,
-    ) -> anyhow::Result<AnyTarget> {
+        purpose: Purpose,
+    ) -> anyhow::Result<Connected> {
         match self {
-            TargetSpec::File(dir) => Ok(AnyTarget::File(FileTarget::new(dir))),
+            TargetSpec::File(dir) => {
+                let mut target = FileTarget::new(dir);
+                if purpose == Purpose::Apply {
+                    target = target.create_if_missing();
+                }
+                Ok(Connected {
+                    home: Home::Dir(target.root().to_path_buf()),
+                    target: Arc::new(target),
+                })
+            }
             TargetSpec::Aws => {
                 let Some(fleet) = fleet else {
                     anyhow::bail!(
@@ -68,98 +103,12 @@ impl TargetSpec {
                     }
                     settings.role_name = role.to_string();
                 }
-                Ok(AnyTarget::Aws(Box::new(
-                    AwsTarget::connect(settings).await?,
-                )))
+                let target = AwsTarget::connect(settings).await?;
+                Ok(Connected {
+                    home: Home::Hub(target.hub_s3()),
+                    target: Arc::new(target),
+                })
             }
-        }
-    }
-}
-
-impl Target for AnyTarget {
-    fn location(&self) -> String {
-        match self {
-            AnyTarget::File(t) => Target::location(t),
-            AnyTarget::Aws(t) => t.location(),
-        }
-    }
-
-    async fn deployed_accounts(&self) -> Result<Vec<String>, TargetError> {
-        match self {
-            AnyTarget::File(t) => Target::deployed_accounts(t).await,
-            AnyTarget::Aws(t) => t.deployed_accounts().await,
-        }
-    }
-
-    async fn read_pointer(
-        &self,
-        account: &AccountRef,
-    ) -> Result<Option<(Pointer, ETag)>, TargetError> {
-        match self {
-            AnyTarget::File(t) => Target::read_pointer(t, account).await,
-            AnyTarget::Aws(t) => t.read_pointer(account).await,
-        }
-    }
-
-    async fn read_bundle(
-        &self,
-        account: &AccountRef,
-        digest: &Digest,
-    ) -> Result<Option<Bundle>, TargetError> {
-        match self {
-            AnyTarget::File(t) => Target::read_bundle(t, account, digest).await,
-            AnyTarget::Aws(t) => t.read_bundle(account, digest).await,
-        }
-    }
-
-    async fn write_bundle(
-        &self,
-        account: &AccountRef,
-        canonical: &[u8],
-    ) -> Result<bool, TargetError> {
-        match self {
-            AnyTarget::File(t) => Target::write_bundle(t, account, canonical).await,
-            AnyTarget::Aws(t) => t.write_bundle(account, canonical).await,
-        }
-    }
-
-    async fn write_pointer(
-        &self,
-        account: &AccountRef,
-        pointer: &Pointer,
-        expected: Option<&ETag>,
-    ) -> Result<ETag, TargetError> {
-        match self {
-            AnyTarget::File(t) => Target::write_pointer(t, account, pointer, expected).await,
-            AnyTarget::Aws(t) => t.write_pointer(account, pointer, expected).await,
-        }
-    }
-
-    async fn read_statuses(
-        &self,
-        account: &AccountRef,
-    ) -> Result<Vec<InstanceReport>, TargetError> {
-        match self {
-            AnyTarget::File(t) => Target::read_statuses(t, account).await,
-            AnyTarget::Aws(t) => t.read_statuses(account).await,
-        }
-    }
-
-    async fn pointer_history(
-        &self,
-        account: &AccountRef,
-        limit: usize,
-    ) -> Result<Vec<Pointer>, TargetError> {
-        match self {
-            AnyTarget::File(t) => Target::pointer_history(t, account, limit).await,
-            AnyTarget::Aws(t) => t.pointer_history(account, limit).await,
-        }
-    }
-
-    async fn bootstrap(&self, account: &AccountRef) -> Result<Bootstrapped, TargetError> {
-        match self {
-            AnyTarget::File(t) => t.bootstrap(account).await,
-            AnyTarget::Aws(t) => t.bootstrap(account).await,
         }
     }
 }

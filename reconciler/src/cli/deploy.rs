@@ -1,0 +1,381 @@
+//! The commands on deployed accounts: `apply`, `rollback`, `release`, `history`, `drift`,
+//! `bootstrap`. Each runs its operation ([`crate::ops`]) and prints the report.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cli::args::{
+    ApplyArgs, BootstrapArgs, DriftArgs, HistoryArgs, PlanFormat, ReleaseArgs, RollbackArgs,
+};
+use crate::cli::progress::StderrProgress;
+use crate::cli::{
+    Session, connect_at, load_valid, open_git, output, redaction_key, runtime, select_accounts,
+    stamp,
+};
+use crate::ops::apply::ApplyOptions;
+use crate::ops::pipeline;
+use crate::ops::reconcile::Gates;
+use crate::ops::rollback::RollbackRequest;
+use crate::plan;
+use crate::target::connect::Purpose;
+use crate::target::{AccountRef, Bootstrapped};
+
+pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
+    let repo = open_git(&args.source)?;
+    let head = repo.resolve(&args.head)?;
+    let prepared = match pipeline::prepare(&repo, None, &head) {
+        Ok(p) => p,
+        Err(e) => return output::report_pipeline_error(e),
+    };
+    let plan_options = plan::Options {
+        redaction_key: redaction_key(),
+        ..plan::Options::default()
+    };
+    let stamp = stamp();
+    let rt = runtime()?;
+    let fleet = prepared.fleet.clone();
+    // Apply is the one command that creates a missing file:// target directory.
+    let target = args
+        .target
+        .connect(&rt, fleet.as_ref(), &head.id.to_string(), Purpose::Apply)?;
+    let progress = StderrProgress::new();
+    let fan = args.target.fan_out(fleet.as_ref(), &progress);
+    // Holds recorded before this head are over: the branch moved past them.
+    let superseded = |c: &str| repo.is_descendant(&head.id.to_string(), c);
+    let options = ApplyOptions {
+        gates: if args.skip_health_gates || args.all_at_once {
+            Gates::Skip
+        } else {
+            Gates::Wait
+        },
+        all_at_once: args.all_at_once,
+    };
+    let mut applied = rt.block_on(crate::ops::apply::apply(
+        prepared,
+        target.target.as_ref(),
+        fan,
+        &stamp,
+        &plan_options,
+        options,
+        &superseded,
+    ))?;
+    let waved = output::waved(&applied.plan);
+    output::print_rollout(&mut applied.rollout, waved)?;
+    if let Some(path) = &args.report {
+        let mut json = serde_json::to_string_pretty(&applied.rollout)?;
+        json.push('\n');
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let plan = &applied.plan;
+    output::print_plan_leftovers(plan);
+    let t = applied.tally();
+    let _ = writeln!(
+        std::io::stdout(),
+        "applied {} ({}) to {}: {} created, {} updated, {} unchanged, {} conflicts ({} still to apply), {} failed, {} rolled back, {} skipped, {} held, {} unreachable, {} orphaned (never deleted)",
+        plan.head.rev,
+        &plan.head.commit[..12.min(plan.head.commit.len())],
+        plan.target,
+        t.created,
+        t.updated,
+        plan.summary.no_change,
+        t.conflicts,
+        t.still_needed,
+        t.failed,
+        t.rolled_back,
+        t.skipped,
+        plan.summary.held,
+        plan.summary.unreachable,
+        plan.summary.orphaned,
+    );
+    Ok(if applied.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn rollback(args: &RollbackArgs) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let Some(Session {
+        repo,
+        commit: branch,
+        config,
+        rt,
+        target,
+    }) = connect_at(&args.source, &args.branch, &args.target)?
+    else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let accounts = select_accounts(&config, args.accounts.as_ref())?;
+    let fleet = config.fleet.as_ref().map(|f| &f.spec);
+    let progress = StderrProgress::new();
+    let fan = args.target.fan_out(fleet, &progress);
+    let target = target.target.as_ref();
+
+    // What each account goes back to: a digest already stored there, or the commit's render.
+    let targets = rt.block_on(crate::ops::rollback::targets(
+        &repo, &args.to, &accounts, target, &fan,
+    ))?;
+    for p in &targets.refused {
+        let _ = writeln!(std::io::stderr(), "cannot roll back {p}");
+    }
+    let request = RollbackRequest {
+        to: args.to.clone(),
+        branch_head: branch.id.to_string(),
+        reason: args.reason.clone(),
+        waves: args.waves,
+        hold: !args.no_hold,
+    };
+    let stamp = stamp();
+    let mut done = rt.block_on(crate::ops::rollback::rollback(
+        repo.location(),
+        &config,
+        targets,
+        &request,
+        target,
+        fan,
+        &stamp,
+        redaction_key(),
+    ));
+    let waved = output::waved(&done.plan);
+    output::print_rollout(&mut done.rollout, waved)?;
+    let plan = &done.plan;
+    output::print_plan_leftovers(plan);
+    let _ = writeln!(
+        std::io::stdout(),
+        "rolled back to {} in {}: {}; {} already there{}; {} unreachable, {} could not be rolled back; {:.1}s",
+        args.to,
+        plan.target,
+        output::outcome_line(&done.rollout),
+        plan.summary.no_change,
+        if done.held {
+            format!(" (held: {})", done.held_in_place)
+        } else {
+            String::new()
+        },
+        plan.summary.unreachable,
+        done.refused.len() + done.hold_failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if done.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn release(args: &ReleaseArgs) -> Result<ExitCode> {
+    let Some(Session {
+        config, rt, target, ..
+    }) = connect_at(&args.source, &args.branch, &args.target)?
+    else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let accounts = select_accounts(&config, args.accounts.as_ref())?;
+    let fleet = config.fleet.as_ref().map(|f| &f.spec);
+    let progress = StderrProgress::new();
+    let fan = args.target.fan_out(fleet, &progress);
+    let stamp = stamp();
+    let report = rt.block_on(crate::ops::release::release(
+        target.target.as_ref(),
+        &fan,
+        &accounts,
+        &stamp,
+    ));
+    let (mut released, mut failed) = (0, 0);
+    for (name, r) in &report.results {
+        match r {
+            Ok(true) => {
+                released += 1;
+                let _ = writeln!(std::io::stdout(), "released {name}");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                failed += 1;
+                let _ = writeln!(std::io::stderr(), "failed [{}] {e}", e.class());
+            }
+        }
+    }
+    let _ = writeln!(
+        std::io::stdout(),
+        "released {released} hold{} in {} ({} accounts looked at, {failed} failed)",
+        if released == 1 { "" } else { "s" },
+        target.target.location(),
+        report.results.len()
+    );
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn history(args: &HistoryArgs) -> Result<ExitCode> {
+    let account = &args.account;
+    let repo = open_git(&args.source)?;
+    let branch = repo.resolve(&args.branch)?;
+    let Some(config) = load_valid(&repo, &branch)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let Some(account_ref) = AccountRef::from_repo(&config, account) else {
+        bail!(
+            "{account}: no such account in the repo at {}",
+            branch.short()
+        );
+    };
+    let fleet = config.fleet.as_ref().map(|f| &f.spec);
+    let rt = runtime()?;
+    let target = args
+        .target
+        .connect(&rt, fleet, &branch.id.to_string(), Purpose::Read)?;
+    let target = target.target.as_ref();
+    let history = rt.block_on(crate::ops::history::history(
+        &repo,
+        target,
+        &account_ref,
+        args.limit,
+    ))?;
+    let mut out = std::io::stdout().lock();
+    if history.is_empty() {
+        let _ = writeln!(
+            out,
+            "{account}: no pointer history in {}",
+            target.location()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (i, entry) in history.iter().enumerate() {
+        let p = &entry.pointer;
+        let commit = p.commit.as_deref().map_or_else(
+            || "-".to_string(),
+            |c| {
+                let short = &c[..12.min(c.len())];
+                match &entry.subject {
+                    Some(subject) => format!("{short} {subject:?}"),
+                    None => short.to_string(),
+                }
+            },
+        );
+        let _ = writeln!(
+            out,
+            "{} {} {} {commit} by {}{}{}",
+            if i == 0 { "*" } else { " " },
+            p.applied_at,
+            p.digest.short(),
+            p.applied_by,
+            p.previous
+                .as_ref()
+                .map(|d| format!(" (was {})", d.short()))
+                .unwrap_or_default(),
+            p.hold
+                .as_ref()
+                .map(|h| format!(" [hold by {} at {}: {}]", h.by, h.at, h.reason))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn bootstrap(args: &BootstrapArgs) -> Result<ExitCode> {
+    let Some(Session {
+        config, rt, target, ..
+    }) = connect_at(&args.source, &args.rev, &args.target)?
+    else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let accounts = select_accounts(&config, args.accounts.as_ref())?;
+    let fleet = config.fleet.as_ref().map(|f| &f.spec);
+    let progress = StderrProgress::new();
+    let fan = args.target.fan_out(fleet, &progress);
+    let by_name: std::collections::BTreeMap<&str, &AccountRef> =
+        accounts.iter().map(|a| (a.name.as_str(), a)).collect();
+    let report = rt.block_on(crate::ops::bootstrap::bootstrap(
+        target.target.as_ref(),
+        &fan,
+        &accounts,
+    ));
+    let results = &report.results;
+    let (mut created, mut present, mut failed) = (0, 0, 0);
+    let mut stdout = std::io::stdout().lock();
+    for (name, r) in results {
+        let store = by_name
+            .get(name.as_str())
+            .map(|a| format!("s3://{}/{}", a.bucket, a.prefix))
+            .unwrap_or_default();
+        match r {
+            Ok(Bootstrapped::Created) => {
+                created += 1;
+                let _ = writeln!(stdout, "created {name} {store}");
+            }
+            Ok(Bootstrapped::AlreadyThere) => {
+                present += 1;
+                let _ = writeln!(stdout, "present {name} {store}");
+            }
+            Err(e) => {
+                failed += 1;
+                let _ = writeln!(std::io::stderr(), "failed [{}] {e}", e.class());
+            }
+        }
+    }
+    let _ = writeln!(
+        stdout,
+        "bootstrapped {} account{} in {}: {created} created, {present} already there, {failed} failed",
+        results.len(),
+        if results.len() == 1 { "" } else { "s" },
+        target.target.location()
+    );
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn drift(args: &DriftArgs) -> Result<ExitCode> {
+    let Some(Session {
+        repo,
+        commit: head,
+        config,
+        rt,
+        target,
+    }) = connect_at(&args.source, &args.rev, &args.target)?
+    else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let fleet = config.fleet.as_ref().map(|f| &f.spec);
+    let depth = args
+        .history
+        .or(fleet.map(|f| f.drift.history_depth as usize))
+        .unwrap_or(50);
+    let progress = StderrProgress::new();
+    let fan = args.target.fan_out(fleet, &progress);
+    let mut report = match rt.block_on(crate::ops::drift::run(
+        &repo,
+        &head,
+        target.target.as_ref(),
+        &fan,
+        depth,
+    )) {
+        Ok(r) => r,
+        Err(e) => return output::report_pipeline_error(e),
+    };
+    crate::redact::scrub_drift(&mut report, crate::redact::run_key());
+    let text = match args.format {
+        PlanFormat::Text => crate::ops::drift::text(&report),
+        PlanFormat::Markdown => crate::ops::drift::markdown(&report),
+        PlanFormat::Json => crate::ops::drift::json(&report),
+    };
+    match &args.out {
+        Some(path) => std::fs::write(path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => {
+            std::io::stdout()
+                .lock()
+                .write_all(text.as_bytes())
+                .context("cannot write the report")?;
+        }
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}

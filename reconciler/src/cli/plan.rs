@@ -1,0 +1,108 @@
+//! `fleetgate plan`: what would change in which account, as text, markdown (the PR
+//! comment) or JSON.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::args::{PlanArgs, PlanFormat};
+use crate::cli::progress::StderrProgress;
+use crate::cli::{open_git, output, redaction_key, runtime};
+use crate::git::Commit;
+use crate::ops::pipeline::{self, PipelineError};
+use crate::plan;
+use crate::target::connect::Purpose;
+
+pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
+    let repo = open_git(&args.source)?;
+    let head = repo.resolve(&args.head)?;
+    let base = args.base.as_deref().map(|b| repo.resolve(b)).transpose()?;
+    let prepared = match pipeline::prepare(&repo, base.as_ref(), &head) {
+        Ok(p) => p,
+        Err(e) => return plan_invalid_head(args, base.as_ref(), &head, e),
+    };
+    let options = plan::Options {
+        redaction_key: redaction_key(),
+        fleet_change_percent: args.warn_fleet_percent,
+        ..plan::Options::default()
+    };
+    let verify = if args.verify_bundles {
+        pipeline::Verify::Bundles
+    } else {
+        pipeline::Verify::Pointers
+    };
+    let rt = runtime()?;
+    let fleet = prepared.fleet.as_ref();
+    let target = args
+        .target
+        .connect(&rt, fleet, &head.id.to_string(), Purpose::Read)?;
+    let progress = StderrProgress::new();
+    let fan = args.target.fan_out(fleet, &progress);
+    let superseded = |c: &str| repo.is_descendant(&head.id.to_string(), c);
+    let (plan, _) = rt.block_on(pipeline::observe_and_plan(
+        &prepared,
+        target.target.as_ref(),
+        &options,
+        &fan,
+        verify,
+        &superseded,
+    ))?;
+    let to_file = args.out.is_some();
+    let text = match args.format {
+        PlanFormat::Text => plan::format::text(&plan, !to_file),
+        PlanFormat::Markdown => plan::format::markdown(
+            &plan,
+            plan::format::MARKDOWN_LIMIT,
+            args.full_plan_url.as_deref(),
+        ),
+        PlanFormat::Json => plan::format::json(&plan),
+    };
+    output::write_plan(args.out.as_deref(), &text)?;
+    Ok(if plan.summary.unreachable > 0 {
+        ExitCode::FAILURE
+    } else if plan.summary.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A head with invalid manifests: every error on stderr (all formats), and for markdown
+/// and json also as the output, so a PR comment or artifact shows them instead of nothing
+/// (docs/plan.md, Formats). Exit 1.
+fn plan_invalid_head(
+    args: &PlanArgs,
+    base: Option<&Commit>,
+    head: &Commit,
+    e: PipelineError,
+) -> Result<ExitCode> {
+    let PipelineError::Invalid {
+        ref diagnostics, ..
+    } = e
+    else {
+        return output::report_pipeline_error(e);
+    };
+    let revision = |c: &Commit| plan::Revision {
+        rev: c.rev.clone(),
+        commit: c.id.to_string(),
+    };
+    let (base, head) = (base.map(revision), revision(head));
+    let invalid = plan::format::InvalidHead {
+        repo: &args.source.repo,
+        base: base.as_ref(),
+        head: &head,
+        errors: diagnostics,
+    };
+    let text = match args.format {
+        PlanFormat::Text => None,
+        PlanFormat::Markdown => Some(plan::format::invalid_markdown(
+            &invalid,
+            plan::format::MARKDOWN_LIMIT,
+        )),
+        PlanFormat::Json => Some(plan::format::invalid_json(&invalid)),
+    };
+    if let Some(text) = text {
+        output::write_plan(args.out.as_deref(), &text)?;
+    }
+    output::report_pipeline_error(e)
+}

@@ -1,0 +1,499 @@
+//! The daemon's state as others see it: `/status` (JSON), `/health`, `/metrics`
+//! (Prometheus) and `/webhook` (GitHub-compatible push events, signed with
+//! `X-Hub-Signature-256`), and the [`Daemon`] those handlers share with the loop.
+//!
+//! May import the operations' report types; never the loop itself.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hmac::{Hmac, Mac};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use sha2::Sha256;
+use tokio::sync::Notify;
+
+use crate::daemon::lease::{LeaseView, Rejected};
+use crate::daemon::watch::Settings;
+use crate::execute::rollout::{AccountState, Live, RolloutReport};
+use crate::ops::drift::DriftReport;
+use crate::target::connect::TargetSpec;
+
+/// A commit as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitView {
+    pub commit: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// When the daemon saw it (head) or finished applying it (last applied), RFC 3339.
+    pub at: String,
+}
+
+/// An account held by a rollback, as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldAccount {
+    pub account: String,
+    pub note: String,
+}
+
+/// The body of `/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    pub repo: String,
+    pub branch: String,
+    pub target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    pub identity: String,
+    pub lease: Option<LeaseView>,
+    /// The branch's head at the last fetch.
+    pub head: Option<CommitView>,
+    /// The last commit the whole fleet (or shard) was brought to.
+    pub last_applied: Option<CommitView>,
+    /// A newer head announced by a webhook while a rollout runs: applied next.
+    pub queued: Option<String>,
+    /// The in-flight rollout (outcome `in_progress`), else the last one.
+    pub rollout: Option<RolloutReport>,
+    /// A commit whose rollout was rolled back: not retried until the branch moves on.
+    pub rejected: Option<Rejected>,
+    pub held: Vec<HeldAccount>,
+    pub drift: Option<DriftReport>,
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub last_reconcile_at: Option<String>,
+    pub next_reconcile_in_seconds: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    pub(super) status: Status,
+    /// The running rollout's live report.
+    pub(super) live: Option<Live>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ResultLabel {
+    pub(super) result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HolderLabel {
+    holder: String,
+}
+
+/// The daemon's Prometheus metrics.
+#[derive(Debug)]
+pub(super) struct Metrics {
+    registry: Registry,
+    pub(super) reconcile_seconds: Family<ResultLabel, Histogram>,
+    accounts: Family<StateLabel, Gauge>,
+    pub(super) drifted: Gauge,
+    pub(super) applies: Family<ResultLabel, Counter>,
+    pub(super) rollbacks: Counter,
+    lease_held: Gauge,
+    lease_holder: Family<HolderLabel, Gauge>,
+    webhooks: Family<ResultLabel, Counter>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("fleetgate");
+        let reconcile_seconds = Family::<ResultLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.05, 2.0, 16))
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "How long reconcile passes take, by result (applied, rolled_back, no_change, not_leader, error)",
+            reconcile_seconds.clone(),
+        );
+        let accounts = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "accounts",
+            "Accounts by state: the running (or last) rollout's states, plus held and in_sync",
+            accounts.clone(),
+        );
+        let drifted = Gauge::default();
+        registry.register(
+            "drift_accounts",
+            "Accounts drifted (or unreachable) in the last drift report",
+            drifted.clone(),
+        );
+        let applies = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "rollouts",
+            "Rollouts started by this daemon, by outcome",
+            applies.clone(),
+        );
+        let rollbacks = Counter::default();
+        registry.register(
+            "account_rollbacks",
+            "Accounts rolled back automatically by a failed wave",
+            rollbacks.clone(),
+        );
+        let lease_held = Gauge::default();
+        registry.register(
+            "lease_held",
+            "1 when this daemon holds its lease (and may roll out)",
+            lease_held.clone(),
+        );
+        let lease_holder = Family::<HolderLabel, Gauge>::default();
+        registry.register(
+            "lease_holder",
+            "The lease's holder as last read (1 for the holder)",
+            lease_holder.clone(),
+        );
+        let webhooks = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Webhook deliveries, by result (accepted, ignored, bad_signature)",
+            webhooks.clone(),
+        );
+        Metrics {
+            registry,
+            reconcile_seconds,
+            accounts,
+            drifted,
+            applies,
+            rollbacks,
+            lease_held,
+            lease_holder,
+            webhooks,
+        }
+    }
+}
+
+/// What the HTTP handlers share with the loop.
+#[derive(Debug)]
+pub struct Daemon {
+    pub(super) settings: Settings,
+    pub(super) shared: Mutex<Shared>,
+    pub(super) metrics: Metrics,
+    pub(super) wake: Notify,
+}
+
+pub(super) fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub(super) fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`, compared
+/// in constant time.
+pub fn signature_ok(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex_sig) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// `sha256=<hex>` for `body` (for clients and tests).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    #[allow(clippy::expect_used)]
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Accounts by state for the metrics: the rollout's states, then the plan's held and
+/// in-sync accounts.
+fn account_states(rollout: Option<&RolloutReport>, held: usize) -> BTreeMap<&'static str, i64> {
+    let mut out: BTreeMap<&'static str, i64> = [
+        "pending",
+        "applied",
+        "serving",
+        "healthy",
+        "failed",
+        "rolled_back",
+        "skipped",
+        "conflict",
+        "held",
+    ]
+    .into_iter()
+    .map(|s| (s, 0))
+    .collect();
+    if let Some(r) = rollout {
+        for a in r.waves.iter().flat_map(|w| w.accounts.values()) {
+            let key = match a.state {
+                AccountState::Pending => "pending",
+                AccountState::Applied => "applied",
+                AccountState::Serving => "serving",
+                AccountState::Healthy => "healthy",
+                AccountState::Failed => "failed",
+                AccountState::RolledBack => "rolled_back",
+                AccountState::Skipped => "skipped",
+                AccountState::Conflict => "conflict",
+            };
+            *out.entry(key).or_default() += 1;
+        }
+    }
+    out.insert("held", held as i64);
+    out
+}
+
+impl Daemon {
+    pub fn new(settings: Settings) -> Arc<Daemon> {
+        let status = Status {
+            repo: settings.repo.clone(),
+            branch: settings.branch.clone(),
+            target: match &settings.target {
+                TargetSpec::File(dir) => format!("file://{dir}"),
+                TargetSpec::Aws => "aws".into(),
+            },
+            shard: settings.shard.map(|s| s.to_string()),
+            identity: settings.identity.clone(),
+            ..Status::default()
+        };
+        Arc::new(Daemon {
+            settings,
+            shared: Mutex::new(Shared { status, live: None }),
+            metrics: Metrics::new(),
+            wake: Notify::new(),
+        })
+    }
+
+    /// `/status`'s body: the stored status with the in-flight rollout's live report.
+    pub fn status(&self) -> Status {
+        let shared = lock(&self.shared);
+        let mut status = shared.status.clone();
+        if let Some(live) = &shared.live {
+            status.rollout = Some(
+                live.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+            );
+        }
+        status
+    }
+
+    fn metrics_text(&self) -> String {
+        let status = self.status();
+        for (state, n) in account_states(status.rollout.as_ref(), status.held.len()) {
+            self.metrics
+                .accounts
+                .get_or_create(&StateLabel {
+                    state: state.into(),
+                })
+                .set(n);
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.metrics.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// The HTTP side: `/status`, `/health`, `/metrics`, `/webhook`.
+    pub fn router(self: &Arc<Daemon>) -> axum::Router {
+        axum::Router::new()
+            .route("/status", get(status_handler))
+            .route("/health", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics_handler))
+            .route("/webhook", post(webhook_handler))
+            .with_state(self.clone())
+    }
+
+    pub(super) fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut lock(&self.shared).status);
+    }
+
+    pub(super) fn record_lease(&self, view: &LeaseView) {
+        self.metrics.lease_held.set(i64::from(view.held_by_me));
+        self.metrics.lease_holder.clear();
+        if let Some(holder) = &view.holder {
+            self.metrics
+                .lease_holder
+                .get_or_create(&HolderLabel {
+                    holder: holder.clone(),
+                })
+                .set(1);
+        }
+        self.update(|s| s.lease = Some(view.clone()));
+    }
+}
+
+async fn status_handler(State(d): State<Arc<Daemon>>) -> Response {
+    axum::Json(scrubbed(&d.status())).into_response()
+}
+
+/// `/status` as served: every string through the redaction point (errors quote git and
+/// target URLs, and messages may carry what a manifest wrote), like everything printed.
+fn scrubbed(status: &Status) -> serde_json::Value {
+    let mut v = serde_json::to_value(status)
+        .unwrap_or_else(|e| unreachable!("a status always serializes: {e}"));
+    crate::redact::scrub_value(&mut v, crate::redact::run_key());
+    v
+}
+
+async fn metrics_handler(State(d): State<Arc<Daemon>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        d.metrics_text(),
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct PushEvent {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    after: Option<String>,
+}
+
+/// GitHub's push webhook: signed with the shared secret; a push to the tracked branch wakes
+/// the loop. Anything unsigned or signed wrongly is refused (401), logged, and triggers
+/// nothing.
+async fn webhook_handler(
+    State(d): State<Arc<Daemon>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let delivery = headers
+        .get("x-github-delivery")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let Some(secret) = &d.settings.webhook_secret else {
+        return (
+            StatusCode::NOT_FOUND,
+            "no webhook secret is configured (--webhook-secret-file or FLEETGATE_WEBHOOK_SECRET)\n",
+        )
+            .into_response();
+    };
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !signature_ok(secret, &body, signature) {
+        d.metrics
+            .webhooks
+            .get_or_create(&ResultLabel {
+                result: "bad_signature".into(),
+            })
+            .inc();
+        tracing::warn!(
+            delivery,
+            signed = signature.is_some(),
+            "webhook refused: bad or missing X-Hub-Signature-256"
+        );
+        return (StatusCode::UNAUTHORIZED, "bad signature\n").into_response();
+    }
+    let event = headers
+        .get("x-github-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("push");
+    let count = |result: &str| {
+        d.metrics
+            .webhooks
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    };
+    match event {
+        "ping" => {
+            count("ignored");
+            (StatusCode::OK, "pong\n").into_response()
+        }
+        "push" => {
+            let push: PushEvent = match serde_json::from_slice(&body) {
+                Ok(p) => p,
+                Err(e) => {
+                    count("ignored");
+                    return (StatusCode::BAD_REQUEST, format!("not a push event: {e}\n"))
+                        .into_response();
+                }
+            };
+            let branch = d.settings.branch.trim_start_matches("origin/");
+            if push.git_ref != format!("refs/heads/{branch}") {
+                count("ignored");
+                return (
+                    StatusCode::ACCEPTED,
+                    format!("ignored: {} is not the tracked branch\n", push.git_ref),
+                )
+                    .into_response();
+            }
+            count("accepted");
+            tracing::info!(
+                delivery,
+                after = push.after.as_deref().unwrap_or("-"),
+                "push webhook"
+            );
+            d.update(|s| s.queued = push.after.clone());
+            d.wake.notify_one();
+            (StatusCode::ACCEPTED, "queued\n").into_response()
+        }
+        other => {
+            count("ignored");
+            (StatusCode::ACCEPTED, format!("ignored event {other}\n")).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn status_is_served_scrubbed() {
+        let status = Status {
+            repo: "https://deploy:hunter2-PLANTED@git.example/fleet.git".into(),
+            last_error: Some(
+                "cannot fetch: -----BEGIN PRIVATE KEY-----\nMIIEPLANTED\n-----END PRIVATE KEY-----"
+                    .into(),
+            ),
+            ..Status::default()
+        };
+        let served = scrubbed(&status).to_string();
+        assert!(!served.contains("PLANTED"), "{served}");
+        assert!(served.contains("git.example/fleet.git"), "{served}");
+    }
+
+    #[test]
+    fn signatures_verify_and_refuse() {
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        let good = sign(b"s3cret", body);
+        assert!(signature_ok(b"s3cret", body, Some(&good)));
+        assert!(!signature_ok(b"other", body, Some(&good)));
+        assert!(!signature_ok(b"s3cret", b"{}", Some(&good)));
+        assert!(!signature_ok(b"s3cret", body, None));
+        assert!(!signature_ok(b"s3cret", body, Some("sha1=abc")));
+        assert!(!signature_ok(b"s3cret", body, Some("sha256=zz")));
+        // GitHub's documented example (docs: "Validating webhook deliveries").
+        assert!(signature_ok(
+            b"It's a Secret to Everybody",
+            b"Hello, World!",
+            Some("sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")
+        ));
+    }
+}

@@ -1,0 +1,536 @@
+//! One reconcile pass of the watch daemon: fetch the branch, prepare its head, connect the
+//! target and take the lease, plan, then run the one reconcile path
+//! ([`crate::ops::reconcile`]) and check drift when due. Errors are values ([`PassError`])
+//! that the error policy turns into requeue actions with backoff.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::manifest::FleetSpec;
+use crate::daemon::http::{CommitView, Daemon, HeldAccount, ResultLabel, lock, rfc3339};
+use crate::daemon::lease::{FileLeaseStore, Lease, LeaseStore, Rejected, S3LeaseStore};
+use crate::daemon::watch::{Action, LeaseHolder, Settings, backoff, lease_name, spawn_renewer};
+use crate::execute::rollout::{Live, Outcome, RolloutReport};
+use crate::git::{Commit, GitRepo};
+use crate::ops::pipeline::{self, PipelineError, Prepared, Stamp};
+use crate::ops::reconcile::{Change, Gates, Holds, Reconcile};
+use crate::plan::{self, Action as PlanAction};
+use crate::target::connect::{Connected, Home, Purpose};
+use crate::target::{FanOut, NoProgress};
+
+/// Why a pass stopped early.
+#[derive(Debug)]
+pub(super) enum PassError {
+    /// Retried with backoff; `what` is the step, `message` the cause.
+    Failed { what: &'static str, message: String },
+    /// The head's manifests are invalid: reported once, retried at the poll interval (only
+    /// a new commit can fix it).
+    InvalidHead,
+}
+
+impl PassError {
+    fn failed(what: &'static str, message: impl std::fmt::Display) -> PassError {
+        PassError::Failed {
+            what,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// How a pass ended, for the metrics and the next wait.
+type Passed = (&'static str, Action);
+
+/// The loop's own state, between passes.
+pub(super) struct Looper {
+    daemon: Arc<Daemon>,
+    pub(super) lease: Option<Arc<LeaseHolder>>,
+    target: Option<Arc<(Option<FleetSpec>, Connected)>>,
+    failures: u32,
+    next_drift: Option<tokio::time::Instant>,
+    /// A head whose manifests are invalid: reported once, not retried.
+    invalid_head: Option<String>,
+    /// Renews the lease from the moment it exists, rollouts included.
+    pub(super) renewer: Option<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Looper {
+    pub(super) fn new(daemon: Arc<Daemon>, stop: tokio::sync::watch::Receiver<bool>) -> Looper {
+        Looper {
+            daemon,
+            lease: None,
+            target: None,
+            failures: 0,
+            next_drift: None,
+            invalid_head: None,
+            renewer: None,
+            stop,
+        }
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.daemon.settings
+    }
+
+    /// One pass, its errors turned into requeues.
+    pub(super) async fn pass(&mut self) -> Passed {
+        match self.reconcile().await {
+            Ok(passed) => passed,
+            Err(e) => self.error_policy(e),
+        }
+    }
+
+    /// The error policy: failures back off (doubling up to `--max-backoff`); an invalid
+    /// head waits for the next poll.
+    fn error_policy(&mut self, e: PassError) -> Passed {
+        match e {
+            PassError::InvalidHead => ("error", Action::Requeue(self.settings().poll_interval)),
+            PassError::Failed { what, message } => {
+                self.failures += 1;
+                let wait = backoff(self.failures, self.settings().max_backoff);
+                tracing::error!(error = %message, retry_in = ?wait, "{what}");
+                self.daemon
+                    .update(|s| s.last_error = Some(format!("{what}: {message}")));
+                ("error", Action::Requeue(wait))
+            }
+        }
+    }
+
+    /// One pass: fetch, plan, roll out if needed, check drift when due.
+    async fn reconcile(&mut self) -> Result<Passed, PassError> {
+        let poll = self.settings().poll_interval;
+        let (repo, head) = self.fetch().await?;
+        let head_id = head.id.to_string();
+        let prepared = self.prepare(&repo, &head)?;
+        let connected = self.connect(&prepared).await?;
+        let Some(holder) = self.lease.clone() else {
+            return Err(PassError::failed(
+                "no lease",
+                "the lease store is not set up",
+            ));
+        };
+        let rejected = match holder.hold(&self.daemon, None).await {
+            Ok((true, rejected)) => rejected,
+            Ok((false, _)) => {
+                // Somebody else rolls out; come back before its lease could expire.
+                self.failures = 0;
+                let wait = (self.settings().lease_ttl / 3).max(Duration::from_millis(200));
+                return Ok(("not_leader", Action::Requeue(wait.min(poll))));
+            }
+            Err(e) => return Err(PassError::failed("cannot take the lease", e)),
+        };
+        self.daemon.update(|s| s.rejected = rejected.clone());
+        let rejected_here = rejected.as_ref().is_some_and(|r| r.commit == head_id);
+
+        let target = connected.1.target.as_ref();
+        let fleet = prepared.fleet.clone();
+        let fan = FanOut {
+            concurrency: self
+                .settings()
+                .concurrency
+                .or(fleet.as_ref().map(|f| f.concurrency as usize))
+                .unwrap_or(32)
+                .max(1),
+            timeout: self.settings().account_timeout,
+            progress: &NoProgress,
+        };
+        let options = plan::Options {
+            redaction_key: b"watch".to_vec(),
+            ..plan::Options::default()
+        };
+        let superseded = |c: &str| repo.is_descendant(&head_id, c);
+        let (plan, _) = pipeline::observe_and_plan(
+            &prepared,
+            target,
+            &options,
+            &fan,
+            pipeline::Verify::Pointers,
+            &superseded,
+        )
+        .await
+        .map_err(|e| PassError::failed("cannot observe the target", e))?;
+        let held: Vec<HeldAccount> = plan
+            .accounts
+            .iter()
+            .filter(|a| a.action == PlanAction::Held)
+            .map(|a| HeldAccount {
+                account: a.name.clone(),
+                note: a.note.clone().unwrap_or_default(),
+            })
+            .collect();
+        self.daemon.update(|s| s.held = held);
+
+        let changes = plan.summary.create + plan.summary.update;
+        if changes > 0 && rejected_here {
+            self.daemon.update(|s| {
+                s.last_error = Some(format!(
+                    "{} was rolled back and is not retried: push a fix or a revert",
+                    &head_id[..12]
+                ));
+            });
+        }
+        let stamp = Stamp {
+            applied_by: format!("fleetgate-watch {}", self.settings().identity),
+            applied_at: rfc3339(std::time::SystemTime::now()),
+        };
+        let settings = fleet
+            .as_ref()
+            .map(|f| f.rollout.clone())
+            .unwrap_or_default();
+        let change = Change {
+            plan: &plan,
+            desired: &prepared.desired,
+            settings: &settings,
+            // A head rolled back before is not retried; holds are still looked after.
+            execute: changes > 0 && !rejected_here,
+            gates: Gates::Wait,
+            // Holds the branch has moved past, on accounts that need no change: lifted, so
+            // the next rollback's hold is the only one standing.
+            holds: Holds::ReleaseSuperseded(&superseded),
+            record_commit: true,
+            max_bake: self.settings().max_bake,
+        };
+        let report = self.roll_out(target, fan, &stamp, change, &holder).await?;
+
+        let mut result = "no_change";
+        // Accounts the rollout tolerated as failed: retried on the next pass.
+        let mut rollout_failed = 0;
+        if let Some(report) = report {
+            if let Some(rejected) = self.judge(&report, &head_id, &holder).await {
+                return Ok(rejected);
+            }
+            result = "applied";
+            rollout_failed = report.failed();
+        }
+        let failed = plan.summary.unreachable + rollout_failed;
+        if failed == 0 && plan.summary.held == 0 && (changes == 0 || result == "applied") {
+            let subject = repo.summary(&head_id);
+            self.daemon.update(|s| {
+                if s.last_applied.as_ref().is_none_or(|c| c.commit != head_id) {
+                    s.last_applied = Some(CommitView {
+                        commit: head_id.clone(),
+                        subject,
+                        at: rfc3339(std::time::SystemTime::now()),
+                    });
+                }
+                s.last_error = None;
+            });
+        }
+        self.check_drift(&repo, &head, target, &fan, fleet.as_ref())
+            .await;
+
+        if failed > 0 {
+            self.failures += 1;
+            return Ok((
+                result,
+                Action::Requeue(backoff(self.failures, poll.max(Duration::from_secs(5)))),
+            ));
+        }
+        self.failures = 0;
+        Ok((result, Action::Requeue(poll)))
+    }
+
+    /// The repo, fetched now (read on this task: git2 is not `Sync`), and the branch's head.
+    async fn fetch(&mut self) -> Result<(GitRepo, Commit), PassError> {
+        let settings = self.settings().clone();
+        let repo =
+            tokio::task::spawn_blocking(move || GitRepo::open(&settings.repo, &settings.cache_dir))
+                .await
+                .map_err(|e| PassError::failed("cannot fetch the config repo", e))?
+                .map_err(|e| PassError::failed("cannot fetch the config repo", e))?;
+        let rev = repo.branch_rev(&self.settings().branch);
+        let head = repo
+            .resolve(&rev)
+            .map_err(|e| PassError::failed("cannot resolve the branch", e))?;
+        let head_id = head.id.to_string();
+        let subject = repo.summary(&head_id);
+        self.daemon.update(|s| {
+            if s.head.as_ref().is_none_or(|h| h.commit != head_id) {
+                s.head = Some(CommitView {
+                    commit: head_id.clone(),
+                    subject: subject.clone(),
+                    at: rfc3339(std::time::SystemTime::now()),
+                });
+            }
+            if s.queued.as_deref() == Some(head_id.as_str()) {
+                s.queued = None;
+            }
+        });
+        Ok((repo, head))
+    }
+
+    /// The head's bundles (this shard's accounts); invalid manifests are reported once.
+    fn prepare(&mut self, repo: &GitRepo, head: &Commit) -> Result<Prepared, PassError> {
+        let head_id = head.id.to_string();
+        let mut prepared = match pipeline::prepare(repo, None, head) {
+            Ok(p) => p,
+            Err(PipelineError::Invalid { diagnostics, .. }) => {
+                if self.invalid_head.as_deref() != Some(head_id.as_str()) {
+                    for d in &diagnostics {
+                        tracing::error!(commit = %head_id, "{d}");
+                    }
+                    self.invalid_head = Some(head_id.clone());
+                }
+                self.daemon.update(|s| {
+                    s.last_error = Some(format!(
+                        "{} has invalid manifests ({} problems): nothing applied; waiting for a fix",
+                        &head_id[..12],
+                        diagnostics.len()
+                    ));
+                });
+                return Err(PassError::InvalidHead);
+            }
+            Err(e) => return Err(PassError::failed("cannot render the head", e)),
+        };
+        if let Some(shard) = self.settings().shard {
+            prepared.restrict_to(shard);
+        }
+        Ok(prepared)
+    }
+
+    /// The target, connected once (again when fleet.yaml's access settings change), and
+    /// the lease set up next to it.
+    async fn connect(
+        &mut self,
+        prepared: &Prepared,
+    ) -> Result<Arc<(Option<FleetSpec>, Connected)>, PassError> {
+        if let Some(c) = &self.target
+            && same_access(c.0.as_ref(), prepared.fleet.as_ref())
+        {
+            return Ok(c.clone());
+        }
+        let settings = self.settings();
+        // The daemon applies, so like `apply` it creates a missing file:// root.
+        let connected = settings
+            .target
+            .connect(
+                prepared.fleet.as_ref(),
+                "watch",
+                settings.endpoint_url.as_deref(),
+                settings.role_name.as_deref(),
+                Purpose::Apply,
+            )
+            .await
+            .map_err(|e| PassError::failed("cannot connect to the target", format!("{e:#}")))?;
+        if self.lease.is_none() {
+            let store = self
+                .lease_store(&connected.home, prepared.fleet.as_ref())
+                .map_err(|e| PassError::failed("no place for the lease", e))?;
+            let holder = Arc::new(LeaseHolder {
+                lease: Lease {
+                    store,
+                    identity: settings.identity.clone(),
+                    ttl: settings.lease_ttl,
+                    shard: settings.shard.map(|s| s.to_string()),
+                },
+                guard: tokio::sync::Mutex::new(()),
+                held: false.into(),
+            });
+            self.renewer = Some(spawn_renewer(
+                self.daemon.clone(),
+                holder.clone(),
+                self.stop.clone(),
+            ));
+            self.lease = Some(holder);
+        }
+        let c = Arc::new((prepared.fleet.clone(), connected));
+        self.target = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs the change through the one reconcile path, serving its live report, and stops
+    /// where it is if the lease is lost: pointers are only ever moved by CAS with bundles
+    /// stored first, so stopping anywhere is safe.
+    async fn roll_out(
+        &self,
+        target: &dyn crate::target::Target,
+        fan: FanOut<'_>,
+        stamp: &Stamp,
+        change: Change<'_>,
+        holder: &LeaseHolder,
+    ) -> Result<Option<RolloutReport>, PassError> {
+        let pass = Reconcile::new(target, fan, stamp, change);
+        let live: Live = Arc::new(Mutex::new(pass.initial_report()));
+        if change.execute {
+            lock(&self.daemon.shared).live = Some(live.clone());
+            tracing::info!(
+                commit = %change.plan.head.commit,
+                accounts = change.plan.summary.create + change.plan.summary.update,
+                "rollout starts"
+            );
+        }
+        let lost = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if !holder.held.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+            }
+        };
+        let done = tokio::select! {
+            r = pass.run(&live) => Some(r),
+            () = lost => None,
+        };
+        if let Some(done) = &done {
+            for (name, r) in &done.holds {
+                match r {
+                    Ok(_) => tracing::info!(account = %name, "hold released: the branch moved on"),
+                    Err(e) => tracing::warn!(account = %name, error = %e, "cannot release a hold"),
+                }
+            }
+        }
+        if !change.execute {
+            return Ok(None);
+        }
+        let report = done.and_then(|d| d.report);
+        {
+            let mut shared = lock(&self.daemon.shared);
+            shared.live = None;
+            let snapshot = live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            shared.status.rollout = Some(report.clone().unwrap_or(snapshot));
+        }
+        match report {
+            Some(r) => Ok(Some(r)),
+            None => Err(PassError::failed(
+                "rollout stopped",
+                "the lease was lost mid-rollout; the new holder carries on",
+            )),
+        }
+    }
+
+    /// Records a finished rollout; a rollout that did not succeed rejects its commit (not
+    /// retried until the branch moves on), and the pass ends there.
+    async fn judge(
+        &mut self,
+        report: &RolloutReport,
+        head_id: &str,
+        holder: &LeaseHolder,
+    ) -> Option<Passed> {
+        let rolled_back = report.tally().rolled_back;
+        self.daemon.metrics.rollbacks.inc_by(rolled_back as u64);
+        let outcome = match report.outcome {
+            Outcome::Succeeded => "succeeded",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Halted => "halted",
+            Outcome::InProgress => "in_progress",
+        };
+        self.daemon
+            .metrics
+            .applies
+            .get_or_create(&ResultLabel {
+                result: outcome.into(),
+            })
+            .inc();
+        tracing::info!(commit = %head_id, outcome, rolled_back, "rollout ends");
+        if report.outcome == Outcome::Succeeded {
+            return None;
+        }
+        let reject = Rejected {
+            commit: head_id.to_string(),
+            reason: report.reason.clone().unwrap_or_else(|| outcome.into()),
+        };
+        if let Err(e) = holder.hold(&self.daemon, Some(Some(reject.clone()))).await {
+            tracing::warn!(error = %e, "cannot record the rejected commit in the lease");
+        }
+        self.daemon.update(|s| s.rejected = Some(reject));
+        self.failures = 0;
+        Some((
+            "rolled_back",
+            Action::Requeue(self.settings().poll_interval),
+        ))
+    }
+
+    /// Drift, when due (and right after start).
+    async fn check_drift(
+        &mut self,
+        repo: &GitRepo,
+        head: &Commit,
+        target: &dyn crate::target::Target,
+        fan: &FanOut<'_>,
+        fleet: Option<&FleetSpec>,
+    ) {
+        let every = self
+            .settings()
+            .drift_interval
+            .or(fleet.map(|f| f.drift.interval.0))
+            .unwrap_or(Duration::from_secs(6 * 3600));
+        let now = tokio::time::Instant::now();
+        if self.next_drift.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_drift = Some(now + every);
+        let depth = fleet.map(|f| f.drift.history_depth as usize).unwrap_or(50);
+        match crate::ops::drift::run(repo, head, target, fan, depth).await {
+            Ok(mut report) => {
+                if let Some(shard) = self.settings().shard {
+                    let accounts = std::mem::take(&mut report.accounts)
+                        .into_iter()
+                        .filter(|a| shard.contains(&a.name))
+                        .collect();
+                    report = crate::ops::drift::report(
+                        &report.repo,
+                        report.head.clone(),
+                        &report.target,
+                        report.history_depth,
+                        accounts,
+                    );
+                }
+                let n = report.summary.drifted + report.summary.unreachable;
+                self.daemon.metrics.drifted.set(n as i64);
+                tracing::info!(
+                    drifted = report.summary.drifted,
+                    unreachable = report.summary.unreachable,
+                    orphaned = report.summary.orphaned,
+                    "drift report"
+                );
+                self.daemon.update(|s| s.drift = Some(report));
+            }
+            Err(e) => tracing::warn!(error = %e, "drift check failed"),
+        }
+    }
+
+    fn lease_store(
+        &self,
+        home: &Home,
+        fleet: Option<&FleetSpec>,
+    ) -> Result<Box<dyn LeaseStore>, String> {
+        let name = lease_name(self.settings().shard);
+        match home {
+            Home::Dir(root) => Ok(Box::new(FileLeaseStore {
+                path: root.join(".fleetgate").join(name),
+            })),
+            Home::Hub(s3) => {
+                let bucket = self
+                    .settings()
+                    .state_bucket
+                    .clone()
+                    .or_else(|| fleet.and_then(|f| f.state_bucket.clone()))
+                    .ok_or_else(|| {
+                        "--target aws needs the hub's state bucket for the lease: fleet.yaml's stateBucket or --state-bucket".to_string()
+                    })?;
+                Ok(Box::new(S3LeaseStore {
+                    s3: s3.clone(),
+                    bucket,
+                    key: format!("fleetgate/leases/{name}"),
+                }))
+            }
+        }
+    }
+}
+
+/// Whether two fleet.yaml's reach accounts the same way (a change means reconnecting).
+fn same_access(a: Option<&FleetSpec>, b: Option<&FleetSpec>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            a.role_name == b.role_name
+                && a.external_id == b.external_id
+                && a.session_duration == b.session_duration
+                && a.hub_region == b.hub_region
+        }
+        (None, None) => true,
+        _ => false,
+    }
+}
