@@ -13,12 +13,14 @@
 //! - [`daemon`]: `fleetgate watch`, the operations in a loop;
 //! - [`cli`]: arguments, output, progress;
 //! - [`redact`]: the one point every printed text goes through, secrets fingerprinted;
+//! - [`clock`]: wall time as tokio sees it (virtual in tests);
 //! - [`schema`]: the JSON schemas of every document fleetgate reads or writes.
 //!
 //! The pure stages (config, render, plan) never import tokio, HTTP, AWS or git2; a test
 //! checks it.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod execute;

@@ -112,7 +112,7 @@ fn open_git(args: &GitArgs) -> Result<GitRepo> {
 fn stamp() -> Stamp {
     Stamp {
         applied_by: applied_by(),
-        applied_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        applied_at: crate::clock::Clock::start().rfc3339(),
     }
 }
 

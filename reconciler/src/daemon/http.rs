@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -24,6 +23,7 @@ use serde::Serialize;
 use sha2::Sha256;
 use tokio::sync::Notify;
 
+use crate::clock::Clock;
 use crate::daemon::lease::{LeaseView, Rejected};
 use crate::daemon::watch::Settings;
 use crate::execute::rollout::{AccountState, Live, RolloutReport};
@@ -185,10 +185,8 @@ pub struct Daemon {
     pub(super) shared: Mutex<Shared>,
     pub(super) metrics: Metrics,
     pub(super) wake: Notify,
-}
-
-pub(super) fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    /// Every time the daemon records: tokio's (virtual in tests).
+    pub(super) clock: Clock,
 }
 
 pub(super) fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -275,6 +273,7 @@ impl Daemon {
             shared: Mutex::new(Shared { status, live: None }),
             metrics: Metrics::new(),
             wake: Notify::new(),
+            clock: Clock::system(),
         })
     }
 

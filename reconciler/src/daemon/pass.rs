@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::manifest::FleetSpec;
-use crate::daemon::http::{CommitView, Daemon, HeldAccount, ResultLabel, lock, rfc3339};
+use crate::daemon::http::{CommitView, Daemon, HeldAccount, ResultLabel, lock};
 use crate::daemon::lease::{FileLeaseStore, Lease, LeaseStore, Rejected, S3LeaseStore};
 use crate::daemon::watch::{Action, LeaseHolder, Settings, backoff, lease_name, spawn_renewer};
 use crate::execute::rollout::{Live, Outcome, RolloutReport};
@@ -171,7 +171,7 @@ impl Looper {
         }
         let stamp = Stamp {
             applied_by: format!("fleetgate-watch {}", self.settings().identity),
-            applied_at: rfc3339(std::time::SystemTime::now()),
+            applied_at: self.daemon.clock.rfc3339(),
         };
         let settings = fleet
             .as_ref()
@@ -210,7 +210,7 @@ impl Looper {
                     s.last_applied = Some(CommitView {
                         commit: head_id.clone(),
                         subject,
-                        at: rfc3339(std::time::SystemTime::now()),
+                        at: self.daemon.clock.rfc3339(),
                     });
                 }
                 s.last_error = None;
@@ -249,7 +249,7 @@ impl Looper {
                 s.head = Some(CommitView {
                     commit: head_id.clone(),
                     subject: subject.clone(),
-                    at: rfc3339(std::time::SystemTime::now()),
+                    at: self.daemon.clock.rfc3339(),
                 });
             }
             if s.queued.as_deref() == Some(head_id.as_str()) {

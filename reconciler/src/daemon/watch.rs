@@ -14,15 +14,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::daemon::lease::{Lease, LeaseError, Rejected};
 use crate::daemon::pass::Looper;
 use crate::ops::pipeline::Shard;
 use crate::target::connect::TargetSpec;
 
+use crate::daemon::http::ResultLabel;
 pub use crate::daemon::http::{CommitView, Daemon, HeldAccount, Status, sign, signature_ok};
-use crate::daemon::http::{ResultLabel, rfc3339};
 
 /// What a reconcile pass says to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +90,7 @@ impl LeaseHolder {
         rejected: Option<Option<Rejected>>,
     ) -> Result<(bool, Option<Rejected>), LeaseError> {
         let _g = self.guard.lock().await;
-        let (held, record, view) = self.lease.try_hold(SystemTime::now(), rejected).await?;
+        let (held, record, view) = self.lease.try_hold(daemon.clock.now(), rejected).await?;
         let was = self.held.swap(held, std::sync::atomic::Ordering::SeqCst);
         if was != held {
             if held {
@@ -145,7 +145,7 @@ pub async fn run(
             .observe(started.elapsed().as_secs_f64());
         let Action::Requeue(after) = action;
         daemon.update(|s| {
-            s.last_reconcile_at = Some(rfc3339(SystemTime::now()));
+            s.last_reconcile_at = Some(daemon.clock.rfc3339());
             s.next_reconcile_in_seconds = Some(after.as_secs_f64());
         });
         tokio::select! {

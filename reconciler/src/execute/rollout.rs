@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime};
 use fleetgate_gateway::Digest;
 use serde::Serialize;
 
+use crate::clock::Clock;
 use crate::config::manifest::{HealthGate, NoGatewayPolicy, RollbackScope, RolloutSpec};
 use crate::ops::pipeline::Stamp;
 use crate::plan::{Desired, Plan, WavePlan};
@@ -215,31 +216,6 @@ pub struct Executor<'a> {
     pub max_bake: Option<Duration>,
 }
 
-/// The wall clock as tokio sees it: real time normally, virtual time under
-/// `tokio::time::pause()`.
-#[derive(Debug, Clone, Copy)]
-struct Clock {
-    wall: SystemTime,
-    at: tokio::time::Instant,
-}
-
-impl Clock {
-    fn start() -> Clock {
-        Clock {
-            wall: SystemTime::now(),
-            at: tokio::time::Instant::now(),
-        }
-    }
-
-    fn now(&self) -> SystemTime {
-        self.wall + self.at.elapsed()
-    }
-
-    fn rfc3339(&self) -> String {
-        humantime::format_rfc3339_seconds(self.now()).to_string()
-    }
-}
-
 impl Executor<'_> {
     /// A report with every wave pending.
     pub fn initial_report(&self) -> RolloutReport {
@@ -252,7 +228,7 @@ impl Executor<'_> {
         RolloutReport {
             commit: self.plan.head.commit.clone(),
             outcome: Outcome::InProgress,
-            started_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            started_at: Clock::start().rfc3339(),
             finished_at: None,
             reason: None,
             waves: self

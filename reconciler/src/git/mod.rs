@@ -6,6 +6,10 @@
 //! (`file://...`, or a remote path) is cloned once as a bare repository into a cache
 //! directory and fetched on every open, so `origin/main` means what the remote says now.
 
+pub mod history;
+
+pub use history::{History, MemHistory};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -25,7 +25,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::config::repo::Repo;
-use crate::git::{Commit, GitRepo};
+use crate::git::{Commit, History};
 use crate::ops::pipeline::{self, PipelineError};
 use crate::plan::Revision;
 use crate::target::{AccountRef, ErrorClass, FanOut, Observed, Target, observe};
@@ -302,7 +302,7 @@ pub fn report(
 /// drifted pointers name (rendered once per commit), and accounts the branch's last
 /// `depth` commits had but the head does not (for orphans).
 pub async fn run(
-    repo: &GitRepo,
+    repo: &dyn History,
     head: &Commit,
     target: &dyn Target,
     fan: &FanOut<'_>,
@@ -333,7 +333,7 @@ pub async fn run(
     }
     let mut behind: BTreeMap<String, Behind> = BTreeMap::new();
     for (i, names) in claims {
-        let old = Repo::load(&repo.snapshot(&history[i])?);
+        let old = Repo::load(&*repo.snapshot(&history[i])?);
         for name in names {
             let Some(Observed::Deployed { pointer, .. }) = observed.get(name) else {
                 continue;
@@ -373,19 +373,19 @@ pub async fn run(
         .map(|d| d.account.name.as_str())
         .collect();
     let mut former: BTreeMap<String, AccountRef> = BTreeMap::new();
-    let head_snapshot = repo.snapshot(head)?;
-    let head_accounts: BTreeSet<&str> = head_snapshot.files_under("accounts/").collect();
+    let head_accounts: BTreeSet<String> =
+        repo.files_under(head, "accounts/")?.into_iter().collect();
     for commit in history.iter().skip(1) {
-        // One tree walk per commit; the (rarer) commits with account files the head lacks
-        // are loaded from the same snapshot.
-        let snapshot = repo.snapshot(commit)?;
-        if snapshot
-            .files_under("accounts/")
+        // One tree walk per commit; only the (rarer) commits with account files the head
+        // lacks are loaded.
+        if repo
+            .files_under(commit, "accounts/")?
+            .iter()
             .all(|f| head_accounts.contains(f))
         {
             continue;
         }
-        let old = Repo::load(&snapshot);
+        let old = Repo::load(&*repo.snapshot(commit)?);
         for name in old.account_names() {
             if !fleet.contains(name)
                 && !former.contains_key(name)
@@ -699,5 +699,83 @@ mod tests {
         assert_eq!(json["accounts"][0]["cause"], "never deployed");
         assert!(markdown(&broken).contains("| `b` | 423456789012 | drifted | never deployed |"));
         assert!(text(&broken).contains("drifted      b (423456789012): never deployed"));
+    }
+
+    /// The example repo, with `edit` applied to base/gateway.yaml and `drop` removed.
+    fn snapshot(edit: Option<(&str, &str)>, drop: Option<&str>) -> crate::MemSource {
+        let mut src = crate::config::example_fleet::example_repo();
+        if let Some((from, to)) = edit {
+            let text = String::from_utf8(src.files["base/gateway.yaml"].clone()).unwrap();
+            assert!(text.contains(from));
+            src.insert("base/gateway.yaml", &text.replacen(from, to, 1));
+        }
+        if let Some(path) = drop {
+            src.files.remove(path).unwrap();
+        }
+        src
+    }
+
+    /// Drift reads git only through the history seam: with the history in memory and the
+    /// deployed state in a directory, no repository and no process.
+    #[tokio::test]
+    async fn behind_and_orphaned_accounts_are_found_through_the_history_seam() {
+        use crate::git::{History as _, MemHistory};
+        use crate::target::{FileTarget, Target as _};
+
+        let mut history = MemHistory::default();
+        let first = history.commit("first", snapshot(None, None));
+        let head = history.commit(
+            "timeouts",
+            snapshot(
+                Some(("timeout: 15s", "timeout: 20s")),
+                Some("accounts/wayne-prod.yaml"),
+            ),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let target = FileTarget::new(dir.path().to_str().unwrap());
+        // Every account runs the first commit's bundle.
+        let old = Repo::load(&*history.snapshot(&first).unwrap());
+        for name in old.account_names() {
+            let r = crate::render(&old, name).unwrap();
+            let account = AccountRef::from_repo(&old, name).unwrap();
+            target.write_bundle(&account, &r.canonical).await.unwrap();
+            let pointer = Pointer {
+                digest: r.digest,
+                commit: Some(first.id.to_string()),
+                previous: None,
+                applied_by: "ci".into(),
+                applied_at: "2026-11-23T00:00:00Z".into(),
+                hold: None,
+            };
+            target
+                .write_pointer(&account, &pointer, None)
+                .await
+                .unwrap();
+        }
+
+        let report = run(&history, &head, &target, &FanOut::quiet(4), 10)
+            .await
+            .unwrap();
+        let by_name: BTreeMap<&str, &AccountDrift> = report
+            .accounts
+            .iter()
+            .map(|a| (a.name.as_str(), a))
+            .collect();
+        assert_eq!(by_name["wayne-prod"].status, Status::Orphaned);
+        let behind: Vec<&str> = report
+            .accounts
+            .iter()
+            .filter(|a| a.cause_kind == Some(CauseKind::Behind))
+            .map(|a| a.name.as_str())
+            .collect();
+        assert_eq!(behind.len(), old.accounts.len() - 1, "{report:#?}");
+        assert!(
+            report
+                .accounts
+                .iter()
+                .filter(|a| a.cause_kind == Some(CauseKind::Behind))
+                .all(|a| a.commits_behind == Some(1))
+        );
+        assert_eq!(report.summary.orphaned, 1);
     }
 }

@@ -1,7 +1,7 @@
 //! `fleetgate history`: an account's pointers, newest first, each with its commit's
 //! subject when git still has it.
 
-use crate::git::GitRepo;
+use crate::git::History;
 use crate::target::{AccountRef, Pointer, Target, TargetError};
 
 /// One pointer of the history.
@@ -14,7 +14,7 @@ pub struct Entry {
 
 /// The account's last `limit` pointers, newest first.
 pub async fn history(
-    repo: &GitRepo,
+    repo: &dyn History,
     target: &dyn Target,
     account: &AccountRef,
     limit: usize,

@@ -8,7 +8,7 @@ use fleetgate_gateway::Digest;
 
 use crate::config::diagnostics::{Diagnostic, Diagnostics};
 use crate::config::repo::Repo;
-use crate::git::{Commit, GitError, GitRepo};
+use crate::git::{Commit, GitError, History};
 use crate::plan::{self, Context, Desired, Plan, Revision};
 use crate::render::affected::affected;
 use crate::render::render;
@@ -55,11 +55,11 @@ fn revision(c: &Commit) -> Revision {
 /// manifests at the head fail the whole plan with every problem located; the base is only
 /// context, so its problems are not the plan's.
 pub fn prepare(
-    repo: &GitRepo,
+    repo: &dyn History,
     base: Option<&Commit>,
     head: &Commit,
 ) -> Result<Prepared, PipelineError> {
-    let head_repo = Repo::load(&repo.snapshot(head)?);
+    let head_repo = Repo::load(&*repo.snapshot(head)?);
     let invalid = |diagnostics: Vec<Diagnostic>| PipelineError::Invalid {
         rev: head.rev.clone(),
         commit: head.short(),
@@ -73,7 +73,7 @@ pub fn prepare(
 
     let (to_render, base_repo, changed) = match base {
         Some(base) => {
-            let base_repo = Repo::load(&repo.snapshot(base)?);
+            let base_repo = Repo::load(&*repo.snapshot(base)?);
             let changed = repo.changed_paths(base, head)?;
             let a = affected(&base_repo, &head_repo, &changed);
             (a.accounts, Some(base_repo), Some(changed))

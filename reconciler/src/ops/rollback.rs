@@ -8,7 +8,7 @@ use fleetgate_gateway::Digest;
 
 use crate::config::repo::Repo;
 use crate::execute::rollout::{Live, Outcome, RolloutReport};
-use crate::git::GitRepo;
+use crate::git::History;
 use crate::ops::pipeline::{self, Stamp};
 use crate::ops::reconcile::{Change, Gates, Holds, Reconcile};
 use crate::plan::{self, Desired, Plan, Revision};
@@ -73,7 +73,7 @@ pub struct Targets {
 /// Works out each account's bundle at `to`: a digest already stored in the account, or the
 /// commit's render.
 pub async fn targets(
-    repo: &GitRepo,
+    repo: &dyn History,
     to: &str,
     accounts: &[AccountRef],
     target: &dyn Target,
@@ -124,7 +124,7 @@ pub async fn targets(
         });
     }
     let commit = repo.resolve(to)?;
-    let old = Repo::load(&repo.snapshot(&commit)?);
+    let old = Repo::load(&*repo.snapshot(&commit)?);
     for a in accounts {
         if !old.accounts.contains_key(&a.name) {
             refused.push(format!(
