@@ -282,7 +282,7 @@ impl S3LeaseStore {
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let (class, message) = crate::target::aws::classify(e);
+        let (class, message) = crate::target::aws_errors::classify(e);
         if class == crate::target::ErrorClass::Conflict {
             return LeaseError::Conflict {
                 location: self.location(),

@@ -1,7 +1,10 @@
 //! Stage 5, executing a plan: the rollout [`rollout::Executor`] writes bundles and pointers
-//! wave by wave through a [`crate::target::Target`], waits for gateways to report healthy, and
-//! stops or rolls back on failure.
+//! wave by wave through a [`crate::target::Target`], waits for gateways to report healthy
+//! ([`health`], the gate's pure decisions), and stops or rolls back on failure; its
+//! [`report`] is what the CLI prints and the daemon serves.
 //!
-//! May import: config, render, plan, target. Never the CLI or the daemon.
+//! May import: config, plan, target, clock. Never the operations, the CLI or the daemon.
 
+pub mod health;
+pub mod report;
 pub mod rollout;

@@ -8,6 +8,7 @@
 //! plan, the executor or the operations.
 
 pub mod aws;
+pub mod aws_errors;
 pub mod connect;
 pub mod fanout;
 pub mod file;

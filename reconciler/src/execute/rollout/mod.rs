@@ -1,0 +1,638 @@
+//! Executing a plan wave by wave: apply, health gate, bake, and undo on failure.
+//!
+//! The [`Plan`] decided which accounts change and in which wave; this module only follows
+//! it. For each wave in order:
+//!
+//! 1. **apply**: bundle first, then the pointer by compare-and-swap, `maxConcurrency` at a
+//!    time. Once the wave has more failed accounts than it tolerates, the accounts not yet
+//!    started are skipped.
+//! 2. **verify**: until the gate's timeout, every gateway instance that reports status in
+//!    each changed account must serve the new digest. Accounts where no instance reports
+//!    follow the gate's `noGateway` policy (wait, skip, fail).
+//! 3. **bake**: for the bake time, the instances' 5xx and upstream-error ratios on the new
+//!    bundle (their counters restart at each swap) must stay under the gate's thresholds,
+//!    judged once an account has served `minRequests`.
+//!
+//! A wave with more failed accounts than it tolerates stops the rollout: the accounts it
+//! changed go back to their previous bundle by compare-and-swap (bundles are stored,
+//! nothing is re-rendered), and the earlier waves' too when fleet.yaml's
+//! `rollout.rollback` is `all`. Later waves are never touched.
+//!
+//! Time is tokio's: tests run it paused.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fleetgate_gateway::Digest;
+
+pub use crate::execute::health::{Serving, fresh, judge, serving};
+pub use crate::execute::report::{
+    AccountReport, AccountState, Conflict, Live, Outcome, RolloutReport, Tally, WaveReport,
+    WaveState,
+};
+
+use crate::clock::Clock;
+use crate::config::manifest::{RollbackScope, RolloutSpec};
+use crate::ops::pipeline::Stamp;
+use crate::plan::{Desired, Plan, WavePlan};
+use crate::target::{
+    AccountRef, ETag, ErrorClass, FanOut, Hold, InstanceReport, Pointer, Target, TargetError,
+};
+
+/// What one account's pointer was before and after this rollout wrote it.
+#[derive(Debug, Clone)]
+struct Written {
+    previous: Option<Pointer>,
+    etag: ETag,
+}
+
+/// Executes `plan` against `target`. `live` is updated as the rollout goes; the final report
+/// is returned too.
+#[derive(Debug)]
+pub struct Executor<'a> {
+    pub target: &'a dyn Target,
+    pub plan: &'a Plan,
+    pub desired: &'a [Desired],
+    pub stamp: &'a Stamp,
+    pub settings: &'a RolloutSpec,
+    /// Per-account timeout and progress; the concurrency is each wave's own.
+    pub fan: FanOut<'a>,
+    /// Skip health gates and bakes (`apply --skip-health-gates`): waves still go in order.
+    pub skip_gates: bool,
+    /// Written into every pointer (`fleetgate rollback --to`).
+    pub hold: Option<Hold>,
+    /// Record the plan's head commit in the pointers (off for a rollback to a digest, whose
+    /// commit is not known).
+    pub record_commit: bool,
+    /// Shortens every wave's bake to at most this (`fleetgate up`'s demo pace).
+    pub max_bake: Option<Duration>,
+}
+
+impl Executor<'_> {
+    /// A report with every wave pending.
+    pub fn initial_report(&self) -> RolloutReport {
+        let planned: BTreeMap<&str, &crate::plan::AccountPlan> = self
+            .plan
+            .accounts
+            .iter()
+            .map(|a| (a.name.as_str(), a))
+            .collect();
+        RolloutReport {
+            commit: self.plan.head.commit.clone(),
+            outcome: Outcome::InProgress,
+            started_at: Clock::start().rfc3339(),
+            finished_at: None,
+            reason: None,
+            waves: self
+                .plan
+                .waves
+                .iter()
+                .map(|w| WaveReport {
+                    name: w.name.clone(),
+                    state: WaveState::Pending,
+                    tolerated_failures: w.tolerated_failures,
+                    failed: 0,
+                    accounts: w
+                        .accounts
+                        .iter()
+                        .map(|n| {
+                            (
+                                n.clone(),
+                                AccountReport {
+                                    state: AccountState::Pending,
+                                    from: planned.get(n.as_str()).and_then(|a| a.from.clone()),
+                                    to: planned
+                                        .get(n.as_str())
+                                        .map(|a| a.to.clone())
+                                        .unwrap_or_default(),
+                                    detail: None,
+                                    error: None,
+                                    conflict: None,
+                                },
+                            )
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Runs every wave in order until one fails.
+    pub async fn run(&self, live: &Live) -> RolloutReport {
+        let clock = Clock::start();
+        let mut written: Vec<BTreeMap<String, Written>> =
+            vec![BTreeMap::new(); self.plan.waves.len()];
+        for (i, wave) in self.plan.waves.iter().enumerate() {
+            if wave.accounts.is_empty() {
+                set(live, |r| r.waves[i].state = WaveState::Succeeded);
+                continue;
+            }
+            let failure = self.run_wave(i, wave, &clock, live, &mut written[i]).await;
+            if let Some(reason) = failure {
+                set(live, |r| {
+                    r.waves[i].state = WaveState::Failed;
+                    for w in &mut r.waves[i + 1..] {
+                        w.state = WaveState::NotStarted;
+                    }
+                    r.reason = Some(format!("wave {}: {reason}", wave.name));
+                });
+                let scope: Vec<usize> = match self.settings.rollback {
+                    RollbackScope::None => Vec::new(),
+                    RollbackScope::Wave => vec![i],
+                    RollbackScope::All => (0..=i).collect(),
+                };
+                for w in &scope {
+                    self.roll_back(*w, &written[*w], &clock, live).await;
+                }
+                set(live, |r| {
+                    r.outcome = if scope.is_empty() {
+                        Outcome::Halted
+                    } else {
+                        Outcome::RolledBack
+                    };
+                    r.finished_at = Some(clock.rfc3339());
+                });
+                return snapshot(live);
+            }
+            set(live, |r| r.waves[i].state = WaveState::Succeeded);
+        }
+        set(live, |r| {
+            r.outcome = Outcome::Succeeded;
+            r.finished_at = Some(clock.rfc3339());
+        });
+        snapshot(live)
+    }
+
+    /// One wave; `Some(reason)` when it breached its tolerance.
+    async fn run_wave(
+        &self,
+        i: usize,
+        wave: &WavePlan,
+        clock: &Clock,
+        live: &Live,
+        written: &mut BTreeMap<String, Written>,
+    ) -> Option<String> {
+        if let Some(reason) = self.apply_wave(i, wave, live, written).await {
+            return Some(reason);
+        }
+        if self.skip_gates {
+            return None;
+        }
+        let by_name: BTreeMap<&str, &Desired> = self
+            .desired
+            .iter()
+            .map(|d| (d.account.name.as_str(), d))
+            .collect();
+        let wanted: BTreeMap<String, Digest> = written
+            .keys()
+            .filter_map(|n| {
+                by_name
+                    .get(n.as_str())
+                    .map(|d| (n.clone(), d.digest.clone()))
+            })
+            .collect();
+        if let Some(reason) = self.verify_wave(i, wave, clock, live, &wanted).await {
+            return Some(reason);
+        }
+        self.bake_wave(i, wave, clock, live, &wanted).await
+    }
+
+    /// How often gateway reports are read, and how old one may be.
+    fn timing(&self) -> (Duration, Duration) {
+        (
+            Duration::from(self.settings.poll_interval).max(Duration::from_millis(10)),
+            Duration::from(self.settings.report_max_age),
+        )
+    }
+
+    /// Step 1: bundle, then pointer by compare-and-swap against the version the plan saw;
+    /// once the wave has breached its tolerance, the accounts not yet started are skipped.
+    async fn apply_wave(
+        &self,
+        i: usize,
+        wave: &WavePlan,
+        live: &Live,
+        written: &mut BTreeMap<String, Written>,
+    ) -> Option<String> {
+        let by_name: BTreeMap<&str, &Desired> = self
+            .desired
+            .iter()
+            .map(|d| (d.account.name.as_str(), d))
+            .collect();
+        let planned: BTreeMap<&str, &crate::plan::AccountPlan> = self
+            .plan
+            .accounts
+            .iter()
+            .map(|a| (a.name.as_str(), a))
+            .collect();
+        let planned = &planned;
+        let breached = |live: &Live| snapshot_wave(live, i, |w| w.failed) > wave.tolerated_failures;
+        let fail = |live: &Live, name: &str, detail: String| fail_account(live, i, name, detail);
+        let (breached, fail) = (&breached, &fail);
+        set(live, |r| r.waves[i].state = WaveState::Applying);
+        let fan = FanOut {
+            concurrency: wave.max_concurrency,
+            ..self.fan
+        };
+        let todo: Vec<&Desired> = wave
+            .accounts
+            .iter()
+            .filter_map(|n| by_name.get(n.as_str()).copied())
+            .collect();
+        let commit = self.record_commit.then_some(self.plan.head.commit.as_str());
+        let results = fan
+            .run(
+                "apply",
+                todo,
+                |d| &d.account,
+                |d| async move {
+                    if breached(live) {
+                        return Ok(None);
+                    }
+                    // The version the plan was made against: the write replaces exactly it.
+                    let previous = planned
+                        .get(d.account.name.as_str())
+                        .and_then(|a| a.expected.as_ref())
+                        .map(|e| (e.pointer.clone(), e.etag.clone()));
+                    let r = write(
+                        self.target,
+                        d,
+                        previous.as_ref(),
+                        commit,
+                        self.stamp,
+                        self.hold.as_ref(),
+                    )
+                    .await;
+                    match r {
+                        Ok(etag) => {
+                            set(live, |r| {
+                                if let Some(a) = r.waves[i].accounts.get_mut(&d.account.name) {
+                                    a.state = AccountState::Applied;
+                                }
+                            });
+                            Ok(Some(Written {
+                                previous: previous.map(|(p, _)| p),
+                                etag,
+                            }))
+                        }
+                        Err(e @ TargetError::Conflict { .. }) => {
+                            // Observe it again: another applier may have deployed the
+                            // same bundle, which is no failure.
+                            let now = self.target.read_pointer(&d.account).await;
+                            let at_head = matches!(&now, Ok(Some((p, _))) if p.digest == d.digest);
+                            set(live, |r| {
+                                let w = &mut r.waves[i];
+                                if let Some(a) = w.accounts.get_mut(&d.account.name) {
+                                    a.state = AccountState::Conflict;
+                                    a.error = Some(ErrorClass::Conflict);
+                                    a.conflict = Some(if at_head {
+                                        Conflict::AtHead
+                                    } else {
+                                        Conflict::StillNeeded
+                                    });
+                                    a.detail = Some(format!(
+                                        "{e}; observed again: {}",
+                                        if at_head {
+                                            "now at the head (another apply deployed it), nothing to do"
+                                        } else {
+                                            "still needs the head: run apply again to re-plan and write"
+                                        }
+                                    ));
+                                    if !at_head {
+                                        w.failed += 1;
+                                    }
+                                }
+                            });
+                            Err(e)
+                        }
+                        Err(e) => {
+                            let class = e.class();
+                            fail(live, &d.account.name, e.to_string());
+                            set(live, |r| {
+                                if let Some(a) = r.waves[i].accounts.get_mut(&d.account.name) {
+                                    a.error = Some(class);
+                                }
+                            });
+                            Err(e)
+                        }
+                    }
+                },
+            )
+            .await;
+        for (name, r) in results {
+            match r {
+                Ok(Some(w)) => {
+                    written.insert(name, w);
+                }
+                Ok(None) => set(live, |r| {
+                    if let Some(a) = r.waves[i].accounts.get_mut(&name) {
+                        a.state = AccountState::Skipped;
+                        a.detail = Some("not started: the wave had failed".into());
+                    }
+                }),
+                Err(_) => {}
+            }
+        }
+        if breached(live) {
+            return Some(self.breach_reason(i, wave, live));
+        }
+        None
+    }
+
+    /// Step 2: every reporting instance serves the new digest, until the gate's timeout.
+    async fn verify_wave(
+        &self,
+        i: usize,
+        wave: &WavePlan,
+        clock: &Clock,
+        live: &Live,
+        wanted: &BTreeMap<String, Digest>,
+    ) -> Option<String> {
+        let breached = |live: &Live| snapshot_wave(live, i, |w| w.failed) > wave.tolerated_failures;
+        let fail = |live: &Live, name: &str, detail: String| fail_account(live, i, name, detail);
+        let (breached, fail) = (&breached, &fail);
+        set(live, |r| r.waves[i].state = WaveState::Verifying);
+        let gate = &wave.health_gate;
+        let (poll, max_age) = self.timing();
+        let deadline = tokio::time::Instant::now() + Duration::from(gate.timeout);
+        let mut waiting: Vec<String> = wanted.keys().cloned().collect();
+        loop {
+            let reads = self.read_reports(&waiting).await;
+            let now = clock.now();
+            let mut still = Vec::new();
+            for name in waiting {
+                let reports = match reads.get(&name) {
+                    Some(Ok(r)) => fresh(r, now, max_age),
+                    Some(Err(e)) => {
+                        // A read error is not the gateway's fault: try again until the
+                        // deadline, and say so if it comes.
+                        still.push((name, format!("cannot read status: {e}")));
+                        continue;
+                    }
+                    None => Vec::new(),
+                };
+                match serving(&reports, &wanted[&name], gate.no_gateway) {
+                    Serving::Yes(detail) => set(live, |r| {
+                        if let Some(a) = r.waves[i].accounts.get_mut(&name) {
+                            a.state = AccountState::Serving;
+                            a.detail = detail;
+                        }
+                    }),
+                    Serving::Fail(why) => fail(live, &name, why),
+                    Serving::NotYet(why) => still.push((name, why)),
+                }
+            }
+            if breached(live) {
+                return Some(self.breach_reason(i, wave, live));
+            }
+            if still.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                for (name, why) in still {
+                    fail(
+                        live,
+                        &name,
+                        format!("health gate timed out after {}: {why}", gate.timeout),
+                    );
+                }
+                if breached(live) {
+                    return Some(self.breach_reason(i, wave, live));
+                }
+                break;
+            }
+            waiting = still.into_iter().map(|(n, _)| n).collect();
+            tokio::time::sleep(poll.min(deadline - tokio::time::Instant::now())).await;
+        }
+        None
+    }
+
+    /// Step 3: the serving accounts' error ratios stay under the gate through the bake.
+    async fn bake_wave(
+        &self,
+        i: usize,
+        wave: &WavePlan,
+        clock: &Clock,
+        live: &Live,
+        wanted: &BTreeMap<String, Digest>,
+    ) -> Option<String> {
+        let breached = |live: &Live| snapshot_wave(live, i, |w| w.failed) > wave.tolerated_failures;
+        let fail = |live: &Live, name: &str, detail: String| fail_account(live, i, name, detail);
+        let (breached, fail) = (&breached, &fail);
+        set(live, |r| r.waves[i].state = WaveState::Baking);
+        let gate = &wave.health_gate;
+        let (poll, max_age) = self.timing();
+        let bake = Duration::from(wave.bake_time);
+        let bake_end =
+            tokio::time::Instant::now() + self.max_bake.map_or(bake, |max| bake.min(max));
+        loop {
+            let serving: Vec<String> = snapshot_wave(live, i, |w| {
+                w.accounts
+                    .iter()
+                    .filter(|(_, a)| a.state == AccountState::Serving)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            });
+            let reads = self.read_reports(&serving).await;
+            let now = clock.now();
+            for name in &serving {
+                if let Some(Ok(reports)) = reads.get(name)
+                    && let Err(why) = judge(&fresh(reports, now, max_age), &wanted[name], gate)
+                {
+                    fail(live, name, why);
+                }
+            }
+            if breached(live) {
+                return Some(self.breach_reason(i, wave, live));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= bake_end {
+                break;
+            }
+            tokio::time::sleep(poll.min(bake_end - now)).await;
+        }
+        set(live, |r| {
+            for a in r.waves[i].accounts.values_mut() {
+                if a.state == AccountState::Serving {
+                    a.state = AccountState::Healthy;
+                }
+            }
+        });
+        None
+    }
+
+    fn breach_reason(&self, i: usize, wave: &WavePlan, live: &Live) -> String {
+        let failed: Vec<String> = snapshot_wave(live, i, |w| {
+            w.accounts
+                .iter()
+                .filter(|(_, a)| a.state == AccountState::Failed)
+                .map(|(n, a)| format!("{n} ({})", a.detail.as_deref().unwrap_or("failed")))
+                .collect()
+        });
+        format!(
+            "{} failed account{} of {}, {} tolerated: {}",
+            failed.len(),
+            if failed.len() == 1 { "" } else { "s" },
+            wave.accounts.len(),
+            wave.tolerated_failures,
+            failed.join("; ")
+        )
+    }
+
+    async fn read_reports(
+        &self,
+        names: &[String],
+    ) -> BTreeMap<String, Result<Vec<InstanceReport>, TargetError>> {
+        let names: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        let refs: Vec<&AccountRef> = self
+            .desired
+            .iter()
+            .filter(|d| names.contains(d.account.name.as_str()))
+            .map(|d| &d.account)
+            .collect();
+        let fan = FanOut {
+            progress: &crate::target::NoProgress,
+            ..self.fan
+        };
+        fan.run("status", refs, |a| a, |a| self.target.read_statuses(a))
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Moves the pointers this rollout wrote in wave `i` back to what they were.
+    async fn roll_back(
+        &self,
+        i: usize,
+        written: &BTreeMap<String, Written>,
+        clock: &Clock,
+        live: &Live,
+    ) {
+        let by_name: BTreeMap<&str, &Desired> = self
+            .desired
+            .iter()
+            .map(|d| (d.account.name.as_str(), d))
+            .collect();
+        let items: Vec<(&Desired, &Written)> = written
+            .iter()
+            .filter_map(|(n, w)| by_name.get(n.as_str()).map(|d| (*d, w)))
+            .collect();
+        let applied_by = format!("{} (auto-rollback)", self.stamp.applied_by);
+        let at = clock.rfc3339();
+        let results = self
+            .fan
+            .run(
+                "rollback",
+                items,
+                |(d, _)| &d.account,
+                |(d, w)| {
+                    let (applied_by, at) = (applied_by.clone(), at.clone());
+                    async move {
+                        let Some(prev) = &w.previous else {
+                            return Ok(Err(
+                                "first deployment: no previous bundle to go back to, left as is"
+                                    .to_string(),
+                            ));
+                        };
+                        let pointer = Pointer {
+                            digest: prev.digest.clone(),
+                            commit: prev.commit.clone(),
+                            previous: Some(d.digest.clone()),
+                            applied_by,
+                            applied_at: at,
+                            hold: None,
+                        };
+                        self.target
+                            .write_pointer(&d.account, &pointer, Some(&w.etag))
+                            .await
+                            .map(|_| Ok(prev.digest.short().to_string()))
+                    }
+                },
+            )
+            .await;
+        set(live, |r| {
+            let wave = &mut r.waves[i];
+            for (name, result) in &results {
+                let Some(a) = wave.accounts.get_mut(name) else {
+                    continue;
+                };
+                let before = a.detail.take();
+                let (state, note) = match result {
+                    Ok(Ok(to)) => (AccountState::RolledBack, format!("rolled back to {to}")),
+                    Ok(Err(why)) => (a.state, format!("not rolled back: {why}")),
+                    Err(e) => (a.state, format!("rollback failed: {e}")),
+                };
+                a.state = state;
+                a.detail = Some(match before {
+                    Some(b) => format!("{b}; {note}"),
+                    None => note,
+                });
+            }
+            wave.state = WaveState::RolledBack;
+        });
+    }
+}
+
+/// Marks an account failed once, counting it against its wave's tolerance.
+fn fail_account(live: &Live, i: usize, name: &str, detail: String) {
+    set(live, |r| {
+        let w = &mut r.waves[i];
+        if let Some(a) = w.accounts.get_mut(name)
+            && a.state != AccountState::Failed
+        {
+            a.state = AccountState::Failed;
+            a.detail = Some(detail);
+            w.failed += 1;
+        }
+    });
+}
+
+fn set(live: &Live, f: impl FnOnce(&mut RolloutReport)) {
+    let mut r = live
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    f(&mut r);
+}
+
+fn snapshot(live: &Live) -> RolloutReport {
+    live.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+fn snapshot_wave<R>(live: &Live, i: usize, f: impl FnOnce(&WaveReport) -> R) -> R {
+    f(&live
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .waves[i])
+}
+
+/// Bundle first, then the pointer by compare-and-swap against what was observed.
+async fn write(
+    target: &dyn Target,
+    d: &Desired,
+    current: Option<&(Pointer, ETag)>,
+    commit: Option<&str>,
+    stamp: &Stamp,
+    hold: Option<&Hold>,
+) -> Result<ETag, TargetError> {
+    // Bundles are immutable and never deleted: the one the pointer replaced is still
+    // stored, so going back to it (a rollback) is a pointer write alone.
+    if current.is_none_or(|(p, _)| p.previous.as_ref() != Some(&d.digest)) {
+        target.write_bundle(&d.account, &d.canonical).await?;
+    }
+    let pointer = Pointer {
+        digest: d.digest.clone(),
+        commit: commit.map(str::to_string),
+        previous: current.map(|(p, _)| p.digest.clone()),
+        applied_by: stamp.applied_by.clone(),
+        applied_at: stamp.applied_at.clone(),
+        hold: hold.cloned(),
+    };
+    target
+        .write_pointer(&d.account, &pointer, current.map(|(_, e)| e))
+        .await
+}
+
+#[cfg(test)]
+mod tests;

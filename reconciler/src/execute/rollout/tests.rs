@@ -1,0 +1,372 @@
+//! The executor against a directory target, with stand-in gateways on tokio's paused clock.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use super::*;
+use crate::config::manifest::{HealthGate, NoGatewayPolicy};
+use crate::plan::{Context, Revision};
+use crate::target::FileTarget;
+
+/// An account's pointer as the file target stores it (`DIR/<account>/current.json`),
+/// read directly: the test's own view of the deployed state.
+fn read_pointer(target: &FileTarget, account: &str) -> Result<Option<(Pointer, ())>, String> {
+    let path = target.root().join(account).join("current.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(|p| Some((p, ())))
+            .map_err(|e| e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The example repo (canary -> early -> prod), with `edit` applied to base/gateway.yaml.
+fn repo(edit: Option<(&str, &str)>) -> crate::Repo {
+    let mut src = crate::config::example_fleet::example_repo();
+    if let Some((from, to)) = edit {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config-repo-example/base/gateway.yaml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains(from));
+        src.insert("base/gateway.yaml", &text.replacen(from, to, 1));
+    }
+    let repo = crate::Repo::load(&src);
+    assert!(repo.diagnostics.is_empty(), "{:?}", repo.diagnostics);
+    repo
+}
+
+fn desired(repo: &crate::Repo) -> Vec<Desired> {
+    repo.account_names()
+        .map(|n| {
+            let r = crate::render(repo, n).unwrap();
+            Desired {
+                account: AccountRef::from_repo(repo, n).unwrap(),
+                bundle: r.bundle,
+                canonical: r.canonical,
+                digest: r.digest,
+                base_digest: None,
+            }
+        })
+        .collect()
+}
+
+fn stamp() -> Stamp {
+    Stamp {
+        applied_by: "test".into(),
+        applied_at: "2026-11-24T00:00:00Z".into(),
+    }
+}
+
+/// Deploys `repo` everywhere at once, with no gate.
+async fn deploy(target: &FileTarget, repo: &crate::Repo, spec: &RolloutSpec) {
+    let report = execute(target, repo, spec, true).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+}
+
+async fn execute(
+    target: &FileTarget,
+    repo: &crate::Repo,
+    spec: &RolloutSpec,
+    skip_gates: bool,
+) -> RolloutReport {
+    let desired = desired(repo);
+    let (waves, concurrency, wave_of) = crate::ops::pipeline::rollout_order(repo);
+    let context = Context {
+        repo: "test".into(),
+        base: None,
+        head: Revision {
+            rev: "HEAD".into(),
+            commit: "c0ffee".into(),
+        },
+        target: target.location(),
+        fleet: repo.account_names().map(str::to_string).collect(),
+        deployed: Default::default(),
+        rendered: Default::default(),
+        waves,
+        concurrency,
+        wave_of,
+    };
+    let fan = FanOut::quiet(8);
+    let refs: Vec<AccountRef> = desired.iter().map(|d| d.account.clone()).collect();
+    let observed = crate::target::observe(target, &refs, None, &fan).await;
+    let plan = crate::plan::plan(&context, &desired, &observed, &Default::default());
+    let stamp = stamp();
+    let exec = Executor {
+        target,
+        plan: &plan,
+        desired: &desired,
+        stamp: &stamp,
+        settings: spec,
+        fan,
+        skip_gates,
+        hold: None,
+        record_commit: true,
+        max_bake: None,
+    };
+    let live = Arc::new(Mutex::new(exec.initial_report()));
+    exec.run(&live).await
+}
+
+/// Stands in for every account's gateway: reports the digest its pointer names, with
+/// 100 requests of which `bad(digest)` are 5xx, on tokio's (paused) clock.
+fn gateways(
+    target: &FileTarget,
+    accounts: Vec<String>,
+    bad: impl Fn(&Digest) -> u64 + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let target = target.clone();
+    let clock = Clock::start();
+    tokio::spawn(async move {
+        loop {
+            for name in &accounts {
+                let Ok(Some((pointer, _))) = read_pointer(&target, name) else {
+                    continue;
+                };
+                let report = InstanceReport {
+                    instance: "gw-1".into(),
+                    ready: true,
+                    account: Some(name.clone()),
+                    digest: Some(pointer.digest.clone()),
+                    commit: pointer.commit.clone(),
+                    since: None,
+                    requests_2xx: 100 - bad(&pointer.digest),
+                    requests_3xx: 0,
+                    requests_4xx: 0,
+                    requests_5xx: bad(&pointer.digest),
+                    upstream_errors: 0,
+                    reloads: 1,
+                    reload_failures: 0,
+                    last_reload_error: None,
+                    last_reload_error_at: None,
+                    secret_failures: Vec::new(),
+                    written_at: clock.rfc3339(),
+                };
+                let dir = target.root().join(name).join("status");
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join("gw-1.json"), serde_json::to_vec(&report).unwrap())
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+/// Lets the stand-in gateways write their first reports, as running ones long have.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+fn pointers(target: &FileTarget, names: &[String]) -> BTreeMap<String, Digest> {
+    names
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                read_pointer(target, n).unwrap().unwrap().0.digest,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_good_change_rolls_through_every_wave_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = FileTarget::new(tmp.path().to_str().unwrap());
+    let spec = RolloutSpec::default();
+    let v1 = repo(None);
+    deploy(&target, &v1, &spec).await;
+    let names: Vec<String> = v1.account_names().map(str::to_string).collect();
+    let gw = gateways(&target, names.clone(), |_| 0);
+    settle().await;
+
+    let v2 = repo(Some(("timeout: 15s", "timeout: 20s")));
+    let started = tokio::time::Instant::now();
+    let report = execute(&target, &v2, &spec, false).await;
+    gw.abort();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    let states: Vec<(&str, WaveState, usize)> = report
+        .waves
+        .iter()
+        .map(|w| (w.name.as_str(), w.state, w.accounts.len()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("canary", WaveState::Succeeded, 2),
+            ("early", WaveState::Succeeded, 3),
+            ("prod", WaveState::Succeeded, 5)
+        ]
+    );
+    assert!(
+        report
+            .waves
+            .iter()
+            .flat_map(|w| w.accounts.values())
+            .all(|a| a.state == AccountState::Healthy)
+    );
+    let want: BTreeMap<String, Digest> = desired(&v2)
+        .into_iter()
+        .map(|d| (d.account.name, d.digest))
+        .collect();
+    assert_eq!(pointers(&target, &names), want);
+    // The bakes ran, one after the other: 10m + 15m + 5m of (virtual) time at least.
+    assert!(
+        started.elapsed() >= Duration::from_secs(30 * 60),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sick_canary_is_rolled_back_and_later_waves_never_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = FileTarget::new(tmp.path().to_str().unwrap());
+    let spec = RolloutSpec::default();
+    let v1 = repo(None);
+    deploy(&target, &v1, &spec).await;
+    let names: Vec<String> = v1.account_names().map(str::to_string).collect();
+    let before = pointers(&target, &names);
+    let v2 = repo(Some(("timeout: 15s", "timeout: 20s")));
+    let sick: Vec<Digest> = desired(&v2).into_iter().map(|d| d.digest).collect();
+    let gw = gateways(&target, names.clone(), move |d| {
+        if sick.contains(d) { 40 } else { 0 }
+    });
+    settle().await;
+
+    let report = execute(&target, &v2, &spec, false).await;
+    gw.abort();
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:#?}");
+    let reason = report.reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("wave canary: 2 failed accounts of 2, 0 tolerated"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("5xx ratio 0.400 (40 of 100 requests)"),
+        "{reason}"
+    );
+    assert_eq!(report.waves[0].state, WaveState::RolledBack);
+    assert!(
+        report.waves[0]
+            .accounts
+            .values()
+            .all(|a| a.state == AccountState::RolledBack)
+    );
+    assert_eq!(report.waves[1].state, WaveState::NotStarted);
+    assert_eq!(report.waves[2].state, WaveState::NotStarted);
+    // Every pointer names what it named before: the canaries' by rollback, the others
+    // because they were never touched.
+    assert_eq!(pointers(&target, &names), before);
+    let (canary, _) = read_pointer(&target, "globex-canary").unwrap().unwrap();
+    assert!(canary.applied_by.ends_with("(auto-rollback)"), "{canary:?}");
+    for untouched in ["acme-prod", "hooli-early"] {
+        let (p, _) = read_pointer(&target, untouched).unwrap().unwrap();
+        assert_eq!(p.applied_by, "test", "{untouched} was written: {p:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_gateway_follows_the_wave_policy_and_tolerance_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = FileTarget::new(tmp.path().to_str().unwrap());
+    let v1 = repo(None);
+    let spec = RolloutSpec::default();
+    deploy(&target, &v1, &spec).await;
+    // No gateway anywhere: the canary wave's policy is `fail`.
+    let v2 = repo(Some(("timeout: 15s", "timeout: 20s")));
+    let report = execute(&target, &v2, &spec, false).await;
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("no gateway reports status (noGateway: fail)"),
+        "{report:#?}"
+    );
+
+    // With rollback: none the failed canaries stay where they are.
+    let halt = RolloutSpec {
+        rollback: RollbackScope::None,
+        ..RolloutSpec::default()
+    };
+    let report = execute(&target, &v2, &halt, false).await;
+    assert_eq!(report.outcome, Outcome::Halted);
+    let want = desired(&v2);
+    let canary = want
+        .iter()
+        .find(|d| d.account.name == "globex-canary")
+        .unwrap();
+    assert_eq!(
+        read_pointer(&target, "globex-canary")
+            .unwrap()
+            .unwrap()
+            .0
+            .digest,
+        canary.digest
+    );
+}
+
+#[test]
+fn the_gate_judges_fresh_reports_on_the_new_digest() {
+    let new = Digest::of(b"new");
+    let old = Digest::of(b"old");
+    let now = SystemTime::now();
+    let report = |instance: &str, digest: &Digest, ok: u64, bad: u64, age: u64| InstanceReport {
+        instance: instance.into(),
+        ready: true,
+        account: None,
+        digest: Some(digest.clone()),
+        commit: None,
+        since: None,
+        requests_2xx: ok,
+        requests_3xx: 0,
+        requests_4xx: 0,
+        requests_5xx: bad,
+        upstream_errors: 0,
+        reloads: 1,
+        reload_failures: 0,
+        last_reload_error: None,
+        last_reload_error_at: None,
+        secret_failures: Vec::new(),
+        written_at: humantime::format_rfc3339_seconds(now - Duration::from_secs(age)).to_string(),
+    };
+    let reports = vec![
+        report("a", &new, 90, 0, 1),
+        report("b", &old, 5, 5, 1),
+        report("gone", &old, 0, 0, 600),
+    ];
+    let fresh = fresh(&reports, now, Duration::from_secs(120));
+    assert_eq!(fresh.len(), 2, "the stale instance is not counted");
+    assert!(
+        matches!(serving(&fresh, &new, NoGatewayPolicy::Wait), Serving::NotYet(why) if why.contains("b serves"))
+    );
+    assert_eq!(
+        serving(&fresh[..1], &new, NoGatewayPolicy::Wait),
+        Serving::Yes(None)
+    );
+    assert!(matches!(
+        serving(&[], &new, NoGatewayPolicy::Skip),
+        Serving::Yes(Some(_))
+    ));
+    assert!(matches!(
+        serving(&[], &new, NoGatewayPolicy::Fail),
+        Serving::Fail(_)
+    ));
+
+    let gate = HealthGate::default();
+    // Only instances on the new digest count: b's 50% of 5xx is the old bundle's.
+    assert_eq!(judge(&fresh, &new, &gate), Ok(()));
+    // Under minRequests there is nothing to judge.
+    assert_eq!(judge(&[report("a", &new, 2, 5, 0)], &new, &gate), Ok(()));
+    let e = judge(
+        &[report("a", &new, 98, 1, 0), report("c", &new, 99, 2, 0)],
+        &new,
+        &gate,
+    )
+    .unwrap_err();
+    assert!(e.starts_with("5xx ratio 0.015 (3 of 200 requests)"), "{e}");
+}
