@@ -534,3 +534,130 @@ fn same_access(a: Option<&FleetSpec>, b: Option<&FleetSpec>) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::connect::TargetSpec;
+
+    /// A bare-bones git repo in `dir` whose `main` holds `files`, committed in-process.
+    fn commit(dir: &std::path::Path, files: &crate::MemSource, subject: &str) -> String {
+        let repo = git2::Repository::open(dir)
+            .or_else(|_| git2::Repository::init(dir))
+            .unwrap();
+        // Nested paths go through an index built in memory (no working tree).
+        let mut index = git2::Index::new().unwrap();
+        for (path, bytes) in &files.files {
+            let oid = repo.blob(bytes).unwrap();
+            let entry = git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode: 0o100644,
+                uid: 0,
+                gid: 0,
+                file_size: bytes.len() as u32,
+                id: oid,
+                flags: 0,
+                flags_extended: 0,
+                path: path.as_bytes().to_vec(),
+            };
+            index.add(&entry).unwrap();
+        }
+        let tree = repo.find_tree(index.write_tree_to(&repo).unwrap()).unwrap();
+        let sig = git2::Signature::new("t", "t@example.com", &git2::Time::new(0, 0)).unwrap();
+        let parent = repo
+            .find_reference("refs/heads/main")
+            .ok()
+            .and_then(|r| r.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let id = repo
+            .commit(
+                Some("refs/heads/main"),
+                &sig,
+                &sig,
+                subject,
+                &tree,
+                &parents,
+            )
+            .unwrap();
+        id.to_string()
+    }
+
+    fn settings(repo: &std::path::Path, fleet: &std::path::Path) -> Settings {
+        Settings {
+            repo: repo.display().to_string(),
+            branch: "main".into(),
+            cache_dir: repo.join(".cache"),
+            target: TargetSpec::File(fleet.display().to_string()),
+            endpoint_url: None,
+            role_name: None,
+            poll_interval: Duration::from_secs(7),
+            drift_interval: None,
+            shard: None,
+            identity: "unit".into(),
+            lease_ttl: Duration::from_secs(30),
+            state_bucket: None,
+            webhook_secret: None,
+            concurrency: None,
+            account_timeout: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(60),
+            max_bake: Some(Duration::ZERO),
+        }
+    }
+
+    /// The daemon's pass, in-process: a first rollout whose canary has no gateway fails
+    /// its gate (the example's canary wave says `noGateway: fail`), is rolled back, and
+    /// its commit is rejected; the next pass does not retry it; an invalid head is waited
+    /// out at the poll interval. No gateway, git or daemon process.
+    #[tokio::test]
+    async fn a_rejected_head_is_not_retried_and_an_invalid_head_waits_for_a_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (repo_dir, fleet_dir) = (tmp.path().join("repo"), tmp.path().join("fleet"));
+        std::fs::create_dir_all(&repo_dir).unwrap();
+        let head = commit(
+            &repo_dir,
+            &crate::config::example_fleet::example_repo(),
+            "the example",
+        );
+        let daemon = Daemon::new(settings(&repo_dir, &fleet_dir));
+        let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut looper = Looper::new(daemon.clone(), stop_rx);
+
+        let (result, Action::Requeue(after)) = looper.pass().await;
+        assert_eq!(result, "rolled_back");
+        assert_eq!(after, Duration::from_secs(7));
+        let status = daemon.status();
+        assert_eq!(
+            status.rejected.as_ref().map(|r| r.commit.as_str()),
+            Some(head.as_str())
+        );
+        let rollout = status.rollout.expect("the rollout is recorded");
+        assert_ne!(rollout.outcome, Outcome::Succeeded, "{rollout:#?}");
+
+        let (result, _) = looper.pass().await;
+        assert_eq!(result, "no_change", "a rejected head is not retried");
+        assert!(
+            daemon
+                .status()
+                .last_error
+                .is_some_and(|e| e.contains("is not retried")),
+        );
+
+        let mut broken = crate::config::example_fleet::example_repo();
+        broken.insert("fleet.yaml", "apiVersion: fleetgate.dev/v1\nkind: Fleet\n");
+        commit(&repo_dir, &broken, "broken");
+        let (result, Action::Requeue(after)) = looper.pass().await;
+        assert_eq!((result, after), ("error", Duration::from_secs(7)));
+        assert!(
+            daemon
+                .status()
+                .last_error
+                .is_some_and(|e| e.contains("invalid manifests")),
+        );
+        if let Some(r) = looper.renewer.take() {
+            r.abort();
+        }
+    }
+}
