@@ -14,8 +14,9 @@ use std::process::Command;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use fleetgate::config::example_fleet::{FleetParams, generate, write_to};
+use fleetgate::execute::Stamp;
 use fleetgate::git::GitRepo;
-use fleetgate::ops::pipeline::{self, Stamp};
+use fleetgate::ops::pipeline;
 use fleetgate::plan::{Options, Plan};
 use fleetgate::target::{FanOut, FileTarget};
 

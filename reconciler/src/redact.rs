@@ -375,34 +375,15 @@ pub fn scrub_plan(plan: &mut crate::plan::Plan, key: &[u8]) {
     }
 }
 
-/// Scrubs the texts of a rollout report: why accounts failed or were skipped, why the
-/// rollout stopped (a target's error may quote a URL with its credentials).
-pub fn scrub_rollout(report: &mut crate::execute::rollout::RolloutReport, key: &[u8]) {
-    scrub_opt(&mut report.reason, key);
-    for wave in &mut report.waves {
-        for account in wave.accounts.values_mut() {
-            scrub_opt(&mut account.detail, key);
-        }
-    }
-}
-
-/// Scrubs the texts of a drift report: the repo and target as given, and each account's
-/// cause.
-pub fn scrub_drift(report: &mut crate::ops::drift::DriftReport, key: &[u8]) {
-    scrub_in_place(&mut report.repo, key);
-    scrub_in_place(&mut report.target, key);
-    for account in &mut report.accounts {
-        scrub_opt(&mut account.cause, key);
-    }
-}
-
-fn scrub_in_place(text: &mut String, key: &[u8]) {
+/// Scrubs one text in place.
+pub fn scrub_in_place(text: &mut String, key: &[u8]) {
     if let Cow::Owned(clean) = scrub(text, key) {
         *text = clean;
     }
 }
 
-fn scrub_opt(text: &mut Option<String>, key: &[u8]) {
+/// Scrubs an optional text in place.
+pub fn scrub_opt(text: &mut Option<String>, key: &[u8]) {
     if let Some(t) = text {
         scrub_in_place(t, key);
     }

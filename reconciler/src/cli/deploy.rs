@@ -361,7 +361,7 @@ pub fn drift(args: &DriftArgs) -> Result<ExitCode> {
         Ok(r) => r,
         Err(e) => return output::report_pipeline_error(e),
     };
-    crate::redact::scrub_drift(&mut report, crate::redact::run_key());
+    report.scrub(crate::redact::run_key());
     let text = match args.format {
         PlanFormat::Text => crate::ops::drift::text(&report),
         PlanFormat::Markdown => crate::ops::drift::markdown(&report),

@@ -58,7 +58,7 @@ pub fn report_pipeline_error(e: PipelineError) -> Result<ExitCode> {
 /// Prints each account's outcome and each wave's; `waved`: whether the plan has waves
 /// (a single unnamed wave is not announced). The report is scrubbed first.
 pub fn print_rollout(report: &mut RolloutReport, waved: bool) -> Result<()> {
-    crate::redact::scrub_rollout(report, crate::redact::run_key());
+    report.scrub(crate::redact::run_key());
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     let short = |d: &str| {

@@ -8,3 +8,11 @@
 pub mod health;
 pub mod report;
 pub mod rollout;
+
+/// Who applies and when, recorded in every pointer written.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub applied_by: String,
+    /// RFC 3339, UTC.
+    pub applied_at: String,
+}

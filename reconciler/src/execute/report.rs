@@ -120,6 +120,17 @@ impl RolloutReport {
         t
     }
 
+    /// Scrubs the texts a reader sees: why accounts failed or were skipped, why the
+    /// rollout stopped (a target's error may quote a URL with its credentials).
+    pub fn scrub(&mut self, key: &[u8]) {
+        crate::redact::scrub_opt(&mut self.reason, key);
+        for wave in &mut self.waves {
+            for account in wave.accounts.values_mut() {
+                crate::redact::scrub_opt(&mut account.detail, key);
+            }
+        }
+    }
+
     /// Failed accounts the waves counted against their tolerance (conflicts that still
     /// need the head included).
     pub fn failed(&self) -> usize {

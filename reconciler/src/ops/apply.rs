@@ -3,8 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::execute::Stamp;
 use crate::execute::rollout::{Outcome, RolloutReport, Tally};
-use crate::ops::pipeline::{self, PipelineError, Prepared, Stamp};
+use crate::ops::pipeline::{self, PipelineError, Prepared};
 use crate::ops::reconcile::{Change, Gates, Holds, Reconcile};
 use crate::plan::{self, Plan};
 use crate::target::{FanOut, Target};

@@ -124,6 +124,16 @@ pub struct DriftReport {
 }
 
 impl DriftReport {
+    /// Scrubs the texts a reader sees: the repo and target as given, and each account's
+    /// cause.
+    pub fn scrub(&mut self, key: &[u8]) {
+        crate::redact::scrub_in_place(&mut self.repo, key);
+        crate::redact::scrub_in_place(&mut self.target, key);
+        for account in &mut self.accounts {
+            crate::redact::scrub_opt(&mut account.cause, key);
+        }
+    }
+
     /// 0 in sync, 2 drift (drifted or orphaned accounts), 1 when any account could not be
     /// read.
     pub fn exit_code(&self) -> u8 {

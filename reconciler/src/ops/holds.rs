@@ -2,7 +2,7 @@
 //! already at the rollback's bundle, `fleetgate release`, and the daemon when the branch
 //! has moved past a hold).
 
-use crate::ops::pipeline::Stamp;
+use crate::execute::Stamp;
 use crate::target::{AccountRef, FanOut, Hold, Target, TargetError};
 
 /// Sets (`Some`) or lifts (`None`) the hold on every account's pointer, each by

@@ -305,11 +305,3 @@ impl Prepared {
         self.shard = Some(shard);
     }
 }
-
-/// Who applies and when, recorded in every pointer written.
-#[derive(Debug, Clone)]
-pub struct Stamp {
-    pub applied_by: String,
-    /// RFC 3339, UTC.
-    pub applied_at: String,
-}

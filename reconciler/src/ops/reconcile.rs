@@ -11,9 +11,9 @@
 use std::time::Duration;
 
 use crate::config::manifest::RolloutSpec;
+use crate::execute::Stamp;
 use crate::execute::rollout::{Executor, Live, RolloutReport};
 use crate::ops::holds::set_holds;
-use crate::ops::pipeline::Stamp;
 use crate::plan::{Action, Desired, Plan};
 use crate::target::{AccountRef, FanOut, Hold, Target, TargetError};
 

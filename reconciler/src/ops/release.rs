@@ -1,8 +1,8 @@
 //! `fleetgate release`: rollback holds lifted, so the watch daemon rolls the accounts
 //! forward again; through the one hold fan-out ([`crate::ops::holds`]).
 
+use crate::execute::Stamp;
 use crate::ops::holds::set_holds;
-use crate::ops::pipeline::Stamp;
 use crate::target::{AccountRef, FanOut, Target, TargetError};
 
 /// One entry per account looked at, sorted by name.

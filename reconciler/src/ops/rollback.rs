@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use fleetgate_gateway::Digest;
 
 use crate::config::repo::Repo;
+use crate::execute::Stamp;
 use crate::execute::rollout::{Live, Outcome, RolloutReport};
 use crate::git::History;
-use crate::ops::pipeline::{self, Stamp};
+use crate::ops::pipeline;
 use crate::ops::reconcile::{Change, Gates, Holds, Reconcile};
 use crate::plan::{self, Desired, Plan, Revision};
 use crate::render::render;

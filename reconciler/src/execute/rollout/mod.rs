@@ -33,7 +33,7 @@ pub use crate::execute::report::{
 
 use crate::clock::Clock;
 use crate::config::manifest::{RollbackScope, RolloutSpec};
-use crate::ops::pipeline::Stamp;
+use crate::execute::Stamp;
 use crate::plan::{Desired, Plan, WavePlan};
 use crate::target::{
     AccountRef, ETag, ErrorClass, FanOut, Hold, InstanceReport, Pointer, Target, TargetError,
