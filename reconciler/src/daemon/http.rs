@@ -49,7 +49,7 @@ pub struct HeldAccount {
 
 /// The body of `/status`.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Status {
+pub struct DaemonStatus {
     pub repo: String,
     pub branch: String,
     pub target: String,
@@ -77,7 +77,7 @@ pub struct Status {
 
 #[derive(Debug, Default)]
 pub(super) struct Shared {
-    pub(super) status: Status,
+    pub(super) status: DaemonStatus,
     /// The running rollout's live report.
     pub(super) live: Option<Live>,
 }
@@ -257,7 +257,7 @@ fn account_states(rollout: Option<&RolloutReport>, held: usize) -> BTreeMap<&'st
 
 impl Daemon {
     pub fn new(settings: Settings) -> Arc<Daemon> {
-        let status = Status {
+        let status = DaemonStatus {
             repo: settings.repo.clone(),
             branch: settings.branch.clone(),
             target: match &settings.target {
@@ -266,7 +266,7 @@ impl Daemon {
             },
             shard: settings.shard.map(|s| s.to_string()),
             identity: settings.identity.clone(),
-            ..Status::default()
+            ..DaemonStatus::default()
         };
         Arc::new(Daemon {
             settings,
@@ -278,7 +278,7 @@ impl Daemon {
     }
 
     /// `/status`'s body: the stored status with the in-flight rollout's live report.
-    pub fn status(&self) -> Status {
+    pub fn status(&self) -> DaemonStatus {
         let shared = lock(&self.shared);
         let mut status = shared.status.clone();
         if let Some(live) = &shared.live {
@@ -318,7 +318,7 @@ impl Daemon {
             .with_state(self.clone())
     }
 
-    pub(super) fn update(&self, f: impl FnOnce(&mut Status)) {
+    pub(super) fn update(&self, f: impl FnOnce(&mut DaemonStatus)) {
         f(&mut lock(&self.shared).status);
     }
 
@@ -343,7 +343,7 @@ async fn status_handler(State(d): State<Arc<Daemon>>) -> Response {
 
 /// `/status` as served: every string through the redaction point (errors quote git and
 /// target URLs, and messages may carry what a manifest wrote), like everything printed.
-fn scrubbed(status: &Status) -> serde_json::Value {
+fn scrubbed(status: &DaemonStatus) -> serde_json::Value {
     let mut v = serde_json::to_value(status)
         .unwrap_or_else(|e| unreachable!("a status always serializes: {e}"));
     crate::redact::scrub_value(&mut v, crate::redact::run_key());
@@ -465,13 +465,13 @@ mod tests {
 
     #[test]
     fn status_is_served_scrubbed() {
-        let status = Status {
+        let status = DaemonStatus {
             repo: "https://deploy:hunter2-PLANTED@git.example/fleet.git".into(),
             last_error: Some(
                 "cannot fetch: -----BEGIN PRIVATE KEY-----\nMIIEPLANTED\n-----END PRIVATE KEY-----"
                     .into(),
             ),
-            ..Status::default()
+            ..DaemonStatus::default()
         };
         let served = scrubbed(&status).to_string();
         assert!(!served.contains("PLANTED"), "{served}");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::config::manifest::FleetSpec;
 use crate::daemon::http::{CommitView, Daemon, HeldAccount, ResultLabel, lock};
 use crate::daemon::lease::{FileLeaseStore, Lease, LeaseStore, Rejected, S3LeaseStore};
-use crate::daemon::watch::{Action, LeaseHolder, Settings, backoff, lease_name, spawn_renewer};
+use crate::daemon::watch::{LeaseHolder, Next, Settings, backoff, lease_name, spawn_renewer};
 use crate::execute::Stamp;
 use crate::execute::rollout::{Live, Outcome, RolloutReport};
 use crate::git::{Commit, GitRepo};
@@ -39,7 +39,7 @@ impl PassError {
 }
 
 /// How a pass ended, for the metrics and the next wait.
-type Passed = (&'static str, Action);
+type Passed = (&'static str, Next);
 
 /// The loop's own state, between passes.
 pub(super) struct Looper {
@@ -85,14 +85,14 @@ impl Looper {
     /// head waits for the next poll.
     fn error_policy(&mut self, e: PassError) -> Passed {
         match e {
-            PassError::InvalidHead => ("error", Action::Requeue(self.settings().poll_interval)),
+            PassError::InvalidHead => ("error", Next::Requeue(self.settings().poll_interval)),
             PassError::Failed { what, message } => {
                 self.failures += 1;
                 let wait = backoff(self.failures, self.settings().max_backoff);
                 tracing::error!(error = %message, retry_in = ?wait, "{what}");
                 self.daemon
                     .update(|s| s.last_error = Some(format!("{what}: {message}")));
-                ("error", Action::Requeue(wait))
+                ("error", Next::Requeue(wait))
             }
         }
     }
@@ -116,7 +116,7 @@ impl Looper {
                 // Somebody else rolls out; come back before its lease could expire.
                 self.failures = 0;
                 let wait = (self.settings().lease_ttl / 3).max(Duration::from_millis(200));
-                return Ok(("not_leader", Action::Requeue(wait.min(poll))));
+                return Ok(("not_leader", Next::Requeue(wait.min(poll))));
             }
             Err(e) => return Err(PassError::failed("cannot take the lease", e)),
         };
@@ -224,11 +224,11 @@ impl Looper {
             self.failures += 1;
             return Ok((
                 result,
-                Action::Requeue(backoff(self.failures, poll.max(Duration::from_secs(5)))),
+                Next::Requeue(backoff(self.failures, poll.max(Duration::from_secs(5)))),
             ));
         }
         self.failures = 0;
-        Ok((result, Action::Requeue(poll)))
+        Ok((result, Next::Requeue(poll)))
     }
 
     /// The repo, fetched now (read on this task: git2 is not `Sync`), and the branch's head.
@@ -438,10 +438,7 @@ impl Looper {
         }
         self.daemon.update(|s| s.rejected = Some(reject));
         self.failures = 0;
-        Some((
-            "rolled_back",
-            Action::Requeue(self.settings().poll_interval),
-        ))
+        Some(("rolled_back", Next::Requeue(self.settings().poll_interval)))
     }
 
     /// Drift, when due (and right after start).
@@ -626,7 +623,7 @@ mod tests {
         let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut looper = Looper::new(daemon.clone(), stop_rx);
 
-        let (result, Action::Requeue(after)) = looper.pass().await;
+        let (result, Next::Requeue(after)) = looper.pass().await;
         assert_eq!(result, "rolled_back");
         assert_eq!(after, Duration::from_secs(7));
         let status = daemon.status();
@@ -649,7 +646,7 @@ mod tests {
         let mut broken = crate::config::example_fleet::example_repo();
         broken.insert("fleet.yaml", "apiVersion: fleetgate.dev/v1\nkind: Fleet\n");
         commit(&repo_dir, &broken, "broken");
-        let (result, Action::Requeue(after)) = looper.pass().await;
+        let (result, Next::Requeue(after)) = looper.pass().await;
         assert_eq!((result, after), ("error", Duration::from_secs(7)));
         assert!(
             daemon

@@ -3,7 +3,7 @@
 //! One reconcile loop, one rollout at a time: each pass ([`crate::daemon::pass`]) fetches the
 //! branch, renders, plans and (when something changed) rolls the head out through the same
 //! reconcile path as `fleetgate apply` ([`crate::ops::reconcile`]), then says when to come
-//! back ([`Action`], as kube-rs controllers do; errors become requeues by the pass's error
+//! back ([`Next`], as kube-rs controllers do; errors become requeues by the pass's error
 //! policy). A push webhook or the poll timer wakes it; a newer commit that lands
 //! mid-rollout waits, and the next pass applies the newest head (intermediate commits are
 //! not applied one by one). Only the holder of the lease ([`crate::daemon::lease`]) rolls
@@ -22,11 +22,11 @@ use crate::ops::pipeline::Shard;
 use crate::target::connect::TargetSpec;
 
 use crate::daemon::http::ResultLabel;
-pub use crate::daemon::http::{CommitView, Daemon, HeldAccount, Status, sign, signature_ok};
+pub use crate::daemon::http::{CommitView, Daemon, DaemonStatus, HeldAccount, sign, signature_ok};
 
 /// What a reconcile pass says to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub enum Next {
     /// Come back after this long (or sooner, when a webhook arrives).
     Requeue(Duration),
 }
@@ -143,7 +143,7 @@ pub async fn run(
                 result: result.into(),
             })
             .observe(started.elapsed().as_secs_f64());
-        let Action::Requeue(after) = action;
+        let Next::Requeue(after) = action;
         daemon.update(|s| {
             s.last_reconcile_at = Some(daemon.clock.rfc3339());
             s.next_reconcile_in_seconds = Some(after.as_secs_f64());

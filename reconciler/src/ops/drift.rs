@@ -35,20 +35,21 @@ pub const DRIFT_FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
-pub enum Status {
+#[schemars(rename = "Status")]
+pub enum DriftStatus {
     InSync,
     Drifted,
     Unreachable,
     Orphaned,
 }
 
-impl Status {
+impl DriftStatus {
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::InSync => "in-sync",
-            Status::Drifted => "drifted",
-            Status::Unreachable => "unreachable",
-            Status::Orphaned => "orphaned",
+            DriftStatus::InSync => "in-sync",
+            DriftStatus::Drifted => "drifted",
+            DriftStatus::Unreachable => "unreachable",
+            DriftStatus::Orphaned => "orphaned",
         }
     }
 }
@@ -80,7 +81,7 @@ pub struct Deployed {
 pub struct AccountDrift {
     pub name: String,
     pub account_id: String,
-    pub status: Status,
+    pub status: DriftStatus,
     /// Why it is not in sync, in words; absent when in sync.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
@@ -186,7 +187,7 @@ pub fn assess(subject: &Subject<'_>) -> AccountDrift {
     let mut out = AccountDrift {
         name: subject.account.name.clone(),
         account_id: subject.account.id.clone(),
-        status: Status::Drifted,
+        status: DriftStatus::Drifted,
         cause: None,
         cause_kind: None,
         error: None,
@@ -211,14 +212,14 @@ pub fn assess(subject: &Subject<'_>) -> AccountDrift {
             }
             _ => {
                 set(CauseKind::Unreachable, reason.clone());
-                out.status = Status::Unreachable;
+                out.status = DriftStatus::Unreachable;
                 out.error = Some(*class);
             }
         },
         Observed::Deployed { pointer, .. } | Observed::Current { pointer, .. }
             if &pointer.digest == subject.expected =>
         {
-            out.status = Status::InSync;
+            out.status = DriftStatus::InSync;
         }
         Observed::Deployed { pointer, .. } | Observed::Current { pointer, .. } => {
             match subject.behind {
@@ -260,7 +261,7 @@ pub fn orphan(account: &AccountRef, observed: &Observed) -> AccountDrift {
     AccountDrift {
         name: account.name.clone(),
         account_id: account.id.clone(),
-        status: Status::Orphaned,
+        status: DriftStatus::Orphaned,
         cause: Some("deployed, but no longer in git (fleetgate never deletes it)".into()),
         cause_kind: Some(CauseKind::Orphaned),
         error: None,
@@ -278,24 +279,24 @@ pub fn report(
     history_depth: usize,
     mut accounts: Vec<AccountDrift>,
 ) -> DriftReport {
-    let rank = |s: Status| match s {
-        Status::Drifted => 0,
-        Status::Unreachable => 1,
-        Status::Orphaned => 2,
-        Status::InSync => 3,
+    let rank = |s: DriftStatus| match s {
+        DriftStatus::Drifted => 0,
+        DriftStatus::Unreachable => 1,
+        DriftStatus::Orphaned => 2,
+        DriftStatus::InSync => 3,
     };
     accounts.sort_by(|a, b| {
         rank(a.status)
             .cmp(&rank(b.status))
             .then_with(|| a.name.cmp(&b.name))
     });
-    let count = |s: Status| accounts.iter().filter(|a| a.status == s).count();
+    let count = |s: DriftStatus| accounts.iter().filter(|a| a.status == s).count();
     let summary = DriftSummary {
-        accounts: accounts.len() - count(Status::Orphaned),
-        in_sync: count(Status::InSync),
-        drifted: count(Status::Drifted),
-        unreachable: count(Status::Unreachable),
-        orphaned: count(Status::Orphaned),
+        accounts: accounts.len() - count(DriftStatus::Orphaned),
+        in_sync: count(DriftStatus::InSync),
+        drifted: count(DriftStatus::Drifted),
+        unreachable: count(DriftStatus::Unreachable),
+        orphaned: count(DriftStatus::Orphaned),
     };
     DriftReport {
         format_version: DRIFT_FORMAT_VERSION,
@@ -437,7 +438,7 @@ pub async fn run(
             // still be serving: say so rather than drop it.
             Some(Observed::Unreachable { reason, class }) => {
                 let mut line = orphan(account, &Observed::New);
-                line.status = Status::Unreachable;
+                line.status = DriftStatus::Unreachable;
                 line.error = Some(*class);
                 line.cause_kind = Some(CauseKind::Unreachable);
                 line.cause = Some(format!(
@@ -492,7 +493,7 @@ pub fn text(report: &DriftReport) -> String {
     for a in report
         .accounts
         .iter()
-        .filter(|a| a.status != Status::InSync)
+        .filter(|a| a.status != DriftStatus::InSync)
     {
         let _ = writeln!(
             out,
@@ -507,7 +508,11 @@ pub fn text(report: &DriftReport) -> String {
             a.cause.as_deref().unwrap_or("")
         );
     }
-    if report.accounts.iter().any(|a| a.status != Status::InSync) {
+    if report
+        .accounts
+        .iter()
+        .any(|a| a.status != DriftStatus::InSync)
+    {
         out.push('\n');
     }
     let _ = writeln!(out, "{}.", headline(report));
@@ -534,12 +539,12 @@ pub fn markdown(report: &DriftReport) -> String {
     let not_in_sync: Vec<&AccountDrift> = report
         .accounts
         .iter()
-        .filter(|a| a.status != Status::InSync)
+        .filter(|a| a.status != DriftStatus::InSync)
         .collect();
     if not_in_sync.is_empty() {
         return out;
     }
-    let _ = writeln!(out, "| Account | Account id | Status | Cause |");
+    let _ = writeln!(out, "| Account | Account id | DriftStatus | Cause |");
     let _ = writeln!(out, "|---|---|---|---|");
     for a in not_in_sync {
         let cause = a.cause.as_deref().unwrap_or("").replace('|', "\\|");
@@ -603,14 +608,14 @@ mod tests {
             })
         };
         let in_sync = subject(&deployed(&head, "c0"), None);
-        assert_eq!((in_sync.status, in_sync.cause), (Status::InSync, None));
+        assert_eq!((in_sync.status, in_sync.cause), (DriftStatus::InSync, None));
 
         let b = Behind {
             commit: "a1b2c3d4e5f6".into(),
             commits_behind: 3,
         };
         let behind = subject(&deployed(&old, "a1b2c3d4e5f6"), Some(&b));
-        assert_eq!(behind.status, Status::Drifted);
+        assert_eq!(behind.status, DriftStatus::Drifted);
         assert_eq!(
             behind.cause.as_deref(),
             Some("still on a1b2c3d, 3 commits behind")
@@ -623,7 +628,7 @@ mod tests {
         let never = subject(&Observed::New, None);
         assert_eq!(
             (never.status, never.cause.as_deref()),
-            (Status::Drifted, Some("never deployed"))
+            (DriftStatus::Drifted, Some("never deployed"))
         );
 
         let tampered = subject(
@@ -635,7 +640,7 @@ mod tests {
         );
         assert_eq!(
             (tampered.status, tampered.cause_kind),
-            (Status::Drifted, Some(CauseKind::Tampered))
+            (DriftStatus::Drifted, Some(CauseKind::Tampered))
         );
 
         let denied = subject(
@@ -647,7 +652,7 @@ mod tests {
         );
         assert_eq!(
             (denied.status, denied.error),
-            (Status::Unreachable, Some(ErrorClass::AccessDenied))
+            (DriftStatus::Unreachable, Some(ErrorClass::AccessDenied))
         );
     }
 
@@ -771,7 +776,7 @@ mod tests {
             .iter()
             .map(|a| (a.name.as_str(), a))
             .collect();
-        assert_eq!(by_name["wayne-prod"].status, Status::Orphaned);
+        assert_eq!(by_name["wayne-prod"].status, DriftStatus::Orphaned);
         let behind: Vec<&str> = report
             .accounts
             .iter()

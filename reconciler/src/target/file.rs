@@ -4,7 +4,7 @@
 //! ```text
 //! DIR/<account>/bundles/<sha256>.json   immutable, content-addressed; written first
 //! DIR/<account>/current.json            the pointer; replaced with a compare-and-swap
-//! DIR/<account>/status/                 gateways report here (later)
+//! DIR/<account>/status/                 gateway instances report here
 //! ```
 //!
 //! The pointer's ETag is the sha256 of its bytes (what S3 gives for a single-part object is
