@@ -83,41 +83,29 @@ fn bench(c: &mut Criterion) {
     let target = FileTarget::new(tmp.path().join("deployed").to_str().unwrap());
     let repo = GitRepo::open(dir.to_str().unwrap(), &tmp.path().join("cache")).unwrap();
 
-    // Deploy the base, then change one account.
+    // Deploy the base (every account at once, no gate: `apply --all-at-once`), then change
+    // one account.
     let head = repo.resolve("HEAD").unwrap();
-    let mut prepared = pipeline::prepare(&repo, None, &head).unwrap();
-    // Every account at once, no gate: what `apply --all-at-once` does.
-    prepared.context.waves.clear();
-    prepared.context.wave_of.clear();
-    let (p, _) = rt
-        .block_on(pipeline::observe_and_plan(
-            &prepared,
-            &target,
-            &Options::default(),
-            &FanOut::quiet(32),
-            pipeline::Verify::Pointers,
-            &|_| false,
-        ))
-        .unwrap();
+    let prepared = pipeline::prepare(&repo, None, &head).unwrap();
     let stamp = Stamp {
         applied_by: "bench".into(),
         applied_at: "2026-11-23T00:00:00Z".into(),
     };
-    let settings = fleetgate::config::manifest::RolloutSpec::default();
-    let exec = fleetgate::execute::rollout::Executor {
-        target: &target,
-        plan: &p,
-        desired: &prepared.desired,
-        stamp: &stamp,
-        settings: &settings,
-        fan: FanOut::quiet(32),
-        skip_gates: true,
-        hold: None,
-        record_commit: true,
-        max_bake: None,
-    };
-    let live = std::sync::Arc::new(std::sync::Mutex::new(exec.initial_report()));
-    rt.block_on(exec.run(&live));
+    let applied = rt
+        .block_on(fleetgate::ops::apply::apply(
+            prepared,
+            &target,
+            FanOut::quiet(32),
+            &stamp,
+            &Options::default(),
+            fleetgate::ops::apply::ApplyOptions {
+                gates: fleetgate::ops::reconcile::Gates::Skip,
+                all_at_once: true,
+            },
+            &|_| false,
+        ))
+        .unwrap();
+    let p = applied.plan;
     let name = &p.accounts[ACCOUNTS / 2].name;
     let file = dir.join(format!("accounts/{name}.yaml"));
     let text = std::fs::read_to_string(&file).unwrap();
