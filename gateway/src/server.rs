@@ -32,7 +32,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tower::ServiceExt as _;
 
-use crate::reload::{BundleSource, Gateway, admin_router};
+use crate::admin::admin_router;
+use crate::reload::Gateway;
+use crate::source::BundleSource;
 
 /// The largest request head (request line and headers) the data plane reads, in bytes.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;

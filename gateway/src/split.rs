@@ -5,7 +5,7 @@
 use http::HeaderMap;
 use sha2::{Digest as _, Sha256};
 
-use crate::bundle::{StickyKey, Variant, VariantMatch, WeightedBackend};
+use fleetgate_bundle::bundle::{StickyKey, Variant, VariantMatch, WeightedBackend};
 
 /// The backends a route can send a request to, in the order they are tried.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,6 @@
 //! Choosing a target from the command line: `file://DIR` or `aws`.
 
-use fleetgate_gateway::{Bundle, Digest};
+use fleetgate_bundle::{Bundle, Digest};
 
 use crate::aws::{AwsSettings, AwsTarget};
 use crate::manifest::FleetSpec;

@@ -33,6 +33,7 @@ pub mod selector;
 pub mod source;
 pub mod target;
 pub mod template;
+#[cfg(feature = "up")]
 pub mod up;
 pub mod validate;
 pub mod watch;

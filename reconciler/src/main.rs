@@ -182,6 +182,7 @@ enum Command {
     /// fleet in DIR/repo, reconciled wave by wave to a file:// fleet by the watch daemon, one
     /// gateway with its identity provider per account on local ports, demo backends; prints
     /// what to try. Ctrl-C stops everything.
+    #[cfg(feature = "up")]
     Up {
         /// The work directory (kept between runs: repo, fleet, generated local secrets).
         #[arg(long, value_name = "DIR", default_value = ".fleetgate-up")]
@@ -445,6 +446,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             accounts,
         } => cmd_bootstrap(&source, &rev, &target, accounts.as_ref()),
         Command::Watch(args) => cmd_watch(*args),
+        #[cfg(feature = "up")]
         Command::Up {
             dir,
             port,
@@ -547,6 +549,7 @@ fn cmd_watch(args: WatchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "up")]
 fn cmd_up(
     dir: PathBuf,
     port: u16,
@@ -1188,7 +1191,7 @@ fn cmd_rollback(args: &RollbackArgs) -> Result<ExitCode> {
     let mut problems: Vec<String> = Vec::new();
     let mut desired: Vec<plan::Desired> = Vec::new();
     let (head, record_commit) = if let Some(hex) = args.to.strip_prefix("sha256:") {
-        let digest: fleetgate_gateway::Digest = format!("sha256:{hex}")
+        let digest: fleetgate_bundle::Digest = format!("sha256:{hex}")
             .parse()
             .map_err(|e| anyhow::anyhow!("--to {}: {e}", args.to))?;
         let read = rt.block_on(fan.run(
@@ -1268,7 +1271,7 @@ fn cmd_rollback(args: &RollbackArgs) -> Result<ExitCode> {
     }
 
     let refs: Vec<AccountRef> = desired.iter().map(|d| d.account.clone()).collect();
-    let wanted: std::collections::BTreeMap<String, fleetgate_gateway::Digest> = desired
+    let wanted: std::collections::BTreeMap<String, fleetgate_bundle::Digest> = desired
         .iter()
         .map(|d| (d.account.name.clone(), d.digest.clone()))
         .collect();

@@ -16,9 +16,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use fleetgate_gateway::bundle::{AccountInfo, BUNDLE_API_VERSION, GatewayConfig, IdpConfig};
-use fleetgate_gateway::compile::{BundlePath, PathSeg};
-use fleetgate_gateway::{Bundle, Digest, compile};
+use fleetgate_bundle::bundle::{AccountInfo, BUNDLE_API_VERSION, GatewayConfig, IdpConfig};
+use fleetgate_bundle::compile::{BundlePath, PathSeg};
+use fleetgate_bundle::{Bundle, Digest, compile};
 
 use crate::diagnostics::Diagnostic;
 use crate::merge::merge;

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use fleetgate_gateway::Digest;
+use fleetgate_bundle::Digest;
 use serde::Serialize;
 
 use crate::manifest::{HealthGate, NoGatewayPolicy, RollbackScope, RolloutSpec};

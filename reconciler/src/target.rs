@@ -22,12 +22,12 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use fleetgate_gateway::{Bundle, Digest};
+use fleetgate_bundle::{Bundle, Digest};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-pub use fleetgate_gateway::pointer::{Hold, Pointer};
-pub use fleetgate_gateway::reload::InstanceReport;
+pub use fleetgate_bundle::pointer::{Hold, Pointer};
+pub use fleetgate_bundle::report::InstanceReport;
 
 /// The version of a pointer a compare-and-swap expects.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -1,7 +1,7 @@
 //! `validate`: every problem of a repo in one run.
 
 use crate::diagnostics::{Diagnostic, Diagnostics};
-use fleetgate_gateway::Digest;
+use fleetgate_bundle::Digest;
 
 use crate::render::{render, render_account};
 use crate::repo::Repo;

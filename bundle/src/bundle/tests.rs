@@ -46,8 +46,7 @@ fn canonical_json_sorts_keys_at_every_level_whatever_serde_json_features_are_on(
             ..IdpConfig::default()
         },
     };
-    let canonical: serde_json::Value =
-        serde_json::from_slice(&bundle.canonical_json()).unwrap();
+    let canonical: serde_json::Value = serde_json::from_slice(&bundle.canonical_json()).unwrap();
     assert_sorted(&canonical, "bundle");
     let pretty: serde_json::Value = serde_json::from_str(&bundle.pretty_json()).unwrap();
     assert_sorted(&pretty, "bundle");

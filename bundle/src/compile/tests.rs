@@ -68,8 +68,7 @@ fn references_must_resolve() {
         v["gateway"]["authPolicies"]["default"]["issuers"] = json!(["local", "corp"])
     });
     assert!(
-        e.contains("unknown issuer \"corp\" (known: local, partner)")
-            && e.contains("issuers[1]"),
+        e.contains("unknown issuer \"corp\" (known: local, partner)") && e.contains("issuers[1]"),
         "{e}"
     );
     let e = one_error(|v| v["gateway"]["routes"][0]["auth"]["scopes"] = json!(["orders:raed"]));
@@ -90,15 +89,13 @@ fn a_route_conflict_is_reported_at_both_routes() {
     });
     assert_eq!(errs.len(), 2, "{errs:#?}");
     assert!(
-        errs.iter().any(|e| e.starts_with(
-            "route legacy: GET /orders is served by two routes (also route list)"
-        )),
+        errs.iter().any(|e| e
+            .starts_with("route legacy: GET /orders is served by two routes (also route list)")),
         "{errs:#?}"
     );
     assert!(
-        errs.iter().any(|e| e.starts_with(
-            "route list: GET /orders is served by two routes (also route legacy)"
-        )),
+        errs.iter().any(|e| e
+            .starts_with("route list: GET /orders is served by two routes (also route legacy)")),
         "{errs:#?}"
     );
 }
@@ -140,8 +137,7 @@ fn credentials_in_urls_are_never_quoted() {
 
 #[test]
 fn hosts_are_checked() {
-    let errs =
-        errors(|v| v["gateway"]["hosts"] = json!(["api.acme.example", "API.acme.example"]));
+    let errs = errors(|v| v["gateway"]["hosts"] = json!(["api.acme.example", "API.acme.example"]));
     assert_eq!(errs.len(), 2, "{errs:#?}");
     assert!(
         errs[0].contains("write host names in lowercase ASCII"),
