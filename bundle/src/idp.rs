@@ -153,8 +153,7 @@ impl Argon2Phc {
         if m_cost < MIN_M_COST
             || u64::from(m_cost) < u64::from(p_cost) * 8
             || t_cost < 1
-            || p_cost < 1
-            || p_cost > MAX_P_COST
+            || !(1..=MAX_P_COST).contains(&p_cost)
             || !output_ok
         {
             return Err(BAD_PARAMS.into());

@@ -498,3 +498,36 @@ pub async fn poll<S: BundleSource>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::source::FileSource;
+
+    #[derive(Debug)]
+    struct Fixed(SystemTime);
+
+    impl Clock for Fixed {
+        fn now(&self) -> SystemTime {
+            self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_and_errors_are_timed_by_the_gateways_clock() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let gateway = Gateway::new().with_clock(Arc::new(Fixed(at)));
+        let missing = tempfile::tempdir().unwrap().path().join("no-such-account");
+        let source = FileSource::new(&missing.display().to_string());
+        let outcome = gateway.reload_once(&source).await;
+        assert!(matches!(outcome, ReloadOutcome::Unavailable { .. }));
+        let report = gateway.report("i-1");
+        assert_eq!(report.written_at, "2023-11-14T22:13:20Z");
+        assert_eq!(
+            report.last_reload_error_at.as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
+    }
+}

@@ -434,3 +434,92 @@ async fn argon2_runs_on_the_workers_and_a_full_queue_answers_503_at_once() {
     assert_eq!(waiting.await.unwrap(), Err("temporarily_unavailable"));
     assert!(started.elapsed() <= VERIFY_WAIT + Duration::from_secs(1));
 }
+
+/// What the argon2 crate itself makes of a PHC string, with the caps: the reading the
+/// bundle crate's parser must agree with (the same hashes accepted, the same errors).
+fn argon2_reading(phc: &str) -> Result<Argon2Cost, String> {
+    let not_phc = || "not an argon2 hash in PHC format ($argon2id$v=19$...)".to_string();
+    let parsed = argon2::PasswordHash::new(phc).map_err(|_| not_phc())?;
+    let algorithm = argon2::Algorithm::try_from(parsed.algorithm).map_err(|_| not_phc())?;
+    let version = match parsed.version {
+        None => argon2::Version::default(),
+        Some(v) => argon2::Version::try_from(v)
+            .map_err(|_| format!("argon2 version {v} is not one argon2 has"))?,
+    };
+    let params = argon2::Params::try_from(&parsed)
+        .map_err(|_| "the argon2 hash's parameters are not valid".to_string())?;
+    let (Some(salt), Some(hash)) = (parsed.salt, parsed.hash) else {
+        return Err("the argon2 hash has no salt or no output".into());
+    };
+    salt.decode_b64(&mut [0u8; 64])
+        .map_err(|_| "the argon2 hash's salt is not valid".to_string())?;
+    let cost = Argon2Cost {
+        algorithm: match algorithm {
+            argon2::Algorithm::Argon2d => fleetgate_bundle::idp::Argon2Algorithm::Argon2d,
+            argon2::Algorithm::Argon2i => fleetgate_bundle::idp::Argon2Algorithm::Argon2i,
+            argon2::Algorithm::Argon2id => fleetgate_bundle::idp::Argon2Algorithm::Argon2id,
+        },
+        version: u32::from(version),
+        m_cost: params.m_cost(),
+        t_cost: params.t_cost(),
+        p_cost: params.p_cost(),
+        output_len: hash.len(),
+    };
+    check_cost(&cost)?;
+    Ok(cost)
+}
+
+#[test]
+fn hashes_are_read_as_the_argon2_crate_reads_them() {
+    let good = argon2id("s", 8, 1, 1);
+    let (head, tail) = good.split_at(good.find("$m=").unwrap());
+    let (_, rest) = tail[1..].split_once('$').unwrap();
+    let with_params = |params: &str| format!("{head}${params}${rest}");
+    let mut cases = vec![
+        good.clone(),
+        good.replace("$argon2id$", "$argon2i$"),
+        good.replace("$argon2id$", "$argon2d$"),
+        good.replace("$argon2id$", "$argon2x$"),
+        good.replace("$argon2id$", "$scrypt$"),
+        good.replace("$v=19$", "$v=16$"),
+        good.replace("$v=19$", "$v=18$"),
+        good.replace("$v=19$", "$"),
+        "$argon2id$v=19$m=8,t=1,p=1".to_string(),
+        "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ".to_string(),
+        "$argon2id$v=19$m=8,t=1,p=1$!!!$AAAAAAAAAAAAAAAAAAAAAA".to_string(),
+        "not-a-hash-hunter2".to_string(),
+        String::new(),
+    ];
+    for params in [
+        "m=8,t=1,p=1",
+        "m=7,t=1,p=1",
+        "m=8,t=0,p=1",
+        "m=8,t=1,p=0",
+        "m=16,t=1,p=2",
+        "m=16,t=1,p=3",
+        "m=8",
+        "t=1",
+        "p=1",
+        "m=8,t=1,p=1,keyid=AAAAAAAAAAA",
+        "m=8,t=1,p=1,keyid=AAAAAAAAAAAAAAAA",
+        "m=8,t=1,p=1,data=AAAA",
+        "m=8,t=1,p=1,data=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "m=8,t=1,p=1,x=1",
+        "m=08,t=1,p=1",
+        "m=1048576,t=1,p=1",
+        "m=8,t=100,p=1",
+        "m=8,t=1,p=16777216",
+    ] {
+        cases.push(with_params(params));
+    }
+    for case in cases {
+        let ours = PhcHash::parse(&case).map(|h| h.cost());
+        assert_eq!(ours, argon2_reading(&case), "{case}");
+    }
+    // Where argon2's own check of m against 8 * p overflows (a panic in debug builds), the
+    // hash is refused.
+    assert_eq!(
+        PhcHash::parse(&with_params("m=4294967295,t=1,p=536870912")).unwrap_err(),
+        "the argon2 hash's parameters are not valid"
+    );
+}
