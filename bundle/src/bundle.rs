@@ -8,6 +8,8 @@
 //! The same types are the body of the `Gateway` and `IdentityProvider` manifests: the
 //! reconciler merges manifests into these shapes and the gateway runs them, so there is one
 //! definition of every field and its meaning.
+//!
+//! Imports [`crate::duration`] and [`crate::sensitive`].
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,6 +1,8 @@
 //! The embedded IdP's part of the contract: the paths it answers (routes may not use them)
 //! and what a client secret's argon2 hash must be (a PHC string whose costs are within the
 //! gateway's caps). Parsing only: verifying a secret against a hash is the gateway's.
+//!
+//! Imports nothing of this crate.
 
 use std::fmt;
 

@@ -1,6 +1,8 @@
 //! `current.json`, the pointer of the deployed-state layout (docs/architecture.md): which bundle an account
 //! runs and how it got there. The reconciler writes it (by compare-and-swap, after the bundle);
 //! the gateway polls it.
+//!
+//! Imports [`crate::bundle`]'s digest only.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,7 @@
 //! The gateway's status report, `status/<instance>.json`: what a gateway instance writes next
 //! to the pointer and the reconciler's rollout reads for its health gate.
+//!
+//! Imports [`crate::bundle`]'s digest only.
 
 use serde::{Deserialize, Serialize};
 

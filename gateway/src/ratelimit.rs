@@ -5,6 +5,8 @@
 //!
 //! A [`BoundedLimiter`] holds at most a set number of keys, whatever keys are sent: governor
 //! counts, and its state for each key is kept in a bounded, sharded store.
+//!
+//! Imports nothing of this crate.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;

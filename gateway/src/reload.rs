@@ -12,8 +12,8 @@
 //! unless one is given with [`Gateway::with_clock`]).
 //!
 //! Imports the runtime it builds ([`crate::runtime`], [`crate::metrics`]), the sources it
-//! polls ([`crate::source`]) and [`crate::secrets`]; the admin router ([`crate::admin`])
-//! and the data plane read the [`Gateway`] it keeps.
+//! polls ([`crate::source`]) and [`crate::secrets`]; the admin router and the data plane
+//! read the [`Gateway`] it keeps.
 
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;

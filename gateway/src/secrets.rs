@@ -8,6 +8,8 @@
 //! tries again at every poll until it can read it (a throttled or briefly unreachable
 //! Secrets Manager heals by itself). Values are held as [`Sensitive`], so no `Debug` or
 //! log line can print them; errors name the reference, never the value.
+//!
+//! Imports [`crate::aws`] only.
 
 use std::collections::HashMap;
 use std::future::Future;

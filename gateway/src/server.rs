@@ -16,6 +16,8 @@
 //! hyper's own `header_read_timeout` starts when it begins waiting for a head, idle time
 //! included, so it cannot tell a slow head from an idle keep-alive connection; both limits
 //! are kept here instead, by watching the connection's reads and its requests in flight.
+//!
+//! Imports [`crate::dataplane`], [`crate::admin`], [`crate::reload`] and [`crate::source`]; the top of the crate.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,6 +1,8 @@
 //! Which backend serves a request: A/B variants, then weighted (canary) backends, sticky per
 //! client when the route names a header or cookie. Pure: the caller passes the request's
 //! headers and a random number, so every choice is reproducible in a test.
+//!
+//! Imports nothing of this crate.
 
 use http::HeaderMap;
 use sha2::{Digest as _, Sha256};

@@ -1,3 +1,5 @@
+//! Unit tests of the bundle format: canonical JSON.
+
 use super::*;
 
 fn assert_sorted(v: &serde_json::Value, at: &str) {

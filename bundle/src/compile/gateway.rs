@@ -1,5 +1,7 @@
 //! The checks of a bundle's `gateway` section: backends, routes, their rate limits and CORS,
 //! and the routing table built from them.
+//!
+//! Imports [`super`] (the checker and the bundle types it names).
 
 use super::*;
 

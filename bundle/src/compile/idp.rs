@@ -1,5 +1,7 @@
 //! The checks of a bundle's `idp` section: the local issuer, its clients and scopes, the
 //! trusted issuers (inline JWKS parsed here) and the auth policies that name them.
+//!
+//! Imports [`super`] (the checker and the bundle types it names).
 
 use super::*;
 

@@ -5,6 +5,8 @@
 //! bundles. Every problem is collected (not just the first), and each names its subject with
 //! a [`BundlePath`] such as `gateway.routes[orders.getOrder].backend`, which the reconciler
 //! maps back to the manifest line that produced it.
+//!
+//! Imports [`crate::bundle`], [`crate::duration`], [`crate::idp`] and [`crate::route`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -1,3 +1,5 @@
+//! Unit tests of `compile()`: a valid bundle, each test breaking it in one way.
+
 use super::*;
 use serde_json::{Value, json};
 

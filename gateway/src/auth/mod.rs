@@ -24,6 +24,8 @@
 //! (a refetched JWKS invalidates every entry verified under the old set), and `exp`/`nbf` are
 //! checked again against the clock with the route's leeway. The cache belongs to one loaded
 //! bundle; a reload starts an empty one.
+//!
+//! Imports [`crate::keys`], [`crate::jwks`] and [`crate::secrets`] of this crate.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

@@ -1,3 +1,5 @@
+//! Unit tests of bearer-token checks: the claim policy, token times, keys and JWKS caches.
+
 use std::future::Future;
 use std::pin::Pin;
 

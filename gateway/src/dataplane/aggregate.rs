@@ -1,5 +1,7 @@
 //! Step 10 for aggregate routes: the parts requested concurrently and merged into one
 //! answer (see the [data plane](super)).
+//!
+//! Imports [`super`]'s request context and answers, and what the request path uses.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;

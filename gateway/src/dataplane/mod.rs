@@ -15,6 +15,10 @@
 //!
 //! Every answer the gateway makes itself is a small JSON body; none carries internal
 //! details (backend addresses, error chains), which go to the log with the request id.
+//!
+//! Imports the parts of the request path ([`crate::runtime`], [`crate::auth`], [`crate::idp`],
+//! [`crate::ratelimit`], [`crate::split`], [`crate::upstream`], ...) and [`crate::reload`]'s
+//! [`Gateway`](crate::reload::Gateway); nothing imports it but [`crate::server`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

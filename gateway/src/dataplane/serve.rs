@@ -1,6 +1,8 @@
 //! Steps 4 to 10 of a matched route (see the [data plane](super)): kill switch, CORS, rate
 //! limits, auth, backend choice and the proxied request, with the answers to a client's
 //! or a backend's failure.
+//!
+//! Imports [`super`]'s request context and answers, and what the request path uses.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -21,6 +21,8 @@
 //! it) and an unknown client id is checked against a dummy hash with those parameters, so
 //! it costs what a wrong secret does (no client enumeration by timing). Secrets and tokens
 //! are never logged.
+//!
+//! Imports [`crate::keys`], [`crate::ratelimit`] and [`crate::secrets`] of this crate.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;

@@ -1,3 +1,5 @@
+//! Unit tests of the embedded IdP: token requests, claims, keys, argon2 hashes and workers.
+
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::Instant;

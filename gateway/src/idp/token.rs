@@ -1,6 +1,8 @@
 //! The token endpoint's pure parts: the request (RFC 6749 §4.4, client authenticated by
 //! `client_secret_basic` or `client_secret_post`), its RFC 6749 §5.2 errors, the scope
 //! decision and the access token's claims (RFC 9068).
+//!
+//! Imports nothing of this crate.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

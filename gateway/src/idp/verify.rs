@@ -1,6 +1,8 @@
 //! argon2 verification of client secrets: a client's hash ready to verify ([`PhcHash`], read
 //! with the bundle crate's PHC parser), the fixed pool of worker threads fed by a bounded
 //! queue ([`Verifier`]), and hashing a new secret ([`hash_secret`]).
+//!
+//! Imports [`super`]'s OAuth error only.
 
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};

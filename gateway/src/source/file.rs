@@ -1,5 +1,7 @@
 //! `file://DIR/<account>`: an account's directory in a file target, `current.json` and
 //! `bundles/`.
+//!
+//! Imports [`super`] only.
 
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
 //! Where the gateway's bundles come from: the [`BundleSource`] trait and its two sources,
-//! [`file`] (`file://DIR/<account>`) and [`s3`] (`s3://bucket/prefix/<account>`).
+//! [`file`](mod@file) (`file://DIR/<account>`) and [`s3`] (`s3://bucket/prefix/<account>`).
 //!
 //! A source reads the pointer and the bundle bytes it names, and writes this instance's
 //! status report next to the pointer. It knows nothing of compiling or serving: it imports

@@ -2,6 +2,8 @@
 //! with the gateway's own credentials (instance or pod role, from the SDK's default chain).
 //! The pointer is polled with a conditional GET on its ETag, so an unchanged pointer costs
 //! one `304 Not Modified`.
+//!
+//! Imports [`super`] and [`crate::aws`].
 
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata as _};
