@@ -3,7 +3,15 @@
 //!
 //! Imports [`super`] (the checker and the bundle types it names).
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::bundle::{
+    Bundle, Cors, GatewayConfig, LOCAL_ISSUER, Method, RateLimit, RateLimitKey, Route, StickyKey,
+    VariantMatch,
+};
+use crate::route::{PathTemplate, RouteMatch, RouteTable};
+
+use super::{BundlePath, Checker, CompiledRoute, check_policy};
 
 fn check_rate_limit(c: &mut Checker, p: &BundlePath, rl: &RateLimit) {
     if rl.requests == 0 {
@@ -321,6 +329,19 @@ fn check_route(
         }
     }
 
+    check_route_auth(c, p, route, gw, declared_scopes);
+    check_route_settings(c, p, route, gw);
+}
+
+/// A route's auth, its own or the defaults': exactly one of public or authenticated, known
+/// policies, and the local issuer's scopes declared.
+fn check_route_auth(
+    c: &mut Checker,
+    p: &BundlePath,
+    route: &Route,
+    gw: &GatewayConfig,
+    declared_scopes: &BTreeSet<&str>,
+) {
     let effective_auth = if route.public {
         None
     } else {
@@ -367,6 +388,10 @@ fn check_route(
             }
         }
     }
+}
+
+/// A route's own settings: rate limit, timeout, retries, CORS, body limit, flag, status.
+fn check_route_settings(c: &mut Checker, p: &BundlePath, route: &Route, gw: &GatewayConfig) {
     if let Some(rl) = &route.rate_limit {
         check_rate_limit(c, &p.key("rateLimit"), rl);
     }
@@ -411,7 +436,7 @@ fn check_route(
 fn resolve_route(
     route: &Route,
     defaults: &crate::bundle::RouteDefaults,
-    gw: &crate::bundle::GatewayConfig,
+    gw: &GatewayConfig,
     template: PathTemplate,
 ) -> CompiledRoute {
     let flag_off = route

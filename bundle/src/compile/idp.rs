@@ -3,10 +3,25 @@
 //!
 //! Imports [`super`] (the checker and the bundle types it names).
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+use jsonwebtoken::DecodingKey;
+use jsonwebtoken::jwk::JwkSet;
+
+use crate::bundle::{AuthPolicy, ClientSecret, IdpConfig, LOCAL_ISSUER};
+use crate::duration::Duration;
+
+use super::{BundlePath, Checker};
 
 pub(super) fn check_idp(c: &mut Checker, idp: &IdpConfig) -> BTreeMap<String, JwkSet> {
     let root = BundlePath::root(&["idp"]);
+    check_local_issuer(c, &root, idp);
+    check_clients(c, &root, idp);
+    check_trusted_issuers(c, &root, idp)
+}
+
+/// `idp.issuer`: the account's own issuer, its signing keys and token rate limits.
+fn check_local_issuer(c: &mut Checker, root: &BundlePath, idp: &IdpConfig) {
     if let Some(issuer) = &idp.issuer {
         let p = root.key("issuer");
         c.url(&p.key("url"), "issuer URL", &issuer.url);
@@ -49,7 +64,10 @@ pub(super) fn check_idp(c: &mut Checker, idp: &IdpConfig) -> BTreeMap<String, Jw
             }
         }
     }
+}
 
+/// `idp.scopes` and `idp.clients`: names, scopes, secrets, and one argon2 parameter set.
+fn check_clients(c: &mut Checker, root: &BundlePath, idp: &IdpConfig) {
     let mut scopes = BTreeSet::new();
     for s in &idp.scopes {
         let p = root.key("scopes").item("name", &s.name);
@@ -122,7 +140,14 @@ pub(super) fn check_idp(c: &mut Checker, idp: &IdpConfig) -> BTreeMap<String, Jw
             ),
         );
     }
+}
 
+/// `idp.trustedIssuers`: external issuers, their inline JWKS parsed.
+fn check_trusted_issuers(
+    c: &mut Checker,
+    root: &BundlePath,
+    idp: &IdpConfig,
+) -> BTreeMap<String, JwkSet> {
     let mut jwks_by_issuer = BTreeMap::new();
     let mut trusted = BTreeSet::new();
     for t in &idp.trusted_issuers {

@@ -8,18 +8,14 @@
 //!
 //! Imports [`crate::bundle`], [`crate::duration`], [`crate::idp`] and [`crate::route`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
-use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::JwkSet;
 
-use crate::bundle::{
-    AuthPolicy, BUNDLE_API_VERSION, Bundle, ClientSecret, Cors, IdpConfig, LOCAL_ISSUER, Method,
-    RateLimit, RateLimitKey, Retries, Route, RouteAuth, SecretRef, StickyKey, VariantMatch,
-};
+use crate::bundle::{BUNDLE_API_VERSION, Bundle, Cors, RateLimit, Retries, RouteAuth, SecretRef};
 use crate::duration::Duration;
-use crate::route::{PathTemplate, RouteMatch, RouteTable};
+use crate::route::{PathTemplate, RouteTable};
 
 mod gateway;
 mod idp;

@@ -1,6 +1,8 @@
 //! Unit tests of `compile()`: a valid bundle, each test breaking it in one way.
 
 use super::*;
+use crate::bundle::Method;
+use crate::route::RouteMatch;
 use serde_json::{Value, json};
 
 /// A small bundle that compiles; each test breaks it in one way.

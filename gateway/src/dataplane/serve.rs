@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use http::StatusCode;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::aggregate::aggregate;
 use super::{Ctx, DataPlane, json_error, limited, strip_gateway_headers, too_large};
@@ -22,7 +22,7 @@ use crate::metrics::{AuthLabels, BackendLabels, UpstreamLabels};
 use crate::ratelimit;
 use crate::reload::Loaded;
 use crate::runtime::{RouteRuntime, Runtime, Target};
-use crate::split::Choice;
+use crate::split::{Choice, Split};
 use crate::upstream::{self, Failure, Outgoing, OutgoingBody, Upstream};
 use fleetgate_bundle::bundle::RateLimitKey;
 use fleetgate_bundle::route::PathTemplate;
@@ -171,10 +171,73 @@ async fn serve_route_inner(
 
     // Headers for the backend.
     let (parts, body) = req.into_parts();
-    let mut headers = parts.headers;
+    let headers = backend_headers(
+        plane,
+        ctx,
+        parts.headers,
+        &parts.extensions,
+        principal.as_ref(),
+    );
+    let values: BTreeMap<&str, &str> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let query = parts.uri.query();
+
+    let mut resp = match &route.target {
+        Target::Split(split) => {
+            match proxy_split(
+                plane,
+                rt,
+                route,
+                split,
+                ctx,
+                headers,
+                &values,
+                query,
+                &parts.method,
+                body,
+            )
+            .await
+            {
+                Ok(resp) => resp,
+                Err(refused) => return refused,
+            }
+        }
+        Target::Aggregate(agg) => {
+            aggregate(
+                plane,
+                rt,
+                route,
+                agg,
+                &parts.method,
+                &headers,
+                &values,
+                query,
+                ctx,
+            )
+            .await
+        }
+    };
+    if let Some((d, policy)) = rate_headers {
+        d.headers(&policy, resp.headers_mut());
+    }
+    resp
+}
+
+/// The request's headers as the backend gets them: hop-by-hop and `Host` removed, a
+/// client's own forwarding headers dropped unless it is a trusted proxy, the gateway's
+/// forwarding headers, request id, trace context and forwarded claims added.
+fn backend_headers(
+    plane: &DataPlane,
+    ctx: &Ctx,
+    mut headers: HeaderMap,
+    extensions: &http::Extensions,
+    principal: Option<&auth::Principal>,
+) -> HeaderMap {
     upstream::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
-    let peer = upstream::peer_ip(&parts.extensions).unwrap_or(ctx.client_ip);
+    let peer = upstream::peer_ip(extensions).unwrap_or(ctx.client_ip);
     // Forwarding headers are a proxy's to write: from a client that is not a trusted proxy
     // they are claims about itself, dropped before the gateway writes its own.
     if !plane
@@ -204,7 +267,7 @@ async fn serve_route_inner(
         HeaderName::from_static("traceparent"),
         ctx.traceparent.clone(),
     );
-    if let Some(p) = &principal {
+    if let Some(p) = principal {
         for (name, value) in &p.forward {
             if let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(name.as_bytes()),
@@ -214,124 +277,116 @@ async fn serve_route_inner(
             }
         }
     }
-    let values: BTreeMap<&str, &str> = params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let query = parts.uri.query();
+    headers
+}
 
-    let mut resp = match &route.target {
-        Target::Split(split) => {
-            let Some((backend, choice)) = split.choose(&headers, fastrand::u64(..)) else {
-                return json_error(
-                    ctx,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no_backend",
-                    "no backend takes traffic for this route",
-                );
-            };
-            let Some(up) = rt.backends.get(backend) else {
-                return json_error(
-                    ctx,
-                    StatusCode::BAD_GATEWAY,
-                    "bad_gateway",
-                    "the backend is not configured",
-                );
-            };
-            let path = match &route.upstream_path {
-                Some(t) => PathTemplate::render(t, &values),
-                None => ctx.path.clone(),
-            };
-            let Ok(uri) = up.uri(&path, query) else {
-                return json_error(
-                    ctx,
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the request path cannot be forwarded",
-                );
-            };
-            let (retries, backoff) = route
-                .retries
-                .as_ref()
-                .map(|r| {
-                    (
-                        r.attempts,
-                        r.backoff
-                            .map(|b| b.as_std())
-                            .unwrap_or(Duration::from_millis(25)),
-                    )
-                })
-                .unwrap_or((0, Duration::ZERO));
-            let watch = Arc::new(upstream::BodyWatch::default());
-            let body = if retries > 0 && upstream::idempotent(&parts.method) {
-                match tokio::time::timeout(route.timeout, upstream::buffer(body, route.max_body))
-                    .await
-                {
-                    Ok(Ok(b)) => OutgoingBody::Buffered(b),
-                    Ok(Err(Failure::BodyTooLarge)) => {
-                        return too_large(ctx, route);
-                    }
-                    Ok(Err(f)) => return client_fault(plane, route, ctx, f.kind()),
-                    Err(_) => return client_fault(plane, route, ctx, "body_timeout"),
-                }
-            } else {
-                OutgoingBody::Stream(
-                    Body::new(upstream::WatchedBody::new(body, watch.clone())),
-                    route.max_body,
-                )
-            };
-            m.upstream_requests
-                .get_or_create(&BackendLabels {
-                    route: route.name.clone(),
-                    backend: up.name.clone(),
-                })
-                .inc();
-            let timeout = up.timeout.map_or(route.timeout, |t| t.min(route.timeout));
-            let out = Outgoing {
-                method: parts.method.clone(),
-                uri,
-                headers,
-                body,
-            };
-            match upstream::send(up, out, timeout, retries, backoff).await {
-                Ok(r) => {
-                    let (mut p, b) = r.into_parts();
-                    upstream::strip_hop_by_hop(&mut p.headers);
-                    if let Choice::Variant(name) = choice
-                        && let Ok(v) = HeaderValue::from_str(name)
-                    {
-                        p.headers
-                            .insert(HeaderName::from_static("x-fleetgate-variant"), v);
-                    }
-                    Response::from_parts(p, Body::new(b))
-                }
-                Err(Failure::ClientBody(kind)) => client_fault(plane, route, ctx, kind),
-                // Out of time while the backend was still waiting for the client's body.
-                Err(Failure::Timeout) if watch.waiting_on_client() => {
-                    client_fault(plane, route, ctx, "body_timeout")
-                }
-                Err(f) => upstream_failure(plane, rt, route, up, ctx, f),
-            }
-        }
-        Target::Aggregate(agg) => {
-            aggregate(
-                plane,
-                rt,
-                route,
-                agg,
-                &parts.method,
-                &headers,
-                &values,
-                query,
-                ctx,
-            )
-            .await
-        }
+/// Step 10 for a route with backends: one backend chosen (variants, canary weights,
+/// stickiness), the request sent with the route's retries and timeout. `Err`: refused
+/// before any backend was asked (answered without rate-limit headers).
+#[allow(clippy::too_many_arguments)]
+async fn proxy_split(
+    plane: &DataPlane,
+    rt: &Runtime,
+    route: &RouteRuntime,
+    split: &Split,
+    ctx: &Ctx,
+    headers: HeaderMap,
+    values: &BTreeMap<&str, &str>,
+    query: Option<&str>,
+    method: &http::Method,
+    body: Body,
+) -> Result<Response, Response> {
+    let m = &plane.gateway.shared().metrics;
+    let Some((backend, choice)) = split.choose(&headers, fastrand::u64(..)) else {
+        return Err(json_error(
+            ctx,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_backend",
+            "no backend takes traffic for this route",
+        ));
     };
-    if let Some((d, policy)) = rate_headers {
-        d.headers(&policy, resp.headers_mut());
-    }
-    resp
+    let Some(up) = rt.backends.get(backend) else {
+        return Err(json_error(
+            ctx,
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            "the backend is not configured",
+        ));
+    };
+    let path = match &route.upstream_path {
+        Some(t) => PathTemplate::render(t, values),
+        None => ctx.path.clone(),
+    };
+    let Ok(uri) = up.uri(&path, query) else {
+        return Err(json_error(
+            ctx,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request path cannot be forwarded",
+        ));
+    };
+    let (retries, backoff) = route
+        .retries
+        .as_ref()
+        .map(|r| {
+            (
+                r.attempts,
+                r.backoff
+                    .map(|b| b.as_std())
+                    .unwrap_or(Duration::from_millis(25)),
+            )
+        })
+        .unwrap_or((0, Duration::ZERO));
+    let watch = Arc::new(upstream::BodyWatch::default());
+    let body = if retries > 0 && upstream::idempotent(method) {
+        match tokio::time::timeout(route.timeout, upstream::buffer(body, route.max_body)).await {
+            Ok(Ok(b)) => OutgoingBody::Buffered(b),
+            Ok(Err(Failure::BodyTooLarge)) => {
+                return Err(too_large(ctx, route));
+            }
+            Ok(Err(f)) => return Err(client_fault(plane, route, ctx, f.kind())),
+            Err(_) => return Err(client_fault(plane, route, ctx, "body_timeout")),
+        }
+    } else {
+        OutgoingBody::Stream(
+            Body::new(upstream::WatchedBody::new(body, watch.clone())),
+            route.max_body,
+        )
+    };
+    m.upstream_requests
+        .get_or_create(&BackendLabels {
+            route: route.name.clone(),
+            backend: up.name.clone(),
+        })
+        .inc();
+    let timeout = up.timeout.map_or(route.timeout, |t| t.min(route.timeout));
+    let out = Outgoing {
+        method: method.clone(),
+        uri,
+        headers,
+        body,
+    };
+    Ok(
+        match upstream::send(up, out, timeout, retries, backoff).await {
+            Ok(r) => {
+                let (mut p, b) = r.into_parts();
+                upstream::strip_hop_by_hop(&mut p.headers);
+                if let Choice::Variant(name) = choice
+                    && let Ok(v) = HeaderValue::from_str(name)
+                {
+                    p.headers
+                        .insert(HeaderName::from_static("x-fleetgate-variant"), v);
+                }
+                Response::from_parts(p, Body::new(b))
+            }
+            Err(Failure::ClientBody(kind)) => client_fault(plane, route, ctx, kind),
+            // Out of time while the backend was still waiting for the client's body.
+            Err(Failure::Timeout) if watch.waiting_on_client() => {
+                client_fault(plane, route, ctx, "body_timeout")
+            }
+            Err(f) => upstream_failure(plane, rt, route, up, ctx, f),
+        },
+    )
 }
 
 /// A request that failed through the client's fault (`kind` of [`CLIENT_ERROR_KINDS`]):

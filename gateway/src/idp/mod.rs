@@ -543,35 +543,9 @@ async fn token(
             );
         }
     };
-    let now = jsonwebtoken::get_current_timestamp();
-    let claims = claims(
-        &idp.issuer,
-        &idp.audiences,
-        &idp.account,
-        Grant {
-            client_id: &request.client_id,
-            scopes: &scopes,
-            ttl: client.ttl,
-        },
-        now,
-        &random_id(),
-    );
-    let mut header = jsonwebtoken::Header::new(crate::keys::signing_algorithm(signer.alg));
-    header.kid = Some(signer.kid.clone());
-    header.typ = Some("at+jwt".into());
-    let token = match jsonwebtoken::encode(&header, &claims, &signer.key) {
+    let token = match sign_token(idp, signer, &request.client_id, &scopes, client.ttl) {
         Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, kid = %signer.kid, "token refused: signing failed");
-            return refuse(
-                OAuthError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "tokens cannot be signed right now",
-                ),
-                label,
-            );
-        }
+        Err(e) => return refuse(e, label),
     };
     let mut resp = axum::Json(json!({
         "access_token": token,
@@ -585,6 +559,43 @@ async fn token(
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     tracing::info!(client = %request.client_id, scope = %scopes.join(" "), kid = %signer.kid, "token issued");
     (resp, label, TokenResult::Issued)
+}
+
+/// The RFC 9068 access token of a grant, signed with the active key.
+fn sign_token(
+    idp: &Idp,
+    signer: &Signer,
+    client_id: &str,
+    scopes: &[String],
+    ttl: Duration,
+) -> Result<String, OAuthError> {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = claims(
+        &idp.issuer,
+        &idp.audiences,
+        &idp.account,
+        Grant {
+            client_id,
+            scopes,
+            ttl,
+        },
+        now,
+        &random_id(),
+    );
+    let mut header = jsonwebtoken::Header::new(crate::keys::signing_algorithm(signer.alg));
+    header.kid = Some(signer.kid.clone());
+    header.typ = Some("at+jwt".into());
+    match jsonwebtoken::encode(&header, &claims, &signer.key) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            tracing::error!(error = %e, kid = %signer.kid, "token refused: signing failed");
+            Err(OAuthError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "tokens cannot be signed right now",
+            ))
+        }
+    }
 }
 
 /// `id` as logged when it names no client: at most 64 characters, with the length of what
