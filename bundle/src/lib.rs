@@ -5,6 +5,7 @@
 //! - [`compile()`](compile::compile): the one function that decides whether a bundle is
 //!   runnable (the reconciler refuses exactly the bundles a gateway would refuse), with
 //!   [`route`] matching, the IdP's reserved paths and argon2 hash rules ([`idp`]);
+//! - [`digest`]: a bundle's identity, the sha256 of its canonical bytes;
 //! - [`pointer`](mod@pointer): `current.json`, which bundle an account runs;
 //! - [`report`]: `status/<instance>.json`, what a gateway instance reports back;
 //! - [`duration`] and [`sensitive`]: the value types bundles are written with.
@@ -13,6 +14,7 @@
 
 pub mod bundle;
 pub mod compile;
+pub mod digest;
 pub mod duration;
 pub mod idp;
 pub mod pointer;

@@ -2,11 +2,11 @@
 //! runs and how it got there. The reconciler writes it (by compare-and-swap, after the bundle);
 //! the gateway polls it.
 //!
-//! Imports [`crate::bundle`]'s digest only.
+//! Imports [`crate::digest`] only.
 
 use serde::{Deserialize, Serialize};
 
-use crate::Digest;
+use crate::digest::Digest;
 
 /// `current.json`: which bundle an account runs, and how it got there.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,11 +1,11 @@
 //! The gateway's status report, `status/<instance>.json`: what a gateway instance writes next
 //! to the pointer and the reconciler's rollout reads for its health gate.
 //!
-//! Imports [`crate::bundle`]'s digest only.
+//! Imports [`crate::digest`] only.
 
 use serde::{Deserialize, Serialize};
 
-use crate::Digest;
+use crate::digest::Digest;
 
 /// `status/<instance>.json`: what one gateway instance serves and how it is doing, for the
 /// rollout's health gate. Counts start at zero when a bundle is swapped in, so they describe
