@@ -1,5 +1,10 @@
 //! `fleetgate-gateway`: serves one account's bundle (`--source`), hot-reloading it, with the
 //! admin endpoints on their own listener; `check` tells whether bundle files are runnable.
+//!
+//! It wires a bundle source (`fleetgate_gateway::source`: file or S3), the reload state
+//! (`fleetgate_gateway::Gateway`) and `fleetgate_gateway::server::run` (the poll loop, the
+//! status reporter, the admin and data listeners, the drain); `check` runs
+//! `fleetgate_bundle::compile`, the check the reconciler runs too.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
