@@ -7,6 +7,8 @@
 //! `X-Forwarded-For` chain: each proxy appends the address it received the request from, so
 //! the hops right of the first untrusted one were written by our own proxies, and whatever
 //! is left of it was written by the client and cannot be believed.
+//!
+//! Imports nothing of this crate.
 
 use std::fmt;
 use std::net::IpAddr;

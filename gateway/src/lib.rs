@@ -1,29 +1,37 @@
-//! fleetgate's gateway runtime.
+//! fleetgate's gateway runtime: it serves the bundles of the `fleetgate-bundle` crate.
 //!
-//! This crate owns the bundle format ([`bundle`]) and [`compile()`](compile::compile), the one
-//! function that decides whether a bundle is runnable. The reconciler links it so that it
-//! refuses exactly the bundles a gateway would refuse.
+//! The modules, each importing only those listed before it (no module imports one that
+//! imports it back):
+//! - [`client_addr`], [`normalize`], [`split`], [`ratelimit`], [`upstream`], [`aws`]: pure
+//!   or self-contained parts of the request path and its clients;
+//! - [`secrets`]: what the bundle's secret references point at;
+//! - [`keys`], [`jwks`]: verifying and signing keys, external issuers' JWKS;
+//! - [`auth`]: bearer-token checks of routes; [`idp`]: the embedded identity provider;
+//! - [`metrics`]: the data plane's Prometheus series;
+//! - [`runtime`]: the state built from a compiled bundle;
+//! - [`source`]: where bundles come from (file, S3);
+//! - [`reload`]: polling a source and swapping runtimes in;
+//! - [`dataplane`]: the request path; [`admin`]: the admin router;
+//! - [`server`]: the listeners.
 
+pub mod admin;
 pub mod auth;
-pub mod bundle;
+pub mod aws;
 pub mod client_addr;
-pub mod compile;
 pub mod dataplane;
-pub mod duration;
 pub mod idp;
+pub mod jwks;
+pub mod keys;
+pub mod metrics;
 pub mod normalize;
-pub mod pointer;
 pub mod ratelimit;
 pub mod reload;
-pub mod route;
-pub mod s3;
+pub mod runtime;
 pub mod secrets;
-pub mod sensitive;
 pub mod server;
+pub mod source;
 pub mod split;
 pub mod upstream;
 
-pub use bundle::{Bundle, Digest};
-pub use compile::{CompileError, CompileErrors, CompiledBundle, compile};
-pub use duration::Duration;
-pub use sensitive::Sensitive;
+pub use reload::{Gateway, ReloadOutcome};
+pub use runtime::{Options, Runtime};

@@ -1,5 +1,10 @@
 //! `fleetgate-gateway`: serves one account's bundle (`--source`), hot-reloading it, with the
 //! admin endpoints on their own listener; `check` tells whether bundle files are runnable.
+//!
+//! It wires a bundle source (`fleetgate_gateway::source`: file or S3), the reload state
+//! (`fleetgate_gateway::Gateway`) and `fleetgate_gateway::server::run` (the poll loop, the
+//! status reporter, the admin and data listeners, the drain); `check` runs
+//! `fleetgate_bundle::compile`, the check the reconciler runs too.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,10 +14,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use fleetgate_bundle::{Bundle, Digest, compile};
+use fleetgate_gateway::Gateway;
 use fleetgate_gateway::client_addr::TrustedProxies;
-use fleetgate_gateway::dataplane::Options;
-use fleetgate_gateway::reload::{BundleSource, FileSource, Gateway};
-use fleetgate_gateway::{Bundle, Digest, compile, server};
+use fleetgate_gateway::runtime::Options;
+use fleetgate_gateway::server;
+use fleetgate_gateway::source::{BundleSource, FileSource};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,11 +61,11 @@ struct ServeArgs {
     jwks_refetch_interval: Duration,
     /// How many verified tokens to remember per loaded bundle, so a client's token is
     /// signature-checked once, not on every request (0: check every request).
-    #[arg(long, default_value_t = fleetgate_gateway::dataplane::DEFAULT_JWT_CACHE_SIZE)]
+    #[arg(long, default_value_t = fleetgate_gateway::runtime::DEFAULT_JWT_CACHE_SIZE)]
     jwt_cache_size: usize,
     /// Most client keys (addresses, subjects, API keys) one route's rate limit holds; past
     /// it, new keys share one overflow bucket until a key goes idle.
-    #[arg(long, default_value_t = fleetgate_gateway::dataplane::DEFAULT_RATE_LIMIT_KEYS)]
+    #[arg(long, default_value_t = fleetgate_gateway::runtime::DEFAULT_RATE_LIMIT_KEYS)]
     rate_limit_keys: usize,
     /// On SIGTERM, how long requests in flight may take to finish.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -200,7 +207,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let source = args.source.clone().context("--source is required")?;
     if source.starts_with("s3://") {
         let s3 =
-            fleetgate_gateway::s3::S3Source::connect(&source, args.endpoint_url.as_deref()).await?;
+            fleetgate_gateway::source::S3Source::connect(&source, args.endpoint_url.as_deref())
+                .await?;
         run(args, s3).await
     } else if source.starts_with("file://") || !source.contains("://") {
         run(args, FileSource::new(&source)).await

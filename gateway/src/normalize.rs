@@ -17,6 +17,8 @@
 //! that is a dot segment once a `;` parameter is cut off (`..;` or `..%3B`, which Java
 //! servlet containers read as `..`), and an empty segment (`//`, which many servers merge
 //! into one `/`: `//admin` would be routed as one path and served as `/admin`).
+//!
+//! Imports nothing of this crate.
 
 use std::fmt;
 

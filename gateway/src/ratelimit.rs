@@ -5,6 +5,8 @@
 //!
 //! A [`BoundedLimiter`] holds at most a set number of keys, whatever keys are sent: governor
 //! counts, and its state for each key is kept in a bounded, sharded store.
+//!
+//! Imports nothing of this crate.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -22,7 +24,7 @@ use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::bundle::{RateLimit, RateLimitKey};
+use fleetgate_bundle::bundle::{RateLimit, RateLimitKey};
 
 /// The outcome of one check, with what the `RateLimit-*` headers say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,7 +344,7 @@ pub fn client_key(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Duration as BundleDuration;
+    use fleetgate_bundle::Duration as BundleDuration;
 
     fn limit(requests: u32, per: u64, burst: Option<u32>) -> RateLimit {
         RateLimit {

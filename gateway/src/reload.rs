@@ -8,10 +8,13 @@
 //! never changes a request in flight. Compiling happens on the poll task, off the request
 //! path.
 //!
-//! The admin endpoints ([`admin_router`]) serve `/health`, `/ready`, `/status` and
-//! `/metrics` on their own listener.
+//! The time of a swap and of a report comes from the gateway's [`Clock`] (the system clock
+//! unless one is given with [`Gateway::with_clock`]).
+//!
+//! Imports the runtime it builds ([`crate::runtime`], [`crate::metrics`]), the sources it
+//! polls ([`crate::source`]) and [`crate::secrets`]; the admin router and the data plane
+//! read the [`Gateway`] it keeps.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -22,119 +25,26 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
-use crate::dataplane::{Options, Runtime, Shared};
-use crate::pointer::Pointer;
-use crate::{Bundle, CompiledBundle, Digest, compile};
+use fleetgate_bundle::report::InstanceReport;
+use fleetgate_bundle::{Bundle, CompiledBundle, Digest, compile};
 
-/// What a source last gave: a reload happens only when this changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceVersion(pub String);
+use crate::metrics::Counts;
+use crate::runtime::{Options, Runtime, Shared};
+use crate::source::{BundleSource, SourceVersion};
 
-/// A pointer and the bundle bytes it names.
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    pub version: SourceVersion,
-    pub pointer: Pointer,
-    pub bytes: Vec<u8>,
+/// Where the gateway reads the time of a swap, an error and a report.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> SystemTime;
 }
 
-/// The source could not be read this time (it may work at the next poll).
-#[derive(Debug, thiserror::Error)]
-#[error("{source_name}: {message}")]
-pub struct SourceError {
-    pub source_name: String,
-    pub message: String,
-}
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
 
-/// Where the gateway's bundles come from: `file://DIR/<account>` here; S3 joins it.
-pub trait BundleSource: Send + Sync {
-    /// For logs and `/status`: `file:///srv/fleet/acme-prod`.
-    fn describe(&self) -> String;
-
-    /// The pointer and its bundle's bytes, or `None` when the pointer is still at `known`.
-    fn fetch(
-        &self,
-        known: Option<&SourceVersion>,
-    ) -> impl Future<Output = Result<Option<Fetched>, SourceError>> + Send;
-
-    /// Writes this instance's report next to the pointer, as `status/<instance>.json`.
-    fn write_status(
-        &self,
-        instance: &str,
-        body: Vec<u8>,
-    ) -> impl Future<Output = Result<(), SourceError>> + Send;
-}
-
-/// One account's directory in a `file://` target: `current.json` and `bundles/`.
-#[derive(Debug, Clone)]
-pub struct FileSource {
-    dir: PathBuf,
-}
-
-impl FileSource {
-    /// `file://DIR/<account>` or a plain path.
-    pub fn new(location: &str) -> FileSource {
-        FileSource {
-            dir: PathBuf::from(location.strip_prefix("file://").unwrap_or(location)),
-        }
-    }
-
-    fn error(&self, message: String) -> SourceError {
-        SourceError {
-            source_name: self.describe(),
-            message,
-        }
-    }
-}
-
-impl BundleSource for FileSource {
-    fn describe(&self) -> String {
-        format!("file://{}", self.dir.display())
-    }
-
-    async fn fetch(&self, known: Option<&SourceVersion>) -> Result<Option<Fetched>, SourceError> {
-        let path = self.dir.join("current.json");
-        let pointer_bytes = tokio::fs::read(&path)
-            .await
-            .map_err(|e| self.error(format!("{}: {e}", path.display())))?;
-        // The content is the version: a rewrite with the same bytes is no change, and a
-        // change within the file system's mtime granularity is still seen.
-        let version = SourceVersion(hex::encode(Sha256::digest(&pointer_bytes)));
-        if known == Some(&version) {
-            return Ok(None);
-        }
-        let pointer: Pointer = serde_json::from_slice(&pointer_bytes)
-            .map_err(|e| self.error(format!("{}: not a valid pointer: {e}", path.display())))?;
-        let bundle_path = self
-            .dir
-            .join("bundles")
-            .join(format!("{}.json", pointer.digest.hex()));
-        let bytes = tokio::fs::read(&bundle_path)
-            .await
-            .map_err(|e| self.error(format!("{}: {e}", bundle_path.display())))?;
-        Ok(Some(Fetched {
-            version,
-            pointer,
-            bytes,
-        }))
-    }
-
-    async fn write_status(&self, instance: &str, body: Vec<u8>) -> Result<(), SourceError> {
-        let dir = self.dir.join("status");
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| self.error(format!("{}: {e}", dir.display())))?;
-        // Write and rename: a reader never sees half a report.
-        let path = dir.join(format!("{instance}.json"));
-        let tmp = dir.join(format!(".{instance}.json.tmp"));
-        tokio::fs::write(&tmp, &body)
-            .await
-            .map_err(|e| self.error(format!("{}: {e}", tmp.display())))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(|e| self.error(format!("{}: {e}", path.display())))
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
     }
 }
 
@@ -196,6 +106,7 @@ pub struct Gateway {
     /// removed again at housekeeping, since its last requests may have recorded them after
     /// the swap.
     replaced: Mutex<Option<Arc<Loaded>>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Default for Gateway {
@@ -251,7 +162,14 @@ impl Gateway {
             shared,
             draining: std::sync::atomic::AtomicBool::new(false),
             replaced: Mutex::new(None),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same gateway reading the time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Gateway {
+        self.clock = clock;
+        self
     }
 
     /// From now on `/ready` answers 503, so load balancers stop sending new requests while
@@ -282,7 +200,9 @@ impl Gateway {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let (Some(old), Some(new)) = (replaced.as_ref(), current.as_ref()) {
-            self.shared.metrics.forget(&old.runtime, &new.runtime);
+            self.shared
+                .metrics
+                .forget(&old.runtime.series(), &new.runtime.series());
             // Only `replaced` holds it now: no request can record its series any more.
             if Arc::strong_count(old) == 1 {
                 *replaced = None;
@@ -304,7 +224,7 @@ impl Gateway {
         *self
             .last_error
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((SystemTime::now(), reason));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((self.clock.now(), reason));
     }
 
     /// Polls the source once: loads, checks, compiles and swaps in a new bundle when the
@@ -383,14 +303,16 @@ impl Gateway {
             commit: fetched.pointer.commit,
             compiled,
             runtime,
-            since: SystemTime::now(),
+            since: self.clock.now(),
         })));
         self.reloads_total.inc();
         self.ready.set(1);
         // After the swap: requests that started on the old bundle may still record its
         // routes' series; they are removed again at housekeeping.
         if let (Some(old), Some(new)) = (previous.as_ref(), self.current.load_full()) {
-            self.shared.metrics.forget(&old.runtime, &new.runtime);
+            self.shared
+                .metrics
+                .forget(&old.runtime.series(), &new.runtime.series());
             *self
                 .replaced
                 .lock()
@@ -467,7 +389,7 @@ impl Gateway {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let count = |f: fn(&crate::dataplane::Counts) -> &std::sync::atomic::AtomicU64| {
+        let count = |f: fn(&Counts) -> &std::sync::atomic::AtomicU64| {
             current
                 .as_ref()
                 .map_or(0, |c| f(&c.runtime.counts).load(Relaxed))
@@ -498,7 +420,7 @@ impl Gateway {
                 .as_ref()
                 .map(|c| c.runtime.secret_failures.clone())
                 .unwrap_or_default(),
-            written_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            written_at: humantime::format_rfc3339_seconds(self.clock.now()).to_string(),
         }
     }
 
@@ -509,35 +431,6 @@ impl Gateway {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
-}
-
-/// `status/<instance>.json`: what one gateway instance serves and how it is doing, for the
-/// rollout's health gate. Counts start at zero when a bundle is swapped in, so they describe
-/// the bundle named by `digest` only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct InstanceReport {
-    pub instance: String,
-    pub ready: bool,
-    pub account: Option<String>,
-    pub digest: Option<Digest>,
-    pub commit: Option<String>,
-    /// When the served bundle was swapped in (RFC 3339).
-    pub since: Option<String>,
-    pub requests_2xx: u64,
-    pub requests_3xx: u64,
-    pub requests_4xx: u64,
-    pub requests_5xx: u64,
-    pub upstream_errors: u64,
-    pub reloads: u64,
-    pub reload_failures: u64,
-    pub last_reload_error: Option<String>,
-    pub last_reload_error_at: Option<String>,
-    /// The served bundle's secret references that could not be read, each with why (the
-    /// reference and the error, never a value); tried again at every poll.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub secret_failures: Vec<String>,
-    /// When this report was written (RFC 3339).
-    pub written_at: String,
 }
 
 /// The body of `/status`.
@@ -606,61 +499,35 @@ pub async fn poll<S: BundleSource>(
     }
 }
 
-/// `/health`, `/ready`, `/status` and `/metrics`, for the admin listener.
-pub fn admin_router(gateway: Arc<Gateway>, source: String) -> axum::Router {
-    use axum::http::{StatusCode, header};
-    use axum::routing::get;
-    let source = Arc::new(source);
-    let ready_gw = gateway.clone();
-    let status_gw = gateway.clone();
-    let metrics_gw = gateway;
-    axum::Router::new()
-        .route(
-            "/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "alive"})) }),
-        )
-        .route(
-            "/ready",
-            get(move || {
-                let gw = ready_gw.clone();
-                async move {
-                    match gw.current() {
-                        Some(_) if gw.is_draining() => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            axum::Json(serde_json::json!({"ready": false, "reason": "draining"})),
-                        ),
-                        Some(c) => (
-                            StatusCode::OK,
-                            axum::Json(serde_json::json!({"ready": true, "digest": c.digest.to_string()})),
-                        ),
-                        None => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            axum::Json(serde_json::json!({"ready": false, "reason": "no good bundle loaded yet"})),
-                        ),
-                    }
-                }
-            }),
-        )
-        .route(
-            "/status",
-            get(move || {
-                let (gw, source) = (status_gw.clone(), source.clone());
-                async move { axum::Json(gw.status(&source)) }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let gw = metrics_gw.clone();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        gw.metrics_text(),
-                    )
-                }
-            }),
-        )
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::source::FileSource;
+
+    #[derive(Debug)]
+    struct Fixed(SystemTime);
+
+    impl Clock for Fixed {
+        fn now(&self) -> SystemTime {
+            self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_and_errors_are_timed_by_the_gateways_clock() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let gateway = Gateway::new().with_clock(Arc::new(Fixed(at)));
+        let missing = tempfile::tempdir().unwrap().path().join("no-such-account");
+        let source = FileSource::new(&missing.display().to_string());
+        let outcome = gateway.reload_once(&source).await;
+        assert!(matches!(outcome, ReloadOutcome::Unavailable { .. }));
+        let report = gateway.report("i-1");
+        assert_eq!(report.written_at, "2023-11-14T22:13:20Z");
+        assert_eq!(
+            report.last_reload_error_at.as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
+    }
 }

@@ -8,6 +8,8 @@
 //! tries again at every poll until it can read it (a throttled or briefly unreachable
 //! Secrets Manager heals by itself). Values are held as [`Sensitive`], so no `Debug` or
 //! log line can print them; errors name the reference, never the value.
+//!
+//! Imports [`crate::aws`] only.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,8 +19,8 @@ use std::sync::Mutex;
 
 use aws_config::BehaviorVersion;
 
-use crate::bundle::{Bundle, ClientSecret, SecretRef};
-use crate::sensitive::Sensitive;
+use fleetgate_bundle::bundle::{Bundle, ClientSecret, SecretRef};
+use fleetgate_bundle::sensitive::Sensitive;
 
 /// Reads one secret. The real one is [`Secrets`]; tests may count calls.
 pub trait SecretStore: Send + Sync {
@@ -109,7 +111,7 @@ impl Secrets {
             .config
             .get_or_init(|| async {
                 let mut loader = aws_config::defaults(BehaviorVersion::latest())
-                    .http_client(crate::s3::https_client());
+                    .http_client(crate::aws::https_client());
                 if let Some(url) = &self.endpoint_url {
                     loader = loader.endpoint_url(url);
                 }

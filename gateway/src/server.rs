@@ -16,6 +16,8 @@
 //! hyper's own `header_read_timeout` starts when it begins waiting for a head, idle time
 //! included, so it cannot tell a slow head from an idle keep-alive connection; both limits
 //! are kept here instead, by watching the connection's reads and its requests in flight.
+//!
+//! Imports [`crate::dataplane`], [`crate::admin`], [`crate::reload`] and [`crate::source`]; the top of the crate.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,7 +34,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tower::ServiceExt as _;
 
-use crate::reload::{BundleSource, Gateway, admin_router};
+use crate::admin::admin_router;
+use crate::reload::Gateway;
+use crate::source::BundleSource;
 
 /// The largest request head (request line and headers) the data plane reads, in bytes.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;

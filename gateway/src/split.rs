@@ -1,11 +1,13 @@
 //! Which backend serves a request: A/B variants, then weighted (canary) backends, sticky per
 //! client when the route names a header or cookie. Pure: the caller passes the request's
 //! headers and a random number, so every choice is reproducible in a test.
+//!
+//! Imports nothing of this crate.
 
 use http::HeaderMap;
 use sha2::{Digest as _, Sha256};
 
-use crate::bundle::{StickyKey, Variant, VariantMatch, WeightedBackend};
+use fleetgate_bundle::bundle::{StickyKey, Variant, VariantMatch, WeightedBackend};
 
 /// The backends a route can send a request to, in the order they are tried.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,5 +1,7 @@
 //! Talking to backends: pooled keep-alive clients, request and response header rewriting,
 //! timeouts, retries on connection errors, and aggregation of several backends' JSON.
+//!
+//! Imports nothing of this crate.
 
 use std::collections::HashMap;
 use std::pin::Pin;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use fleetgate::config::example_fleet::example_repo;
 use fleetgate::{Repo, render};
-use fleetgate_gateway::Digest;
+use fleetgate_bundle::Digest;
 use serde_json::{Value, json};
 
 fn free_addr() -> SocketAddr {

@@ -43,7 +43,7 @@ fn main() -> Result<()> {
                     continue;
                 };
                 let bytes = std::fs::read(&path)?;
-                let digest = fleetgate_gateway::Digest::of(&bytes).to_string();
+                let digest = fleetgate_bundle::Digest::of(&bytes).to_string();
                 writes.insert(name.to_string(), (digest, Some(bytes)));
             }
         }

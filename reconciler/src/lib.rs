@@ -31,6 +31,7 @@ pub mod redact;
 pub mod render;
 pub mod schema;
 pub mod target;
+#[cfg(feature = "up")]
 pub mod up;
 
 pub use config::diagnostics::Diagnostic;

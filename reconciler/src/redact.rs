@@ -3,7 +3,7 @@
 //! replaces it with a keyed fingerprint `(sensitive:xxxxxxxxxxxx)`.
 //!
 //! Fields the schema marks secret (`Sensitive<T>`, `x-fleetgate-sensitive`) are redacted by
-//! type where bundles are serialized for display ([`fleetgate_gateway::sensitive::redacting`]);
+//! type where bundles are serialized for display ([`fleetgate_bundle::sensitive::redacting`]);
 //! this module catches the rest: a secret pasted where it does not belong (a private key
 //! inline in a flag description, a token in a backend URL) and echoed by a parser's error or
 //! shown in a diff. Recognised shapes:
@@ -26,7 +26,7 @@
 use std::borrow::Cow;
 use std::sync::{LazyLock, OnceLock};
 
-use fleetgate_gateway::sensitive::fingerprint;
+use fleetgate_bundle::sensitive::fingerprint;
 use regex::{Captures, Regex, RegexSet};
 use serde_json::Value;
 

@@ -4,8 +4,8 @@
 //! Patches (an overlay's `gateway`/`idp`, an account's `patches`) get the schema of the
 //! patched spec with nothing required and `$patch` allowed, so editors complete them too.
 
-use fleetgate_gateway::Bundle;
-use fleetgate_gateway::bundle::{GatewayConfig, IdpConfig};
+use fleetgate_bundle::Bundle;
+use fleetgate_bundle::bundle::{GatewayConfig, IdpConfig};
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Value, json};

@@ -27,11 +27,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use axum::extract::Request;
-use fleetgate_gateway::Bundle;
-use fleetgate_gateway::bundle::{ClientSecret, SecretRef};
-use fleetgate_gateway::dataplane::Options;
-use fleetgate_gateway::reload::{FileSource, Gateway};
+use fleetgate_bundle::Bundle;
+use fleetgate_bundle::bundle::{ClientSecret, SecretRef};
 use fleetgate_gateway::secrets::{SecretArn, Secrets};
+use fleetgate_gateway::source::FileSource;
+use fleetgate_gateway::{Gateway, Options};
 use serde_json::json;
 
 use crate::config::repo::Repo;
@@ -155,7 +155,7 @@ pub fn provision_secrets(dir: &Path, account: &str, bundle: &Bundle) -> Result<V
     if let Some(issuer) = &bundle.idp.issuer {
         for (_, key) in issuer.signing_keys.all() {
             if let Some(path) = path_of(&key.private_key).filter(|p| !p.exists()) {
-                let pem = fleetgate_gateway::idp::generate_key(key.algorithm)
+                let pem = fleetgate_gateway::keys::generate_key(key.algorithm)
                     .map_err(|e| anyhow::anyhow!("{account}: signing key {}: {e}", key.kid))?;
                 write(&path, &pem)?;
                 made.push(format!("{account}: signing key {}", key.kid));

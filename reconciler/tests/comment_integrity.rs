@@ -23,9 +23,9 @@ use fleetgate::config::example_fleet;
 use fleetgate::plan::{self, Desired, Plan, Revision, Warning, WarningKind, format};
 use fleetgate::target::{AccountRef, ETag, ErrorClass, Observed};
 use fleetgate::{Repo, render};
-use fleetgate_gateway::Bundle;
-use fleetgate_gateway::bundle::Flag;
-use fleetgate_gateway::pointer::{Hold, Pointer};
+use fleetgate_bundle::Bundle;
+use fleetgate_bundle::bundle::Flag;
+use fleetgate_bundle::pointer::{Hold, Pointer};
 use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 use support::{code, example_git_repo, git, json, stderr, stdout};
 

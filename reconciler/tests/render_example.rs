@@ -36,9 +36,8 @@ fn every_example_account_renders_to_its_golden_bundle() {
         digests.push_str(&format!("{name} {}\n", rendered.digest));
         // The digest is of the canonical bytes, and the canonical bytes are what a gateway
         // accepts under that digest.
-        let reloaded =
-            fleetgate_gateway::Bundle::from_stored(&rendered.canonical, &rendered.digest)
-                .expect("stored form reloads");
+        let reloaded = fleetgate_bundle::Bundle::from_stored(&rendered.canonical, &rendered.digest)
+            .expect("stored form reloads");
         assert_eq!(reloaded, rendered.bundle);
     }
     insta::assert_snapshot!("digests", digests);
@@ -102,7 +101,7 @@ fn secrets_never_reach_a_bundle_and_hashes_are_marked() {
     }
     // The client secret hash is present for the gateway, but redacted when shown.
     assert!(text.contains("$argon2id$"));
-    let redacted = fleetgate_gateway::sensitive::redacting(b"plan-key", || r.bundle.pretty_json());
+    let redacted = fleetgate_bundle::sensitive::redacting(b"plan-key", || r.bundle.pretty_json());
     assert!(!redacted.contains("$argon2id$"), "{redacted}");
     assert!(redacted.contains("(sensitive:"));
 }

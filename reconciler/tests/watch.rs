@@ -924,7 +924,7 @@ fn an_apply_killed_at_random_points_never_breaks_a_pointer() {
                     });
                 let bytes = bundle.body.collect().await.unwrap().into_bytes();
                 assert_eq!(
-                    fleetgate_gateway::Digest::of(&bytes).to_string(),
+                    fleetgate_bundle::Digest::of(&bytes).to_string(),
                     digest,
                     "round {round}: {}'s bundle is torn",
                     a.name

@@ -130,7 +130,7 @@ pub async fn hub_config(endpoint: &str) -> aws_config::SdkConfig {
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .http_client(fleetgate_gateway::s3::https_client())
+        .http_client(fleetgate::target::aws::https_client())
         .load()
         .await
 }

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use fleetgate_gateway::Digest;
+use fleetgate_bundle::Digest;
 use serde_json::{Value, json};
 
 /// A server on a free loopback port, stopped when dropped.

@@ -21,10 +21,11 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::routing::any;
 use base64::Engine as _;
-use fleetgate_gateway::Bundle;
-use fleetgate_gateway::dataplane::Options;
-use fleetgate_gateway::reload::{FileSource, Gateway, ReloadOutcome};
+use fleetgate_bundle::Bundle;
+use fleetgate_gateway::Options;
 use fleetgate_gateway::secrets::Secrets;
+use fleetgate_gateway::source::FileSource;
+use fleetgate_gateway::{Gateway, ReloadOutcome};
 use serde_json::{Value, json};
 use support::reqwest_like::{Client, Resp};
 use support::{Server, deploy, serve};
@@ -101,7 +102,7 @@ fn bundle(a: &Account, backend: SocketAddr, signing_keys: Value, idp_extra: Valu
         }
     }
     let doc = json!({
-        "apiVersion": fleetgate_gateway::bundle::BUNDLE_API_VERSION,
+        "apiVersion": fleetgate_bundle::bundle::BUNDLE_API_VERSION,
         "account": {"name": a.name, "id": "123456789012", "region": "eu-west-1", "stage": "prod", "tenant": a.tenant},
         "gateway": {
             "hosts": [host(a)],
@@ -114,7 +115,7 @@ fn bundle(a: &Account, backend: SocketAddr, signing_keys: Value, idp_extra: Valu
         "idp": idp,
     });
     let parsed: Bundle = serde_json::from_value(doc).unwrap();
-    if let Err(e) = fleetgate_gateway::compile(&parsed) {
+    if let Err(e) = fleetgate_bundle::compile(&parsed) {
         panic!("test bundle does not compile:\n{e}");
     }
     serde_json::to_vec(&parsed).unwrap()
@@ -442,7 +443,7 @@ fn signing_keys_and_client_hashes_come_from_secrets_manager() {
     rt.block_on(async {
         use aws_sdk_secretsmanager::config::{Credentials, Region};
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(fleetgate_gateway::s3::https_client())
+            .http_client(fleetgate_gateway::aws::https_client())
             .region(Region::new("eu-west-1"))
             .endpoint_url(moto.endpoint())
             .credentials_provider(Credentials::for_tests())

@@ -11,8 +11,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use fleetgate::config::example_fleet::example_repo;
 use fleetgate::{Repo, render};
-use fleetgate_gateway::Digest;
-use fleetgate_gateway::reload::{FileSource, Gateway, ReloadOutcome, admin_router};
+use fleetgate_bundle::Digest;
+use fleetgate_gateway::admin::admin_router;
+use fleetgate_gateway::source::FileSource;
+use fleetgate_gateway::{Gateway, ReloadOutcome};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 

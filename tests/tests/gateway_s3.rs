@@ -13,9 +13,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_support::{Faults, Moto, Proxy};
 use fleetgate::config::example_fleet::example_repo;
 use fleetgate::{Repo, render};
-use fleetgate_gateway::Digest;
-use fleetgate_gateway::reload::{Gateway, ReloadOutcome};
-use fleetgate_gateway::s3::{S3Source, https_client};
+use fleetgate_bundle::Digest;
+use fleetgate_gateway::aws::https_client;
+use fleetgate_gateway::source::S3Source;
+use fleetgate_gateway::{Gateway, ReloadOutcome};
 
 async fn put(s3: &aws_sdk_s3::Client, key: &str, bytes: Vec<u8>) {
     s3.put_object()

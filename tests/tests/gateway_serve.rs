@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, Request};
 use axum::routing::{any, get};
-use fleetgate_gateway::Bundle;
-use fleetgate_gateway::dataplane::Options;
-use fleetgate_gateway::reload::{FileSource, Gateway, ReloadOutcome};
+use fleetgate_bundle::Bundle;
+use fleetgate_gateway::Options;
+use fleetgate_gateway::source::FileSource;
+use fleetgate_gateway::{Gateway, ReloadOutcome};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 
@@ -94,13 +95,13 @@ fn jwk(name: &str) -> Value {
 
 fn bundle(gateway: Value, idp: Value) -> Vec<u8> {
     let doc = json!({
-        "apiVersion": fleetgate_gateway::bundle::BUNDLE_API_VERSION,
+        "apiVersion": fleetgate_bundle::bundle::BUNDLE_API_VERSION,
         "account": {"name": "test", "id": "123456789012", "region": "eu-west-1", "stage": "prod", "tenant": "acme"},
         "gateway": gateway,
         "idp": idp,
     });
     let parsed: Bundle = serde_json::from_value(doc).unwrap();
-    if let Err(e) = fleetgate_gateway::compile(&parsed) {
+    if let Err(e) = fleetgate_bundle::compile(&parsed) {
         panic!("test bundle does not compile:\n{e}");
     }
     serde_json::to_vec(&parsed).unwrap()

@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::Region;
 use aws_support::{Moto, assume, free_port, hub_config, s3_with};
-use fleetgate_gateway::Digest;
-use fleetgate_gateway::bundle::SigningAlgorithm;
+use fleetgate_bundle::Digest;
+use fleetgate_bundle::bundle::SigningAlgorithm;
 use fleetgate_tests::{code, edit, git, show, stdout};
 use serde_json::{Value, json};
 use support::reqwest_like::{Client, Resp};
@@ -578,7 +578,7 @@ impl World {
                     .credentials_provider(creds.clone())
                     .build(),
             );
-            let key = fleetgate_gateway::idp::generate_key(SigningAlgorithm::RS256).unwrap();
+            let key = fleetgate_gateway::keys::generate_key(SigningAlgorithm::RS256).unwrap();
             let hash = fleetgate_gateway::idp::hash_secret("reporting-secret").unwrap();
             for (secret, value) in [
                 ("fleetgate/idp/signing-2026-09", key),

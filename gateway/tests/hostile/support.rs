@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
-use fleetgate_gateway::Digest;
+use fleetgate_bundle::Digest;
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 
@@ -81,13 +81,13 @@ pub fn echo_backend() -> SocketAddr {
 /// A bundle document of account `test` (compiled here, so a typo fails the test at once).
 pub fn bundle(gateway: Value, idp: Value) -> Vec<u8> {
     let doc = json!({
-        "apiVersion": fleetgate_gateway::bundle::BUNDLE_API_VERSION,
+        "apiVersion": fleetgate_bundle::bundle::BUNDLE_API_VERSION,
         "account": {"name": "test", "id": "123456789012", "region": "eu-west-1", "stage": "prod", "tenant": "acme"},
         "gateway": gateway,
         "idp": idp,
     });
-    let parsed: fleetgate_gateway::Bundle = serde_json::from_value(doc).unwrap();
-    if let Err(e) = fleetgate_gateway::compile(&parsed) {
+    let parsed: fleetgate_bundle::Bundle = serde_json::from_value(doc).unwrap();
+    if let Err(e) = fleetgate_bundle::compile(&parsed) {
         panic!("test bundle does not compile:\n{e}");
     }
     serde_json::to_vec(&parsed).unwrap()

@@ -62,6 +62,7 @@ pub enum Command {
     /// fleet in DIR/repo, reconciled wave by wave to a file:// fleet by the watch daemon, one
     /// gateway with its identity provider per account on local ports, demo backends; prints
     /// what to try. Ctrl-C stops everything.
+    #[cfg(feature = "up")]
     Up(UpArgs),
     /// Generate a config repo with N accounts (deterministic) for tests and benchmarks.
     ExampleFleet(ExampleFleetArgs),
@@ -339,6 +340,7 @@ pub struct BootstrapArgs {
     pub accounts: Option<Selector>,
 }
 
+#[cfg(feature = "up")]
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
     /// The work directory (kept between runs: repo, fleet, generated local secrets).

@@ -68,6 +68,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Drift(args) => deploy::drift(&args),
         Command::Bootstrap(args) => deploy::bootstrap(&args),
         Command::Watch(args) => service::watch(*args),
+        #[cfg(feature = "up")]
         Command::Up(args) => service::up(args),
         Command::ExampleFleet(args) => repo::example_fleet(&args),
         Command::Schemas(args) => repo::schemas(&args),

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::cli::args::{GitArgs, UpArgs, WatchArgs};
+use crate::cli::args::WatchArgs;
+#[cfg(feature = "up")]
+use crate::cli::args::{GitArgs, UpArgs};
 use crate::cli::{cache_dir, runtime};
 
 pub fn watch(args: WatchArgs) -> Result<ExitCode> {
@@ -76,6 +78,7 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "up")]
 pub fn up(args: UpArgs) -> Result<ExitCode> {
     let UpArgs {
         dir,

@@ -1,6 +1,6 @@
 //! The manifest kinds of a config repo, Kubernetes-style and strict.
 //!
-//! `Gateway` and `IdentityProvider` specs are the gateway crate's [`GatewayConfig`] and
+//! `Gateway` and `IdentityProvider` specs are the bundle crate's [`GatewayConfig`] and
 //! [`IdpConfig`]: one definition of every field, shared by the manifest, the bundle and the
 //! runtime. `Fleet`, `Overlay` and `Account` are the reconciler's own.
 
@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use fleetgate_gateway::Duration;
-use fleetgate_gateway::bundle::{GatewayConfig, IdpConfig};
+use fleetgate_bundle::Duration;
+use fleetgate_bundle::bundle::{GatewayConfig, IdpConfig};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -449,7 +449,7 @@ impl<'de> Deserialize<'de> for AccountId {
             Raw::Number(n) => n.to_string(),
             Raw::Text(s) => s,
         };
-        if fleetgate_gateway::compile::is_account_id(&s) {
+        if fleetgate_bundle::compile::is_account_id(&s) {
             Ok(AccountId(s))
         } else {
             Err(serde::de::Error::custom(format!(
@@ -475,6 +475,6 @@ impl JsonSchema for AccountId {
     }
 }
 
-/// Gateway and IdentityProvider specs are the gateway crate's types.
+/// Gateway and IdentityProvider specs are the bundle crate's types.
 pub type GatewaySpec = GatewayConfig;
 pub type IdentityProviderSpec = IdpConfig;

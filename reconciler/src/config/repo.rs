@@ -508,7 +508,7 @@ fn classify(path: &str) -> Option<Role> {
 /// must be exactly its 12 digits; quoted ids are checked when the manifest is decoded.
 fn account_id_as_written(node: &Node) -> Option<Diagnostic> {
     let raw = node.raw.as_deref()?;
-    if fleetgate_gateway::compile::is_account_id(raw) {
+    if fleetgate_bundle::compile::is_account_id(raw) {
         return None;
     }
     Some(Diagnostic::new(

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use fleetgate_gateway::Digest;
+use fleetgate_bundle::Digest;
 
 use crate::config::manifest::{HealthGate, NoGatewayPolicy};
 use crate::target::InstanceReport;

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use fleetgate_gateway::Digest;
+use fleetgate_bundle::Digest;
 use schemars::JsonSchema;
 use serde::Serialize;
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fleetgate_gateway::Digest;
+use fleetgate_bundle::Digest;
 
 use crate::config::diagnostics::{Diagnostic, Diagnostics};
 use crate::config::repo::Repo;

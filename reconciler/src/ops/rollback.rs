@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use fleetgate_gateway::Digest;
+use fleetgate_bundle::Digest;
 
 use crate::config::repo::Repo;
 use crate::execute::Stamp;

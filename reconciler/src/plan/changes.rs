@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use fleetgate_gateway::Bundle;
-use fleetgate_gateway::sensitive::redacting;
+use fleetgate_bundle::Bundle;
+use fleetgate_bundle::sensitive::redacting;
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -517,8 +517,8 @@ mod tests {
             flag.enabled = !flag.enabled;
         }
         let client = &mut new.idp.clients[0];
-        client.secret = fleetgate_gateway::bundle::ClientSecret::Argon2Hash(
-            fleetgate_gateway::Sensitive("$argon2id$v=19$m=19456,t=2,p=1$TOPSECRETPLANTED".into()),
+        client.secret = fleetgate_bundle::bundle::ClientSecret::Argon2Hash(
+            fleetgate_bundle::Sensitive("$argon2id$v=19$m=19456,t=2,p=1$TOPSECRETPLANTED".into()),
         );
         let changes = between(&old, &new, b"k");
         let text: Vec<String> = changes.iter().map(ToString::to_string).collect();

@@ -17,8 +17,8 @@ pub mod risks;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fleetgate_gateway::sensitive::redacting;
-use fleetgate_gateway::{Bundle, Digest};
+use fleetgate_bundle::sensitive::redacting;
+use fleetgate_bundle::{Bundle, Digest};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -244,7 +244,7 @@ pub struct WavePlan {
     /// Failed accounts the wave tolerates before it stops and rolls back (fleet.yaml's
     /// failureTolerance applied to `accounts`).
     pub tolerated_failures: usize,
-    pub bake_time: fleetgate_gateway::Duration,
+    pub bake_time: fleetgate_bundle::Duration,
     pub health_gate: crate::config::manifest::HealthGate,
 }
 
@@ -518,7 +518,7 @@ fn wave_plans(context: &Context, accounts: &[AccountPlan]) -> Vec<WavePlan> {
                 untouched: 0,
                 max_concurrency: context.concurrency.max(1),
                 tolerated_failures: 0,
-                bake_time: fleetgate_gateway::Duration::default(),
+                bake_time: fleetgate_bundle::Duration::default(),
                 health_gate: crate::config::manifest::HealthGate::default(),
             });
         }

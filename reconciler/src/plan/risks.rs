@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use fleetgate_gateway::compile::CompiledBundle;
-use fleetgate_gateway::route::RouteMatch;
-use fleetgate_gateway::{Bundle, compile};
+use fleetgate_bundle::compile::CompiledBundle;
+use fleetgate_bundle::route::RouteMatch;
+use fleetgate_bundle::{Bundle, compile};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -411,7 +411,7 @@ mod tests {
             .expect("a route with a parameter");
         let mut shadow = victim.clone();
         shadow.name = "zz.shadow".into();
-        shadow.path = fleetgate_gateway::route::PathTemplate::parse(&victim.path)
+        shadow.path = fleetgate_bundle::route::PathTemplate::parse(&victim.path)
             .unwrap()
             .sample();
         new.gateway.routes.push(shadow);

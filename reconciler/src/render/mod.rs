@@ -9,7 +9,7 @@
 //! 4. the account's own patches, then its flag values;
 //! 5. `${account.*}` variables expanded; the result decoded strictly and put in canonical
 //!    order (routes and IdP lists by name), so file order never changes a digest;
-//! 6. the bundle compiled by the gateway's `compile()`.
+//! 6. the bundle compiled by the bundle contract's `compile()` (the one the gateway runs).
 //!
 //! Besides the bundle, render returns the repo paths it can read ([`input_paths`], worked out
 //! from the manifests alone), so a plan can tell which accounts a change can affect.
@@ -22,9 +22,9 @@ pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use fleetgate_gateway::bundle::{AccountInfo, BUNDLE_API_VERSION, GatewayConfig, IdpConfig};
-use fleetgate_gateway::compile::{BundlePath, PathSeg};
-use fleetgate_gateway::{Bundle, Digest, compile};
+use fleetgate_bundle::bundle::{AccountInfo, BUNDLE_API_VERSION, GatewayConfig, IdpConfig};
+use fleetgate_bundle::compile::{BundlePath, PathSeg};
+use fleetgate_bundle::{Bundle, Digest, compile};
 
 use crate::config::diagnostics::Diagnostic;
 use crate::config::repo::{Account, Doc, GATEWAY_FILE, IDP_FILE, Repo, spec_span};

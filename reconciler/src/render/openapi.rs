@@ -21,8 +21,8 @@
 
 use std::collections::BTreeSet;
 
-use fleetgate_gateway::Duration;
-use fleetgate_gateway::bundle::{Method, RateLimit, Retries};
+use fleetgate_bundle::Duration;
+use fleetgate_bundle::bundle::{Method, RateLimit, Retries};
 use serde_json::{Map, json};
 
 use crate::config::diagnostics::Diagnostic;

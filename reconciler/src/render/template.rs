@@ -40,7 +40,7 @@ impl Vars {
 
     /// The values of an account as its rendered bundle records them (the same ones
     /// [`Vars::for_account`] is given when the bundle is rendered).
-    pub fn of_bundle(account: &fleetgate_gateway::bundle::AccountInfo) -> Vars {
+    pub fn of_bundle(account: &fleetgate_bundle::bundle::AccountInfo) -> Vars {
         Vars::for_account(
             &account.name,
             &account.id,

@@ -1,7 +1,7 @@
 //! `validate`: every problem of a repo in one run.
 
 use crate::config::diagnostics::{Diagnostic, Diagnostics};
-use fleetgate_gateway::Digest;
+use fleetgate_bundle::Digest;
 
 use crate::config::repo::Repo;
 use crate::config::yaml::{Node, Value};

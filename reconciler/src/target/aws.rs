@@ -27,7 +27,7 @@ use aws_sdk_s3::types::{
     PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
     ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
 };
-use fleetgate_gateway::{Bundle, Digest};
+use fleetgate_bundle::{Bundle, Digest};
 
 use crate::target::aws_errors::{classify, is_no_such_key, is_precondition_failed, status};
 use crate::target::{
@@ -295,7 +295,16 @@ impl AwsTarget {
     }
 }
 
-pub use fleetgate_gateway::s3::https_client;
+/// hyper 1 with rustls on ring, the platform's root certificates, pooled connections: the
+/// one HTTP client stack of fleetgate's AWS calls (the gateway builds the same).
+pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
 
 impl Session {
     fn fresh(&self, now: SystemTime, lifetime: Duration) -> bool {

@@ -22,7 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use fleetgate_gateway::{Bundle, Digest};
+use fleetgate_bundle::{Bundle, Digest};
 use sha2::{Digest as _, Sha256};
 
 use super::{

@@ -13,13 +13,13 @@ pub mod connect;
 pub mod fanout;
 pub mod file;
 
-use fleetgate_gateway::{Bundle, Digest};
+use fleetgate_bundle::{Bundle, Digest};
 use serde::Serialize;
 
 pub use fanout::{FanOut, NoProgress, Progress};
 pub use file::FileTarget;
-pub use fleetgate_gateway::pointer::{Hold, Pointer};
-pub use fleetgate_gateway::reload::InstanceReport;
+pub use fleetgate_bundle::pointer::{Hold, Pointer};
+pub use fleetgate_bundle::report::InstanceReport;
 
 /// The version of a pointer a compare-and-swap expects.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

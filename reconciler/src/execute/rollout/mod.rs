@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use fleetgate_gateway::Digest;
+use fleetgate_bundle::Digest;
 
 pub use crate::execute::health::{Serving, fresh, judge, serving};
 pub use crate::execute::report::{

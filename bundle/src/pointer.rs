@@ -1,10 +1,12 @@
 //! `current.json`, the pointer of the deployed-state layout (docs/architecture.md): which bundle an account
 //! runs and how it got there. The reconciler writes it (by compare-and-swap, after the bundle);
 //! the gateway polls it.
+//!
+//! Imports [`crate::digest`] only.
 
 use serde::{Deserialize, Serialize};
 
-use crate::Digest;
+use crate::digest::Digest;
 
 /// `current.json`: which bundle an account runs, and how it got there.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

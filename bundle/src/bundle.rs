@@ -8,14 +8,16 @@
 //! The same types are the body of the `Gateway` and `IdentityProvider` manifests: the
 //! reconciler merges manifests into these shapes and the gateway runs them, so there is one
 //! definition of every field and its meaning.
+//!
+//! Imports [`crate::digest`], [`crate::duration`] and [`crate::sensitive`].
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
+pub use crate::digest::Digest;
 use crate::duration::Duration;
 use crate::sensitive::Sensitive;
 
@@ -507,7 +509,7 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// As a rate limit, for [`crate::ratelimit::BoundedLimiter`].
+    /// As a rate limit, for the gateway's rate limiter.
     pub fn as_rate_limit(&self) -> RateLimit {
         RateLimit {
             requests: self.requests,
@@ -695,69 +697,6 @@ pub enum JwtAlgorithm {
     EdDSA,
 }
 
-/// A bundle digest, `sha256:<64 hex>`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Digest(String);
-
-impl Digest {
-    pub fn of(bytes: &[u8]) -> Digest {
-        Digest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
-    }
-
-    /// The 64 hex digits, as used in `bundles/<hex>.json`.
-    pub fn hex(&self) -> &str {
-        &self.0["sha256:".len()..]
-    }
-
-    pub fn short(&self) -> &str {
-        &self.hex()[..12]
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Digest {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<Digest> for String {
-    fn from(d: Digest) -> String {
-        d.0
-    }
-}
-
-impl std::str::FromStr for Digest {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex = s.strip_prefix("sha256:").unwrap_or(s);
-        if hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            Ok(Digest(format!("sha256:{hex}")))
-        } else {
-            Err(format!(
-                "not a digest: {s:?} (expected sha256:<64 lowercase hex digits>)"
-            ))
-        }
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 impl Bundle {
     /// The bundle as a JSON value with every object's keys sorted. Sorting is explicit, not
     /// left to serde_json's map type: a dependency that enables its `preserve_order`
@@ -821,60 +760,4 @@ pub enum LoadError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assert_sorted(v: &serde_json::Value, at: &str) {
-        match v {
-            serde_json::Value::Object(map) => {
-                let keys: Vec<&String> = map.keys().collect();
-                let mut sorted = keys.clone();
-                sorted.sort();
-                assert_eq!(keys, sorted, "keys of {at} are not sorted");
-                for (k, child) in map {
-                    assert_sorted(child, &format!("{at}.{k}"));
-                }
-            }
-            serde_json::Value::Array(items) => {
-                for (i, child) in items.iter().enumerate() {
-                    assert_sorted(child, &format!("{at}[{i}]"));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_level_whatever_serde_json_features_are_on() {
-        let jwks = serde_json::json!({"keys": [{"n": "x", "e": "AQAB", "kty": "RSA"}]});
-        let bundle = Bundle {
-            api_version: BUNDLE_API_VERSION.into(),
-            account: AccountInfo {
-                name: "a".into(),
-                id: "123456789012".into(),
-                region: "r".into(),
-                stage: "s".into(),
-                tenant: "t".into(),
-                labels: BTreeMap::from([("z".into(), "1".into()), ("a".into(), "2".into())]),
-            },
-            gateway: GatewayConfig::default(),
-            idp: IdpConfig {
-                trusted_issuers: vec![TrustedIssuer {
-                    name: "p".into(),
-                    issuer: "https://p".into(),
-                    jwks_url: None,
-                    jwks: Some(jwks),
-                    audiences: vec!["x".into()],
-                    algorithms: vec![JwtAlgorithm::RS256],
-                }],
-                ..IdpConfig::default()
-            },
-        };
-        let canonical: serde_json::Value =
-            serde_json::from_slice(&bundle.canonical_json()).unwrap();
-        assert_sorted(&canonical, "bundle");
-        let pretty: serde_json::Value = serde_json::from_str(&bundle.pretty_json()).unwrap();
-        assert_sorted(&pretty, "bundle");
-        assert!(bundle.canonical_json().starts_with(b"{\"account\":"));
-    }
-}
+mod tests;

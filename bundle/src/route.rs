@@ -5,6 +5,8 @@
 //! replaced by their position before insertion, so `GET /orders/{id}` and
 //! `POST /orders/{orderId}` share one node (different specs name parameters differently),
 //! while two routes with the same method on the same template are a conflict.
+//!
+//! Imports [`crate::bundle`]'s methods only.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -2,6 +2,8 @@
 //!
 //! Serialization is canonical (`humantime`'s formatting), so `60s` and `1m` in two manifests
 //! produce the same bundle bytes and therefore the same digest.
+//!
+//! Imports nothing of this crate.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -2,23 +2,16 @@
 //! with the gateway's own credentials (instance or pod role, from the SDK's default chain).
 //! The pointer is polled with a conditional GET on its ETag, so an unchanged pointer costs
 //! one `304 Not Modified`.
+//!
+//! Imports [`super`] and [`crate::aws`].
 
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata as _};
 
-use crate::pointer::Pointer;
-use crate::reload::{BundleSource, Fetched, SourceError, SourceVersion};
+use fleetgate_bundle::pointer::Pointer;
 
-/// hyper 1 with rustls on ring, the platform's root certificates, pooled connections: the
-/// one HTTP client stack of fleetgate's AWS calls.
-pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
-    use aws_smithy_http_client::tls;
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https()
-}
+use super::{BundleSource, Fetched, SourceError, SourceVersion};
+use crate::aws::https_client;
 
 /// `s3://bucket/prefix` (the prefix holding `current.json` and `bundles/`).
 #[derive(Debug, Clone)]

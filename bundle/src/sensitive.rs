@@ -6,6 +6,8 @@
 //! - `Debug` prints `<redacted>`; deserialization errors never echo the value;
 //! - inside [`redacting`], serialization emits a short keyed fingerprint instead of the value,
 //!   so a plan can say "changed" or "unchanged" without revealing anything.
+//!
+//! Imports nothing of this crate.
 
 use std::borrow::Cow;
 use std::cell::RefCell;

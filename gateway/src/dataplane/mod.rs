@@ -1,0 +1,452 @@
+//! The customer-facing listener. A request goes through these steps, each with its reason:
+//!
+//! 1. **Request id and trace context**: accepted from the client when well formed, generated
+//!    otherwise, and passed upstream, so one id follows the request through every log.
+//! 2. **The bundle**: the request holds the bundle it started with until it ends; a reload
+//!    never changes a request in flight. No bundle yet: 503.
+//! 3. **Routing** (pure, [`fleetgate_bundle::route::RouteTable`]): 404 or 405 with `Allow`.
+//! 4. **Kill switch / flag**: a switched-off route answers its status without a backend.
+//! 5. **CORS** (tower-http), which also answers preflights for the route.
+//! 6. **Rate limit by IP or header** before auth, so unauthenticated floods are cut cheaply.
+//! 7. **Auth**: bearer token, issuer, key, claims, scopes ([`crate::auth`]).
+//! 8. **Rate limit by subject**, which needs the verified token.
+//! 9. **Backend choice** (pure, [`crate::split`]): variants, canary weights, stickiness.
+//! 10. **Proxy or aggregate** ([`crate::upstream`]).
+//!
+//! Every answer the gateway makes itself is a small JSON body; none carries internal
+//! details (backend addresses, error chains), which go to the log with the request id.
+//!
+//! Imports the parts of the request path ([`crate::runtime`], [`crate::auth`], [`crate::idp`],
+//! [`crate::ratelimit`], [`crate::split`], [`crate::upstream`], ...) and [`crate::reload`]'s
+//! [`Gateway`](crate::reload::Gateway); nothing imports it but [`crate::server`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method as HttpMethod, StatusCode};
+use tower::{Layer as _, ServiceExt as _};
+
+use crate::idp;
+use crate::metrics::{Metrics, RequestLabels, RouteLabels, method_label, status_class};
+use crate::ratelimit::{BoundedLimiter, Decision};
+use crate::reload::Loaded;
+use crate::runtime::RouteRuntime;
+use fleetgate_bundle::bundle::Method;
+use fleetgate_bundle::route::RouteMatch;
+
+mod aggregate;
+mod serve;
+
+use serve::serve_route;
+
+/// The state of the customer listener.
+#[derive(Debug, Clone)]
+pub struct DataPlane {
+    pub gateway: Arc<crate::reload::Gateway>,
+}
+
+/// The customer-facing router. Serve it with connect info (`into_make_service_with_connect_info::<SocketAddr>`).
+pub fn router(gateway: Arc<crate::reload::Gateway>) -> axum::Router {
+    axum::Router::new()
+        .fallback(handle)
+        .with_state(DataPlane { gateway })
+}
+
+/// Per-request facts that every step and the access log use.
+#[derive(Debug, Clone)]
+struct Ctx {
+    request_id: HeaderValue,
+    traceparent: HeaderValue,
+    client_ip: IpAddr,
+    host: String,
+    method: HttpMethod,
+    path: String,
+    start: Instant,
+}
+
+fn hex_id(bytes: usize) -> String {
+    let mut s = String::with_capacity(bytes * 2);
+    while s.len() < bytes * 2 {
+        s.push_str(&format!("{:016x}", fastrand::u64(1..)));
+    }
+    s.truncate(bytes * 2);
+    s
+}
+
+/// The client's `x-request-id` when it is a sane token, else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get("x-request-id")
+        .filter(|v| {
+            let b = v.as_bytes();
+            (1..=128).contains(&b.len())
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&hex_id(16)).unwrap_or(HeaderValue::from_static("0"))
+        })
+}
+
+/// W3C trace context: keep the trace id and flags of a valid incoming `traceparent`, with
+/// this gateway's own span id as the parent for the backend; start a trace otherwise.
+fn traceparent(headers: &HeaderMap) -> HeaderValue {
+    let incoming = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let parts: Vec<&str> = v.trim().split('-').collect();
+            let hex = |s: &str, n: usize| {
+                s.len() == n
+                    && s.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            };
+            (parts.len() >= 4
+                && hex(parts[0], 2)
+                && parts[0] != "ff"
+                && hex(parts[1], 32)
+                && parts[1] != "0".repeat(32)
+                && hex(parts[2], 16)
+                && parts[2] != "0".repeat(16)
+                && hex(parts[3], 2))
+            .then(|| (parts[1].to_string(), parts[3].to_string()))
+        });
+    let (trace, flags) = incoming.unwrap_or_else(|| (hex_id(16), "00".into()));
+    HeaderValue::from_str(&format!("00-{trace}-{}-{flags}", hex_id(8))).unwrap_or(
+        HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-00"),
+    )
+}
+
+/// 413 for a body over the route's limit, announced or streamed.
+fn too_large(ctx: &Ctx, route: &RouteRuntime) -> Response {
+    json_error(
+        ctx,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        &format!("the request body is larger than {} bytes", route.max_body),
+    )
+}
+
+fn json_error(ctx: &Ctx, status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "error": code,
+        "message": message,
+        "request_id": ctx.request_id.to_str().unwrap_or_default(),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn handle(
+    State(plane): State<DataPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let headers = req.headers();
+    // RFC 9112 3.2.2: a request in absolute form names its host in the target, and the
+    // Host header is ignored. Its userinfo (`http://x@host/`) is no part of the host.
+    let host = match req.uri().authority() {
+        Some(a) => match a.port() {
+            Some(port) => format!("{}:{port}", a.host()),
+            None => a.host().to_string(),
+        },
+        None => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let mut ctx = Ctx {
+        request_id: request_id(headers),
+        traceparent: traceparent(headers),
+        client_ip: crate::client_addr::client_ip(
+            peer.ip(),
+            headers,
+            &plane.gateway.shared().options.trusted_proxies,
+        ),
+        host,
+        method: req.method().clone(),
+        path: String::new(),
+        start: Instant::now(),
+    };
+    // One normalized path is routed, authorized, logged and forwarded.
+    match crate::normalize::normalize_path(req.uri().path()) {
+        Ok(p) => ctx.path = p,
+        Err(why) => {
+            ctx.path = "-".into();
+            let resp = json_error(&ctx, StatusCode::BAD_REQUEST, "bad_path", &why.to_string());
+            return finish(&plane, None, "-", &ctx, resp);
+        }
+    }
+    if let Some(why) = ambiguous_headers(req.headers()) {
+        let resp = json_error(&ctx, StatusCode::BAD_REQUEST, "bad_request", why);
+        return finish(&plane, None, "-", &ctx, resp);
+    }
+    let Some(loaded) = plane.gateway.current() else {
+        let resp = json_error(
+            &ctx,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the gateway has no configuration loaded yet",
+        );
+        return finish(&plane, None, "-", &ctx, resp);
+    };
+    if let Some(idp) = &loaded.runtime.idp
+        && let Some(endpoint) = idp::Endpoint::of(&ctx.path)
+    {
+        let shared = plane.gateway.shared();
+        let (resp, token) = idp::serve(idp, endpoint, &shared.verifier, ctx.client_ip, req).await;
+        if let Some((client, result)) = token {
+            shared.metrics.record_token(client, result);
+        }
+        return finish(&plane, Some(&loaded), endpoint.name(), &ctx, resp);
+    }
+    let (route_idx, resp) = route_and_serve(&plane, &loaded, &ctx, req).await;
+    let route_name = route_idx.map_or("-", |i| loaded.runtime.routes[i].name.as_str());
+    finish(&plane, Some(&loaded), route_name, &ctx, resp)
+}
+
+/// Headers a request may carry at most once: with two, the gateway and the backend could
+/// each act on a different one (RFC 9112 3.2 for Host; one credential per request).
+fn ambiguous_headers(headers: &HeaderMap) -> Option<&'static str> {
+    let twice = |name: &HeaderName| {
+        let mut all = headers.get_all(name).iter();
+        all.next().is_some() && all.next().is_some()
+    };
+    if twice(&header::HOST) {
+        Some("more than one Host header")
+    } else if twice(&header::AUTHORIZATION) {
+        Some("more than one Authorization header")
+    } else {
+        None
+    }
+}
+
+/// Whether `name` is another spelling of a header the gateway sets itself (forwarded claims,
+/// `x-fleetgate-*`, the forwarding headers): `_` for `-`. CGI, WSGI, Rack and PHP read
+/// `X_Fleetgate_Tenant` as `X-Fleetgate-Tenant`, so such a header would pose as the gateway's.
+fn spoofs_gateway_header(name: &HeaderName, claim_headers: &[HeaderName]) -> bool {
+    let n = name.as_str();
+    if n.starts_with("x-fleetgate-") {
+        return true;
+    }
+    if !n.contains('_') {
+        return false;
+    }
+    let dashed = n.replace('_', "-");
+    dashed.starts_with("x-fleetgate-")
+        || dashed.starts_with("x-forwarded-")
+        || matches!(dashed.as_str(), "x-request-id" | "x-real-ip" | "forwarded")
+        || claim_headers.iter().any(|h| h.as_str() == dashed)
+}
+
+/// Removes every client copy of a header the gateway sets: exact names and other spellings.
+fn strip_gateway_headers(headers: &mut HeaderMap, claim_headers: &[HeaderName]) {
+    for h in claim_headers {
+        headers.remove(h);
+    }
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| spoofs_gateway_header(n, claim_headers))
+        .cloned()
+        .collect();
+    for h in spoofed {
+        headers.remove(h);
+    }
+}
+
+/// Metrics, counts and the access log for a finished request.
+fn finish(
+    plane: &DataPlane,
+    loaded: Option<&Loaded>,
+    route_name: &str,
+    ctx: &Ctx,
+    mut resp: Response,
+) -> Response {
+    let status = resp.status().as_u16();
+    let m = &plane.gateway.shared().metrics;
+    m.requests
+        .get_or_create(&RequestLabels {
+            route: route_name.to_string(),
+            method: method_label(&ctx.method),
+            status: status_class(status),
+        })
+        .inc();
+    let elapsed = ctx.start.elapsed();
+    m.duration
+        .get_or_create(&RouteLabels {
+            route: route_name.to_string(),
+        })
+        .observe(elapsed.as_secs_f64());
+    if let Some(l) = loaded {
+        l.runtime.counts.record(status);
+    }
+    resp.headers_mut().insert(
+        HeaderName::from_static("x-request-id"),
+        ctx.request_id.clone(),
+    );
+    // The path only: query strings may carry credentials or personal data.
+    tracing::info!(
+        target: "fleetgate::access",
+        request_id = ctx.request_id.to_str().unwrap_or_default(),
+        trace_id = ctx.traceparent.to_str().unwrap_or_default().get(3..35).unwrap_or_default(),
+        client_ip = %ctx.client_ip,
+        host = %ctx.host,
+        method = %ctx.method,
+        path = %ctx.path,
+        route = route_name,
+        status,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        digest = loaded.map(|l| l.digest.short()).unwrap_or("-"),
+    );
+    resp
+}
+
+async fn route_and_serve(
+    plane: &DataPlane,
+    loaded: &Arc<Loaded>,
+    ctx: &Ctx,
+    req: Request,
+) -> (Option<usize>, Response) {
+    let compiled = &loaded.compiled;
+    let Some(method) = Method::parse(req.method().as_str()) else {
+        return (
+            None,
+            json_error(
+                ctx,
+                StatusCode::NOT_IMPLEMENTED,
+                "method_not_supported",
+                "this method is not supported",
+            ),
+        );
+    };
+    let found = compiled.table.find(&ctx.host, method, &ctx.path);
+    let (index, params) = match found {
+        RouteMatch::Found { route, params } => (
+            route,
+            params
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect::<Vec<_>>(),
+        ),
+        RouteMatch::MethodNotAllowed { allowed } => {
+            // A CORS preflight asks about the method it will use, not OPTIONS.
+            if method == Method::Options
+                && let Some(preflight) = preflight(loaded, ctx, &req)
+            {
+                return preflight.await;
+            }
+            let allow = allowed
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut resp = json_error(
+                ctx,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("{} is not allowed here; allowed: {allow}", ctx.method),
+            );
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            return (None, resp);
+        }
+        RouteMatch::NotFound => {
+            return (
+                None,
+                json_error(
+                    ctx,
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    &format!("no route for {} {}", ctx.method, ctx.path),
+                ),
+            );
+        }
+    };
+    let route = &loaded.runtime.routes[index];
+    let resp = match &route.cors {
+        Some(cors) => {
+            let (plane, loaded, ctx2) = (plane.clone(), loaded.clone(), ctx.clone());
+            let params = params.clone();
+            let inner = tower::service_fn(move |req: Request| {
+                let (plane, loaded, ctx, params) =
+                    (plane.clone(), loaded.clone(), ctx2.clone(), params.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        serve_route(&plane, &loaded, index, &params, &ctx, req).await,
+                    )
+                }
+            });
+            match cors.layer(inner).oneshot(req).await {
+                Ok(r) => r.map(Body::new),
+                Err(never) => match never {},
+            }
+        }
+        None => serve_route(plane, loaded, index, &params, ctx, req).await,
+    };
+    (Some(index), resp)
+}
+
+/// Answers a CORS preflight for the route the preflight asks about, if it has CORS.
+fn preflight<'a>(
+    loaded: &'a Arc<Loaded>,
+    ctx: &'a Ctx,
+    req: &Request,
+) -> Option<impl Future<Output = (Option<usize>, Response)> + 'a> {
+    let asked = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Method::parse)?;
+    req.headers().get(header::ORIGIN)?;
+    let RouteMatch::Found { route, .. } = loaded.compiled.table.find(&ctx.host, asked, &ctx.path)
+    else {
+        return None;
+    };
+    let cors = loaded.runtime.routes[route].cors.clone()?;
+    let mut pre = http::Request::new(Body::empty());
+    *pre.method_mut() = HttpMethod::OPTIONS;
+    *pre.uri_mut() = req.uri().clone();
+    *pre.headers_mut() = req.headers().clone();
+    Some(async move {
+        let inner = tower::service_fn(|_req: Request| async {
+            Ok::<_, std::convert::Infallible>(StatusCode::NO_CONTENT.into_response())
+        });
+        let resp = match cors.layer(inner).oneshot(pre).await {
+            Ok(r) => r.map(Body::new),
+            Err(never) => match never {},
+        };
+        (Some(route), resp)
+    })
+}
+
+fn limited(
+    ctx: &Ctx,
+    route: &RouteRuntime,
+    limiter: &BoundedLimiter,
+    d: Decision,
+    m: &Metrics,
+) -> Option<Response> {
+    if let Decision::Limited { .. } = d {
+        m.rate_limited
+            .get_or_create(&RouteLabels {
+                route: route.name.clone(),
+            })
+            .inc();
+        let mut resp = json_error(
+            ctx,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests; retry later",
+        );
+        d.headers(&limiter.policy(), resp.headers_mut());
+        return Some(resp);
+    }
+    None
+}

@@ -1,0 +1,314 @@
+//! The data plane's Prometheus series: requests, latency, upstream and client errors, auth
+//! refusals, rate limiting and IdP tokens, with label sets no client can grow; and the
+//! per-bundle [`Counts`] of the instance report. Imports [`crate::idp`]'s token result only.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::Method as HttpMethod;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::idp;
+
+/// Every label value comes from the bundle (route, backend) or from a fixed set, so no
+/// client can add series: a method is one of [`METHOD_LABELS`], a status one of
+/// [`STATUS_CLASSES`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub(crate) route: String,
+    pub(crate) method: &'static str,
+    pub(crate) status: &'static str,
+}
+
+/// The `method` label's values: the methods of RFC 9110 and PATCH, anything else `other`.
+pub const METHOD_LABELS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "other",
+];
+
+/// The `status` label's values.
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// The `method` label of a request method.
+pub fn method_label(m: &HttpMethod) -> &'static str {
+    match *m {
+        HttpMethod::GET => "GET",
+        HttpMethod::HEAD => "HEAD",
+        HttpMethod::POST => "POST",
+        HttpMethod::PUT => "PUT",
+        HttpMethod::PATCH => "PATCH",
+        HttpMethod::DELETE => "DELETE",
+        HttpMethod::OPTIONS => "OPTIONS",
+        HttpMethod::CONNECT => "CONNECT",
+        HttpMethod::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The `status` label of a status code: its class.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+/// Kinds of `upstream_errors`.
+const UPSTREAM_KINDS: [&str; 5] = ["connect", "timeout", "protocol", "body_too_large", "part"];
+
+/// Statuses of `auth_rejected`.
+const AUTH_STATUSES: [u16; 4] = [400, 401, 403, 503];
+
+/// Kinds of `client_errors`: requests that failed through the client's fault, never counted
+/// as the gateway's or a backend's errors.
+pub const CLIENT_ERROR_KINDS: [&str; 4] = [
+    "body_malformed",
+    "body_incomplete",
+    "body_timeout",
+    "aborted",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct ClientErrorLabels {
+    pub(crate) route: String,
+    pub(crate) kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RouteLabels {
+    pub(crate) route: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct UpstreamLabels {
+    pub(crate) route: String,
+    pub(crate) backend: String,
+    pub(crate) kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct AuthLabels {
+    pub(crate) route: String,
+    pub(crate) status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct BackendLabels {
+    pub(crate) route: String,
+    pub(crate) backend: String,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 17))
+}
+
+/// The data plane's metrics, in the gateway's registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) duration: HistogramFamily,
+    pub(crate) upstream_errors: Family<UpstreamLabels, Counter>,
+    pub(crate) upstream_requests: Family<BackendLabels, Counter>,
+    pub(crate) rate_limited: Family<RouteLabels, Counter>,
+    pub(crate) auth_rejected: Family<AuthLabels, Counter>,
+    pub(crate) client_errors: Family<ClientErrorLabels, Counter>,
+    pub(crate) idp_tokens: Family<TokenLabels, Counter>,
+}
+
+/// The `result` label's values of `idp_token_requests`: `issued` or an OAuth error.
+const TOKEN_RESULTS: [&str; 7] = [
+    "issued",
+    "invalid_client",
+    "invalid_request",
+    "invalid_scope",
+    "temporarily_unavailable",
+    "too_many_requests",
+    "unsupported_grant_type",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct TokenLabels {
+    /// A client of the bundle, or `-` (unknown or unparsed).
+    pub(crate) client: String,
+    /// `issued` or the OAuth error code.
+    pub(crate) result: String,
+}
+
+/// The label values a bundle's series are recorded under: its IdP clients, routes and
+/// backends ([`Metrics::forget`] removes those a new bundle does not have).
+#[derive(Debug, Default)]
+pub struct Series<'a> {
+    pub clients: Vec<&'a str>,
+    pub routes: Vec<&'a str>,
+    pub backends: Vec<&'a str>,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            upstream_errors: Family::default(),
+            upstream_requests: Family::default(),
+            rate_limited: Family::default(),
+            auth_rejected: Family::default(),
+            client_errors: Family::default(),
+            idp_tokens: Family::default(),
+        };
+        registry.register(
+            "idp_token_requests",
+            "Token endpoint requests, by client (\"-\" when unknown) and result (issued, or the OAuth error)",
+            m.idp_tokens.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "Requests answered, by route, method and status (route \"-\" when none matched)",
+            m.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response headers, by route",
+            m.duration.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "Requests sent to a backend, by route and backend",
+            m.upstream_requests.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Backend calls that failed, by route, backend and kind (connect, timeout, protocol)",
+            m.upstream_errors.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429, by route",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "auth_rejected",
+            "Requests refused by auth (401, 403, 503), by route",
+            m.auth_rejected.clone(),
+        );
+        registry.register(
+            "client_errors",
+            "Requests that failed through the client's fault (a malformed, cut-short or stalled body, or the client gone before the answer), by route and kind; never counted as 5xx or upstream errors",
+            m.client_errors.clone(),
+        );
+        m
+    }
+
+    pub(crate) fn client_error(&self, route: &str, kind: &'static str) {
+        self.client_errors
+            .get_or_create(&ClientErrorLabels {
+                route: route.to_string(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Removes the series of routes, backends and IdP clients that `old` had and `new` has
+    /// not, so a gateway that lives through many bundles keeps only the series of the one it
+    /// serves.
+    pub fn forget(&self, old: &Series<'_>, new: &Series<'_>) {
+        let kept: std::collections::HashSet<&str> = new.clients.iter().copied().collect();
+        for client in old.clients.iter().filter(|c| !kept.contains(*c)) {
+            for result in TOKEN_RESULTS {
+                self.idp_tokens.remove(&TokenLabels {
+                    client: client.to_string(),
+                    result: result.to_string(),
+                });
+            }
+        }
+        let routes: std::collections::HashSet<&str> = new.routes.iter().copied().collect();
+        let backends: std::collections::HashSet<&str> = new.backends.iter().copied().collect();
+        for r in &old.routes {
+            let gone = !routes.contains(r);
+            if gone {
+                let route = || r.to_string();
+                for method in METHOD_LABELS {
+                    for status in STATUS_CLASSES {
+                        self.requests.remove(&RequestLabels {
+                            route: route(),
+                            method,
+                            status,
+                        });
+                    }
+                }
+                self.duration.remove(&RouteLabels { route: route() });
+                self.rate_limited.remove(&RouteLabels { route: route() });
+                for status in AUTH_STATUSES {
+                    self.auth_rejected.remove(&AuthLabels {
+                        route: route(),
+                        status,
+                    });
+                }
+                for kind in CLIENT_ERROR_KINDS {
+                    self.client_errors.remove(&ClientErrorLabels {
+                        route: route(),
+                        kind,
+                    });
+                }
+            }
+            for b in &old.backends {
+                if gone || !backends.contains(b) {
+                    let labels = BackendLabels {
+                        route: r.to_string(),
+                        backend: b.to_string(),
+                    };
+                    self.upstream_requests.remove(&labels);
+                    for kind in UPSTREAM_KINDS {
+                        self.upstream_errors.remove(&UpstreamLabels {
+                            route: r.to_string(),
+                            backend: b.to_string(),
+                            kind,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Metrics {
+    pub(crate) fn record_token(&self, client: String, result: idp::TokenResult) {
+        let result = match result {
+            idp::TokenResult::Issued => "issued".to_string(),
+            idp::TokenResult::Refused(code) => code.to_string(),
+        };
+        self.idp_tokens
+            .get_or_create(&TokenLabels { client, result })
+            .inc();
+    }
+}
+
+/// Counts since the served bundle was loaded, for `status/<instance>.json`.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub status_2xx: AtomicU64,
+    pub status_3xx: AtomicU64,
+    pub status_4xx: AtomicU64,
+    pub status_5xx: AtomicU64,
+    pub upstream_errors: AtomicU64,
+}
+
+impl Counts {
+    pub(crate) fn record(&self, status: u16) {
+        let c = match status {
+            200..=299 => &self.status_2xx,
+            300..=399 => &self.status_3xx,
+            400..=499 => &self.status_4xx,
+            _ => &self.status_5xx,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
