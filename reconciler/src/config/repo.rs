@@ -16,14 +16,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
 
-use crate::config::diagnostics::Diagnostic;
+use crate::config::diagnostics::{Diagnostic, Span};
 use crate::config::manifest::{
     API_VERSION, AccountSpec, FleetSpec, GatewaySpec, IdentityProviderSpec, Kind, Manifest,
     Metadata, OverlaySpec,
 };
 use crate::config::source::{ConfigSource, SourceError};
 use crate::config::waves;
-use crate::config::yaml::{self, Node, Span, Value};
+use crate::config::yaml::{self, Node, Value};
 use crate::render::openapi::{self, ServiceSpec};
 
 pub const FLEET_FILE: &str = "fleet.yaml";

@@ -6,10 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::diagnostics::Diagnostic;
+use crate::config::diagnostics::{Diagnostic, Span};
 use crate::config::manifest::{FleetSpec, Wave, WaveSelector};
 use crate::config::repo::{Account, Doc};
-use crate::config::yaml::{Span, Value};
+use crate::config::yaml::Value;
 
 impl WaveSelector {
     pub fn matches(&self, stage: &str, labels: &BTreeMap<String, String>) -> bool {

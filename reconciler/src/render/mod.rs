@@ -26,9 +26,9 @@ use fleetgate_gateway::bundle::{AccountInfo, BUNDLE_API_VERSION, GatewayConfig, 
 use fleetgate_gateway::compile::{BundlePath, PathSeg};
 use fleetgate_gateway::{Bundle, Digest, compile};
 
-use crate::config::diagnostics::Diagnostic;
+use crate::config::diagnostics::{Diagnostic, Span};
 use crate::config::repo::{Account, Doc, GATEWAY_FILE, IDP_FILE, Repo, spec_span};
-use crate::config::yaml::{Key, Node, Span, Value};
+use crate::config::yaml::{Key, Node, Value};
 use crate::render::merge::merge;
 
 /// A rendered account.

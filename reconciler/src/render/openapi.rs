@@ -25,8 +25,8 @@ use fleetgate_gateway::Duration;
 use fleetgate_gateway::bundle::{Method, RateLimit, Retries};
 use serde_json::{Map, json};
 
-use crate::config::diagnostics::Diagnostic;
-use crate::config::yaml::{Node, Span, Value};
+use crate::config::diagnostics::{Diagnostic, Span};
+use crate::config::yaml::{Node, Value};
 
 const ROOT_EXTENSIONS: [&str; 3] = [
     "x-fleetgate-backend",
