@@ -22,8 +22,13 @@
 //! The fingerprint is the HMAC of the secret under a key that is random per run (or
 //! FLEETGATE_REDACTION_KEY): equal secrets print equal fingerprints within one run, so a
 //! reader still tells "changed" from "unchanged", and nothing can be looked up across runs.
+//!
+//! A printed line is also made safe to show: [`one_line`] writes line breaks as spaces and
+//! control and bidi characters as visible escapes, so a text from a pull
+//! request cannot rewrite a terminal or a CI log.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::{LazyLock, OnceLock};
 
 use fleetgate_gateway::sensitive::fingerprint;
@@ -459,6 +464,44 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ScrubbedStderr {
     fn make_writer(&'a self) -> Self::Writer {
         ScrubbedEvent::new(std::io::stderr())
     }
+}
+
+/// Characters that are never written as they are: controls (C0, DEL, C1: ESC starts a
+/// terminal escape sequence, CR rewrites a line), the Unicode line and paragraph separators,
+/// and the bidirectional controls that make text read in another order than it is stored.
+pub(crate) fn hostile(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// The string on one line with nothing hidden: a line break or tab becomes a space, any
+/// other [`hostile`] character its visible escape (`\u{1b}`, `\u{202e}`).
+pub fn one_line(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(hostile) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '\n' | '\r' | '\t' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}' => {
+                out.push(' ')
+            }
+            c if hostile(c) => {
+                let _ = write!(out, "{}", c.escape_unicode());
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ impl fmt::Display for Diagnostic {
         }
         // File names, messages and account names come from the pull request: one line,
         // no control or bidi character reaches the terminal or the CI log.
-        f.write_str(&crate::plan::format::one_line(&line))
+        f.write_str(&crate::redact::one_line(&line))
     }
 }
 
