@@ -11,8 +11,10 @@
 pub mod diagnostics;
 pub mod example_fleet;
 pub mod manifest;
+pub mod openapi;
 pub mod repo;
 pub mod selector;
 pub mod source;
+pub mod template;
 pub mod waves;
 pub mod yaml;

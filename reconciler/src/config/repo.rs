@@ -24,7 +24,7 @@ use crate::config::manifest::{
 use crate::config::source::{ConfigSource, SourceError};
 use crate::config::waves;
 use crate::config::yaml::{self, Node, Value};
-use crate::render::openapi::{self, ServiceSpec};
+use crate::config::openapi::{self, ServiceSpec};
 
 pub const FLEET_FILE: &str = "fleet.yaml";
 pub const GATEWAY_FILE: &str = "base/gateway.yaml";
@@ -59,9 +59,9 @@ pub struct Account {
 
 impl Account {
     /// The `${account.*}` values of this account.
-    pub fn vars(&self) -> crate::render::template::Vars {
+    pub fn vars(&self) -> crate::config::template::Vars {
         let spec = &self.doc.spec;
-        crate::render::template::Vars::for_account(
+        crate::config::template::Vars::for_account(
             &self.name,
             &spec.account_id.0,
             &spec.region,

@@ -22,7 +22,7 @@ use fleetgate_gateway::{Bundle, Digest};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::render::template::{Occurrence, Values, Vars, write_template};
+use crate::config::template::{Occurrence, Values, Vars, write_template};
 use crate::target::{AccountRef, ErrorClass, Observed};
 pub use changes::{Area, Change, Op};
 pub use risks::WarningKind;
@@ -656,8 +656,8 @@ fn best_rep(
             (std::cmp::Reverse(*na), kind(ra), *fa)
                 .cmp(&(std::cmp::Reverse(*nb), kind(rb), *fb))
                 .then_with(|| match (ra, rb) {
-                    (Rep::Variable(a), Rep::Variable(b)) => crate::render::template::specificity(a)
-                        .cmp(&crate::render::template::specificity(b)),
+                    (Rep::Variable(a), Rep::Variable(b)) => crate::config::template::specificity(a)
+                        .cmp(&crate::config::template::specificity(b)),
                     _ => std::cmp::Ordering::Equal,
                 })
         })

@@ -3,12 +3,14 @@
 //! Order (each step may adjust what the previous ones produced):
 //! 1. `base/gateway.yaml` and `base/idp.yaml`;
 //! 2. routes generated from the OpenAPI spec of every service version the account pins
-//!    (overlays' pins, then the account's own);
+//!    (overlays' pins, then the account's own; generated when the repo is loaded,
+//!    [`crate::config::openapi`]);
 //! 3. each overlay the account selects, in the order it lists them (file-name order within
 //!    an overlay): its gateway and idp patches, then its flag values;
 //! 4. the account's own patches, then its flag values;
-//! 5. `${account.*}` variables expanded; the result decoded strictly and put in canonical
-//!    order (routes and IdP lists by name), so file order never changes a digest;
+//! 5. `${account.*}` variables expanded ([`crate::config::template`]); the result decoded
+//!    strictly and put in canonical order (routes and IdP lists by name), so file order
+//!    never changes a digest;
 //! 6. the bundle compiled by the gateway's `compile()`.
 //!
 //! Besides the bundle, render returns the repo paths it can read ([`input_paths`], worked out
@@ -16,8 +18,6 @@
 
 pub mod affected;
 pub mod merge;
-pub mod openapi;
-pub mod template;
 pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
