@@ -15,6 +15,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub const API_VERSION: &str = "fleetgate.dev/v1";
 
+/// The files the singleton kinds are read from.
+pub const FLEET_FILE: &str = "fleet.yaml";
+pub const GATEWAY_FILE: &str = "base/gateway.yaml";
+pub const IDP_FILE: &str = "base/idp.yaml";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Fleet,

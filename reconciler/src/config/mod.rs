@@ -9,6 +9,7 @@
 //! HTTP, AWS or git2.
 
 pub mod diagnostics;
+pub mod doc;
 pub mod example_fleet;
 pub mod manifest;
 pub mod openapi;

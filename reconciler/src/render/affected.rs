@@ -126,7 +126,7 @@ mod tests {
     #[test]
     fn overlays_and_pins_reach_the_accounts_that_use_them() {
         let repo = Repo::load(&example_repo());
-        let uses = |pred: &dyn Fn(&crate::config::repo::Account) -> bool| -> Vec<&str> {
+        let uses = |pred: &dyn Fn(&crate::config::doc::Account) -> bool| -> Vec<&str> {
             repo.accounts
                 .iter()
                 .filter(|(_, a)| pred(a))

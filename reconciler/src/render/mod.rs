@@ -27,7 +27,9 @@ use fleetgate_gateway::compile::{BundlePath, PathSeg};
 use fleetgate_gateway::{Bundle, Digest, compile};
 
 use crate::config::diagnostics::{Diagnostic, Span};
-use crate::config::repo::{Account, Doc, GATEWAY_FILE, IDP_FILE, Repo, spec_span};
+use crate::config::doc::{Account, Doc, spec_span};
+use crate::config::manifest::{GATEWAY_FILE, IDP_FILE};
+use crate::config::repo::Repo;
 use crate::config::yaml::{Key, Node, Value};
 use crate::render::merge::merge;
 
