@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::config::template::{Occurrence, Values, Vars, write_template};
 use crate::target::{AccountRef, ErrorClass, Observed};
 pub use changes::{Area, Change, Op};
-pub use risks::WarningKind;
+pub use risks::{Warning, WarningKind};
 
 /// The version of the JSON plan document (`formatVersion`). Bumped on any change that is
 /// not an addition.
@@ -256,15 +256,6 @@ pub struct Group {
     /// account's. Each account's own `changes` and `diff` (the plan's `accounts`) stay literal.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variables: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Warning {
-    pub kind: WarningKind,
-    pub message: String,
-    /// The accounts it applies to (empty for fleet-wide warnings).
-    pub accounts: Vec<String>,
 }
 
 /// The redacted, pretty, canonical text of a bundle: what diffs are made of.

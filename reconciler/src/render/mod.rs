@@ -20,6 +20,8 @@ pub mod affected;
 pub mod merge;
 pub mod validate;
 
+pub use affected::input_paths;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fleetgate_gateway::bundle::{AccountInfo, BUNDLE_API_VERSION, GatewayConfig, IdpConfig};
@@ -74,50 +76,6 @@ pub fn render(repo: &Repo, account_name: &str) -> Result<Rendered, Vec<Diagnosti
             .map(|d| d.for_account(account_name))
             .collect()
     })
-}
-
-/// Every repo path an account's render can read, worked out from the manifests alone
-/// (without rendering): the account's file, the base, the directories of the overlays it
-/// selects, and the directory of every service version it or those overlays pin (also a pin
-/// an overlay later un-pins: more is safe, less is not). A plan uses this on both sides of a
-/// change to decide which accounts to render.
-pub fn input_paths(repo: &Repo, account: &Account) -> BTreeSet<String> {
-    let doc = &account.doc;
-    let mut inputs = BTreeSet::from([
-        doc.path.clone(),
-        GATEWAY_FILE.to_string(),
-        IDP_FILE.to_string(),
-    ]);
-    let mut pin = |service: &str, version: &str| {
-        inputs.insert(format!("services/{service}/{version}/"));
-        if let Some(sv) = repo
-            .services
-            .get(&(service.to_string(), version.to_string()))
-        {
-            inputs.insert(sv.path.clone());
-        }
-    };
-    for name in &doc.spec.overlays {
-        for file in repo.overlays.get(name).iter().flat_map(|o| &o.files) {
-            for (service, version) in &file.spec.services {
-                if let Some(v) = version {
-                    pin(service, v);
-                }
-            }
-        }
-    }
-    for (service, version) in &doc.spec.services {
-        if let Some(v) = version {
-            pin(service, v);
-        }
-    }
-    for name in &doc.spec.overlays {
-        inputs.insert(format!("overlays/{name}/"));
-        for file in repo.overlays.get(name).iter().flat_map(|o| &o.files) {
-            inputs.insert(file.path.clone());
-        }
-    }
-    inputs
 }
 
 pub(crate) fn render_account(repo: &Repo, account: &Account) -> Result<Rendered, Vec<Diagnostic>> {
