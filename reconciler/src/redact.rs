@@ -352,34 +352,6 @@ pub fn scrub_value(value: &mut Value, key: &[u8]) {
 
 const JWK_PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "k", "oth"];
 
-/// Scrubs every text of a plan a reader sees: warnings, notes, changes and diffs of the
-/// accounts and groups, and the repo and target as given (a URL may carry a token).
-/// Names of accounts and digests are identifiers the rollout follows and are left as they
-/// are (no rule matches them).
-pub fn scrub_plan(plan: &mut crate::plan::Plan, key: &[u8]) {
-    let s = |text: &mut String| scrub_in_place(text, key);
-    let changes = |list: &mut Vec<crate::plan::Change>| {
-        for c in list {
-            s(&mut c.name);
-            c.details.iter_mut().for_each(s);
-        }
-    };
-    plan.warnings.iter_mut().for_each(|w| s(&mut w.message));
-    s(&mut plan.repo);
-    s(&mut plan.target);
-    for g in &mut plan.groups {
-        changes(&mut g.changes);
-        s(&mut g.diff);
-    }
-    for a in &mut plan.accounts {
-        if let Some(note) = &mut a.note {
-            s(note);
-        }
-        changes(&mut a.changes);
-        s(&mut a.diff);
-    }
-}
-
 /// Scrubs the texts of a rollout report: why accounts failed or were skipped, why the
 /// rollout stopped (a target's error may quote a URL with its credentials).
 pub fn scrub_rollout(report: &mut crate::execute::rollout::RolloutReport, key: &[u8]) {
@@ -401,7 +373,8 @@ pub fn scrub_drift(report: &mut crate::ops::drift::DriftReport, key: &[u8]) {
     }
 }
 
-fn scrub_in_place(text: &mut String, key: &[u8]) {
+/// [`scrub`] of a text in place.
+pub fn scrub_in_place(text: &mut String, key: &[u8]) {
     if let Cow::Owned(clean) = scrub(text, key) {
         *text = clean;
     }

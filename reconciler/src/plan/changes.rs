@@ -4,7 +4,7 @@
 //! Made from the redacted JSON of both bundles, so a sensitive value can only ever show as
 //! `(sensitive value changed)`. Secret material in other fields (a token pasted into a flag
 //! description) is fingerprinted by shape when the plan is made
-//! ([`crate::redact::scrub_plan`]), so its details read `(sensitive:...) -> (sensitive:...)`.
+//! ([`super::scrub_plan`]), so its details read `(sensitive:...) -> (sensitive:...)`.
 
 use std::collections::BTreeMap;
 

@@ -23,6 +23,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::config::template::{Occurrence, Values, Vars, write_template};
+use crate::redact::scrub_in_place;
 use crate::target::{AccountRef, ErrorClass, Observed};
 pub use changes::{Area, Change, Op};
 pub use risks::{Warning, WarningKind};
@@ -436,8 +437,36 @@ pub fn plan(
         orphans,
     };
     // Every text of the plan a reader sees, secret material fingerprinted.
-    crate::redact::scrub_plan(&mut plan, key);
+    scrub_plan(&mut plan, key);
     plan
+}
+
+/// Scrubs every text of a plan a reader sees: warnings, notes, changes and diffs of the
+/// accounts and groups, and the repo and target as given (a URL may carry a token).
+/// Names of accounts and digests are identifiers the rollout follows and are left as they
+/// are (no rule matches them).
+pub fn scrub_plan(plan: &mut Plan, key: &[u8]) {
+    let s = |text: &mut String| scrub_in_place(text, key);
+    let changes = |list: &mut Vec<Change>| {
+        for c in list {
+            s(&mut c.name);
+            c.details.iter_mut().for_each(s);
+        }
+    };
+    plan.warnings.iter_mut().for_each(|w| s(&mut w.message));
+    s(&mut plan.repo);
+    s(&mut plan.target);
+    for g in &mut plan.groups {
+        changes(&mut g.changes);
+        s(&mut g.diff);
+    }
+    for a in &mut plan.accounts {
+        if let Some(note) = &mut a.note {
+            s(note);
+        }
+        changes(&mut a.changes);
+        s(&mut a.diff);
+    }
 }
 
 /// Whether a hold no longer stands: ignored by the caller, or superseded by the branch.
