@@ -9,6 +9,11 @@
 //! as `${account.*}` variables, are grouped, so a plan over 1,000 accounts reads as a
 //! handful of changes. Risky changes ([`risks`]) come first in every format.
 //! Accounts deployed in the target but gone from git are listed as orphans and never deleted.
+//!
+//! May import: [`crate::config`], [`mod@crate::render`], [`crate::redact`], the bundle contract,
+//! and the types of deployed state it plans against ([`crate::target::AccountRef`],
+//! [`crate::target::Observed`], [`crate::target::ErrorClass`], [`crate::target::Hold`]);
+//! never execution, the operations, the daemon or the CLI, tokio, HTTP, AWS or git2.
 
 pub mod changes;
 pub mod diff;

@@ -1,5 +1,10 @@
 //! `render(repo, account) -> Bundle`. Pure: it reads only the loaded repo.
 //!
+//! Owns merging patches into the spanned trees ([`mod@merge`]), rendering, which accounts a
+//! change can affect ([`affected`]) and checking a whole repo by rendering it ([`validate`]).
+//! May import: [`crate::config`], [`crate::redact`] and the bundle contract; never a later
+//! stage, tokio, HTTP, AWS or git2.
+//!
 //! Order (each step may adjust what the previous ones produced):
 //! 1. `base/gateway.yaml` and `base/idp.yaml`;
 //! 2. routes generated from the OpenAPI spec of every service version the account pins
