@@ -2,6 +2,7 @@
 //! example fleet, rendered once; no files, no target, no processes), asserted on the typed
 //! plan, and the grouping of changes.
 
+use std::slice::from_ref;
 use std::sync::LazyLock;
 
 use proptest::prelude::*;
@@ -322,7 +323,7 @@ fn entry<'a>(plan: &'a Plan, name: &str) -> &'a AccountPlan {
 #[test]
 fn an_account_never_deployed_is_created_with_its_whole_bundle_as_the_change() {
     let d = example("acme-prod");
-    let plan = run(&context(&[]), &[d.clone()], &BTreeMap::new(), &options());
+    let plan = run(&context(&[]), from_ref(&d), &BTreeMap::new(), &options());
     let a = entry(&plan, "acme-prod");
     assert_eq!(a.action, Action::Create);
     assert_eq!(
@@ -378,7 +379,7 @@ fn an_account_deployed_at_another_bundle_is_updated_with_what_changes() {
     let old = older(&d);
     let route = d.bundle.gateway.routes[0].name.clone();
     let seen = observed([("acme-prod", deployed(&old))]);
-    let plan = run(&context(&["acme-prod"]), &[d.clone()], &seen, &options());
+    let plan = run(&context(&["acme-prod"]), from_ref(&d), &seen, &options());
     let a = entry(&plan, "acme-prod");
     assert_eq!(a.action, Action::Update);
     assert_eq!(a.from, Some(old.digest().to_string()));
@@ -406,7 +407,7 @@ fn a_deployed_bundle_that_is_neither_the_base_nor_the_head_is_noted() {
     let seen = observed([("acme-prod", deployed(&old))]);
     // The base rendered what is deployed: a change in git, nothing to note.
     d.base_digest = Some(old.digest());
-    let plan = run(&context(&["acme-prod"]), &[d.clone()], &seen, &options());
+    let plan = run(&context(&["acme-prod"]), from_ref(&d), &seen, &options());
     assert_eq!(entry(&plan, "acme-prod").note, None);
     // The base rendered something else: the target drifted.
     d.base_digest = Some(Digest::of(b"something else"));
@@ -446,7 +447,7 @@ fn an_account_observed_current_at_another_digest_is_shown_as_unreachable() {
     let d = example("acme-prod");
     let other = older(&d).digest();
     let seen = observed([("acme-prod", current(&other))]);
-    let plan = run(&context(&["acme-prod"]), &[d.clone()], &seen, &options());
+    let plan = run(&context(&["acme-prod"]), from_ref(&d), &seen, &options());
     let a = entry(&plan, "acme-prod");
     assert_eq!(a.action, Action::Unreachable);
     assert_eq!(a.error, Some(ErrorClass::Other));
@@ -483,7 +484,7 @@ fn a_held_account_stays_on_its_bundle_until_the_hold_is_released_or_ignored() {
         observed([("acme-prod", state)])
     };
     let ctx = context(&["acme-prod"]);
-    let plan = run(&ctx, &[d.clone()], &held(&old), &options());
+    let plan = run(&ctx, from_ref(&d), &held(&old), &options());
     let a = entry(&plan, "acme-prod");
     assert_eq!(a.action, Action::Held);
     assert_eq!(a.from, Some(old.digest().to_string()));
@@ -496,18 +497,18 @@ fn a_held_account_stays_on_its_bundle_until_the_hold_is_released_or_ignored() {
         ignore_holds: true,
         ..options()
     };
-    let plan = run(&ctx, &[d.clone()], &held(&old), &ignoring);
+    let plan = run(&ctx, from_ref(&d), &held(&old), &ignoring);
     assert_eq!(entry(&plan, "acme-prod").action, Action::Update);
 
     let released = Options {
         released_holds: BTreeSet::from(["b1".to_string()]),
         ..options()
     };
-    let plan = run(&ctx, &[d.clone()], &held(&old), &released);
+    let plan = run(&ctx, from_ref(&d), &held(&old), &released);
     assert_eq!(entry(&plan, "acme-prod").action, Action::Update);
 
     // Held at the head's bundle: nothing to hold back.
-    let plan = run(&ctx, &[d.clone()], &held(&d.bundle), &options());
+    let plan = run(&ctx, from_ref(&d), &held(&d.bundle), &options());
     assert_eq!(entry(&plan, "acme-prod").action, Action::NoChange);
 }
 
