@@ -24,8 +24,8 @@
 //! reader still tells "changed" from "unchanged", and nothing can be looked up across runs.
 //!
 //! A printed line is also made safe to show: [`one_line`] writes line breaks as spaces and
-//! control and bidi characters as visible escapes, so a text from a pull
-//! request cannot rewrite a terminal or a CI log.
+//! control and bidi characters as visible escapes, so a text from a pull request cannot
+//! rewrite a terminal or a CI log.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
