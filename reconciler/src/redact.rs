@@ -22,8 +22,13 @@
 //! The fingerprint is the HMAC of the secret under a key that is random per run (or
 //! FLEETGATE_REDACTION_KEY): equal secrets print equal fingerprints within one run, so a
 //! reader still tells "changed" from "unchanged", and nothing can be looked up across runs.
+//!
+//! A printed line is also made safe to show: [`one_line`] writes line breaks as spaces and
+//! control and bidi characters as visible escapes, so a text from a pull request cannot
+//! rewrite a terminal or a CI log.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::{LazyLock, OnceLock};
 
 use fleetgate_bundle::sensitive::fingerprint;
@@ -347,35 +352,7 @@ pub fn scrub_value(value: &mut Value, key: &[u8]) {
 
 const JWK_PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "k", "oth"];
 
-/// Scrubs every text of a plan a reader sees: warnings, notes, changes and diffs of the
-/// accounts and groups, and the repo and target as given (a URL may carry a token).
-/// Names of accounts and digests are identifiers the rollout follows and are left as they
-/// are (no rule matches them).
-pub fn scrub_plan(plan: &mut crate::plan::Plan, key: &[u8]) {
-    let s = |text: &mut String| scrub_in_place(text, key);
-    let changes = |list: &mut Vec<crate::plan::Change>| {
-        for c in list {
-            s(&mut c.name);
-            c.details.iter_mut().for_each(s);
-        }
-    };
-    plan.warnings.iter_mut().for_each(|w| s(&mut w.message));
-    s(&mut plan.repo);
-    s(&mut plan.target);
-    for g in &mut plan.groups {
-        changes(&mut g.changes);
-        s(&mut g.diff);
-    }
-    for a in &mut plan.accounts {
-        if let Some(note) = &mut a.note {
-            s(note);
-        }
-        changes(&mut a.changes);
-        s(&mut a.diff);
-    }
-}
-
-/// Scrubs one text in place.
+/// [`scrub`] of a text in place.
 pub fn scrub_in_place(text: &mut String, key: &[u8]) {
     if let Cow::Owned(clean) = scrub(text, key) {
         *text = clean;
@@ -440,6 +417,44 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ScrubbedStderr {
     fn make_writer(&'a self) -> Self::Writer {
         ScrubbedEvent::new(std::io::stderr())
     }
+}
+
+/// Characters that are never written as they are: controls (C0, DEL, C1: ESC starts a
+/// terminal escape sequence, CR rewrites a line), the Unicode line and paragraph separators,
+/// and the bidirectional controls that make text read in another order than it is stored.
+pub(crate) fn hostile(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// The string on one line with nothing hidden: a line break or tab becomes a space, any
+/// other [`hostile`] character its visible escape (`\u{1b}`, `\u{202e}`).
+pub fn one_line(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(hostile) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '\n' | '\r' | '\t' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}' => {
+                out.push(' ')
+            }
+            c if hostile(c) => {
+                let _ = write!(out, "{}", c.escape_unicode());
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

@@ -2,12 +2,13 @@
 //! under `schemas/` are compared with these by a test, so they cannot go stale.
 //!
 //! Patches (an overlay's `gateway`/`idp`, an account's `patches`) get the schema of the
-//! patched spec with nothing required and `$patch` allowed, so editors complete them too.
+//! patched spec with nothing required and `$patch` allowed, so editors complete them too
+//! (made next to the manifest types: [`crate::config::manifest::gateway_patch_schema`]).
 
 use fleetgate_bundle::Bundle;
 use fleetgate_bundle::bundle::{GatewayConfig, IdpConfig};
+use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
-use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Value, json};
 
 use crate::config::manifest::{API_VERSION, AccountSpec, FleetSpec, Kind, Manifest, OverlaySpec};
@@ -81,56 +82,6 @@ fn manifest_schema<S: JsonSchema>(kind: Kind) -> Value {
         props["kind"] = json!({"const": kind.as_str()});
     }
     value
-}
-
-pub fn gateway_patch_schema(_: &mut SchemaGenerator) -> Schema {
-    patch_schema::<GatewayConfig>("A patch of the Gateway spec (docs/merge-rules.md).")
-}
-
-pub fn idp_patch_schema(_: &mut SchemaGenerator) -> Schema {
-    patch_schema::<IdpConfig>("A patch of the IdentityProvider spec (docs/merge-rules.md).")
-}
-
-fn patch_schema<T: JsonSchema>(description: &str) -> Schema {
-    let mut settings = SchemaSettings::draft2020_12();
-    settings.inline_subschemas = true;
-    let mut schema = settings
-        .into_generator()
-        .into_root_schema_for::<T>()
-        .to_value();
-    if let Some(obj) = schema.as_object_mut() {
-        obj.remove("$schema");
-        obj.remove("title");
-        obj.insert("description".into(), json!(description));
-    }
-    loosen(&mut schema);
-    Schema::try_from(schema).unwrap_or_default()
-}
-
-/// Nothing required; `$patch` allowed wherever an object is; `null` allowed for removal.
-fn loosen(v: &mut Value) {
-    match v {
-        Value::Object(obj) => {
-            obj.remove("required");
-            for (_, child) in obj.iter_mut() {
-                loosen(child);
-            }
-            if let Some(Value::Object(props)) = obj.get_mut("properties") {
-                // `key: null` removes the key from what is patched.
-                for prop in props.values_mut() {
-                    let description = prop.as_object_mut().and_then(|o| o.remove("description"));
-                    let mut wrapped = json!({"anyOf": [prop.take(), {"type": "null"}]});
-                    if let Some(d) = description {
-                        wrapped["description"] = d;
-                    }
-                    *prop = wrapped;
-                }
-                props.insert("$patch".into(), json!({"enum": ["delete", "replace"]}));
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(loosen),
-        _ => {}
-    }
 }
 
 /// A schema as checked in: pretty JSON, keys sorted (explicitly: serde_json's key order

@@ -6,9 +6,10 @@
 
 use std::collections::BTreeMap;
 
+use fleetgate::config::diagnostics::Span;
 use fleetgate::config::example_fleet;
 use fleetgate::config::source::{ConfigSource, MemSource, SourceError};
-use fleetgate::config::yaml::{Key, Node, Span, Value};
+use fleetgate::config::yaml::{Key, Node, Value};
 use fleetgate::{Repo, render};
 use proptest::prelude::*;
 

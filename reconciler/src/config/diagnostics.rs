@@ -1,4 +1,4 @@
-//! Problems found in a config repo, each with `file:line:col`.
+//! Problems found in a config repo, each with `file:line:col` (a [`Span`]).
 //!
 //! Everything that reads a repo collects diagnostics instead of stopping at the first one, so
 //! a PR shows all its mistakes at once. The same mistake reached while rendering many
@@ -10,10 +10,42 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::config::yaml::Span;
+/// A position in a repo file. Lines and columns start at 1.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Span {
+    pub file: Arc<str>,
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Span {
+    pub fn new(file: &Arc<str>, line: u64, column: u64) -> Span {
+        Span {
+            file: file.clone(),
+            line: line.max(1),
+            column: column.max(1),
+        }
+    }
+
+    /// The start of a file, for problems that belong to a file as a whole.
+    pub fn file(file: &str) -> Span {
+        Span {
+            file: Arc::from(file),
+            line: 1,
+            column: 1,
+        }
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -64,7 +96,7 @@ impl fmt::Display for Diagnostic {
         }
         // File names, messages and account names come from the pull request: one line,
         // no control or bidi character reaches the terminal or the CI log.
-        f.write_str(&crate::plan::format::one_line(&line))
+        f.write_str(&crate::redact::one_line(&line))
     }
 }
 

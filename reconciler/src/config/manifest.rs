@@ -3,6 +3,10 @@
 //! `Gateway` and `IdentityProvider` specs are the bundle crate's [`GatewayConfig`] and
 //! [`IdpConfig`]: one definition of every field, shared by the manifest, the bundle and the
 //! runtime. `Fleet`, `Overlay` and `Account` are the reconciler's own.
+//!
+//! A patch (an overlay's `gateway`/`idp`, an account's `patches`) is free-form JSON to
+//! serde; its JSON Schema, the patched spec's with nothing required and `$patch` allowed,
+//! is made here ([`gateway_patch_schema`], [`idp_patch_schema`]) for the types that hold it.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -10,10 +14,17 @@ use std::fmt;
 
 use fleetgate_bundle::Duration;
 use fleetgate_bundle::bundle::{GatewayConfig, IdpConfig};
+use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::json;
 
 pub const API_VERSION: &str = "fleetgate.dev/v1";
+
+/// The files the singleton kinds are read from.
+pub const FLEET_FILE: &str = "fleet.yaml";
+pub const GATEWAY_FILE: &str = "base/gateway.yaml";
+pub const IDP_FILE: &str = "base/idp.yaml";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -383,11 +394,11 @@ pub struct OverlaySpec {
     pub flags: BTreeMap<String, bool>,
     /// A patch of the Gateway spec (merge rules: docs/merge-rules.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::gateway_patch_schema")]
+    #[schemars(schema_with = "gateway_patch_schema")]
     pub gateway: Option<serde_json::Value>,
     /// A patch of the IdentityProvider spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::idp_patch_schema")]
+    #[schemars(schema_with = "idp_patch_schema")]
     pub idp: Option<serde_json::Value>,
 }
 
@@ -420,10 +431,10 @@ pub struct AccountSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AccountPatches {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::gateway_patch_schema")]
+    #[schemars(schema_with = "gateway_patch_schema")]
     pub gateway: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::idp_patch_schema")]
+    #[schemars(schema_with = "idp_patch_schema")]
     pub idp: Option<serde_json::Value>,
 }
 
@@ -478,3 +489,53 @@ impl JsonSchema for AccountId {
 /// Gateway and IdentityProvider specs are the bundle crate's types.
 pub type GatewaySpec = GatewayConfig;
 pub type IdentityProviderSpec = IdpConfig;
+
+pub fn gateway_patch_schema(_: &mut SchemaGenerator) -> Schema {
+    patch_schema::<GatewayConfig>("A patch of the Gateway spec (docs/merge-rules.md).")
+}
+
+pub fn idp_patch_schema(_: &mut SchemaGenerator) -> Schema {
+    patch_schema::<IdpConfig>("A patch of the IdentityProvider spec (docs/merge-rules.md).")
+}
+
+fn patch_schema<T: JsonSchema>(description: &str) -> Schema {
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.inline_subschemas = true;
+    let mut schema = settings
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.remove("$schema");
+        obj.remove("title");
+        obj.insert("description".into(), json!(description));
+    }
+    loosen(&mut schema);
+    Schema::try_from(schema).unwrap_or_default()
+}
+
+/// Nothing required; `$patch` allowed wherever an object is; `null` allowed for removal.
+fn loosen(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(obj) => {
+            obj.remove("required");
+            for (_, child) in obj.iter_mut() {
+                loosen(child);
+            }
+            if let Some(serde_json::Value::Object(props)) = obj.get_mut("properties") {
+                // `key: null` removes the key from what is patched.
+                for prop in props.values_mut() {
+                    let description = prop.as_object_mut().and_then(|o| o.remove("description"));
+                    let mut wrapped = json!({"anyOf": [prop.take(), {"type": "null"}]});
+                    if let Some(d) = description {
+                        wrapped["description"] = d;
+                    }
+                    *prop = wrapped;
+                }
+                props.insert("$patch".into(), json!({"enum": ["delete", "replace"]}));
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(loosen),
+        _ => {}
+    }
+}

@@ -17,29 +17,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::de::DeserializeOwned;
 
 use crate::config::diagnostics::Diagnostic;
+use crate::config::doc::{Account, Doc, spec_span};
 use crate::config::manifest::{
-    API_VERSION, AccountSpec, FleetSpec, GatewaySpec, IdentityProviderSpec, Kind, Manifest,
-    Metadata, OverlaySpec,
+    API_VERSION, AccountSpec, FLEET_FILE, FleetSpec, GATEWAY_FILE, GatewaySpec, IDP_FILE,
+    IdentityProviderSpec, Kind, Manifest, OverlaySpec,
 };
+use crate::config::openapi::{self, ServiceSpec};
 use crate::config::source::{ConfigSource, SourceError};
 use crate::config::waves;
-use crate::config::yaml::{self, Node, Span, Value};
-use crate::render::openapi::{self, ServiceSpec};
-
-pub const FLEET_FILE: &str = "fleet.yaml";
-pub const GATEWAY_FILE: &str = "base/gateway.yaml";
-pub const IDP_FILE: &str = "base/idp.yaml";
-
-/// A parsed manifest: its typed form and its spec as a spanned tree.
-#[derive(Debug, Clone)]
-pub struct Doc<S> {
-    pub path: String,
-    /// Where `metadata.name` is written.
-    pub name_span: Span,
-    pub metadata: Metadata,
-    pub spec: S,
-    pub spec_node: Node,
-}
+use crate::config::yaml::{self, Node, Value};
 
 #[derive(Debug, Clone)]
 pub struct Overlay {
@@ -49,27 +35,6 @@ pub struct Overlay {
     /// A file of the overlay could not be loaded (its problems are in the diagnostics);
     /// accounts that select it cannot be rendered.
     pub broken: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct Account {
-    pub name: String,
-    pub doc: Doc<AccountSpec>,
-}
-
-impl Account {
-    /// The `${account.*}` values of this account.
-    pub fn vars(&self) -> crate::render::template::Vars {
-        let spec = &self.doc.spec;
-        crate::render::template::Vars::for_account(
-            &self.name,
-            &spec.account_id.0,
-            &spec.region,
-            &spec.stage,
-            &spec.tenant,
-            &self.doc.metadata.labels,
-        )
-    }
 }
 
 /// One version of one service.
@@ -548,14 +513,6 @@ fn name_mismatch<S>(doc: &Doc<S>, expected: &str, what: &str) -> Diagnostic {
             doc.metadata.name
         ),
     )
-}
-
-/// The span of `spec.<key>` of a manifest (or the spec itself).
-pub fn spec_span<S>(doc: &Doc<S>, key: &str) -> Span {
-    doc.spec_node
-        .get(key)
-        .map(|n| n.span.clone())
-        .unwrap_or_else(|| doc.spec_node.span.clone())
 }
 
 /// Overlay names an account uses that exist, in order.

@@ -6,10 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::diagnostics::Diagnostic;
-use crate::config::manifest::{FleetSpec, Wave, WaveSelector};
-use crate::config::repo::{Account, Doc};
-use crate::config::yaml::{Span, Value};
+use crate::config::diagnostics::{Diagnostic, Span};
+use crate::config::doc::{Account, Doc, spec_span};
+use crate::config::manifest::{FLEET_FILE, FleetSpec, Wave, WaveSelector};
+use crate::config::yaml::Value;
 
 impl WaveSelector {
     pub fn matches(&self, stage: &str, labels: &BTreeMap<String, String>) -> bool {
@@ -87,7 +87,7 @@ fn selector_span(fleet: &Doc<FleetSpec>, index: usize) -> Span {
         _ => None,
     };
     let Some(wave) = wave else {
-        return crate::config::repo::spec_span(fleet, "waves");
+        return spec_span(fleet, "waves");
     };
     let select = wave.get("select");
     select
@@ -177,10 +177,10 @@ pub fn check_assignment(
         .collect();
     for account in unassigned {
         errors.push(Diagnostic::new(
-            crate::config::repo::spec_span(&account.doc, "stage"),
+            spec_span(&account.doc, "stage"),
             format!(
                 "no wave in {} selects account {} (stage {}); the waves select: {}",
-                crate::config::repo::FLEET_FILE,
+                FLEET_FILE,
                 account.name,
                 account.doc.spec.stage,
                 selected.join(", ")
@@ -195,7 +195,7 @@ pub fn check_assignment(
 pub fn check_account_target(fleet: &Doc<FleetSpec>, account: &Account) -> Vec<Diagnostic> {
     let vars = account.vars();
     let mut errors = Vec::new();
-    let at = |key: &str| crate::config::repo::spec_span(fleet, key);
+    let at = |key: &str| spec_span(fleet, key);
     match vars.expand(&fleet.spec.bucket) {
         Err(e) => errors.push(Diagnostic::new(at("bucket"), e).for_account(&account.name)),
         Ok(bucket) => {
@@ -239,7 +239,7 @@ pub fn check_account_target(fleet: &Doc<FleetSpec>, account: &Account) -> Vec<Di
 pub fn check_fleet(fleet: &Doc<FleetSpec>) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
     let spec = &fleet.spec;
-    let at = |key: &str| crate::config::repo::spec_span(fleet, key);
+    let at = |key: &str| spec_span(fleet, key);
     if spec.waves.is_empty() {
         errors.push(Diagnostic::new(at("waves"), "define at least one wave"));
     }

@@ -13,40 +13,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_saphyr::{Spanned, Tagged};
 
-use crate::config::diagnostics::Diagnostic;
-
-/// A position in a repo file. Lines and columns start at 1.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Span {
-    pub file: Arc<str>,
-    pub line: u64,
-    pub column: u64,
-}
-
-impl Span {
-    pub fn new(file: &Arc<str>, line: u64, column: u64) -> Span {
-        Span {
-            file: file.clone(),
-            line: line.max(1),
-            column: column.max(1),
-        }
-    }
-
-    /// The start of a file, for problems that belong to a file as a whole.
-    pub fn file(file: &str) -> Span {
-        Span {
-            file: Arc::from(file),
-            line: 1,
-            column: 1,
-        }
-    }
-}
-
-impl fmt::Display for Span {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
-    }
-}
+use crate::config::diagnostics::{Diagnostic, Span};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {

@@ -4,7 +4,7 @@
 //! Made from the redacted JSON of both bundles, so a sensitive value can only ever show as
 //! `(sensitive value changed)`. Secret material in other fields (a token pasted into a flag
 //! description) is fingerprinted by shape when the plan is made
-//! ([`crate::redact::scrub_plan`]), so its details read `(sensitive:...) -> (sensitive:...)`.
+//! ([`super::scrub_plan`]), so its details read `(sensitive:...) -> (sensitive:...)`.
 
 use std::collections::BTreeMap;
 
@@ -126,7 +126,7 @@ pub fn between(old: &Bundle, new: &Bundle, redaction_key: &[u8]) -> Vec<Change> 
     // Whether a value is short enough to show is judged on its template (the account's own
     // values written as `${account.*}`), so that accounts whose change differs only in those
     // values summarise it the same way and group together, whatever their names' lengths.
-    let mut own: Vec<(String, String)> = crate::render::template::Vars::of_bundle(&new.account)
+    let mut own: Vec<(String, String)> = crate::config::template::Vars::of_bundle(&new.account)
         .iter()
         .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| (v.to_string(), format!("${{account.{k}}}")))

@@ -17,6 +17,9 @@ use serde::Serialize;
 
 use super::{AccountPlan, Action, Group, PLAN_FORMAT_VERSION, Plan, Revision};
 use crate::config::diagnostics::{Diagnostic, DiagnosticJson};
+use crate::redact::hostile;
+/// Defined with the redaction point every printed text goes through; also used here.
+pub use crate::redact::one_line;
 
 /// The marker CI looks for to update one sticky PR comment instead of adding another.
 pub const MARKDOWN_MARKER: &str = "<!-- fleetgate:plan -->";
@@ -35,44 +38,6 @@ pub fn json(plan: &Plan) -> String {
 
 // ---------------------------------------------------------------------------------------
 // Escaping: one helper per place a string from the pull request is written to.
-
-/// Characters that are never written as they are: controls (C0, DEL, C1: ESC starts a
-/// terminal escape sequence, CR rewrites a line), the Unicode line and paragraph separators,
-/// and the bidirectional controls that make text read in another order than it is stored.
-fn hostile(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061C}'
-                | '\u{200E}'
-                | '\u{200F}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2066}'..='\u{2069}'
-        )
-}
-
-/// The string on one line with nothing hidden: a line break or tab becomes a space, any
-/// other [`hostile`] character its visible escape (`\u{1b}`, `\u{202e}`).
-pub fn one_line(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(hostile) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '\n' | '\r' | '\t' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}' => {
-                out.push(' ')
-            }
-            c if hostile(c) => {
-                let _ = write!(out, "{}", c.escape_unicode());
-            }
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
 
 /// A string for a terminal (text format): one line, no control or bidi characters.
 fn term(s: &str) -> Cow<'_, str> {

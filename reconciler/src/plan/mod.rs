@@ -9,6 +9,11 @@
 //! as `${account.*}` variables, are grouped, so a plan over 1,000 accounts reads as a
 //! handful of changes. Risky changes ([`risks`]) come first in every format.
 //! Accounts deployed in the target but gone from git are listed as orphans and never deleted.
+//!
+//! May import: [`crate::config`], [`mod@crate::render`], [`crate::redact`], the bundle contract,
+//! and the types of deployed state it plans against ([`crate::target::AccountRef`],
+//! [`crate::target::Observed`], [`crate::target::ErrorClass`], [`crate::target::Hold`]);
+//! never execution, the operations, the daemon or the CLI, tokio, HTTP, AWS or git2.
 
 pub mod changes;
 pub mod diff;
@@ -22,10 +27,11 @@ use fleetgate_bundle::{Bundle, Digest};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::render::template::{Occurrence, Values, Vars, write_template};
+use crate::config::template::{Occurrence, Values, Vars, write_template};
+use crate::redact::scrub_in_place;
 use crate::target::{AccountRef, ETag, ErrorClass, Observed, Pointer};
 pub use changes::{Area, Change, Op};
-pub use risks::WarningKind;
+pub use risks::{Warning, WarningKind};
 
 /// The version of the JSON plan document (`formatVersion`). Bumped on any change that is
 /// not an addition.
@@ -272,15 +278,6 @@ pub struct Group {
     pub variables: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Warning {
-    pub kind: WarningKind,
-    pub message: String,
-    /// The accounts it applies to (empty for fleet-wide warnings).
-    pub accounts: Vec<String>,
-}
-
 /// The redacted, pretty, canonical text of a bundle: what diffs are made of.
 pub fn redacted_pretty(bundle: &Bundle, key: &[u8]) -> String {
     let mut text = redacting(key, || bundle.pretty_json());
@@ -468,8 +465,36 @@ pub fn plan(
         orphans,
     };
     // Every text of the plan a reader sees, secret material fingerprinted.
-    crate::redact::scrub_plan(&mut plan, key);
+    scrub_plan(&mut plan, key);
     plan
+}
+
+/// Scrubs every text of a plan a reader sees: warnings, notes, changes and diffs of the
+/// accounts and groups, and the repo and target as given (a URL may carry a token).
+/// Names of accounts and digests are identifiers the rollout follows and are left as they
+/// are (no rule matches them).
+pub fn scrub_plan(plan: &mut Plan, key: &[u8]) {
+    let s = |text: &mut String| scrub_in_place(text, key);
+    let changes = |list: &mut Vec<Change>| {
+        for c in list {
+            s(&mut c.name);
+            c.details.iter_mut().for_each(s);
+        }
+    };
+    plan.warnings.iter_mut().for_each(|w| s(&mut w.message));
+    s(&mut plan.repo);
+    s(&mut plan.target);
+    for g in &mut plan.groups {
+        changes(&mut g.changes);
+        s(&mut g.diff);
+    }
+    for a in &mut plan.accounts {
+        if let Some(note) = &mut a.note {
+            s(note);
+        }
+        changes(&mut a.changes);
+        s(&mut a.diff);
+    }
 }
 
 /// Whether a hold no longer stands: ignored by the caller, or superseded by the branch.
@@ -679,8 +704,8 @@ fn best_rep(
             (std::cmp::Reverse(*na), kind(ra), *fa)
                 .cmp(&(std::cmp::Reverse(*nb), kind(rb), *fb))
                 .then_with(|| match (ra, rb) {
-                    (Rep::Variable(a), Rep::Variable(b)) => crate::render::template::specificity(a)
-                        .cmp(&crate::render::template::specificity(b)),
+                    (Rep::Variable(a), Rep::Variable(b)) => crate::config::template::specificity(a)
+                        .cmp(&crate::config::template::specificity(b)),
                     _ => std::cmp::Ordering::Equal,
                 })
         })
@@ -865,166 +890,4 @@ fn group(accounts: &mut [AccountPlan], vars: &[Vars]) -> Vec<Group> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An update of `name` whose diff replaces `old` by `new` under one route.
-    fn update(name: &str, change: &str, old: &str, new: &str) -> AccountPlan {
-        AccountPlan {
-            name: name.into(),
-            account_id: String::new(),
-            action: Action::Update,
-            from: None,
-            to: String::new(),
-            deployed_commit: None,
-            note: None,
-            error: None,
-            group: None,
-            changes: vec![Change {
-                area: Area::Route,
-                op: Op::Changed,
-                name: change.into(),
-                details: vec!["upstreamPath: changed".into()],
-            }],
-            diff: format!(
-                "@@ gateway.routes[{change}] @@\n   \"{change}\": {{\n-  \"{old}\"\n+  \"{new}\"\n"
-            ),
-            expected: None,
-        }
-    }
-
-    fn vars(name: &str, id: &str, region: &str, tenant: &str) -> Vars {
-        Vars::for_account(name, id, region, "prod", tenant, &BTreeMap::new())
-    }
-
-    #[test]
-    fn an_account_named_like_a_word_of_the_change_groups_with_the_rest() {
-        // `orders` is an account's name and a route of every account.
-        let mut accounts = vec![
-            update(
-                "billing",
-                "orders.list",
-                "/v1/111111111111",
-                "/v2/111111111111",
-            ),
-            update(
-                "orders",
-                "orders.list",
-                "/v1/222222222222",
-                "/v2/222222222222",
-            ),
-            update(
-                "shipping",
-                "orders.list",
-                "/v1/333333333333",
-                "/v2/333333333333",
-            ),
-        ];
-        let v = [
-            vars("billing", "111111111111", "us-east-1", "b"),
-            vars("orders", "222222222222", "eu-west-1", "o"),
-            vars("shipping", "333333333333", "us-east-1", "s"),
-        ];
-        let groups = group(&mut accounts, &v);
-        assert_eq!(groups.len(), 1, "{groups:#?}");
-        let g = &groups[0];
-        assert_eq!(g.accounts, ["billing", "orders", "shipping"]);
-        assert_eq!(g.variables, ["account.id"]);
-        assert_eq!(g.changes[0].name, "orders.list");
-        assert!(g.diff.contains("+  \"/v2/${account.id}\""), "{}", g.diff);
-        assert!(g.diff.contains("routes[orders.list]"), "{}", g.diff);
-        assert!(g.context_from.is_none());
-        assert!(accounts.iter().all(|a| a.group == Some(0)));
-        assert!(
-            accounts[1].diff.contains("/v2/222222222222"),
-            "accounts stay literal"
-        );
-    }
-
-    #[test]
-    fn a_value_two_variables_share_is_written_as_the_one_the_group_shares() {
-        // acme's name is also its tenant; the others' texts hold their tenant.
-        let mut accounts = vec![
-            update(
-                "acme",
-                "r",
-                "https://acme.example/a",
-                "https://acme.example/b",
-            ),
-            update(
-                "globex-prod",
-                "r",
-                "https://globex.example/a",
-                "https://globex.example/b",
-            ),
-            update(
-                "hooli-prod",
-                "r",
-                "https://hooli.example/a",
-                "https://hooli.example/b",
-            ),
-        ];
-        let v = [
-            vars("acme", "111111111111", "us-east-1", "acme"),
-            vars("globex-prod", "222222222222", "us-east-1", "globex"),
-            vars("hooli-prod", "333333333333", "us-east-1", "hooli"),
-        ];
-        let groups = group(&mut accounts, &v);
-        assert_eq!(groups.len(), 1, "{groups:#?}");
-        assert_eq!(groups[0].variables, ["account.tenant"]);
-        assert!(
-            groups[0]
-                .diff
-                .contains("+  \"https://${account.tenant}.example/b\""),
-            "{}",
-            groups[0].diff
-        );
-    }
-
-    #[test]
-    fn different_changes_split_and_single_accounts_show_their_text() {
-        let mut accounts = vec![
-            update("a1", "r", "/x/111111111111", "/y/111111111111"),
-            update("a2", "r", "/x/222222222222", "/z/222222222222"),
-        ];
-        let v = [
-            vars("a1", "111111111111", "us-east-1", "t1"),
-            vars("a2", "222222222222", "us-east-1", "t2"),
-        ];
-        let groups = group(&mut accounts, &v);
-        assert_eq!(groups.len(), 2, "{groups:#?}");
-        for g in &groups {
-            assert!(g.variables.is_empty(), "{g:#?}");
-            assert!(!g.diff.contains("${"), "{}", g.diff);
-        }
-    }
-
-    #[test]
-    fn accounts_naming_each_others_ids_are_each_their_own_group() {
-        let n = 300;
-        let id = |i: usize| format!("{:012}", 100_000_000_000 + i);
-        let mut accounts: Vec<AccountPlan> = (0..n)
-            .map(|i| {
-                let peer = id((i + 1) % n);
-                update(
-                    &format!("a{i:03}"),
-                    "r",
-                    &format!("/old/{peer}"),
-                    &format!("/new/{peer}"),
-                )
-            })
-            .collect();
-        let v: Vec<Vars> = (0..n)
-            .map(|i| vars(&format!("a{i:03}"), &id(i), "us-east-1", &format!("t{i}")))
-            .collect();
-        let groups = group(&mut accounts, &v);
-        assert_eq!(groups.len(), n);
-        assert!(
-            groups
-                .iter()
-                .all(|g| g.accounts.len() == 1 && g.variables.is_empty())
-        );
-        assert_eq!(groups[0].accounts, ["a000"], "by first account");
-        assert!(groups[0].diff.contains(&id(1)), "{}", groups[0].diff);
-    }
-}
+mod tests;

@@ -11,7 +11,14 @@ use fleetgate_bundle::{Bundle, compile};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::Warning;
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Warning {
+    pub kind: WarningKind,
+    pub message: String,
+    /// The accounts it applies to (empty for fleet-wide warnings).
+    pub accounts: Vec<String>,
+}
 
 /// Ordered by severity: the first ones break traffic or logins outright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]

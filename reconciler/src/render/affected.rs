@@ -1,6 +1,6 @@
 //! Which accounts a change can affect: the paths that differ between two commits, set
-//! against what each account's render can read ([`crate::render::input_paths`]) on either
-//! side. Pure: both repos are already loaded; no account is rendered to find out.
+//! against what each account's render can read ([`input_paths`]) on either side. Pure:
+//! both repos are already loaded; no account is rendered to find out.
 //!
 //! An account is affected when a changed path is one of its inputs at the base (it read the
 //! file before) or at the head (it reads it now). That covers an account file added, deleted
@@ -10,8 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::config::doc::Account;
+use crate::config::manifest::{GATEWAY_FILE, IDP_FILE};
 use crate::config::repo::Repo;
-use crate::render::input_paths;
 
 /// The outcome: which accounts to render, and why the count is what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +68,50 @@ pub fn affected(base: &Repo, head: &Repo, changed: &BTreeSet<String>) -> Affecte
         accounts,
         everything,
     }
+}
+
+/// Every repo path an account's render can read, worked out from the manifests alone
+/// (without rendering): the account's file, the base, the directories of the overlays it
+/// selects, and the directory of every service version it or those overlays pin (also a pin
+/// an overlay later un-pins: more is safe, less is not). A plan uses this on both sides of a
+/// change to decide which accounts to render.
+pub fn input_paths(repo: &Repo, account: &Account) -> BTreeSet<String> {
+    let doc = &account.doc;
+    let mut inputs = BTreeSet::from([
+        doc.path.clone(),
+        GATEWAY_FILE.to_string(),
+        IDP_FILE.to_string(),
+    ]);
+    let mut pin = |service: &str, version: &str| {
+        inputs.insert(format!("services/{service}/{version}/"));
+        if let Some(sv) = repo
+            .services
+            .get(&(service.to_string(), version.to_string()))
+        {
+            inputs.insert(sv.path.clone());
+        }
+    };
+    for name in &doc.spec.overlays {
+        for file in repo.overlays.get(name).iter().flat_map(|o| &o.files) {
+            for (service, version) in &file.spec.services {
+                if let Some(v) = version {
+                    pin(service, v);
+                }
+            }
+        }
+    }
+    for (service, version) in &doc.spec.services {
+        if let Some(v) = version {
+            pin(service, v);
+        }
+    }
+    for name in &doc.spec.overlays {
+        inputs.insert(format!("overlays/{name}/"));
+        for file in repo.overlays.get(name).iter().flat_map(|o| &o.files) {
+            inputs.insert(file.path.clone());
+        }
+    }
+    inputs
 }
 
 /// Whether a change to `path` can change a render with these inputs (a directory input, one
@@ -126,7 +171,7 @@ mod tests {
     #[test]
     fn overlays_and_pins_reach_the_accounts_that_use_them() {
         let repo = Repo::load(&example_repo());
-        let uses = |pred: &dyn Fn(&crate::config::repo::Account) -> bool| -> Vec<&str> {
+        let uses = |pred: &dyn Fn(&Account) -> bool| -> Vec<&str> {
             repo.accounts
                 .iter()
                 .filter(|(_, a)| pred(a))

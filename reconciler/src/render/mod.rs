@@ -1,14 +1,21 @@
 //! `render(repo, account) -> Bundle`. Pure: it reads only the loaded repo.
 //!
+//! Owns merging patches into the spanned trees ([`mod@merge`]), rendering, which accounts a
+//! change can affect ([`affected`]) and checking a whole repo by rendering it ([`validate`]).
+//! May import: [`crate::config`], [`crate::redact`] and the bundle contract; never a later
+//! stage, tokio, HTTP, AWS or git2.
+//!
 //! Order (each step may adjust what the previous ones produced):
 //! 1. `base/gateway.yaml` and `base/idp.yaml`;
 //! 2. routes generated from the OpenAPI spec of every service version the account pins
-//!    (overlays' pins, then the account's own);
+//!    (overlays' pins, then the account's own; generated when the repo is loaded,
+//!    [`crate::config::openapi`]);
 //! 3. each overlay the account selects, in the order it lists them (file-name order within
 //!    an overlay): its gateway and idp patches, then its flag values;
 //! 4. the account's own patches, then its flag values;
-//! 5. `${account.*}` variables expanded; the result decoded strictly and put in canonical
-//!    order (routes and IdP lists by name), so file order never changes a digest;
+//! 5. `${account.*}` variables expanded ([`crate::config::template`]); the result decoded
+//!    strictly and put in canonical order (routes and IdP lists by name), so file order
+//!    never changes a digest;
 //! 6. the bundle compiled by the bundle contract's `compile()` (the one the gateway runs).
 //!
 //! Besides the bundle, render returns the repo paths it can read ([`input_paths`], worked out
@@ -16,9 +23,9 @@
 
 pub mod affected;
 pub mod merge;
-pub mod openapi;
-pub mod template;
 pub mod validate;
+
+pub use affected::input_paths;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -26,9 +33,11 @@ use fleetgate_bundle::bundle::{AccountInfo, BUNDLE_API_VERSION, GatewayConfig, I
 use fleetgate_bundle::compile::{BundlePath, PathSeg};
 use fleetgate_bundle::{Bundle, Digest, compile};
 
-use crate::config::diagnostics::Diagnostic;
-use crate::config::repo::{Account, Doc, GATEWAY_FILE, IDP_FILE, Repo, spec_span};
-use crate::config::yaml::{Key, Node, Span, Value};
+use crate::config::diagnostics::{Diagnostic, Span};
+use crate::config::doc::{Account, Doc, spec_span};
+use crate::config::manifest::{GATEWAY_FILE, IDP_FILE};
+use crate::config::repo::Repo;
+use crate::config::yaml::{Key, Node, Value};
 use crate::render::merge::merge;
 
 /// A rendered account.
@@ -72,50 +81,6 @@ pub fn render(repo: &Repo, account_name: &str) -> Result<Rendered, Vec<Diagnosti
             .map(|d| d.for_account(account_name))
             .collect()
     })
-}
-
-/// Every repo path an account's render can read, worked out from the manifests alone
-/// (without rendering): the account's file, the base, the directories of the overlays it
-/// selects, and the directory of every service version it or those overlays pin (also a pin
-/// an overlay later un-pins: more is safe, less is not). A plan uses this on both sides of a
-/// change to decide which accounts to render.
-pub fn input_paths(repo: &Repo, account: &Account) -> BTreeSet<String> {
-    let doc = &account.doc;
-    let mut inputs = BTreeSet::from([
-        doc.path.clone(),
-        GATEWAY_FILE.to_string(),
-        IDP_FILE.to_string(),
-    ]);
-    let mut pin = |service: &str, version: &str| {
-        inputs.insert(format!("services/{service}/{version}/"));
-        if let Some(sv) = repo
-            .services
-            .get(&(service.to_string(), version.to_string()))
-        {
-            inputs.insert(sv.path.clone());
-        }
-    };
-    for name in &doc.spec.overlays {
-        for file in repo.overlays.get(name).iter().flat_map(|o| &o.files) {
-            for (service, version) in &file.spec.services {
-                if let Some(v) = version {
-                    pin(service, v);
-                }
-            }
-        }
-    }
-    for (service, version) in &doc.spec.services {
-        if let Some(v) = version {
-            pin(service, v);
-        }
-    }
-    for name in &doc.spec.overlays {
-        inputs.insert(format!("overlays/{name}/"));
-        for file in repo.overlays.get(name).iter().flat_map(|o| &o.files) {
-            inputs.insert(file.path.clone());
-        }
-    }
-    inputs
 }
 
 pub(crate) fn render_account(repo: &Repo, account: &Account) -> Result<Rendered, Vec<Diagnostic>> {

@@ -2,6 +2,10 @@
 //! names). Expanded after merging, on every string of the tree, so an unknown variable is an
 //! error at its own line. `$${` writes a literal `${`.
 //!
+//! The template language of the config repo, used by three stages: loading checks each
+//! account's bucket and prefix from fleet.yaml ([`Vars::expand`]), render expands each
+//! account's merged tree ([`Vars::expand_tree`]), and the plan writes values back.
+//!
 //! [`Values`] and [`write_template`] go the other way, for the plan: they find accounts'
 //! values in a text and write them back as the variables they stand for, so changes that
 //! differ only in account values read (and group) as one template.

@@ -1,5 +1,9 @@
 //! Routes generated from services' OpenAPI specs (the seed's ETL step).
 //!
+//! Done when the repo is loaded: every spec is checked, pinned or not, and its problems are
+//! the repo's diagnostics. The generated routes are kept as spanned trees; render adds
+//! those of the versions an account pins.
+//!
 //! `services/<service>/<version>/openapi.yaml`: every operation of the pinned version becomes
 //! a route to the service's backend. The document is validated by a maintained OpenAPI crate
 //! (`openapiv3` for 3.0.x, `oas3` for 3.1.x); what routing needs (security requirements,
@@ -25,8 +29,8 @@ use fleetgate_bundle::Duration;
 use fleetgate_bundle::bundle::{Method, RateLimit, Retries};
 use serde_json::{Map, json};
 
-use crate::config::diagnostics::Diagnostic;
-use crate::config::yaml::{Node, Span, Value};
+use crate::config::diagnostics::{Diagnostic, Span};
+use crate::config::yaml::{Node, Value};
 
 const ROOT_EXTENSIONS: [&str; 3] = [
     "x-fleetgate-backend",
