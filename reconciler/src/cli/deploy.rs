@@ -9,10 +9,10 @@ use anyhow::{Context as _, Result, bail};
 use crate::cli::args::{
     ApplyArgs, BootstrapArgs, DriftArgs, HistoryArgs, PlanFormat, ReleaseArgs, RollbackArgs,
 };
+use crate::cli::output;
 use crate::cli::progress::StderrProgress;
-use crate::cli::{
-    Session, connect_at, load_valid, open_git, output, redaction_key, runtime, select_accounts,
-    stamp,
+use crate::cli::session::{
+    Session, connect_at, load_valid, open_git, redaction_key, runtime, select_accounts, stamp,
 };
 use crate::ops::apply::ApplyOptions;
 use crate::ops::pipeline;

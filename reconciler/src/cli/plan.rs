@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::cli::args::{PlanArgs, PlanFormat};
+use crate::cli::output;
 use crate::cli::progress::StderrProgress;
-use crate::cli::{open_git, output, redaction_key, runtime};
+use crate::cli::session::{open_git, redaction_key, runtime};
 use crate::git::Commit;
 use crate::ops::pipeline::{self, PipelineError};
 use crate::plan;

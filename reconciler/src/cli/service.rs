@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::cli::args::WatchArgs;
 #[cfg(feature = "up")]
 use crate::cli::args::{GitArgs, UpArgs};
-use crate::cli::{cache_dir, runtime};
+use crate::cli::session::{cache_dir, runtime};
 
 pub fn watch(args: WatchArgs) -> Result<ExitCode> {
     init_logging(&args.log_format);

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::daemon::lease::{LeaseView, Rejected};
-use crate::daemon::watch::Settings;
+use crate::daemon::settings::Settings;
 use crate::execute::rollout::{AccountState, Live, RolloutReport};
 use crate::ops::drift::DriftReport;
 use crate::target::connect::TargetSpec;

@@ -6,6 +6,8 @@
 //! May import the operations and every stage; never the CLI.
 
 pub mod http;
+pub mod leader;
 pub mod lease;
 pub mod pass;
+pub mod settings;
 pub mod watch;

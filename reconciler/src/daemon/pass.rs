@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use crate::config::manifest::FleetSpec;
 use crate::daemon::http::{CommitView, Daemon, HeldAccount, ResultLabel, lock};
+use crate::daemon::leader::{LeaseHolder, lease_name, spawn_renewer};
 use crate::daemon::lease::{FileLeaseStore, Lease, LeaseStore, Rejected, S3LeaseStore};
-use crate::daemon::watch::{LeaseHolder, Next, Settings, backoff, lease_name, spawn_renewer};
+use crate::daemon::settings::Settings;
 use crate::execute::Stamp;
 use crate::execute::rollout::{Live, Outcome, RolloutReport};
 use crate::git::{Commit, GitRepo};
@@ -18,6 +19,19 @@ use crate::ops::reconcile::{Change, Gates, Holds, Reconcile};
 use crate::plan::{self, Action as PlanAction};
 use crate::target::connect::{Connected, Home, Purpose};
 use crate::target::{FanOut, NoProgress};
+
+/// What a reconcile pass says to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Come back after this long (or sooner, when a webhook arrives).
+    Requeue(Duration),
+}
+
+/// The next wait after `failures` errors in a row: doubling from 5 s up to `max`.
+pub fn backoff(failures: u32, max: Duration) -> Duration {
+    let secs = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(16));
+    Duration::from_secs(secs).min(max)
+}
 
 /// Why a pass stopped early.
 #[derive(Debug)]
@@ -537,6 +551,13 @@ fn same_access(a: Option<&FleetSpec>, b: Option<&FleetSpec>) -> bool {
 mod tests {
     use super::*;
     use crate::target::connect::TargetSpec;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let max = Duration::from_secs(300);
+        let waits: Vec<u64> = (1..=9).map(|n| backoff(n, max).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
 
     /// A bare-bones git repo in `dir` whose `main` holds `files`, committed in-process.
     fn commit(dir: &std::path::Path, files: &crate::MemSource, subject: &str) -> String {

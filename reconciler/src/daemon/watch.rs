@@ -12,101 +12,14 @@
 //! Its HTTP side ([`crate::daemon::http`]) serves `/status`, `/health`, `/metrics` and
 //! `/webhook`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use crate::daemon::lease::{Lease, LeaseError, Rejected};
-use crate::daemon::pass::Looper;
-use crate::ops::pipeline::Shard;
-use crate::target::connect::TargetSpec;
+use std::time::Instant;
 
 use crate::daemon::http::ResultLabel;
+use crate::daemon::pass::{Looper, Next};
+
 pub use crate::daemon::http::{CommitView, Daemon, DaemonStatus, HeldAccount, sign, signature_ok};
-
-/// What a reconcile pass says to do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Come back after this long (or sooner, when a webhook arrives).
-    Requeue(Duration),
-}
-
-/// The daemon's settings (the command line's).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub repo: String,
-    pub branch: String,
-    pub cache_dir: PathBuf,
-    pub target: TargetSpec,
-    pub endpoint_url: Option<String>,
-    /// Replaces fleet.yaml's `roleName` (`--role-name`).
-    pub role_name: Option<String>,
-    /// How often the remote is fetched when no webhook comes.
-    pub poll_interval: Duration,
-    /// How often drift is checked [default: fleet.yaml's drift.interval].
-    pub drift_interval: Option<Duration>,
-    pub shard: Option<Shard>,
-    /// Who this daemon is, in the lease and in the pointers it writes.
-    pub identity: String,
-    pub lease_ttl: Duration,
-    /// The hub's state bucket for the lease with `--target aws` [default: fleet.yaml's
-    /// stateBucket].
-    pub state_bucket: Option<String>,
-    /// The webhook's HMAC secret; without one, `/webhook` is off (404).
-    pub webhook_secret: Option<Vec<u8>>,
-    pub concurrency: Option<usize>,
-    pub account_timeout: Duration,
-    /// Longest wait after repeated errors.
-    pub max_backoff: Duration,
-    /// Caps every wave's bake time (`fleetgate up`); `None`: fleet.yaml's bakes.
-    pub max_bake: Option<Duration>,
-}
-
-/// The next wait after `failures` errors in a row: doubling from 5 s up to `max`.
-pub fn backoff(failures: u32, max: Duration) -> Duration {
-    let secs = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(16));
-    Duration::from_secs(secs).min(max)
-}
-
-pub(super) fn lease_name(shard: Option<Shard>) -> String {
-    match shard {
-        Some(s) => format!("watch-{}-of-{}.json", s.index, s.count),
-        None => "watch.json".into(),
-    }
-}
-
-/// The lease and its lock: the loop and the renewer never write it at once.
-#[derive(Debug)]
-pub(super) struct LeaseHolder {
-    pub(super) lease: Lease,
-    pub(super) guard: tokio::sync::Mutex<()>,
-    pub(super) held: std::sync::atomic::AtomicBool,
-}
-
-impl LeaseHolder {
-    pub(super) async fn hold(
-        &self,
-        daemon: &Daemon,
-        rejected: Option<Option<Rejected>>,
-    ) -> Result<(bool, Option<Rejected>), LeaseError> {
-        let _g = self.guard.lock().await;
-        let (held, record, view) = self.lease.try_hold(daemon.clock.now(), rejected).await?;
-        let was = self.held.swap(held, std::sync::atomic::Ordering::SeqCst);
-        if was != held {
-            if held {
-                tracing::info!(lease = %view.location, "lease taken: this daemon rolls out");
-            } else {
-                tracing::warn!(
-                    lease = %view.location,
-                    holder = view.holder.as_deref().unwrap_or("-"),
-                    "lease lost"
-                );
-            }
-        }
-        daemon.record_lease(&view);
-        Ok((held, record.and_then(|r| r.rejected)))
-    }
-}
+pub use crate::daemon::settings::Settings;
 
 /// Runs the daemon until `shutdown` resolves: the HTTP server on `listener`, the lease
 /// renewer, and the reconcile loop (on the calling task: git is not `Sync`).
@@ -170,43 +83,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Renews the lease every third of its TTL (sooner after a failure), and wakes the loop when
-/// the lease is newly taken.
-pub(super) fn spawn_renewer(
-    daemon: Arc<Daemon>,
-    holder: Arc<LeaseHolder>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let every = (holder.lease.ttl / 3).max(Duration::from_millis(200));
-        loop {
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                () = tokio::time::sleep(every) => {}
-            }
-            let before = holder.held.load(std::sync::atomic::Ordering::SeqCst);
-            match holder.hold(&daemon, None).await {
-                Ok((true, _)) if !before => daemon.wake.notify_one(),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot renew the lease");
-                    daemon.update(|s| s.last_error = Some(e.to_string()));
-                }
-            }
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let max = Duration::from_secs(300);
-        let waits: Vec<u64> = (1..=9).map(|n| backoff(n, max).as_secs()).collect();
-        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
-    }
+    use crate::ops::pipeline::Shard;
 
     #[test]
     fn shards_split_the_fleet_stably_and_completely() {

@@ -8,8 +8,6 @@
 
 pub mod history;
 
-pub use history::{History, MemHistory};
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -25,7 +25,8 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::config::repo::Repo;
-use crate::git::{Commit, History};
+use crate::git::Commit;
+use crate::git::history::History;
 use crate::ops::pipeline::{self, PipelineError};
 use crate::plan::Revision;
 use crate::target::{AccountRef, ErrorClass, FanOut, Observed, Target, observe};
@@ -734,7 +735,7 @@ mod tests {
     /// deployed state in a directory, no repository and no process.
     #[tokio::test]
     async fn behind_and_orphaned_accounts_are_found_through_the_history_seam() {
-        use crate::git::{History as _, MemHistory};
+        use crate::git::history::{History as _, MemHistory};
         use crate::target::{FileTarget, Target as _};
 
         let mut history = MemHistory::default();

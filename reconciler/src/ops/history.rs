@@ -1,7 +1,7 @@
 //! `fleetgate history`: an account's pointers, newest first, each with its commit's
 //! subject when git still has it.
 
-use crate::git::History;
+use crate::git::history::History;
 use crate::target::{AccountRef, Pointer, Target, TargetError};
 
 /// One pointer of the history.

@@ -8,7 +8,8 @@ use fleetgate_bundle::Digest;
 
 use crate::config::diagnostics::{Diagnostic, Diagnostics};
 use crate::config::repo::Repo;
-use crate::git::{Commit, GitError, History};
+use crate::git::history::History;
+use crate::git::{Commit, GitError};
 use crate::plan::{self, Context, Desired, Plan, Revision};
 use crate::render::affected::affected;
 use crate::render::render;

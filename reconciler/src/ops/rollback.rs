@@ -9,7 +9,7 @@ use fleetgate_bundle::Digest;
 use crate::config::repo::Repo;
 use crate::execute::Stamp;
 use crate::execute::rollout::{Live, Outcome, RolloutReport};
-use crate::git::History;
+use crate::git::history::History;
 use crate::ops::pipeline;
 use crate::ops::reconcile::{Change, Gates, Holds, Reconcile};
 use crate::plan::{self, Desired, Plan, Revision};

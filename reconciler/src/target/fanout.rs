@@ -1,7 +1,7 @@
 //! How calls fan out over accounts: how many at once, how long one account may take, and
 //! who hears about progress. Every account of a fan-out ends in exactly one result.
 
-use super::{AccountRef, TargetError};
+use crate::target::store::{AccountRef, TargetError};
 
 /// How calls fan out over accounts: how many at once, how long one account may take, and
 /// who hears about progress.

@@ -25,9 +25,11 @@ use std::path::{Path, PathBuf};
 use fleetgate_bundle::{Bundle, Digest};
 use sha2::{Digest as _, Sha256};
 
-use super::{
-    AccountRef, Bootstrapped, ETag, InstanceReport, Pointer, Target, TargetError,
-    check_stored_bundle, parse_status,
+use fleetgate_bundle::pointer::Pointer;
+use fleetgate_bundle::report::InstanceReport;
+
+use crate::target::store::{
+    AccountRef, Bootstrapped, ETag, Target, TargetError, check_stored_bundle, parse_status,
 };
 
 #[async_trait::async_trait]

@@ -1,0 +1,55 @@
+//! Reading every account's deployed state at once, through the fan-out.
+
+use fleetgate_bundle::Digest;
+
+use crate::target::fanout::FanOut;
+use crate::target::store::{AccountRef, Observed, Target, TargetError};
+
+/// Reads every account's deployed state, [`FanOut::concurrency`] at a time, each within the
+/// per-account timeout. One account's failure is that account's [`Observed::Unreachable`],
+/// never the others'.
+///
+/// With `wanted`, an account whose pointer already names its wanted digest is
+/// [`Observed::Current`] without its bundle being read: one request fewer per unchanged
+/// account, which is most of them in a plan.
+pub async fn observe(
+    target: &dyn Target,
+    accounts: &[AccountRef],
+    wanted: Option<&std::collections::BTreeMap<String, Digest>>,
+    fan: &FanOut<'_>,
+) -> std::collections::BTreeMap<String, Observed> {
+    fan.run(
+        "observe",
+        accounts.iter(),
+        |a| a,
+        |a| observe_one(target, a, wanted.and_then(|w| w.get(&a.name))),
+    )
+    .await
+    .into_iter()
+    .map(|(name, r)| (name, r.unwrap_or_else(|e| Observed::from_error(&e))))
+    .collect()
+}
+
+async fn observe_one(
+    target: &dyn Target,
+    account: &AccountRef,
+    wanted: Option<&Digest>,
+) -> Result<Observed, TargetError> {
+    let Some((pointer, etag)) = target.read_pointer(account).await? else {
+        return Ok(Observed::New);
+    };
+    if wanted == Some(&pointer.digest) {
+        return Ok(Observed::Current { pointer, etag });
+    }
+    match target.read_bundle(account, &pointer.digest).await? {
+        Some(bundle) => Ok(Observed::Deployed {
+            pointer,
+            etag,
+            bundle: Box::new(bundle),
+        }),
+        None => Err(TargetError::MissingBundle {
+            account: account.name.clone(),
+            digest: pointer.digest,
+        }),
+    }
+}
