@@ -238,7 +238,7 @@ fn plan_with(p: &str) -> Plan {
         target: format!("file://deployed/{p}"),
         fleet,
         deployed: deployed_names,
-        rendered: plan::Rendered {
+        rendered: plan::RenderCounts {
             base: desired.len(),
             head: desired.len(),
         },

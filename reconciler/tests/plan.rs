@@ -391,7 +391,7 @@ fn a_thousand_account_change_fits_one_pr_comment_and_groups() {
     assert_eq!(p.summary.update, 1000);
     assert_eq!(
         p.rendered,
-        plan::Rendered {
+        plan::RenderCounts {
             base: 1000,
             head: 1000
         }
@@ -413,7 +413,7 @@ fn a_thousand_account_change_fits_one_pr_comment_and_groups() {
     std::fs::write(fleet.repo.join(&file), format!("{text}# reviewed\n")).unwrap();
     git(&fleet.repo, &["commit", "-q", "-am", "touch one account"]);
     let p = fleet.plan_value(Some("HEAD~1"), "HEAD");
-    assert_eq!(p.rendered, plan::Rendered { base: 1, head: 1 });
+    assert_eq!(p.rendered, plan::RenderCounts { base: 1, head: 1 });
     assert_eq!(p.summary.planned, 1);
     assert_eq!(p.summary.not_affected, 999);
 }

@@ -88,7 +88,7 @@ pub fn prepare(
 
     let mut problems = Diagnostics::new();
     let mut desired = Vec::new();
-    let mut rendered = plan::Rendered::default();
+    let mut rendered = plan::RenderCounts::default();
     for name in to_render
         .iter()
         .filter(|n| head_repo.accounts.contains_key(*n))

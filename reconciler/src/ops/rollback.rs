@@ -195,7 +195,7 @@ pub async fn rollback(
         target: target.location(),
         fleet: config.account_names().map(str::to_string).collect(),
         deployed: Default::default(),
-        rendered: plan::Rendered {
+        rendered: plan::RenderCounts {
             base: 0,
             head: desired.len(),
         },

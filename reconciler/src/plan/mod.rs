@@ -61,7 +61,7 @@ pub struct Context {
     pub fleet: BTreeSet<String>,
     /// Accounts the target holds state for (orphans are those not in `fleet`).
     pub deployed: BTreeSet<String>,
-    pub rendered: Rendered,
+    pub rendered: RenderCounts,
     /// fleet.yaml's waves, in order, and the fleet's concurrency (a wave's default).
     pub waves: Vec<crate::config::manifest::Wave>,
     pub concurrency: usize,
@@ -109,7 +109,8 @@ pub struct Revision {
 
 /// How many accounts were rendered on each side.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct Rendered {
+#[schemars(rename = "Rendered")]
+pub struct RenderCounts {
     pub base: usize,
     pub head: usize,
 }
@@ -150,7 +151,7 @@ pub struct Plan {
     pub summary: Summary,
     /// Accounts rendered at the base and at the head. With a base, only the accounts the
     /// change can affect are rendered; without one, every account at the head.
-    pub rendered: Rendered,
+    pub rendered: RenderCounts,
     pub repo: String,
     pub base: Option<Revision>,
     pub head: Revision,

@@ -245,7 +245,7 @@ fn context(deployed: &[&str]) -> Context {
         target: "file:///fleet".into(),
         fleet: fleet(),
         deployed: deployed.iter().map(|a| a.to_string()).collect(),
-        rendered: Rendered::default(),
+        rendered: RenderCounts::default(),
         waves: EXAMPLE.waves.clone(),
         concurrency: 4,
         wave_of: EXAMPLE.wave_of.clone(),

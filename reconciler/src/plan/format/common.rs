@@ -1,0 +1,161 @@
+//! What every format shows the same way: counts, revisions, group titles, waves, clipping;
+//! and the JSON document.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use crate::plan::{AccountPlan, Action, Group, Plan, WavePlan};
+use crate::redact::one_line;
+
+/// The plan as a JSON document (pretty, stable key order), ending in a newline.
+pub fn json(plan: &Plan) -> String {
+    let mut s = serde_json::to_string_pretty(plan)
+        .unwrap_or_else(|e| unreachable!("a plan always serializes: {e}"));
+    s.push('\n');
+    s
+}
+
+// ---------------------------------------------------------------------------------------
+// Escaping: one helper per place a string from the pull request is written to.
+
+/// Longest name (account, wave, ref) and longest free text (a warning, note, change or
+/// error) the markdown shows, in characters; longer ones are cut, marked with `...`. Bounds
+/// what one string can take of the comment's size (the JSON plan has them whole).
+pub(super) const NAME_CHARS: usize = 100;
+
+pub(super) const TEXT_CHARS: usize = 500;
+
+/// At most `max` characters of `s`, a cut marked with `...`.
+pub(super) fn clip(s: &str, max: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => Cow::Borrowed(s),
+        Some(_) => {
+            let keep = s
+                .char_indices()
+                .nth(max.saturating_sub(3))
+                .map_or(s.len(), |(i, _)| i);
+            Cow::Owned(format!("{}...", &s[..keep]))
+        }
+    }
+}
+
+/// Appends `items` (whole lines) to `out` while they fit in `room` bytes and number at
+/// most `max`; the rest are counted with `more(n)`.
+pub(super) fn push_items(
+    out: &mut String,
+    items: impl IntoIterator<Item = String>,
+    max: usize,
+    room: usize,
+    more: impl Fn(usize) -> String,
+) {
+    let start = out.len();
+    let mut left = 0;
+    for (i, item) in items.into_iter().enumerate() {
+        if left > 0 || i >= max || out.len() - start + item.len() > room {
+            left += 1;
+            continue;
+        }
+        out.push_str(&item);
+    }
+    if left > 0 {
+        out.push_str(&more(left));
+    }
+}
+
+pub(super) fn accounts_word(n: usize) -> &'static str {
+    if n == 1 { "account" } else { "accounts" }
+}
+
+/// `base (commit) -> head (commit)`, for a terminal.
+pub(super) fn revisions(plan: &Plan) -> String {
+    let head = format!(
+        "{} ({})",
+        term(&plan.head.rev),
+        term(short(&plan.head.commit))
+    );
+    match &plan.base {
+        Some(b) => format!("{} ({}) -> {head}", term(&b.rev), term(short(&b.commit))),
+        None => head,
+    }
+}
+
+pub(super) fn short(commit: &str) -> &str {
+    match commit.char_indices().nth(12) {
+        Some((i, _)) => &commit[..i],
+        None => commit,
+    }
+}
+
+pub(super) fn rendered_line(plan: &Plan) -> String {
+    let r = plan.rendered;
+    let s = &plan.summary;
+    let mut line = if plan.base.is_some() {
+        format!(
+            "rendered {} {} at the base and {} at the head",
+            r.base,
+            accounts_word(r.base),
+            r.head
+        )
+    } else {
+        format!("rendered {} {} at the head", r.head, accounts_word(r.head))
+    };
+    let _ = write!(line, "; {} of {} in the fleet planned", s.planned, s.fleet);
+    if s.not_affected > 0 {
+        let _ = write!(line, " ({} not affected by the change)", s.not_affected);
+    }
+    line
+}
+
+/// The accounts of a group, each name escaped with `esc`.
+pub(super) fn group_title(g: &Group, names: usize, esc: impl Fn(&str) -> String) -> String {
+    let shown: Vec<String> = g.accounts.iter().take(names).map(|a| esc(a)).collect();
+    let more = g.accounts.len().saturating_sub(names);
+    let list = if more > 0 {
+        format!("{}, ... (+{more} more)", shown.join(", "))
+    } else {
+        shown.join(", ")
+    };
+    if g.accounts.len() == 1 {
+        list
+    } else {
+        format!("same change in {} accounts: {list}", g.accounts.len())
+    }
+}
+
+/// Drift notes of reachable accounts (an unreachable account's note is its reason).
+pub(super) fn notes(plan: &Plan) -> Vec<(&AccountPlan, &String)> {
+    plan.accounts
+        .iter()
+        .filter(|a| a.action != Action::Unreachable)
+        .filter_map(|a| a.note.as_ref().map(|n| (a, n)))
+        .collect()
+}
+
+pub(super) fn unreachable(plan: &Plan) -> Vec<&AccountPlan> {
+    plan.accounts
+        .iter()
+        .filter(|a| a.action == Action::Unreachable)
+        .collect()
+}
+
+/// `canary: 2 accounts, 2 at once, 0 failures tolerated, bake 10m`, for a terminal.
+pub(super) fn wave_line(w: &WavePlan) -> String {
+    format!(
+        "{}: {} {}, {} at once, {} failure{} tolerated, bake {}",
+        term(&w.name),
+        w.accounts.len(),
+        accounts_word(w.accounts.len()),
+        w.max_concurrency,
+        w.tolerated_failures,
+        if w.tolerated_failures == 1 { "" } else { "s" },
+        w.bake_time
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Text
+
+/// A string for a terminal (text format): one line, no control or bidi characters.
+pub(super) fn term(s: &str) -> Cow<'_, str> {
+    one_line(s)
+}
