@@ -10,7 +10,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::config::example_fleet::example_repo;
 use crate::config::repo::Repo;
-use crate::target::{ETag, Hold, Pointer};
+use crate::target::{AccountRef, ETag, Hold, Pointer};
+use fleetgate_bundle::Digest;
 
 /// An update of `name` whose diff replaces `old` by `new` under one route.
 fn update(name: &str, change: &str, old: &str, new: &str) -> AccountPlan {
@@ -69,7 +70,7 @@ fn an_account_named_like_a_word_of_the_change_groups_with_the_rest() {
         vars("orders", "222222222222", "eu-west-1", "o"),
         vars("shipping", "333333333333", "us-east-1", "s"),
     ];
-    let groups = group(&mut accounts, &v);
+    let groups = group::group(&mut accounts, &v);
     assert_eq!(groups.len(), 1, "{groups:#?}");
     let g = &groups[0];
     assert_eq!(g.accounts, ["billing", "orders", "shipping"]);
@@ -113,7 +114,7 @@ fn a_value_two_variables_share_is_written_as_the_one_the_group_shares() {
         vars("globex-prod", "222222222222", "us-east-1", "globex"),
         vars("hooli-prod", "333333333333", "us-east-1", "hooli"),
     ];
-    let groups = group(&mut accounts, &v);
+    let groups = group::group(&mut accounts, &v);
     assert_eq!(groups.len(), 1, "{groups:#?}");
     assert_eq!(groups[0].variables, ["account.tenant"]);
     assert!(
@@ -135,7 +136,7 @@ fn different_changes_split_and_single_accounts_show_their_text() {
         vars("a1", "111111111111", "us-east-1", "t1"),
         vars("a2", "222222222222", "us-east-1", "t2"),
     ];
-    let groups = group(&mut accounts, &v);
+    let groups = group::group(&mut accounts, &v);
     assert_eq!(groups.len(), 2, "{groups:#?}");
     for g in &groups {
         assert!(g.variables.is_empty(), "{g:#?}");
@@ -161,7 +162,7 @@ fn accounts_naming_each_others_ids_are_each_their_own_group() {
     let v: Vec<Vars> = (0..n)
         .map(|i| vars(&format!("a{i:03}"), &id(i), "us-east-1", &format!("t{i}")))
         .collect();
-    let groups = group(&mut accounts, &v);
+    let groups = group::group(&mut accounts, &v);
     assert_eq!(groups.len(), n);
     assert!(
         groups

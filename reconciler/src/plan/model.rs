@@ -1,0 +1,258 @@
+//! The plan as a value: what is planned from (desired state, context, options) and what a
+//! plan says (accounts, actions, waves, groups, summary), serialized as the JSON plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fleetgate_bundle::{Bundle, Digest};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::plan::changes::Change;
+use crate::plan::risks::Warning;
+use crate::target::{AccountRef, ETag, ErrorClass, Pointer};
+
+/// The version of the JSON plan document (`formatVersion`). Bumped on any change that is
+/// not an addition.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// One account's desired state: its bundle rendered at the head.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub account: AccountRef,
+    pub bundle: Bundle,
+    /// The canonical bytes (what apply stores).
+    pub canonical: Vec<u8>,
+    pub digest: Digest,
+    /// The digest rendered at the plan's base, when it has one and the account rendered
+    /// there: tells a drifted target apart from a change in git.
+    pub base_digest: Option<Digest>,
+}
+
+/// Where the plan's inputs came from; carried into the plan for its readers.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub repo: String,
+    pub base: Option<Revision>,
+    pub head: Revision,
+    pub target: String,
+    /// Every account in git at the head.
+    pub fleet: BTreeSet<String>,
+    /// Accounts the target holds state for (orphans are those not in `fleet`).
+    pub deployed: BTreeSet<String>,
+    pub rendered: RenderCounts,
+    /// fleet.yaml's waves, in order, and the fleet's concurrency (a wave's default).
+    pub waves: Vec<crate::config::manifest::Wave>,
+    pub concurrency: usize,
+    /// The wave of each account (an index into `waves`).
+    pub wave_of: BTreeMap<String, usize>,
+}
+
+/// Settings that shape the output, not the decision.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Key of the fingerprints that stand in for sensitive values. One per plan (random by
+    /// default), so fingerprints compare within a plan and cannot be looked up across plans.
+    pub redaction_key: Vec<u8>,
+    /// Lines of context around each change in a diff.
+    pub context_lines: usize,
+    /// Warn when more than this percentage of the fleet's accounts would be updated at once.
+    pub fleet_change_percent: u32,
+    /// Plan held accounts like any other (`fleetgate rollback --to` replaces holds).
+    pub ignore_holds: bool,
+    /// Branch heads the tracked branch has moved past: a hold recorded at one of them is
+    /// over (the revert, or any newer commit, landed), and its account is planned as usual.
+    pub released_holds: BTreeSet<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            redaction_key: Vec::new(),
+            context_lines: 3,
+            fleet_change_percent: 25,
+            ignore_holds: false,
+            released_holds: BTreeSet::new(),
+        }
+    }
+}
+
+/// A commit as the user named it and as git resolved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Revision {
+    /// As given: `HEAD~1`, `origin/main`, a tag.
+    pub rev: String,
+    /// The full commit id.
+    pub commit: String,
+}
+
+/// How many accounts were rendered on each side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[schemars(rename = "Rendered")]
+pub struct RenderCounts {
+    pub base: usize,
+    pub head: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// First deployment: the account has no pointer.
+    Create,
+    Update,
+    NoChange,
+    /// Its deployed state could not be read or cannot be trusted; nothing will be written.
+    Unreachable,
+    /// `fleetgate rollback --to` pinned it to its bundle; it is not rolled forward until a
+    /// newer commit lands or `fleetgate release` lifts the hold.
+    Held,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::NoChange => "no-change",
+            Action::Unreachable => "unreachable",
+            Action::Held => "held",
+        }
+    }
+}
+
+/// The plan. Its JSON form is documented in docs/plan.md and schemas/plan.schema.json.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// Risky changes, first in every format; each names the accounts it applies to.
+    pub warnings: Vec<Warning>,
+    pub format_version: u32,
+    pub summary: Summary,
+    /// Accounts rendered at the base and at the head. With a base, only the accounts the
+    /// change can affect are rendered; without one, every account at the head.
+    pub rendered: RenderCounts,
+    pub repo: String,
+    pub base: Option<Revision>,
+    pub head: Revision,
+    pub target: String,
+    /// The same change, each shown once with the accounts it applies to (as a template when
+    /// it differs between them only in their `${account.*}` values). Updates first,
+    /// then creates; within each, the biggest group first.
+    pub groups: Vec<Group>,
+    /// The rollout order: fleet.yaml's waves, each with the accounts it creates or updates.
+    /// Execution follows it, wave by wave.
+    pub waves: Vec<WavePlan>,
+    /// Every planned account, by name.
+    pub accounts: Vec<AccountPlan>,
+    /// Deployed in the target, absent from git. Never deleted by fleetgate.
+    pub orphans: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Accounts in git at the head.
+    pub fleet: usize,
+    /// Accounts this plan looked at (with a base: those the change can affect).
+    pub planned: usize,
+    pub create: usize,
+    pub update: usize,
+    pub no_change: usize,
+    pub unreachable: usize,
+    /// Pinned by a rollback hold: not rolled forward.
+    pub held: usize,
+    /// Accounts in the fleet the change cannot affect (not rendered, not observed).
+    pub not_affected: usize,
+    pub orphaned: usize,
+}
+
+impl Summary {
+    /// Whether applying would write anything (the `2` of exit codes).
+    pub fn has_changes(&self) -> bool {
+        self.create + self.update > 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountPlan {
+    pub name: String,
+    pub account_id: String,
+    pub action: Action,
+    /// The digest deployed now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The digest the head renders.
+    pub to: String,
+    /// The commit recorded in the deployed pointer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployed_commit: Option<String>,
+    /// Why it is unreachable, or that the target drifted from the base.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The kind of failure of an unreachable account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorClass>,
+    /// Index into `groups` (creates and updates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<usize>,
+    pub changes: Vec<Change>,
+    /// Unified diff of the redacted pretty bundles (deployed -> head); empty when nothing
+    /// changes. Hunk headers name the place in the bundle instead of line numbers.
+    pub diff: String,
+    /// The deployed pointer and its version this plan was made against. Execution replaces
+    /// exactly that version (compare-and-swap; `None`: there must be no pointer), so a
+    /// pointer that moved after the plan is a conflict, never overwritten. Not part of the
+    /// plan's documents.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub expected: Option<Expected>,
+}
+
+/// A pointer as observed, with the version a compare-and-swap names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    pub pointer: Pointer,
+    pub etag: ETag,
+}
+
+/// One wave of the rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WavePlan {
+    pub name: String,
+    /// The wave's accounts this plan creates or updates, sorted: what the wave changes.
+    pub accounts: Vec<String>,
+    /// The wave's planned accounts with nothing to write (unchanged, held, unreachable).
+    pub untouched: usize,
+    /// Accounts changed at once.
+    pub max_concurrency: usize,
+    /// Failed accounts the wave tolerates before it stops and rolls back (fleet.yaml's
+    /// failureTolerance applied to `accounts`).
+    pub tolerated_failures: usize,
+    pub bake_time: fleetgate_bundle::Duration,
+    pub health_gate: crate::config::manifest::HealthGate,
+}
+
+/// Accounts that share one change: the same action, the same summary and the same changed
+/// lines once each account's own values are written as `${account.*}` variables (context
+/// lines may differ: they can hold other accounts' values, or text that differs).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    pub action: Action,
+    pub accounts: Vec<String>,
+    /// The first account's summary, written as a template when `variables` is not empty.
+    pub changes: Vec<Change>,
+    /// The first account's diff, written as a template when `variables` is not empty.
+    pub diff: String,
+    /// Set when the accounts' diffs differ in context lines only: the account whose context
+    /// `diff` shows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_from: Option<String>,
+    /// The `${account.*}` variables `changes` and `diff` are written with, sorted. Each
+    /// stands for every account's own value (`${account.id}`: each account's id); a literal
+    /// `${` in such a group's text is written `$${`. Empty: the text is literally every
+    /// account's. Each account's own `changes` and `diff` (the plan's `accounts`) stay literal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<String>,
+}
