@@ -155,6 +155,48 @@ fn best_rep(
         .map(|(r, _)| r)
 }
 
+/// A group's members: each bucket of accounts whose change has the same form split into
+/// sets whose values can be written the same way (a variable, or text they share), with
+/// how each position is written.
+fn split_buckets(
+    buckets: BTreeMap<[u8; 32], Vec<usize>>,
+    positions: &BTreeMap<usize, Vec<usize>>,
+    values: &Values,
+    vars: &[Vars],
+    accounts: &[AccountPlan],
+) -> Vec<(Action, Vec<usize>, Vec<Rep>)> {
+    let mut members: Vec<(Action, Vec<usize>, Vec<Rep>)> = Vec::new();
+    for bucket in buckets.into_values() {
+        let mut remaining = bucket;
+        while let Some(&first) = remaining.first() {
+            let mut set = remaining.clone();
+            let mut reps = Vec::new();
+            let count = positions[&first].len();
+            for p in 0..count {
+                let here = column(positions, &set, p);
+                // Every account supports its own text, so there is always a choice.
+                let rep = best_rep(values, vars, &here, &|_| true)
+                    .unwrap_or(Rep::Literal(positions[&first][p]));
+                set.retain(|&i| supports(values, &vars[i], positions[&i][p], &rep));
+                reps.push(rep);
+            }
+            // Decided again for the accounts that stayed: a position decided for a wider
+            // set may be text they all share (every one of them supports the first choice,
+            // so whatever wins now, all of them do).
+            let reps: Vec<Rep> = (0..reps.len())
+                .map(|p| {
+                    let here = column(positions, &set, p);
+                    best_rep(values, vars, &here, &|_| true).unwrap_or_else(|| reps[p].clone())
+                })
+                .collect();
+            let taken: BTreeSet<usize> = set.iter().copied().collect();
+            remaining.retain(|i| !taken.contains(i));
+            members.push((accounts[first].action, set, reps));
+        }
+    }
+    members
+}
+
 /// Groups creates and updates whose changes are the same once each account's own values
 /// (`${account.*}`: id, region, name, tenant, stage, labels) are written as variables, and
 /// points each account at its group.
@@ -190,36 +232,7 @@ pub(super) fn group(accounts: &mut [AccountPlan], vars: &[Vars]) -> Vec<Group> {
         cuts.insert(i, cut);
     }
 
-    let mut members: Vec<(Action, Vec<usize>, Vec<Rep>)> = Vec::new();
-    for bucket in buckets.into_values() {
-        let mut remaining = bucket;
-        while let Some(&first) = remaining.first() {
-            let mut set = remaining.clone();
-            let mut reps = Vec::new();
-            let count = positions[&first].len();
-            for p in 0..count {
-                let here = column(&positions, &set, p);
-                // Every account supports its own text, so there is always a choice.
-                let rep = best_rep(&values, vars, &here, &|_| true)
-                    .unwrap_or(Rep::Literal(positions[&first][p]));
-                set.retain(|&i| supports(&values, &vars[i], positions[&i][p], &rep));
-                reps.push(rep);
-            }
-            // Decided again for the accounts that stayed: a position decided for a wider
-            // set may be text they all share (every one of them supports the first choice,
-            // so whatever wins now, all of them do).
-            let reps: Vec<Rep> = (0..reps.len())
-                .map(|p| {
-                    let here = column(&positions, &set, p);
-                    best_rep(&values, vars, &here, &|_| true).unwrap_or_else(|| reps[p].clone())
-                })
-                .collect();
-            let taken: BTreeSet<usize> = set.iter().copied().collect();
-            remaining.retain(|i| !taken.contains(i));
-            members.push((accounts[first].action, set, reps));
-        }
-    }
-
+    let mut members = split_buckets(buckets, &positions, &values, vars, accounts);
     members.sort_by(|(a, x, _), (b, y, _)| {
         let rank = |a: &Action| if *a == Action::Update { 0 } else { 1 };
         (rank(a), std::cmp::Reverse(x.len()), x[0]).cmp(&(

@@ -64,100 +64,12 @@ pub fn plan(
     sorted.dedup_by(|a, b| a.account.name == b.account.name);
 
     for d in sorted {
-        let name = &d.account.name;
-        let mut entry = AccountPlan {
-            name: name.clone(),
-            account_id: d.account.id.clone(),
-            action: Action::NoChange,
-            from: None,
-            to: d.digest.to_string(),
-            deployed_commit: None,
-            note: None,
-            error: None,
-            group: None,
-            changes: Vec::new(),
-            diff: String::new(),
-            expected: None,
-        };
-        let seen = observed.get(name).unwrap_or(&Observed::New);
-        if let Observed::Current { pointer, etag } | Observed::Deployed { pointer, etag, .. } = seen
-        {
-            entry.expected = Some(Expected {
-                pointer: pointer.clone(),
-                etag: etag.clone(),
-            });
-        }
-        match seen {
-            Observed::New => {
-                entry.action = Action::Create;
-                entry.changes = vec![changes::created(&d.bundle)];
-                entry.diff =
-                    diff::unified("", &redacted_pretty(&d.bundle, key), options.context_lines);
-            }
-            Observed::Unreachable { reason, class } => {
-                entry.action = Action::Unreachable;
-                entry.note = Some(reason.clone());
-                entry.error = Some(*class);
-            }
-            Observed::Current { pointer, .. } | Observed::Deployed { pointer, .. }
-                if pointer
-                    .hold
-                    .as_ref()
-                    .is_some_and(|h| !hold_released(h, options))
-                    && pointer.digest != d.digest =>
-            {
-                entry.action = Action::Held;
-                entry.from = Some(pointer.digest.to_string());
-                entry.deployed_commit = pointer.commit.clone();
-                if let Some(hold) = &pointer.hold {
-                    entry.note = Some(held_note(hold));
-                }
-            }
-            Observed::Current { pointer, .. } => {
-                entry.from = Some(pointer.digest.to_string());
-                entry.deployed_commit = pointer.commit.clone();
-                if pointer.digest != d.digest {
-                    // Only observe decides "current", and only for this digest; anything
-                    // else is a caller's mistake, shown rather than hidden.
-                    entry.action = Action::Unreachable;
-                    entry.note = Some(format!(
-                        "{name}: observed as current at {}, which is not the head's {}",
-                        pointer.digest.short(),
-                        d.digest.short()
-                    ));
-                    entry.error = Some(ErrorClass::Other);
-                }
-            }
-            Observed::Deployed {
-                pointer, bundle, ..
-            } => {
-                entry.from = Some(pointer.digest.to_string());
-                entry.deployed_commit = pointer.commit.clone();
-                if let Some(base) = &d.base_digest
-                    && &pointer.digest != base
-                    && pointer.digest != d.digest
-                {
-                    entry.note = Some(format!(
-                        "the deployed bundle {} is neither the base's ({}) nor the head's: the target is behind the base or was changed out of band; the diff is against what is deployed",
-                        pointer.digest.short(),
-                        base.short()
-                    ));
-                }
-                if pointer.digest != d.digest {
-                    entry.action = Action::Update;
-                    let old = redacted_pretty(bundle, key);
-                    let new = redacted_pretty(&d.bundle, key);
-                    entry.changes = changes::between(bundle, &d.bundle, key);
-                    changes::order(&mut entry.changes);
-                    entry.diff = diff::unified(&old, &new, options.context_lines);
-                    for risk in risks::between(bundle, &d.bundle) {
-                        warnings
-                            .entry((risk.kind, risk.message))
-                            .or_default()
-                            .insert(name.clone());
-                    }
-                }
-            }
+        let (entry, risks) = plan_account(d, observed, options);
+        for risk in risks {
+            warnings
+                .entry((risk.kind, risk.message))
+                .or_default()
+                .insert(d.account.name.clone());
         }
         accounts.push(entry);
         vars.push(Vars::of_bundle(&d.bundle.account));
@@ -226,6 +138,106 @@ pub fn plan(
     // Every text of the plan a reader sees, secret material fingerprinted.
     scrub_plan(&mut plan, key);
     plan
+}
+
+/// One account's entry of the plan, from its desired and observed state, and the risks its
+/// change carries.
+fn plan_account(
+    d: &Desired,
+    observed: &BTreeMap<String, Observed>,
+    options: &Options,
+) -> (AccountPlan, Vec<risks::Risk>) {
+    let key = options.redaction_key.as_slice();
+    let mut risks = Vec::new();
+    let name = &d.account.name;
+    let mut entry = AccountPlan {
+        name: name.clone(),
+        account_id: d.account.id.clone(),
+        action: Action::NoChange,
+        from: None,
+        to: d.digest.to_string(),
+        deployed_commit: None,
+        note: None,
+        error: None,
+        group: None,
+        changes: Vec::new(),
+        diff: String::new(),
+        expected: None,
+    };
+    let seen = observed.get(name).unwrap_or(&Observed::New);
+    if let Observed::Current { pointer, etag } | Observed::Deployed { pointer, etag, .. } = seen {
+        entry.expected = Some(Expected {
+            pointer: pointer.clone(),
+            etag: etag.clone(),
+        });
+    }
+    match seen {
+        Observed::New => {
+            entry.action = Action::Create;
+            entry.changes = vec![changes::created(&d.bundle)];
+            entry.diff = diff::unified("", &redacted_pretty(&d.bundle, key), options.context_lines);
+        }
+        Observed::Unreachable { reason, class } => {
+            entry.action = Action::Unreachable;
+            entry.note = Some(reason.clone());
+            entry.error = Some(*class);
+        }
+        Observed::Current { pointer, .. } | Observed::Deployed { pointer, .. }
+            if pointer
+                .hold
+                .as_ref()
+                .is_some_and(|h| !hold_released(h, options))
+                && pointer.digest != d.digest =>
+        {
+            entry.action = Action::Held;
+            entry.from = Some(pointer.digest.to_string());
+            entry.deployed_commit = pointer.commit.clone();
+            if let Some(hold) = &pointer.hold {
+                entry.note = Some(held_note(hold));
+            }
+        }
+        Observed::Current { pointer, .. } => {
+            entry.from = Some(pointer.digest.to_string());
+            entry.deployed_commit = pointer.commit.clone();
+            if pointer.digest != d.digest {
+                // Only observe decides "current", and only for this digest; anything
+                // else is a caller's mistake, shown rather than hidden.
+                entry.action = Action::Unreachable;
+                entry.note = Some(format!(
+                    "{name}: observed as current at {}, which is not the head's {}",
+                    pointer.digest.short(),
+                    d.digest.short()
+                ));
+                entry.error = Some(ErrorClass::Other);
+            }
+        }
+        Observed::Deployed {
+            pointer, bundle, ..
+        } => {
+            entry.from = Some(pointer.digest.to_string());
+            entry.deployed_commit = pointer.commit.clone();
+            if let Some(base) = &d.base_digest
+                && &pointer.digest != base
+                && pointer.digest != d.digest
+            {
+                entry.note = Some(format!(
+                    "the deployed bundle {} is neither the base's ({}) nor the head's: the target is behind the base or was changed out of band; the diff is against what is deployed",
+                    pointer.digest.short(),
+                    base.short()
+                ));
+            }
+            if pointer.digest != d.digest {
+                entry.action = Action::Update;
+                let old = redacted_pretty(bundle, key);
+                let new = redacted_pretty(&d.bundle, key);
+                entry.changes = changes::between(bundle, &d.bundle, key);
+                changes::order(&mut entry.changes);
+                entry.diff = diff::unified(&old, &new, options.context_lines);
+                risks = risks::between(bundle, &d.bundle);
+            }
+        }
+    }
+    (entry, risks)
 }
 
 /// Scrubs every text of a plan a reader sees: warnings, notes, changes and diffs of the

@@ -83,6 +83,61 @@ pub fn render(repo: &Repo, account_name: &str) -> Result<Rendered, Vec<Diagnosti
     })
 }
 
+/// Step 2 of [`render_account`]: the routes generated from the OpenAPI spec of every
+/// service version the account pins (its overlays' pins in order, then its own), added to
+/// the gateway tree.
+fn generated_routes(
+    repo: &Repo,
+    account: &Account,
+    overlays: &[&crate::config::repo::Overlay],
+    gw: &mut Node,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let doc = &account.doc;
+    let mut pins: BTreeMap<&str, (&str, &Node)> = BTreeMap::new();
+    let pin_layers = overlays
+        .iter()
+        .flat_map(|o| o.files.iter().map(|f| (&f.spec.services, &f.spec_node)))
+        .chain(std::iter::once((&doc.spec.services, &doc.spec_node)));
+    for (layer, node) in pin_layers {
+        for (service, version) in layer {
+            match version {
+                Some(v) => {
+                    pins.insert(service, (v, node));
+                }
+                None => {
+                    pins.remove(service.as_str());
+                }
+            }
+        }
+    }
+    for (service, (version, node)) in &pins {
+        let Some(sv) = repo
+            .services
+            .get(&(service.to_string(), version.to_string()))
+        else {
+            // The same diagnostic as load's, so the two merge into one line.
+            errors.push(crate::config::repo::missing_service(
+                repo, node, service, version,
+            ));
+            continue;
+        };
+        let span = node
+            .get("services")
+            .and_then(|s| s.get(service))
+            .map(|n| n.span.clone())
+            .unwrap_or_else(|| node.span.clone());
+        let Some(spec) = &sv.spec else {
+            errors.push(Diagnostic::new(
+                span,
+                format!("pinned spec {} is invalid (see its errors)", sv.path),
+            ));
+            continue;
+        };
+        add_generated_routes(gw, &spec.routes, errors);
+    }
+}
+
 pub(crate) fn render_account(repo: &Repo, account: &Account) -> Result<Rendered, Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let inputs = input_paths(repo, account);
@@ -128,49 +183,8 @@ pub(crate) fn render_account(repo: &Repo, account: &Account) -> Result<Rendered,
 
     // 2. Pins: overlays in order, then the account. `null` un-pins. Each pin remembers the
     // manifest that wrote it, for errors.
-    let mut pins: BTreeMap<&str, (&str, &Node)> = BTreeMap::new();
     let overlays: Vec<_> = crate::config::repo::account_overlays(repo, account).collect();
-    let pin_layers = overlays
-        .iter()
-        .flat_map(|o| o.files.iter().map(|f| (&f.spec.services, &f.spec_node)))
-        .chain(std::iter::once((&doc.spec.services, &doc.spec_node)));
-    for (layer, node) in pin_layers {
-        for (service, version) in layer {
-            match version {
-                Some(v) => {
-                    pins.insert(service, (v, node));
-                }
-                None => {
-                    pins.remove(service.as_str());
-                }
-            }
-        }
-    }
-    for (service, (version, node)) in &pins {
-        let Some(sv) = repo
-            .services
-            .get(&(service.to_string(), version.to_string()))
-        else {
-            // The same diagnostic as load's, so the two merge into one line.
-            errors.push(crate::config::repo::missing_service(
-                repo, node, service, version,
-            ));
-            continue;
-        };
-        let span = node
-            .get("services")
-            .and_then(|s| s.get(service))
-            .map(|n| n.span.clone())
-            .unwrap_or_else(|| node.span.clone());
-        let Some(spec) = &sv.spec else {
-            errors.push(Diagnostic::new(
-                span,
-                format!("pinned spec {} is invalid (see its errors)", sv.path),
-            ));
-            continue;
-        };
-        add_generated_routes(&mut gw, &spec.routes, &mut errors);
-    }
+    generated_routes(repo, account, &overlays, &mut gw, &mut errors);
 
     // 3. Overlays.
     for overlay in &overlays {

@@ -148,13 +148,9 @@ pub(super) fn code_list(names: &[String], max: usize) -> String {
     s.join(", ")
 }
 
-/// Markdown for a PR comment: the summary table first, the marker, warnings, then one
-/// collapsible block per group of identical changes. Kept under `limit` bytes: the biggest
-/// diffs are cut first (with a note pointing to the full plan), then, if need be, the last
-/// groups are left out and counted. Every string from the plan is escaped for the place it
-/// is written to (see the module's documentation), and cut when very long; warnings, notes
-/// and unreachable accounts each take at most a share of `limit`, the rest counted.
-pub fn markdown(plan: &Plan, limit: usize, full_plan: Option<&str>) -> String {
+/// The comment's head: the summary table, the marker, the head and target, the rollout
+/// order, holds and warnings.
+fn markdown_head(plan: &Plan, limit: usize) -> String {
     let s = &plan.summary;
     let name = |n: &str| md_text(&clip(n, NAME_CHARS));
     let mut head = String::new();
@@ -237,7 +233,11 @@ pub fn markdown(plan: &Plan, limit: usize, full_plan: Option<&str>) -> String {
             format!("- ... and {n} more warnings in the full plan\n")
         });
     }
+    head
+}
 
+/// The comment's tail: notes, unreachable accounts, orphans.
+fn markdown_tail(plan: &Plan, limit: usize) -> String {
     let mut tail = String::new();
     let notes = notes(plan);
     if !notes.is_empty() {
@@ -271,6 +271,18 @@ pub fn markdown(plan: &Plan, limit: usize, full_plan: Option<&str>) -> String {
             code_list(&plan.orphans, 100)
         );
     }
+    tail
+}
+
+/// Markdown for a PR comment: the summary table first, the marker, warnings, then one
+/// collapsible block per group of identical changes. Kept under `limit` bytes: the biggest
+/// diffs are cut first (with a note pointing to the full plan), then, if need be, the last
+/// groups are left out and counted. Every string from the plan is escaped for the place it
+/// is written to (see the module's documentation), and cut when very long; warnings, notes
+/// and unreachable accounts each take at most a share of `limit`, the rest counted.
+pub fn markdown(plan: &Plan, limit: usize, full_plan: Option<&str>) -> String {
+    let head = markdown_head(plan, limit);
+    let tail = markdown_tail(plan, limit);
     let see_full = match full_plan {
         Some(url) => format!("the [full plan]({})", md_link_dest(url)),
         None => "the full plan (`fleetgate plan --format json`)".to_string(),
