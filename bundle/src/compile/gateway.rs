@@ -1,7 +1,8 @@
 //! The checks of a bundle's `gateway` section: backends, routes, their rate limits and CORS,
 //! and the routing table built from them.
 //!
-//! Imports [`super`] (the checker and the bundle types it names).
+//! Imports [`checker`](super::checker), [`types`](super::types) and [`idp`](super::idp)'s
+//! auth policy check; never the parent.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,7 +12,9 @@ use crate::bundle::{
 };
 use crate::route::{PathTemplate, RouteMatch, RouteTable};
 
-use super::{BundlePath, Checker, CompiledRoute, check_policy};
+use super::checker::Checker;
+use super::idp::check_policy;
+use super::types::{BundlePath, CompiledRoute};
 
 fn check_rate_limit(c: &mut Checker, p: &BundlePath, rl: &RateLimit) {
     if rl.requests == 0 {

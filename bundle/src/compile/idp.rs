@@ -1,7 +1,7 @@
 //! The checks of a bundle's `idp` section: the local issuer, its clients and scopes, the
 //! trusted issuers (inline JWKS parsed here) and the auth policies that name them.
 //!
-//! Imports [`super`] (the checker and the bundle types it names).
+//! Imports [`checker`](super::checker) and [`types`](super::types); never the parent.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,7 +11,8 @@ use jsonwebtoken::jwk::JwkSet;
 use crate::bundle::{AuthPolicy, ClientSecret, IdpConfig, LOCAL_ISSUER};
 use crate::duration::Duration;
 
-use super::{BundlePath, Checker};
+use super::checker::Checker;
+use super::types::BundlePath;
 
 pub(super) fn check_idp(c: &mut Checker, idp: &IdpConfig) -> BTreeMap<String, JwkSet> {
     let root = BundlePath::root(&["idp"]);
