@@ -1,7 +1,8 @@
 //! Step 10 for aggregate routes: the parts requested concurrently and merged into one
 //! answer (see the [data plane](super)).
 //!
-//! Imports [`super`]'s request context and answers, and what the request path uses.
+//! Imports [`context`](super::context) (the request's facts and the JSON error answer) and
+//! what the request path uses; never the parent.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -17,7 +18,7 @@ use crate::upstream::{self, Failure, Outgoing, OutgoingBody, PartResult};
 use fleetgate_bundle::bundle::{Aggregate, PartialFailure};
 use fleetgate_bundle::route::PathTemplate;
 
-use super::{Ctx, DataPlane, json_error};
+use super::context::{Ctx, DataPlane, json_error};
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn aggregate(

@@ -19,8 +19,13 @@
 //! Imports the parts of the request path ([`crate::runtime`], [`crate::auth`], [`crate::idp`],
 //! [`crate::ratelimit`], [`crate::split`], [`crate::upstream`], ...) and [`crate::reload`]'s
 //! [`Gateway`](crate::reload::Gateway); nothing imports it but [`crate::server`].
+//!
+//! This file takes a request through steps 1 to 3 and writes the access log; steps 4 to 10
+//! are `serve.rs`'s (aggregate routes `aggregate.rs`'s). What they all share (the listener's
+//! state, the request's facts, the JSON error answer) is `context.rs`'s, which imports none
+//! of them; the children never import this file.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,41 +37,24 @@ use http::{Method as HttpMethod, StatusCode};
 use tower::{Layer as _, ServiceExt as _};
 
 use crate::idp;
-use crate::metrics::{Metrics, RequestLabels, RouteLabels, method_label, status_class};
-use crate::ratelimit::{BoundedLimiter, Decision};
+use crate::metrics::{RequestLabels, RouteLabels, method_label, status_class};
 use crate::reload::Loaded;
-use crate::runtime::RouteRuntime;
 use fleetgate_bundle::bundle::Method;
 use fleetgate_bundle::route::RouteMatch;
 
 mod aggregate;
+mod context;
 mod serve;
 
+pub use context::DataPlane;
+use context::{Ctx, json_error};
 use serve::serve_route;
-
-/// The state of the customer listener.
-#[derive(Debug, Clone)]
-pub struct DataPlane {
-    pub gateway: Arc<crate::reload::Gateway>,
-}
 
 /// The customer-facing router. Serve it with connect info (`into_make_service_with_connect_info::<SocketAddr>`).
 pub fn router(gateway: Arc<crate::reload::Gateway>) -> axum::Router {
     axum::Router::new()
         .fallback(handle)
         .with_state(DataPlane { gateway })
-}
-
-/// Per-request facts that every step and the access log use.
-#[derive(Debug, Clone)]
-struct Ctx {
-    request_id: HeaderValue,
-    traceparent: HeaderValue,
-    client_ip: IpAddr,
-    host: String,
-    method: HttpMethod,
-    path: String,
-    start: Instant,
 }
 
 fn hex_id(bytes: usize) -> String {
@@ -121,25 +109,6 @@ fn traceparent(headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_str(&format!("00-{trace}-{}-{flags}", hex_id(8))).unwrap_or(
         HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-00"),
     )
-}
-
-/// 413 for a body over the route's limit, announced or streamed.
-fn too_large(ctx: &Ctx, route: &RouteRuntime) -> Response {
-    json_error(
-        ctx,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        &format!("the request body is larger than {} bytes", route.max_body),
-    )
-}
-
-fn json_error(ctx: &Ctx, status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({
-        "error": code,
-        "message": message,
-        "request_id": ctx.request_id.to_str().unwrap_or_default(),
-    });
-    (status, axum::Json(body)).into_response()
 }
 
 async fn handle(
@@ -224,39 +193,6 @@ fn ambiguous_headers(headers: &HeaderMap) -> Option<&'static str> {
         Some("more than one Authorization header")
     } else {
         None
-    }
-}
-
-/// Whether `name` is another spelling of a header the gateway sets itself (forwarded claims,
-/// `x-fleetgate-*`, the forwarding headers): `_` for `-`. CGI, WSGI, Rack and PHP read
-/// `X_Fleetgate_Tenant` as `X-Fleetgate-Tenant`, so such a header would pose as the gateway's.
-fn spoofs_gateway_header(name: &HeaderName, claim_headers: &[HeaderName]) -> bool {
-    let n = name.as_str();
-    if n.starts_with("x-fleetgate-") {
-        return true;
-    }
-    if !n.contains('_') {
-        return false;
-    }
-    let dashed = n.replace('_', "-");
-    dashed.starts_with("x-fleetgate-")
-        || dashed.starts_with("x-forwarded-")
-        || matches!(dashed.as_str(), "x-request-id" | "x-real-ip" | "forwarded")
-        || claim_headers.iter().any(|h| h.as_str() == dashed)
-}
-
-/// Removes every client copy of a header the gateway sets: exact names and other spellings.
-fn strip_gateway_headers(headers: &mut HeaderMap, claim_headers: &[HeaderName]) {
-    for h in claim_headers {
-        headers.remove(h);
-    }
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| spoofs_gateway_header(n, claim_headers))
-        .cloned()
-        .collect();
-    for h in spoofed {
-        headers.remove(h);
     }
 }
 
@@ -424,29 +360,4 @@ fn preflight<'a>(
         };
         (Some(route), resp)
     })
-}
-
-fn limited(
-    ctx: &Ctx,
-    route: &RouteRuntime,
-    limiter: &BoundedLimiter,
-    d: Decision,
-    m: &Metrics,
-) -> Option<Response> {
-    if let Decision::Limited { .. } = d {
-        m.rate_limited
-            .get_or_create(&RouteLabels {
-                route: route.name.clone(),
-            })
-            .inc();
-        let mut resp = json_error(
-            ctx,
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests; retry later",
-        );
-        d.headers(&limiter.policy(), resp.headers_mut());
-        return Some(resp);
-    }
-    None
 }

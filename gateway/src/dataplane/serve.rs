@@ -2,7 +2,11 @@
 //! limits, auth, backend choice and the proxied request, with the answers to a client's
 //! or a backend's failure.
 //!
-//! Imports [`super`]'s request context and answers, and what the request path uses.
+//! Owns the header hygiene (a client's copies of the gateway's own headers are dropped)
+//! and the 413 and 429 answers.
+//!
+//! Imports [`context`](super::context) (the request's facts and the JSON error answer),
+//! [`aggregate`](super::aggregate), and what the request path uses; never the parent.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,10 +20,10 @@ use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::aggregate::aggregate;
-use super::{Ctx, DataPlane, json_error, limited, strip_gateway_headers, too_large};
+use super::context::{Ctx, DataPlane, json_error};
 use crate::auth;
-use crate::metrics::{AuthLabels, BackendLabels, UpstreamLabels};
-use crate::ratelimit;
+use crate::metrics::{AuthLabels, BackendLabels, Metrics, RouteLabels, UpstreamLabels};
+use crate::ratelimit::{self, BoundedLimiter, Decision};
 use crate::reload::Loaded;
 use crate::runtime::{RouteRuntime, Runtime, Target};
 use crate::split::{Choice, Split};
@@ -479,4 +483,72 @@ fn upstream_failure(
             "the service could not be reached",
         ),
     }
+}
+
+/// 413 for a body over the route's limit, announced or streamed.
+fn too_large(ctx: &Ctx, route: &RouteRuntime) -> Response {
+    json_error(
+        ctx,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        &format!("the request body is larger than {} bytes", route.max_body),
+    )
+}
+
+/// Whether `name` is another spelling of a header the gateway sets itself (forwarded claims,
+/// `x-fleetgate-*`, the forwarding headers): `_` for `-`. CGI, WSGI, Rack and PHP read
+/// `X_Fleetgate_Tenant` as `X-Fleetgate-Tenant`, so such a header would pose as the gateway's.
+fn spoofs_gateway_header(name: &HeaderName, claim_headers: &[HeaderName]) -> bool {
+    let n = name.as_str();
+    if n.starts_with("x-fleetgate-") {
+        return true;
+    }
+    if !n.contains('_') {
+        return false;
+    }
+    let dashed = n.replace('_', "-");
+    dashed.starts_with("x-fleetgate-")
+        || dashed.starts_with("x-forwarded-")
+        || matches!(dashed.as_str(), "x-request-id" | "x-real-ip" | "forwarded")
+        || claim_headers.iter().any(|h| h.as_str() == dashed)
+}
+
+/// Removes every client copy of a header the gateway sets: exact names and other spellings.
+fn strip_gateway_headers(headers: &mut HeaderMap, claim_headers: &[HeaderName]) {
+    for h in claim_headers {
+        headers.remove(h);
+    }
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| spoofs_gateway_header(n, claim_headers))
+        .cloned()
+        .collect();
+    for h in spoofed {
+        headers.remove(h);
+    }
+}
+
+fn limited(
+    ctx: &Ctx,
+    route: &RouteRuntime,
+    limiter: &BoundedLimiter,
+    d: Decision,
+    m: &Metrics,
+) -> Option<Response> {
+    if let Decision::Limited { .. } = d {
+        m.rate_limited
+            .get_or_create(&RouteLabels {
+                route: route.name.clone(),
+            })
+            .inc();
+        let mut resp = json_error(
+            ctx,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests; retry later",
+        );
+        d.headers(&limiter.policy(), resp.headers_mut());
+        return Some(resp);
+    }
+    None
 }

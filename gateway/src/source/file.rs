@@ -1,14 +1,14 @@
 //! `file://DIR/<account>`: an account's directory in a file target, `current.json` and
 //! `bundles/`.
 //!
-//! Imports [`super`] only.
+//! Imports [`super::types`] only.
 
 use std::path::PathBuf;
 
 use fleetgate_bundle::pointer::Pointer;
 use sha2::{Digest as _, Sha256};
 
-use super::{BundleSource, Fetched, SourceError, SourceVersion};
+use super::types::{BundleSource, Fetched, SourceError, SourceVersion};
 
 /// One account's directory in a `file://` target: `current.json` and `bundles/`.
 #[derive(Debug, Clone)]

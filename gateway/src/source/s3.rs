@@ -3,14 +3,14 @@
 //! The pointer is polled with a conditional GET on its ETag, so an unchanged pointer costs
 //! one `304 Not Modified`.
 //!
-//! Imports [`super`] and [`crate::aws`].
+//! Imports [`super::types`] and [`crate::aws`].
 
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata as _};
 
 use fleetgate_bundle::pointer::Pointer;
 
-use super::{BundleSource, Fetched, SourceError, SourceVersion};
+use super::types::{BundleSource, Fetched, SourceError, SourceVersion};
 use crate::aws::https_client;
 
 /// `s3://bucket/prefix` (the prefix holding `current.json` and `bundles/`).
