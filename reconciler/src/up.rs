@@ -38,6 +38,37 @@ use crate::config::repo::Repo;
 use crate::git::GitRepo;
 use crate::target::connect::TargetSpec;
 
+/// Resolves once `rx` says stop.
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The servers `up` runs until it stops.
+type Tasks = Vec<tokio::task::JoinHandle<Result<()>>>;
+
+/// Demo backends, one per backend name of the fleet; their URLs by name.
+async fn start_backends(
+    bundles: &BTreeMap<String, Bundle>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> Result<BTreeMap<String, String>> {
+    let names: BTreeSet<String> = bundles
+        .values()
+        .flat_map(|b| b.gateway.backends.keys().cloned())
+        .collect();
+    let mut overrides = BTreeMap::new();
+    for name in names {
+        let listener = bind(0, "demo backend").await?;
+        overrides.insert(name.clone(), format!("http://{}", listener.local_addr()?));
+        let server =
+            axum::serve(listener, demo_backend(name)).with_graceful_shutdown(stopped(stop.clone()));
+        tasks.push(tokio::spawn(async move {
+            server.await.map_err(anyhow::Error::from)
+        }));
+    }
+    Ok(overrides)
+}
+
 /// What `up` is asked to do.
 #[derive(Debug, Clone)]
 pub struct UpSettings {
@@ -250,26 +281,8 @@ pub async fn run(
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let mut tasks = Vec::new();
-
-    // Demo backends, one per backend name of the fleet.
-    let names: BTreeSet<String> = bundles
-        .values()
-        .flat_map(|b| b.gateway.backends.keys().cloned())
-        .collect();
-    let mut overrides = BTreeMap::new();
-    for name in names {
-        let listener = bind(0, "demo backend").await?;
-        overrides.insert(name.clone(), format!("http://{}", listener.local_addr()?));
-        let server = axum::serve(listener, demo_backend(name))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
-        tasks.push(tokio::spawn(async move {
-            server.await.map_err(anyhow::Error::from)
-        }));
-    }
+    let overrides = start_backends(&bundles, &stop_rx, &mut tasks).await?;
 
     // One gateway per account.
     let at = |offset: u16| {
