@@ -69,6 +69,53 @@ async fn start_backends(
     Ok(overrides)
 }
 
+/// One in-process gateway per account, on `at(i)` and its admin on `at(1001 + i)`, each
+/// reading its account's pointer in `fleet_dir`; the accounts as the guide shows them.
+#[allow(clippy::too_many_arguments)] // the servers' shared settings, one each
+async fn start_gateways(
+    bundles: &BTreeMap<String, Bundle>,
+    dir: &Path,
+    fleet_dir: &Path,
+    overrides: &BTreeMap<String, String>,
+    at: &dyn Fn(u16) -> Result<u16>,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> Result<(Vec<LocalAccount>, Vec<Arc<Gateway>>)> {
+    let mut accounts = Vec::new();
+    let mut gateways = Vec::new();
+    for (i, (name, bundle)) in bundles.iter().enumerate() {
+        let i = u16::try_from(i).context("too many accounts")?;
+        let data = bind(at(i)?, &format!("{name}'s gateway")).await?;
+        let admin = bind(at(1001 + i)?, &format!("{name}'s gateway admin")).await?;
+        let gateway = Arc::new(Gateway::with_options(Options {
+            secrets: Arc::new(Secrets::new(Some(dir.join("secrets").join(name)), None)),
+            backend_overrides: overrides.clone(),
+            ..Options::default()
+        }));
+        accounts.push(LocalAccount {
+            name: name.clone(),
+            stage: bundle.account.stage.clone(),
+            host: bundle.gateway.hosts.first().cloned().unwrap_or_default(),
+            listen: data.local_addr()?,
+            admin: admin.local_addr()?,
+        });
+        gateways.push(gateway.clone());
+        let source = FileSource::new(&format!("file://{}", fleet_dir.join(name).display()));
+        let server_settings = fleetgate_gateway::server::Settings {
+            poll: Duration::from_secs(1),
+            status_every: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(5),
+            ..fleetgate_gateway::server::Settings::new(format!("up-{name}"))
+        };
+        let stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            fleetgate_gateway::server::run(gateway, source, data, admin, server_settings, stop)
+                .await
+        }));
+    }
+    Ok((accounts, gateways))
+}
+
 /// What `up` is asked to do.
 #[derive(Debug, Clone)]
 pub struct UpSettings {
@@ -284,7 +331,6 @@ pub async fn run(
     let mut tasks = Vec::new();
     let overrides = start_backends(&bundles, &stop_rx, &mut tasks).await?;
 
-    // One gateway per account.
     let at = |offset: u16| {
         if settings.port == 0 {
             Ok(0)
@@ -295,38 +341,11 @@ pub async fn run(
                 .context("--port is too high for this many accounts")
         }
     };
-    let mut accounts = Vec::new();
-    let mut gateways = Vec::new();
-    for (i, (name, bundle)) in bundles.iter().enumerate() {
-        let i = u16::try_from(i).context("too many accounts")?;
-        let data = bind(at(i)?, &format!("{name}'s gateway")).await?;
-        let admin = bind(at(1001 + i)?, &format!("{name}'s gateway admin")).await?;
-        let gateway = Arc::new(Gateway::with_options(Options {
-            secrets: Arc::new(Secrets::new(Some(dir.join("secrets").join(name)), None)),
-            backend_overrides: overrides.clone(),
-            ..Options::default()
-        }));
-        accounts.push(LocalAccount {
-            name: name.clone(),
-            stage: bundle.account.stage.clone(),
-            host: bundle.gateway.hosts.first().cloned().unwrap_or_default(),
-            listen: data.local_addr()?,
-            admin: admin.local_addr()?,
-        });
-        gateways.push(gateway.clone());
-        let source = FileSource::new(&format!("file://{}", fleet_dir.join(name).display()));
-        let server_settings = fleetgate_gateway::server::Settings {
-            poll: Duration::from_secs(1),
-            status_every: Duration::from_secs(2),
-            drain_timeout: Duration::from_secs(5),
-            ..fleetgate_gateway::server::Settings::new(format!("up-{name}"))
-        };
-        let stop = stopped(stop_rx.clone());
-        tasks.push(tokio::spawn(async move {
-            fleetgate_gateway::server::run(gateway, source, data, admin, server_settings, stop)
-                .await
-        }));
-    }
+    // One gateway per account.
+    let (accounts, gateways) = start_gateways(
+        &bundles, &dir, &fleet_dir, &overrides, &at, &stop_rx, &mut tasks,
+    )
+    .await?;
 
     // The reconciler, as `fleetgate watch` runs it.
     let status_listener = bind(at(1000)?, "the reconciler's /status").await?;
