@@ -88,7 +88,7 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
     } = args;
     // The guide goes to standard output; the log (warnings and up's own steps unless
     // FLEETGATE_LOG says otherwise) to standard error.
-    init_logging_with("text", "warn,crate::up=info");
+    init_logging_with("text", "warn,fleetgate::up=info");
     let settings = crate::up::UpSettings {
         dir,
         port,

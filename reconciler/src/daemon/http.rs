@@ -185,7 +185,7 @@ pub struct Daemon {
     pub(super) shared: Mutex<Shared>,
     pub(super) metrics: Metrics,
     pub(super) wake: Notify,
-    /// Every time the daemon records: tokio's (virtual in tests).
+    /// Every time the daemon records: the system's clock (leases are compared across hosts).
     pub(super) clock: Clock,
 }
 

@@ -353,9 +353,9 @@ impl Looper {
         Ok(c)
     }
 
-    /// Runs the change through the one reconcile path, serving its live report, and stops
-    /// where it is if the lease is lost: pointers are only ever moved by CAS with bundles
-    /// stored first, so stopping anywhere is safe.
+    /// Runs the change through the one reconcile path: the holds step, then the rollout,
+    /// serving its live report, which stops where it is if the lease is lost: pointers are
+    /// only ever moved by CAS with bundles stored first, so stopping anywhere is safe.
     async fn roll_out(
         &self,
         target: &dyn crate::target::Target,
@@ -365,15 +365,24 @@ impl Looper {
         holder: &LeaseHolder,
     ) -> Result<Option<RolloutReport>, PassError> {
         let pass = Reconcile::new(target, fan, stamp, change);
-        let live: Live = Arc::new(Mutex::new(pass.initial_report()));
-        if change.execute {
-            lock(&self.daemon.shared).live = Some(live.clone());
-            tracing::info!(
-                commit = %change.plan.head.commit,
-                accounts = change.plan.summary.create + change.plan.summary.update,
-                "rollout starts"
-            );
+        // Holds the branch has moved past, lifted first: not bound to the lease (each is a
+        // compare-and-swap of one pointer, safe whoever holds it).
+        for (name, r) in pass.holds().await {
+            match r {
+                Ok(_) => tracing::info!(account = %name, "hold released: the branch moved on"),
+                Err(e) => tracing::warn!(account = %name, error = %e, "cannot release a hold"),
+            }
         }
+        if !change.execute {
+            return Ok(None);
+        }
+        let live: Live = Arc::new(Mutex::new(pass.initial_report()));
+        lock(&self.daemon.shared).live = Some(live.clone());
+        tracing::info!(
+            commit = %change.plan.head.commit,
+            accounts = change.plan.summary.create + change.plan.summary.update,
+            "rollout starts"
+        );
         let lost = async {
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -382,22 +391,10 @@ impl Looper {
                 }
             }
         };
-        let done = tokio::select! {
-            r = pass.run(&live) => Some(r),
+        let report = tokio::select! {
+            r = pass.rollout(&live) => Some(r),
             () = lost => None,
         };
-        if let Some(done) = &done {
-            for (name, r) in &done.holds {
-                match r {
-                    Ok(_) => tracing::info!(account = %name, "hold released: the branch moved on"),
-                    Err(e) => tracing::warn!(account = %name, error = %e, "cannot release a hold"),
-                }
-            }
-        }
-        if !change.execute {
-            return Ok(None);
-        }
-        let report = done.and_then(|d| d.report);
         {
             let mut shared = lock(&self.daemon.shared);
             shared.live = None;

@@ -545,7 +545,7 @@ pub fn markdown(report: &DriftReport) -> String {
     if not_in_sync.is_empty() {
         return out;
     }
-    let _ = writeln!(out, "| Account | Account id | DriftStatus | Cause |");
+    let _ = writeln!(out, "| Account | Account id | Status | Cause |");
     let _ = writeln!(out, "|---|---|---|---|");
     for a in not_in_sync {
         let cause = a.cause.as_deref().unwrap_or("").replace('|', "\\|");
@@ -793,5 +793,11 @@ mod tests {
                 .all(|a| a.commits_behind == Some(1))
         );
         assert_eq!(report.summary.orphaned, 1);
+        // The markdown report's table, as docs/drift.md shows it.
+        assert!(
+            markdown(&report).contains("| Account | Account id | Status | Cause |"),
+            "{}",
+            markdown(&report)
+        );
     }
 }

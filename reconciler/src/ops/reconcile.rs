@@ -1,12 +1,13 @@
 //! The one code path that changes deployed state. `fleetgate apply` runs it once,
 //! `fleetgate rollback` runs it with a hold, and `fleetgate watch` runs it on every pass.
 //!
-//! A pass, given a plan:
-//! 1. **holds** on the accounts the plan leaves as they are: a rollback holds them too (so
-//!    none is rolled forward), the daemon lifts the holds its branch has moved past;
-//! 2. **rollout**: the plan's creates and updates, wave by wave with health gates, by the
-//!    one [`Executor`], every pointer written by compare-and-swap against the version the
-//!    plan observed ([`crate::plan::AccountPlan::expected`]).
+//! A pass, given a plan, has two steps:
+//! - **rollout**: the plan's creates and updates, wave by wave with health gates, by the
+//!   one [`Executor`], every pointer written by compare-and-swap against the version the
+//!   plan observed ([`crate::plan::AccountPlan::expected`]);
+//! - **holds** on the accounts the plan leaves as they are: the daemon lifts the holds its
+//!   branch has moved past (before its rollout), a rollback holds them too, so none is
+//!   rolled forward (after its rollout).
 
 use std::time::Duration;
 
@@ -117,19 +118,36 @@ impl<'a> Reconcile<'a> {
         self.executor.initial_report()
     }
 
-    /// Runs the pass: holds first, then the rollout; `live` follows the rollout as it goes.
+    /// Runs the pass; `live` follows the rollout as it goes. Holds a pass lifts are lifted
+    /// before its rollout; a hold it sets (a rollback's) is set on the accounts already
+    /// there once the rollout has moved the others.
     pub async fn run(&self, live: &Live) -> Reconciled {
-        let holds = self.holds().await;
+        let setting = matches!(self.change.holds, Holds::Set(_));
+        let mut holds = if setting {
+            Vec::new()
+        } else {
+            self.holds().await
+        };
         let report = if self.change.execute {
-            Some(self.executor.run(live).await)
+            Some(self.rollout(live).await)
         } else {
             None
         };
+        if setting {
+            holds = self.holds().await;
+        }
         Reconciled { report, holds }
     }
 
-    /// The holds step, on the accounts the plan leaves as they are.
-    async fn holds(&self) -> Vec<(String, Result<bool, TargetError>)> {
+    /// The rollout step alone: the plan's creates and updates, wave by wave (the daemon
+    /// runs it against its lease, after [`Reconcile::holds`]).
+    pub async fn rollout(&self, live: &Live) -> RolloutReport {
+        self.executor.run(live).await
+    }
+
+    /// The holds step, on the accounts the plan leaves as they are: one entry per account
+    /// whose hold it set or lifted (or failed to).
+    pub async fn holds(&self) -> Vec<(String, Result<bool, TargetError>)> {
         let plan = self.change.plan;
         let unchanged = plan
             .accounts
