@@ -101,7 +101,9 @@ fn bench(c: &mut Criterion) {
             fleetgate::ops::apply::ApplyOptions {
                 gates: fleetgate::ops::reconcile::Gates::Skip,
                 all_at_once: true,
+                allow_backwards: false,
             },
+            &|_| false,
             &|_| false,
         ))
         .unwrap();

@@ -245,6 +245,10 @@ pub struct ApplyArgs {
     /// nothing (the first deployment of a fleet; break-glass).
     #[arg(long, conflicts_with = "skip_health_gates")]
     pub all_at_once: bool,
+    /// Apply even where an account runs a newer commit of the repo than the head (a move
+    /// back). Prefer `fleetgate rollback`, which also holds the accounts.
+    #[arg(long)]
+    pub allow_backwards: bool,
     /// Also write the rollout report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,

@@ -51,8 +51,12 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
             Gates::Wait
         },
         all_at_once: args.all_at_once,
+        allow_backwards: args.allow_backwards,
     };
-    let mut applied = rt.block_on(crate::ops::apply::apply(
+    let head_id = head.id.to_string();
+    // An account at a commit that descends from the head would be moved back.
+    let newer = |c: &str| repo.is_descendant(c, &head_id);
+    let applied = rt.block_on(crate::ops::apply::apply(
         prepared,
         target.target.as_ref(),
         fan,
@@ -60,7 +64,12 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         &plan_options,
         options,
         &superseded,
-    ))?;
+        &newer,
+    ));
+    let mut applied = match applied {
+        Ok(a) => a,
+        Err(e) => return output::report_pipeline_error(e),
+    };
     let waved = output::waved(&applied.plan);
     output::print_rollout(&mut applied.rollout, waved)?;
     if let Some(path) = &args.report {

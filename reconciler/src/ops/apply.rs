@@ -16,6 +16,9 @@ pub struct ApplyOptions {
     pub gates: Gates,
     /// No waves at all: every account at once, and one account's failure stops nothing.
     pub all_at_once: bool,
+    /// Apply even where an account runs a newer commit of the repo than the head (a move
+    /// back, which is `fleetgate rollback`'s job: it records a hold).
+    pub allow_backwards: bool,
 }
 
 /// What an apply did.
@@ -38,8 +41,24 @@ impl ApplyReport {
     }
 }
 
+/// The accounts a plan would move back: updates of accounts whose pointer records a commit
+/// `newer` than the head (a descendant of it), with that commit.
+pub fn backwards(plan: &Plan, newer: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
+    plan.accounts
+        .iter()
+        .filter(|a| a.action == plan::Action::Update)
+        .filter_map(|a| {
+            let commit = a.expected.as_ref()?.pointer.commit.as_deref()?;
+            (commit != plan.head.commit && newer(commit))
+                .then(|| (a.name.clone(), commit.to_string()))
+        })
+        .collect()
+}
+
 /// Plans `prepared` against `target` and rolls it out. `superseded(commit)`: whether the
-/// branch has moved past a commit (holds recorded there are over).
+/// branch has moved past a commit (holds recorded there are over); `newer(commit)`: whether a
+/// commit descends from the head (an account there would be moved back).
+#[allow(clippy::too_many_arguments)] // the operation's inputs, one each
 pub async fn apply(
     mut prepared: Prepared,
     target: &dyn Target,
@@ -48,6 +67,7 @@ pub async fn apply(
     plan_options: &plan::Options,
     options: ApplyOptions,
     superseded: &dyn Fn(&str) -> bool,
+    newer: &dyn Fn(&str) -> bool,
 ) -> Result<ApplyReport, PipelineError> {
     if options.all_at_once {
         prepared.context.waves.clear();
@@ -63,6 +83,14 @@ pub async fn apply(
         superseded,
     )
     .await?;
+    let back = backwards(&plan, newer);
+    if !back.is_empty() && !options.allow_backwards {
+        return Err(PipelineError::Backwards {
+            rev: plan.head.rev.clone(),
+            commit: plan.head.commit.clone(),
+            accounts: back,
+        });
+    }
     let settings = prepared
         .fleet
         .as_ref()

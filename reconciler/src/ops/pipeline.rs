@@ -31,6 +31,43 @@ pub enum PipelineError {
     },
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error(
+        "{rev} ({}) is older than what {} run{}: {}; applying it would move {} back without a hold. \
+         This is a rollback: use `fleetgate rollback --to {rev}` (it holds the accounts, so the \
+         watch daemon does not roll them forward again), or pass --allow-backwards. Nothing was written",
+        &commit[..12.min(commit.len())],
+        backwards_count(accounts),
+        if accounts.len() == 1 { "s" } else { "" },
+        backwards_list(accounts),
+        if accounts.len() == 1 { "it" } else { "them" }
+    )]
+    Backwards {
+        rev: String,
+        commit: String,
+        /// Account, and the newer commit its pointer records.
+        accounts: Vec<(String, String)>,
+    },
+}
+
+fn backwards_count(accounts: &[(String, String)]) -> String {
+    match accounts.len() {
+        1 => "1 account".to_string(),
+        n => format!("{n} accounts"),
+    }
+}
+
+/// The first accounts a backwards apply would move, with the commit each runs.
+fn backwards_list(accounts: &[(String, String)]) -> String {
+    const SHOWN: usize = 10;
+    let mut list: Vec<String> = accounts
+        .iter()
+        .take(SHOWN)
+        .map(|(a, c)| format!("{a} at {}", &c[..12.min(c.len())]))
+        .collect();
+    if accounts.len() > SHOWN {
+        list.push(format!("and {} more", accounts.len() - SHOWN));
+    }
+    list.join(", ")
 }
 
 /// Everything decided from git alone: the head's bundles for the accounts to plan.
