@@ -99,3 +99,115 @@ fn an_apply_that_would_move_accounts_back_is_refused_and_says_to_roll_back() {
     let out = fleet.apply(&[]);
     assert_eq!(code(&out), 0, "{}", show(&out));
 }
+
+/// The hold a rollback records, per account.
+fn holds(fleet: &Fleet) -> BTreeMap<String, Option<String>> {
+    fleet
+        .pointers()
+        .into_iter()
+        .map(|(a, text)| {
+            let p: serde_json::Value = serde_json::from_str(&text).unwrap();
+            (a, p["hold"]["branch_head"].as_str().map(str::to_string))
+        })
+        .collect()
+}
+
+#[test]
+fn a_rollback_from_a_stale_clone_is_refused_and_holds_name_the_remote_head() {
+    // The team's repo (`config`) at v2, deployed; on-call's clone is still at v1.
+    let fleet = Fleet::example();
+    assert_eq!(code(&fleet.apply(&[])), 0);
+    let v1 = git(&fleet.repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let clone = fleet.tmp.path().join("on-call");
+    git(
+        fleet.tmp.path(),
+        &[
+            "clone",
+            "-q",
+            fleet.repo.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
+    );
+    fleet.commit(
+        "base/gateway.yaml",
+        "maxBodyBytes: 1048576",
+        "maxBodyBytes: 2097152",
+        "bigger bodies everywhere",
+    );
+    let v2 = git(&fleet.repo, &["rev-parse", "HEAD"]).trim().to_string();
+    assert_eq!(code(&fleet.apply(&[])), 0);
+    let deployed = fleet.pointers();
+
+    let rollback = |extra: &[&str]| {
+        let mut args = vec![
+            "rollback",
+            "--repo",
+            clone.to_str().unwrap(),
+            "--to",
+            &v1,
+            "--target",
+            &fleet.target,
+        ];
+        args.extend_from_slice(extra);
+        fleet.run(&args)
+    };
+
+    // Behind the remote: refused, nothing written, and it says what to do.
+    let out = rollback(&[]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("1 commit behind origin/main"), "{err}");
+    assert!(err.contains("git pull"), "{err}");
+    assert!(err.contains("--branch origin/main"), "{err}");
+    assert_eq!(fleet.pointers(), deployed, "nothing written");
+
+    // Told which head to hold: the remote's, fetched now.
+    let out = rollback(&["--branch", "origin/main"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(
+        holds(&fleet)
+            .values()
+            .all(|h| h.as_deref() == Some(v2.as_str())),
+        "{:?}",
+        holds(&fleet)
+    );
+    // So the branch (still at v2) does not roll them forward: plan shows them held.
+    let out = fleet.run(&[
+        "plan",
+        "--repo",
+        fleet.repo.to_str().unwrap(),
+        "--target",
+        &fleet.target,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code(&out), 0, "no change while held: {}", show(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["summary"]["held"], 10, "{plan}");
+
+    // After a pull, the default (the checkout's branch) holds the remote's head too.
+    git(&clone, &["pull", "-q"]);
+    assert_eq!(
+        code(&fleet.apply(&[])),
+        0,
+        "back to v2 (holds kept by apply)"
+    );
+    let out = fleet.run(&[
+        "release",
+        "--repo",
+        fleet.repo.to_str().unwrap(),
+        "--target",
+        &fleet.target,
+    ]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(code(&fleet.apply(&[])), 0);
+    let out = rollback(&[]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(
+        holds(&fleet)
+            .values()
+            .all(|h| h.as_deref() == Some(v2.as_str())),
+        "{:?}",
+        holds(&fleet)
+    );
+}

@@ -262,7 +262,8 @@ pub struct RollbackArgs {
     #[arg(long, value_name = "COMMIT|DIGEST")]
     pub to: String,
     /// The branch the fleet tracks: its accounts and fleet.yaml are used, and the hold
-    /// lasts until it moves past its current head.
+    /// lasts until it moves past its current head. In a local clone, the head held is its
+    /// upstream's (origin/main), fetched now; a checkout behind it is refused.
     #[arg(long, value_name = "REF", default_value = "HEAD")]
     pub branch: String,
     #[command(flatten)]

@@ -107,6 +107,28 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
 
 pub fn rollback(args: &RollbackArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
+    // The hold names the head the watch daemon follows: the remote's, fetched now. A hold
+    // recorded at a stale local head would be over at once.
+    let tracked = open_git(&args.source)?
+        .tracked(&args.branch)
+        .with_context(|| {
+            format!(
+                "cannot check --branch {} against its remote, whose head the hold must name; to hold a given commit instead, pass --branch <sha>",
+                args.branch
+            )
+        })?;
+    if let Some(t) = tracked.as_ref().filter(|t| t.behind > 0) {
+        bail!(
+            "{} here ({}) is {} commit{} behind {} ({}), which the watch daemon follows: a hold recorded here would be over at once and the accounts rolled forward again. Nothing was written. Pull first (git pull), or hold the remote's head: --branch {}",
+            args.branch,
+            t.local.short(),
+            t.behind,
+            if t.behind == 1 { "" } else { "s" },
+            t.remote_branch,
+            t.tip.short(),
+            t.remote_branch
+        );
+    }
     let Some(Session {
         repo,
         commit: branch,
@@ -132,7 +154,7 @@ pub fn rollback(args: &RollbackArgs) -> Result<ExitCode> {
     }
     let request = RollbackRequest {
         to: args.to.clone(),
-        branch_head: branch.id.to_string(),
+        branch_head: tracked.map_or_else(|| branch.id.to_string(), |t| t.tip.id.to_string()),
         reason: args.reason.clone(),
         waves: args.waves,
         hold: !args.no_hold,

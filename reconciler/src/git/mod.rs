@@ -7,6 +7,7 @@
 //! directory and fetched on every open, so `origin/main` means what the remote says now.
 
 pub mod history;
+pub mod tracking;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
