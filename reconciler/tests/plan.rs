@@ -680,3 +680,59 @@ fn bad_input_fails_clearly_or_stays_with_its_account() {
             .all(|a| a["action"] != Action::Create.as_str())
     );
 }
+
+/// One plan, several documents: one read of the target and one redaction key, so the PR
+/// comment and the JSON artifact show the same fingerprints (three runs used three keys).
+#[test]
+fn one_plan_run_writes_every_format_asked_for_with_one_redaction_key() {
+    let fleet = Fleet::example();
+    let dir = fleet.tmp.path();
+    let (md, js, txt) = (
+        dir.join("plan.md"),
+        dir.join("plan.json"),
+        dir.join("plan.txt"),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+        .args([
+            "plan",
+            "--repo",
+            fleet.repo.to_str().unwrap(),
+            "--target",
+            &fleet.target,
+        ])
+        .arg("--out")
+        .arg(format!("markdown={}", md.display()))
+        .arg("--out")
+        .arg(format!("json={}", js.display()))
+        .arg("--out")
+        .arg(format!("text={}", txt.display()))
+        .env("FLEETGATE_CACHE_DIR", dir.join("cache"))
+        .env_remove("FLEETGATE_REDACTION_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "changes: {}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "every document went to its file");
+    let (md, js, txt) = (
+        std::fs::read_to_string(md).unwrap(),
+        std::fs::read_to_string(js).unwrap(),
+        std::fs::read_to_string(txt).unwrap(),
+    );
+    assert!(md.contains(format::MARKDOWN_MARKER));
+    let doc: Value = serde_json::from_str(&js).unwrap();
+    assert_eq!(doc["summary"]["create"], 10);
+    assert!(
+        txt.contains("acme-prod") && !txt.contains('\u{1b}'),
+        "{txt}"
+    );
+    let fingerprints = |s: &str| -> std::collections::BTreeSet<String> {
+        s.match_indices("(sensitive:")
+            .map(|(i, _)| s[i..i + 24.min(s.len() - i)].to_string())
+            .collect()
+    };
+    let (in_text, in_json) = (fingerprints(&txt), fingerprints(&js));
+    assert!(
+        !in_text.is_empty(),
+        "the example's secrets show as fingerprints"
+    );
+    assert!(in_text.is_subset(&in_json), "{in_text:?}\n{in_json:?}");
+}

@@ -395,9 +395,11 @@ pub struct PlanArgs {
     /// text for terminals, markdown for PR comments, json for machines (docs/plan.md).
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
-    /// Write the plan to FILE instead of standard output (never colored).
-    #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
+    /// Write the plan to FILE instead of standard output (never colored). FORMAT=FILE
+    /// (text, markdown or json) writes that format; repeat --out for several documents of
+    /// one plan: one read of the target, one redaction key.
+    #[arg(long, value_name = "[FORMAT=]FILE")]
+    pub out: Vec<PlanOut>,
     /// Warn when more than this percentage of the fleet would be updated at once.
     #[arg(long, value_name = "PERCENT", default_value_t = 25)]
     pub warn_fleet_percent: u32,
@@ -408,4 +410,35 @@ pub struct PlanArgs {
     /// Link to the full plan (e.g. a CI artifact) in markdown truncation notes.
     #[arg(long, value_name = "URL")]
     pub full_plan_url: Option<String>,
+}
+
+/// One `plan --out`: a file, and the format written there (`--format`'s when not given).
+#[derive(Debug, Clone)]
+pub struct PlanOut {
+    pub format: Option<PlanFormat>,
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for PlanOut {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PlanOut, String> {
+        let format = |name: &str| match name {
+            "text" => Some(PlanFormat::Text),
+            "markdown" => Some(PlanFormat::Markdown),
+            "json" => Some(PlanFormat::Json),
+            _ => None,
+        };
+        let (format, path) = match s.split_once('=') {
+            Some((name, path)) if format(name).is_some() => (format(name), path),
+            _ => (None, s),
+        };
+        if path.is_empty() {
+            return Err(format!("{s:?}: give a file, FORMAT=FILE or FILE"));
+        }
+        Ok(PlanOut {
+            format,
+            path: PathBuf::from(path),
+        })
+    }
 }

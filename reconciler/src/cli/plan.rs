@@ -48,17 +48,19 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
         verify,
         &superseded,
     ))?;
-    let to_file = args.out.is_some();
-    let text = match args.format {
-        PlanFormat::Text => plan::format::text(&plan, !to_file),
-        PlanFormat::Markdown => plan::format::markdown(
-            &plan,
-            plan::format::MARKDOWN_LIMIT,
-            args.full_plan_url.as_deref(),
-        ),
-        PlanFormat::Json => plan::format::json(&plan),
-    };
-    output::write_plan(args.out.as_deref(), &text)?;
+    for (format, path) in outputs(args) {
+        let text = match format {
+            // Colors only on a terminal: never in a file.
+            PlanFormat::Text => plan::format::text(&plan, path.is_none()),
+            PlanFormat::Markdown => plan::format::markdown(
+                &plan,
+                plan::format::MARKDOWN_LIMIT,
+                args.full_plan_url.as_deref(),
+            ),
+            PlanFormat::Json => plan::format::json(&plan),
+        };
+        output::write_plan(path, &text)?;
+    }
     Ok(if plan.summary.unreachable > 0 {
         ExitCode::FAILURE
     } else if plan.summary.has_changes() {
@@ -94,16 +96,26 @@ fn plan_invalid_head(
         head: &head,
         errors: diagnostics,
     };
-    let text = match args.format {
-        PlanFormat::Text => None,
-        PlanFormat::Markdown => Some(plan::format::invalid_markdown(
-            &invalid,
-            plan::format::MARKDOWN_LIMIT,
-        )),
-        PlanFormat::Json => Some(plan::format::invalid_json(&invalid)),
-    };
-    if let Some(text) = text {
-        output::write_plan(args.out.as_deref(), &text)?;
+    for (format, path) in outputs(args) {
+        let text = match format {
+            PlanFormat::Text => continue,
+            PlanFormat::Markdown => {
+                plan::format::invalid_markdown(&invalid, plan::format::MARKDOWN_LIMIT)
+            }
+            PlanFormat::Json => plan::format::invalid_json(&invalid),
+        };
+        output::write_plan(path, &text)?;
     }
     output::report_pipeline_error(e)
+}
+
+/// Where each document of the plan goes: every `--out`, or standard output in `--format`.
+fn outputs(args: &PlanArgs) -> Vec<(PlanFormat, Option<&std::path::Path>)> {
+    if args.out.is_empty() {
+        return vec![(args.format, None)];
+    }
+    args.out
+        .iter()
+        .map(|o| (o.format.unwrap_or(args.format), Some(o.path.as_path())))
+        .collect()
 }
