@@ -211,3 +211,50 @@ fn a_rollback_from_a_stale_clone_is_refused_and_holds_name_the_remote_head() {
         holds(&fleet)
     );
 }
+
+#[test]
+fn a_rollback_onto_a_tampered_bundle_is_refused_for_that_account() {
+    let fleet = Fleet::example();
+    assert_eq!(code(&fleet.apply(&[])), 0);
+    let v1 = git(&fleet.repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let before: serde_json::Value = serde_json::from_str(&fleet.pointers()["acme-prod"]).unwrap();
+    let v1_digest = before["digest"].as_str().unwrap().to_string();
+    fleet.commit(
+        "base/gateway.yaml",
+        "maxBodyBytes: 1048576",
+        "maxBodyBytes: 2097152",
+        "bigger bodies everywhere",
+    );
+    assert_eq!(code(&fleet.apply(&[])), 0);
+    let at_v2 = fleet.pointers();
+
+    // Someone with write access overwrites acme-prod's previous bundle in place.
+    let stored = fleet
+        .target_dir()
+        .join("acme-prod/bundles")
+        .join(format!("{}.json", v1_digest.trim_start_matches("sha256:")));
+    let text = std::fs::read_to_string(&stored).unwrap();
+    std::fs::write(&stored, text.replacen("1048576", "9999999", 1)).unwrap();
+
+    let out = fleet.run(&[
+        "rollback",
+        "--repo",
+        fleet.repo.to_str().unwrap(),
+        "--to",
+        &v1,
+        "--target",
+        &fleet.target,
+    ]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("failed [tampered] acme-prod"), "{err}");
+    // acme-prod's pointer stays where it was; the others went back.
+    let after = fleet.pointers();
+    assert_eq!(after["acme-prod"], at_v2["acme-prod"]);
+    assert!(
+        after
+            .iter()
+            .filter(|(a, _)| a.as_str() != "acme-prod")
+            .all(|(a, p)| p != &at_v2[a])
+    );
+}

@@ -534,6 +534,17 @@ impl Executor<'_> {
                                     .to_string(),
                             ));
                         };
+                        // Never back onto a bundle that no longer matches its digest.
+                        match self.target.read_bundle(&d.account, &prev.digest).await {
+                            Ok(Some(_)) => {}
+                            Ok(None) => {
+                                return Ok(Err(format!(
+                                    "the previous bundle {} is not stored, left as is",
+                                    prev.digest.short()
+                                )));
+                            }
+                            Err(e) => return Ok(Err(e.to_string())),
+                        }
                         let pointer = Pointer {
                             digest: prev.digest.clone(),
                             commit: prev.commit.clone(),
@@ -617,8 +628,14 @@ async fn write(
     hold: Option<&Hold>,
 ) -> Result<ETag, TargetError> {
     // Bundles are immutable and never deleted: the one the pointer replaced is still
-    // stored, so going back to it (a rollback) is a pointer write alone.
-    if current.is_none_or(|(p, _)| p.previous.as_ref() != Some(&d.digest)) {
+    // stored, so going back to it (a rollback) writes no bundle. What is stored under its
+    // name is checked against its digest first: an object overwritten in place is a
+    // tampered target, and no pointer is moved onto it.
+    if current.is_some_and(|(p, _)| p.previous.as_ref() == Some(&d.digest)) {
+        if target.read_bundle(&d.account, &d.digest).await?.is_none() {
+            target.write_bundle(&d.account, &d.canonical).await?;
+        }
+    } else {
         target.write_bundle(&d.account, &d.canonical).await?;
     }
     let pointer = Pointer {
