@@ -160,11 +160,11 @@ pub fn print_plan_leftovers(plan: &plan::Plan) {
                     a.name,
                     a.note.as_deref().unwrap_or("unreachable")
                 );
-                let _ = writeln!(err, "{}", plan::format::one_line(&line));
+                let _ = writeln!(err, "{}", crate::redact::one_line(&line));
             }
             plan::Action::Held => {
                 let line = format!("held {}: {}", a.name, a.note.as_deref().unwrap_or("held"));
-                let _ = writeln!(err, "{}", plan::format::one_line(&line));
+                let _ = writeln!(err, "{}", crate::redact::one_line(&line));
             }
             _ => {}
         }

@@ -226,9 +226,6 @@ impl Executor<'_> {
             .map(|a| (a.name.as_str(), a))
             .collect();
         let planned = &planned;
-        let breached = |live: &Live| snapshot_wave(live, i, |w| w.failed) > wave.tolerated_failures;
-        let fail = |live: &Live, name: &str, detail: String| fail_account(live, i, name, detail);
-        let (breached, fail) = (&breached, &fail);
         set(live, |r| r.waves[i].state = WaveState::Applying);
         let fan = FanOut {
             concurrency: wave.max_concurrency,
@@ -246,7 +243,7 @@ impl Executor<'_> {
                 todo,
                 |d| &d.account,
                 |d| async move {
-                    if breached(live) {
+                    if breached(live, i, wave) {
                         return Ok(None);
                     }
                     // The version the plan was made against: the write replaces exactly it.
@@ -307,7 +304,7 @@ impl Executor<'_> {
                         }
                         Err(e) => {
                             let class = e.class();
-                            fail(live, &d.account.name, e.to_string());
+                            fail_account(live, i, &d.account.name, e.to_string());
                             set(live, |r| {
                                 if let Some(a) = r.waves[i].accounts.get_mut(&d.account.name) {
                                     a.error = Some(class);
@@ -333,7 +330,7 @@ impl Executor<'_> {
                 Err(_) => {}
             }
         }
-        if breached(live) {
+        if breached(live, i, wave) {
             return Some(self.breach_reason(i, wave, live));
         }
         None
@@ -348,9 +345,6 @@ impl Executor<'_> {
         live: &Live,
         wanted: &BTreeMap<String, Digest>,
     ) -> Option<String> {
-        let breached = |live: &Live| snapshot_wave(live, i, |w| w.failed) > wave.tolerated_failures;
-        let fail = |live: &Live, name: &str, detail: String| fail_account(live, i, name, detail);
-        let (breached, fail) = (&breached, &fail);
         set(live, |r| r.waves[i].state = WaveState::Verifying);
         let gate = &wave.health_gate;
         let (poll, max_age) = self.timing();
@@ -378,11 +372,11 @@ impl Executor<'_> {
                             a.detail = detail;
                         }
                     }),
-                    Serving::Fail(why) => fail(live, &name, why),
+                    Serving::Fail(why) => fail_account(live, i, &name, why),
                     Serving::NotYet(why) => still.push((name, why)),
                 }
             }
-            if breached(live) {
+            if breached(live, i, wave) {
                 return Some(self.breach_reason(i, wave, live));
             }
             if still.is_empty() {
@@ -390,13 +384,14 @@ impl Executor<'_> {
             }
             if tokio::time::Instant::now() >= deadline {
                 for (name, why) in still {
-                    fail(
+                    fail_account(
                         live,
+                        i,
                         &name,
                         format!("health gate timed out after {}: {why}", gate.timeout),
                     );
                 }
-                if breached(live) {
+                if breached(live, i, wave) {
                     return Some(self.breach_reason(i, wave, live));
                 }
                 break;
@@ -416,9 +411,6 @@ impl Executor<'_> {
         live: &Live,
         wanted: &BTreeMap<String, Digest>,
     ) -> Option<String> {
-        let breached = |live: &Live| snapshot_wave(live, i, |w| w.failed) > wave.tolerated_failures;
-        let fail = |live: &Live, name: &str, detail: String| fail_account(live, i, name, detail);
-        let (breached, fail) = (&breached, &fail);
         set(live, |r| r.waves[i].state = WaveState::Baking);
         let gate = &wave.health_gate;
         let (poll, max_age) = self.timing();
@@ -439,10 +431,10 @@ impl Executor<'_> {
                 if let Some(Ok(reports)) = reads.get(name)
                     && let Err(why) = judge(&fresh(reports, now, max_age), &wanted[name], gate)
                 {
-                    fail(live, name, why);
+                    fail_account(live, i, name, why);
                 }
             }
-            if breached(live) {
+            if breached(live, i, wave) {
                 return Some(self.breach_reason(i, wave, live));
             }
             let now = tokio::time::Instant::now();
@@ -582,6 +574,11 @@ impl Executor<'_> {
             wave.state = WaveState::RolledBack;
         });
     }
+}
+
+/// Whether wave `i` has more failed accounts than it tolerates.
+fn breached(live: &Live, i: usize, wave: &WavePlan) -> bool {
+    snapshot_wave(live, i, |w| w.failed) > wave.tolerated_failures
 }
 
 /// Marks an account failed once, counting it against its wave's tolerance.

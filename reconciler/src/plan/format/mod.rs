@@ -15,7 +15,6 @@ pub mod invalid;
 pub mod markdown;
 pub mod text;
 
-pub use crate::redact::one_line;
 pub use common::json;
 pub use invalid::{InvalidHead, InvalidJson, invalid_json, invalid_markdown};
 pub use markdown::{MARKDOWN_LIMIT, MARKDOWN_MARKER, markdown};
