@@ -148,6 +148,11 @@ impl Rig {
     /// moto, the config repo at its first commit, the buckets (bootstrap), the backend, a
     /// gateway per account, and traffic through each.
     fn start() -> Rig {
+        Rig::start_with(FLEET)
+    }
+
+    /// As [`Rig::start`], with this fleet.yaml.
+    fn start_with(fleet: &str) -> Rig {
         let moto = Moto::start();
         let tmp = tempfile::tempdir().unwrap();
         let repo = tmp.path().join("config");
@@ -186,7 +191,7 @@ impl Rig {
 
         std::fs::create_dir_all(repo.join("base")).unwrap();
         std::fs::create_dir_all(repo.join("accounts")).unwrap();
-        std::fs::write(repo.join("fleet.yaml"), FLEET).unwrap();
+        std::fs::write(repo.join("fleet.yaml"), fleet).unwrap();
         std::fs::write(repo.join("base/idp.yaml"), IDP).unwrap();
         std::fs::write(
             repo.join("base/gateway.yaml"),
@@ -793,6 +798,105 @@ fn revert_and_rollback_to_with_holds_the_daemon_respects() {
     ]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert!(stdout(&out).contains("hold by operator"), "{}", show(&out));
+}
+
+/// (8) A newer commit preempts a rollout: a bad change bakes in the canary (a 10-minute
+/// bake), its revert is pushed, and the daemon stops the bake at once: the canaries are back
+/// on their previous bundles within seconds (not after the bake), early and prod are never
+/// written, and `/status` says what was preempted, by which commit, and what it had moved.
+#[test]
+fn a_revert_preempts_a_bad_change_baking_in_the_canary() {
+    let fleet = FLEET.replacen("bakeTime: 2s", "bakeTime: 10m", 1);
+    let rig = Rig::start_with(&fleet);
+    let c0 = rig.head();
+    // The first deployment, without gates: a 10-minute canary bake is not what is tested.
+    let out = rig.fleetgate(&[
+        "apply",
+        "--repo",
+        rig.repo_str(),
+        "--target",
+        "aws",
+        "--skip-health-gates",
+    ]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let d0 = rig.rendered();
+    assert_eq!(rig.digests(), d0);
+    // Polling once an hour: only webhooks wake the daemon.
+    let d = rig.daemon("solo", "1h", &[]);
+    rig.wait_applied(&d, &c0);
+    let later_waves = |rig: &Rig| -> BTreeMap<String, Value> {
+        rig.pointers()
+            .into_iter()
+            .filter(|(n, _)| n == "e1" || n == "p1")
+            .collect()
+    };
+    let untouched = later_waves(&rig);
+
+    // The bad change: it passes the gate (the backend answers 200), and bakes in the canary.
+    let c1 = rig.commit(
+        "upstreamPath: /ok",
+        "upstreamPath: /ok-v2",
+        "hello v2 (the bad one)",
+    );
+    let d1 = rig.rendered();
+    assert_eq!(rig.push_webhook(&d, &c1, Sig::Good).0, 202);
+    rig.wait(&d, "the canary baking c1", Duration::from_secs(120), |s| {
+        s["rollout"]["commit"] == c1.as_str() && s["rollout"]["waves"][0]["state"] == "baking"
+    });
+    let canaries = |digests: &BTreeMap<String, String>| -> Vec<String> {
+        ["c1", "c2"].iter().map(|n| digests[*n].clone()).collect()
+    };
+    assert_eq!(canaries(&rig.digests()), canaries(&d1));
+    assert_ne!(canaries(&d1), canaries(&d0));
+
+    // Its revert: the bake is cut short and the canaries go back.
+    let c2 = rig.revert(&c1);
+    let pushed = Instant::now();
+    assert_eq!(rig.push_webhook(&d, &c2, Sig::Good).0, 202);
+    let deadline = pushed + Duration::from_secs(90);
+    while canaries(&rig.digests()) != canaries(&d0) {
+        assert!(
+            Instant::now() < deadline,
+            "the canaries are still on c1 {:?} after the revert: the bad rollout was not preempted\n{:#}\n{}",
+            pushed.elapsed(),
+            rig.status(&d).unwrap_or_default(),
+            std::fs::read_to_string(&d.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "the canaries were back {:?} after the revert's webhook",
+        pushed.elapsed()
+    );
+    let status = rig.wait(
+        &d,
+        "the preemption reported",
+        Duration::from_secs(30),
+        |s| s["preempted"]["commit"] == c1.as_str() && s["rollout"]["commit"] == c2.as_str(),
+    );
+    assert_eq!(status["preempted"]["by"], c2.as_str(), "{status:#}");
+    assert_eq!(
+        status["preempted"]["moved"],
+        serde_json::json!(["c1", "c2"]),
+        "{status:#}"
+    );
+    assert_eq!(
+        later_waves(&rig),
+        untouched,
+        "early and prod were never written"
+    );
+    assert!(
+        status["rejected"].is_null(),
+        "a preempted commit is superseded, not rejected: {status:#}"
+    );
+    let metrics = rig.metrics(&d);
+    assert_eq!(
+        metric(&metrics, "fleetgate_rollouts_total{result=\"preempted\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    assert!(log.contains("rollout preempted"), "{log}");
 }
 
 /// (6) Two daemons: only the lease holder rolls out; when it dies (killed, no goodbye), the

@@ -55,8 +55,9 @@ pub enum Command {
     Bootstrap(BootstrapArgs),
     /// Keep the fleet at the head of a branch: fetch on an interval or on a push webhook,
     /// roll each new head out wave by wave with health gates (one rollout at a time; a newer
-    /// commit waits for the running one), check drift on a schedule, and serve /status,
-    /// /health, /metrics and /webhook. Only the lease holder rolls out (docs/watch.md).
+    /// commit preempts the running one at its next safe point), check drift on a schedule,
+    /// and serve /status, /health, /metrics and /webhook. Only the lease holder rolls out
+    /// (docs/watch.md).
     Watch(Box<WatchArgs>),
     /// The whole loop on this machine, no AWS account needed: a git repo of the example
     /// fleet in DIR/repo, reconciled wave by wave to a file:// fleet by the watch daemon, one

@@ -47,6 +47,19 @@ pub struct HeldAccount {
     pub note: String,
 }
 
+/// A rollout a newer commit stopped, as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Preempted {
+    /// The rollout's commit.
+    pub commit: String,
+    /// The newer commit that stopped it.
+    pub by: String,
+    /// RFC 3339.
+    pub at: String,
+    /// The accounts it had moved: the newer commit's rollout takes them over.
+    pub moved: Vec<String>,
+}
+
 /// The body of `/status`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DaemonStatus {
@@ -61,12 +74,14 @@ pub struct DaemonStatus {
     pub head: Option<CommitView>,
     /// The last commit the whole fleet (or shard) was brought to.
     pub last_applied: Option<CommitView>,
-    /// A newer head announced by a webhook while a rollout runs: applied next.
+    /// A newer head announced by a webhook while a rollout runs: it preempts the rollout.
     pub queued: Option<String>,
     /// The in-flight rollout (outcome `in_progress`), else the last one.
     pub rollout: Option<RolloutReport>,
     /// A commit whose rollout was rolled back: not retried until the branch moves on.
     pub rejected: Option<Rejected>,
+    /// The last rollout a newer commit stopped.
+    pub preempted: Option<Preempted>,
     pub held: Vec<HeldAccount>,
     pub drift: Option<DriftReport>,
     pub last_error: Option<String>,

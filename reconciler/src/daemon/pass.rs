@@ -3,20 +3,21 @@
 //! ([`crate::ops::reconcile`]) and check drift when due. Errors are values ([`PassError`])
 //! that the error policy turns into requeue actions with backoff.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::manifest::FleetSpec;
-use crate::daemon::http::{CommitView, Daemon, HeldAccount, ResultLabel, lock};
+use crate::daemon::http::{CommitView, Daemon, HeldAccount, Preempted, ResultLabel, lock};
 use crate::daemon::leader::{LeaseHolder, lease_name, spawn_renewer};
 use crate::daemon::lease::{FileLeaseStore, Lease, LeaseStore, Rejected, S3LeaseStore};
 use crate::daemon::settings::Settings;
-use crate::execute::Stamp;
 use crate::execute::rollout::{Live, Outcome, RolloutReport};
+use crate::execute::{Preempt, Stamp};
 use crate::git::{Commit, GitRepo};
 use crate::ops::pipeline::{self, PipelineError, Prepared};
 use crate::ops::reconcile::{Change, Gates, Holds, Reconcile};
-use crate::plan::{self, Action as PlanAction};
+use crate::plan::{self, Action as PlanAction, Carried, Plan};
 use crate::target::connect::{Connected, Home, Purpose};
 use crate::target::{FanOut, NoProgress};
 
@@ -67,6 +68,9 @@ pub(super) struct Looper {
     /// Renews the lease from the moment it exists, rollouts included.
     pub(super) renewer: Option<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::watch::Receiver<bool>,
+    /// Accounts a preempted rollout moved before their wave was verified: the next
+    /// rollout's, whatever its head.
+    carried: BTreeMap<String, Carried>,
 }
 
 impl Looper {
@@ -80,6 +84,7 @@ impl Looper {
             invalid_head: None,
             renewer: None,
             stop,
+            carried: BTreeMap::new(),
         }
     }
 
@@ -151,6 +156,7 @@ impl Looper {
         };
         let options = plan::Options {
             redaction_key: b"watch".to_vec(),
+            carried: self.carried.clone(),
             ..plan::Options::default()
         };
         let superseded = |c: &str| repo.is_descendant(&head_id, c);
@@ -204,13 +210,20 @@ impl Looper {
             holds: Holds::ReleaseSuperseded(&superseded),
             record_commit: true,
             max_bake: self.settings().max_bake,
+            preempt: None,
         };
-        let report = self.roll_out(target, fan, &stamp, change, &holder).await?;
+        let report = self
+            .roll_out(target, fan, &stamp, change, &holder, &head_id)
+            .await?;
 
         let mut result = "no_change";
         // Accounts the rollout tolerated as failed: retried on the next pass.
         let mut rollout_failed = 0;
         if let Some(report) = report {
+            if report.outcome == Outcome::Preempted {
+                return Ok(self.preempted(&report, &plan));
+            }
+            self.carried.clear();
             if let Some(rejected) = self.judge(&report, &head_id, &holder).await {
                 return Ok(rejected);
             }
@@ -355,7 +368,8 @@ impl Looper {
 
     /// Runs the change through the one reconcile path: the holds step, then the rollout,
     /// serving its live report, which stops where it is if the lease is lost: pointers are
-    /// only ever moved by CAS with bundles stored first, so stopping anywhere is safe.
+    /// only ever moved by CAS with bundles stored first, so stopping anywhere is safe. While
+    /// it runs, the branch is checked on every webhook and poll: a newer head preempts it.
     async fn roll_out(
         &self,
         target: &dyn crate::target::Target,
@@ -363,7 +377,13 @@ impl Looper {
         stamp: &Stamp,
         change: Change<'_>,
         holder: &LeaseHolder,
+        head: &str,
     ) -> Result<Option<RolloutReport>, PassError> {
+        let (preempt_tx, preempt) = Preempt::channel();
+        let change = Change {
+            preempt: Some(&preempt),
+            ..change
+        };
         let pass = Reconcile::new(target, fan, stamp, change);
         // Holds the branch has moved past, lifted first: not bound to the lease (each is a
         // compare-and-swap of one pointer, safe whoever holds it).
@@ -394,6 +414,7 @@ impl Looper {
         let report = tokio::select! {
             r = pass.rollout(&live) => Some(r),
             () = lost => None,
+            () = self.watch_branch(head, preempt_tx) => None,
         };
         {
             let mut shared = lock(&self.daemon.shared);
@@ -413,6 +434,67 @@ impl Looper {
         }
     }
 
+    /// While a rollout runs: on every webhook and poll interval, the branch's tip; once it
+    /// is not `head`, tells the rollout (which stops at its next safe point). Never returns.
+    async fn watch_branch(&self, head: &str, preempt: tokio::sync::watch::Sender<Option<String>>) {
+        let settings = self.settings().clone();
+        loop {
+            tokio::select! {
+                () = self.daemon.wake.notified() => {}
+                () = tokio::time::sleep(settings.poll_interval) => {}
+            }
+            match branch_tip(&settings).await {
+                Ok(tip) if tip != head => {
+                    tracing::info!(
+                        running = %head,
+                        newer = %tip,
+                        "the branch moved: the running rollout stops at its next safe point"
+                    );
+                    self.daemon.update(|s| s.queued = Some(tip.clone()));
+                    let _ = preempt.send(Some(tip));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot check the branch during the rollout"),
+            }
+        }
+        std::future::pending::<()>().await;
+    }
+
+    /// Records a rollout a newer commit stopped: `/status` says so, the accounts it moved
+    /// before their wave was verified are carried into the next plan, and the next pass
+    /// starts at once. The commit is not rejected: it was superseded, not judged.
+    fn preempted(&mut self, report: &RolloutReport, plan: &Plan) -> Passed {
+        self.daemon
+            .metrics
+            .applies
+            .get_or_create(&ResultLabel {
+                result: "preempted".into(),
+            })
+            .inc();
+        let by = self.daemon.status().queued.unwrap_or_default();
+        let moved = report.moved();
+        let carried = report.carried(plan);
+        tracing::info!(
+            commit = %report.commit,
+            by = %by,
+            moved = moved.len(),
+            carried = carried.len(),
+            "rollout preempted"
+        );
+        self.carried = carried;
+        self.daemon.update(|s| {
+            s.preempted = Some(Preempted {
+                commit: report.commit.clone(),
+                by,
+                at: self.daemon.clock.rfc3339(),
+                moved,
+            });
+        });
+        self.failures = 0;
+        ("preempted", Next::Requeue(Duration::ZERO))
+    }
+
     /// Records a finished rollout; a rollout that did not succeed rejects its commit (not
     /// retried until the branch moves on), and the pass ends there.
     async fn judge(
@@ -428,6 +510,7 @@ impl Looper {
             Outcome::RolledBack => "rolled_back",
             Outcome::Halted => "halted",
             Outcome::InProgress => "in_progress",
+            Outcome::Preempted => "preempted",
         };
         self.daemon
             .metrics
@@ -528,6 +611,21 @@ impl Looper {
             }
         }
     }
+}
+
+/// The tracked branch's tip now: the repo fetched (a remote) or read (a local path) on a
+/// blocking thread, as a pass does.
+async fn branch_tip(settings: &Settings) -> anyhow::Result<String> {
+    let (location, cache, branch) = (
+        settings.repo.clone(),
+        settings.cache_dir.clone(),
+        settings.branch.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let repo = GitRepo::open(&location, &cache)?;
+        Ok(repo.resolve(&repo.branch_rev(&branch))?.id.to_string())
+    })
+    .await?
 }
 
 /// Whether two fleet.yaml's reach accounts the same way (a change means reconnecting).

@@ -4,9 +4,10 @@
 //! branch, renders, plans and (when something changed) rolls the head out through the same
 //! reconcile path as `fleetgate apply` ([`crate::ops::reconcile`]), then says when to come
 //! back ([`Next`], as kube-rs controllers do; errors become requeues by the pass's error
-//! policy). A push webhook or the poll timer wakes it; a newer commit that lands
-//! mid-rollout waits, and the next pass applies the newest head (intermediate commits are
-//! not applied one by one). Only the holder of the lease ([`crate::daemon::lease`]) rolls
+//! policy). A push webhook or the poll timer wakes it. A newer commit that lands
+//! mid-rollout preempts it: the rollout stops at its next safe point (no write is cut in
+//! half), and the next pass starts at once on the newest head (intermediate commits are not
+//! applied one by one), with the accounts the stopped rollout moved in its plan. Only the holder of the lease ([`crate::daemon::lease`]) rolls
 //! out; with `--shard i/N` every shard has its own lease and accounts.
 //!
 //! Its HTTP side ([`crate::daemon::http`]) serves `/status`, `/health`, `/metrics` and
@@ -18,7 +19,9 @@ use std::time::Instant;
 use crate::daemon::http::ResultLabel;
 use crate::daemon::pass::{Looper, Next};
 
-pub use crate::daemon::http::{CommitView, Daemon, DaemonStatus, HeldAccount, sign, signature_ok};
+pub use crate::daemon::http::{
+    CommitView, Daemon, DaemonStatus, HeldAccount, Preempted, sign, signature_ok,
+};
 pub use crate::daemon::settings::Settings;
 
 /// Runs the daemon until `shutdown` resolves: the HTTP server on `listener`, the lease

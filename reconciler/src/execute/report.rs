@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::plan::{Carried, Plan};
 use crate::target::ErrorClass;
 
 /// What happened to a rollout, as it goes: the watch daemon serves it in `/status`.
@@ -33,6 +34,9 @@ pub enum Outcome {
     RolledBack,
     /// A wave failed and fleet.yaml says not to roll back: accounts stay where they are.
     Halted,
+    /// A newer commit landed: stopped at a safe point; the accounts it moved are the next
+    /// rollout's (verified again in their waves, rolled back with it).
+    Preempted,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,8 +59,10 @@ pub enum WaveState {
     Succeeded,
     Failed,
     RolledBack,
-    /// Not started: an earlier wave failed.
+    /// Not started: an earlier wave failed, or a newer commit preempted the rollout.
     NotStarted,
+    /// Stopped by a newer commit while it applied, verified or baked.
+    Preempted,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -131,6 +137,45 @@ impl RolloutReport {
         }
     }
 
+    /// The accounts whose pointer this rollout moved (and did not move back).
+    pub fn moved(&self) -> Vec<String> {
+        self.accounts()
+            .filter(|(_, a)| a.state.moved())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// After a preempted rollout: the accounts it moved whose wave had not passed its bake,
+    /// for the next plan ([`crate::plan::Options::carried`]), each with the pointer it had
+    /// before (`plan` is the plan this rollout followed; an account it carried already
+    /// keeps the pointer from before the first preempted rollout).
+    pub fn carried(&self, plan: &Plan) -> BTreeMap<String, Carried> {
+        let planned: BTreeMap<&str, &crate::plan::AccountPlan> =
+            plan.accounts.iter().map(|a| (a.name.as_str(), a)).collect();
+        self.accounts()
+            .filter(|(_, a)| matches!(a.state, AccountState::Applied | AccountState::Serving))
+            .filter_map(|(name, a)| {
+                let entry = planned.get(name.as_str())?;
+                let before = match &entry.carried {
+                    Some(c) => c.before.clone(),
+                    None => entry.expected.as_ref().map(|e| e.pointer.clone()),
+                };
+                Some((
+                    name.clone(),
+                    Carried {
+                        moved_to: a.to.parse().ok()?,
+                        commit: self.commit.clone(),
+                        before,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    fn accounts(&self) -> impl Iterator<Item = (&String, &AccountReport)> {
+        self.waves.iter().flat_map(|w| &w.accounts)
+    }
+
     /// Failed accounts the waves counted against their tolerance (conflicts that still
     /// need the head included).
     pub fn failed(&self) -> usize {
@@ -166,6 +211,16 @@ pub enum AccountState {
     /// Observed again: `detail` says whether it is at the head now (then it is not counted
     /// as a failure).
     Conflict,
+}
+
+impl AccountState {
+    /// Its pointer names the rollout's bundle.
+    pub fn moved(self) -> bool {
+        matches!(
+            self,
+            AccountState::Applied | AccountState::Serving | AccountState::Healthy
+        )
+    }
 }
 
 /// The live report, shared with whoever shows it.

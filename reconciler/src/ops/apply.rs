@@ -105,6 +105,7 @@ pub async fn apply(
         holds: Holds::Keep,
         record_commit: true,
         max_bake: None,
+        preempt: None,
     };
     let pass = Reconcile::new(target, fan, stamp, change);
     let live = Arc::new(Mutex::new(pass.initial_report()));

@@ -12,8 +12,8 @@
 use std::time::Duration;
 
 use crate::config::manifest::RolloutSpec;
-use crate::execute::Stamp;
 use crate::execute::rollout::{Executor, Live, RolloutReport};
+use crate::execute::{Preempt, Stamp};
 use crate::ops::holds::set_holds;
 use crate::plan::{Action, Desired, Plan};
 use crate::target::{AccountRef, FanOut, Hold, Target, TargetError};
@@ -68,6 +68,8 @@ pub struct Change<'a> {
     pub record_commit: bool,
     /// Shortens every wave's bake to at most this (`fleetgate up`'s demo pace).
     pub max_bake: Option<Duration>,
+    /// A newer commit stops the rollout at its next safe point (the watch daemon).
+    pub preempt: Option<&'a Preempt>,
 }
 
 /// What a pass did.
@@ -109,6 +111,7 @@ impl<'a> Reconcile<'a> {
             },
             record_commit: change.record_commit,
             max_bake: change.max_bake,
+            preempt: change.preempt,
         };
         Reconcile { change, executor }
     }

@@ -243,6 +243,7 @@ pub async fn rollback(
         holds: hold.as_ref().map_or(Holds::Keep, Holds::Set),
         record_commit,
         max_bake: None,
+        preempt: None,
     };
     let pass = Reconcile::new(target, fan, stamp, change);
     let live: Live = std::sync::Arc::new(std::sync::Mutex::new(pass.initial_report()));

@@ -32,8 +32,8 @@ use crate::redact::scrub_in_place;
 use crate::target::{ErrorClass, Observed};
 pub use changes::{Area, Change, Op};
 pub use model::{
-    AccountPlan, Action, Context, Desired, Expected, Group, Options, PLAN_FORMAT_VERSION, Plan,
-    RenderCounts, Revision, Summary, WavePlan,
+    AccountPlan, Action, Carried, Context, Desired, Expected, Group, Options, PLAN_FORMAT_VERSION,
+    Plan, RenderCounts, Revision, Summary, WavePlan,
 };
 pub use risks::{Warning, WarningKind};
 
@@ -163,6 +163,7 @@ fn plan_account(
         changes: Vec::new(),
         diff: String::new(),
         expected: None,
+        carried: None,
     };
     let seen = observed.get(name).unwrap_or(&Observed::New);
     if let Observed::Current { pointer, etag } | Observed::Deployed { pointer, etag, .. } = seen {
@@ -199,7 +200,12 @@ fn plan_account(
         Observed::Current { pointer, .. } => {
             entry.from = Some(pointer.digest.to_string());
             entry.deployed_commit = pointer.commit.clone();
-            if pointer.digest != d.digest {
+            if let Some(c) = carried(name, pointer, options) {
+                // At the head already, but unverified: its wave checks it again.
+                entry.action = Action::Update;
+                entry.note = Some(carried_note(&c));
+                entry.carried = Some(c);
+            } else if pointer.digest != d.digest {
                 // Only observe decides "current", and only for this digest; anything
                 // else is a caller's mistake, shown rather than hidden.
                 entry.action = Action::Unreachable;
@@ -226,6 +232,11 @@ fn plan_account(
                     base.short()
                 ));
             }
+            if let Some(c) = carried(name, pointer, options) {
+                entry.action = Action::Update;
+                entry.note = Some(carried_note(&c));
+                entry.carried = Some(c);
+            }
             if pointer.digest != d.digest {
                 entry.action = Action::Update;
                 let old = redacted_pretty(bundle, key);
@@ -238,6 +249,27 @@ fn plan_account(
         }
     }
     (entry, risks)
+}
+
+/// The account's carried state, when the preempted rollout's write is still what is there.
+fn carried(name: &str, pointer: &crate::target::Pointer, options: &Options) -> Option<Carried> {
+    options
+        .carried
+        .get(name)
+        .filter(|c| c.moved_to == pointer.digest)
+        .cloned()
+}
+
+fn carried_note(c: &Carried) -> String {
+    format!(
+        "moved to {} by the rollout of {} that a newer commit preempted before its wave was verified: part of this rollout, verified in its wave (and rolled back with it, to {})",
+        c.moved_to.short(),
+        &c.commit[..c.commit.len().min(12)],
+        c.before.as_ref().map_or_else(
+            || "nothing: it was a first deployment".to_string(),
+            |p| p.digest.short().to_string()
+        )
+    )
 }
 
 /// Scrubs every text of a plan a reader sees: warnings, notes, changes and diffs of the

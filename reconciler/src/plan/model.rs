@@ -62,6 +62,10 @@ pub struct Options {
     /// Branch heads the tracked branch has moved past: a hold recorded at one of them is
     /// over (the revert, or any newer commit, landed), and its account is planned as usual.
     pub released_holds: BTreeSet<String>,
+    /// Accounts a preempted rollout moved before their wave's bake was over: planned as
+    /// updates (even when already at the head) so the new rollout verifies them in their
+    /// waves, and takes them back to where they were before if it rolls back.
+    pub carried: BTreeMap<String, Carried>,
 }
 
 impl Default for Options {
@@ -72,6 +76,7 @@ impl Default for Options {
             fleet_change_percent: 25,
             ignore_holds: false,
             released_holds: BTreeSet::new(),
+            carried: BTreeMap::new(),
         }
     }
 }
@@ -206,6 +211,24 @@ pub struct AccountPlan {
     #[serde(skip)]
     #[schemars(skip)]
     pub expected: Option<Expected>,
+    /// Moved by a preempted rollout and not verified yet ([`Options::carried`]). Not part
+    /// of the plan's documents (`note` says it).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub carried: Option<Carried>,
+}
+
+/// An account a preempted rollout moved (its pointer written) before the account's wave
+/// had passed its bake.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Carried {
+    /// The digest the preempted rollout moved it to.
+    pub moved_to: Digest,
+    /// The preempted rollout's commit.
+    pub commit: String,
+    /// The account's pointer before the preempted rollout; `None`: it was a first
+    /// deployment. An automatic rollback goes back to it, not to `moved_to`.
+    pub before: Option<Pointer>,
 }
 
 /// A pointer as observed, with the version a compare-and-swap names.

@@ -35,6 +35,7 @@ fn update(name: &str, change: &str, old: &str, new: &str) -> AccountPlan {
             "@@ gateway.routes[{change}] @@\n   \"{change}\": {{\n-  \"{old}\"\n+  \"{new}\"\n"
         ),
         expected: None,
+        carried: None,
     }
 }
 

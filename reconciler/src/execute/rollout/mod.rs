@@ -33,7 +33,7 @@ pub use crate::execute::report::{
 
 use crate::clock::Clock;
 use crate::config::manifest::{RollbackScope, RolloutSpec};
-use crate::execute::Stamp;
+use crate::execute::{Preempt, Stamp};
 use crate::plan::{Desired, Plan, WavePlan};
 use crate::target::{
     AccountRef, ETag, ErrorClass, FanOut, Hold, InstanceReport, Pointer, Target, TargetError,
@@ -66,6 +66,16 @@ pub struct Executor<'a> {
     pub record_commit: bool,
     /// Shortens every wave's bake to at most this (`fleetgate up`'s demo pace).
     pub max_bake: Option<Duration>,
+    /// A newer commit stops the rollout at its next safe point (the watch daemon).
+    pub preempt: Option<&'a Preempt>,
+}
+
+/// Why a wave stopped the rollout.
+enum Stop {
+    /// It breached its tolerance: the reason.
+    Failed(String),
+    /// A newer commit preempted the rollout: that commit.
+    Preempted(String),
 }
 
 impl Executor<'_> {
@@ -117,44 +127,51 @@ impl Executor<'_> {
         }
     }
 
-    /// Runs every wave in order until one fails.
+    /// Runs every wave in order until one fails or a newer commit preempts the rollout.
     pub async fn run(&self, live: &Live) -> RolloutReport {
         let clock = Clock::start();
         let mut written: Vec<BTreeMap<String, Written>> =
             vec![BTreeMap::new(); self.plan.waves.len()];
         for (i, wave) in self.plan.waves.iter().enumerate() {
-            if wave.accounts.is_empty() {
-                set(live, |r| r.waves[i].state = WaveState::Succeeded);
-                continue;
-            }
-            let failure = self.run_wave(i, wave, &clock, live, &mut written[i]).await;
-            if let Some(reason) = failure {
-                set(live, |r| {
-                    r.waves[i].state = WaveState::Failed;
-                    for w in &mut r.waves[i + 1..] {
-                        w.state = WaveState::NotStarted;
-                    }
-                    r.reason = Some(format!("wave {}: {reason}", wave.name));
-                });
-                let scope: Vec<usize> = match self.settings.rollback {
-                    RollbackScope::None => Vec::new(),
-                    RollbackScope::Wave => vec![i],
-                    RollbackScope::All => (0..=i).collect(),
-                };
-                for w in &scope {
-                    self.roll_back(*w, &written[*w], &clock, live).await;
+            let stop = match self.preempted() {
+                Some(by) => Err(Stop::Preempted(by)),
+                None if wave.accounts.is_empty() => Ok(()),
+                None => self.run_wave(i, wave, &clock, live, &mut written[i]).await,
+            };
+            match stop {
+                Ok(()) => set(live, |r| r.waves[i].state = WaveState::Succeeded),
+                Err(Stop::Failed(reason)) => {
+                    self.fail(
+                        i,
+                        &format!("wave {}: {reason}", wave.name),
+                        &written,
+                        &clock,
+                        live,
+                    )
+                    .await;
+                    return snapshot(live);
                 }
-                set(live, |r| {
-                    r.outcome = if scope.is_empty() {
-                        Outcome::Halted
-                    } else {
-                        Outcome::RolledBack
-                    };
-                    r.finished_at = Some(clock.rfc3339());
-                });
-                return snapshot(live);
+                Err(Stop::Preempted(by)) => {
+                    set(live, |r| {
+                        r.waves[i].state = if wave.accounts.is_empty() {
+                            WaveState::NotStarted
+                        } else {
+                            WaveState::Preempted
+                        };
+                        for w in &mut r.waves[i + 1..] {
+                            w.state = WaveState::NotStarted;
+                        }
+                        r.reason = Some(format!(
+                            "preempted in wave {} by {}: the accounts it moved are part of the newer commit's rollout",
+                            wave.name,
+                            &by[..by.len().min(12)]
+                        ));
+                        r.outcome = Outcome::Preempted;
+                        r.finished_at = Some(clock.rfc3339());
+                    });
+                    return snapshot(live);
+                }
             }
-            set(live, |r| r.waves[i].state = WaveState::Succeeded);
         }
         set(live, |r| {
             r.outcome = Outcome::Succeeded;
@@ -163,7 +180,59 @@ impl Executor<'_> {
         snapshot(live)
     }
 
-    /// One wave; `Some(reason)` when it breached its tolerance.
+    /// Wave `i` failed: later waves do not start, and the accounts written are rolled back
+    /// as fleet.yaml's `rollout.rollback` says.
+    async fn fail(
+        &self,
+        i: usize,
+        reason: &str,
+        written: &[BTreeMap<String, Written>],
+        clock: &Clock,
+        live: &Live,
+    ) {
+        set(live, |r| {
+            r.waves[i].state = WaveState::Failed;
+            for w in &mut r.waves[i + 1..] {
+                w.state = WaveState::NotStarted;
+            }
+            r.reason = Some(reason.to_string());
+        });
+        let scope: Vec<usize> = match self.settings.rollback {
+            RollbackScope::None => Vec::new(),
+            RollbackScope::Wave => vec![i],
+            RollbackScope::All => (0..=i).collect(),
+        };
+        for w in &scope {
+            self.roll_back(*w, &written[*w], clock, live).await;
+        }
+        set(live, |r| {
+            r.outcome = if scope.is_empty() {
+                Outcome::Halted
+            } else {
+                Outcome::RolledBack
+            };
+            r.finished_at = Some(clock.rfc3339());
+        });
+    }
+
+    /// The commit that preempted this rollout, once one has.
+    fn preempted(&self) -> Option<String> {
+        self.preempt.and_then(Preempt::by)
+    }
+
+    /// Sleeps `d`, or less when a newer commit preempts the rollout (then its commit).
+    async fn pause(&self, d: Duration) -> Result<(), Stop> {
+        let Some(preempt) = self.preempt else {
+            tokio::time::sleep(d).await;
+            return Ok(());
+        };
+        tokio::select! {
+            () = tokio::time::sleep(d) => Ok(()),
+            by = preempt.wait() => Err(Stop::Preempted(by)),
+        }
+    }
+
+    /// One wave: apply, verify, bake.
     async fn run_wave(
         &self,
         i: usize,
@@ -171,12 +240,10 @@ impl Executor<'_> {
         clock: &Clock,
         live: &Live,
         written: &mut BTreeMap<String, Written>,
-    ) -> Option<String> {
-        if let Some(reason) = self.apply_wave(i, wave, live, written).await {
-            return Some(reason);
-        }
+    ) -> Result<(), Stop> {
+        self.apply_wave(i, wave, live, written).await?;
         if self.skip_gates {
-            return None;
+            return Ok(());
         }
         let by_name: BTreeMap<&str, &Desired> = self
             .desired
@@ -191,9 +258,7 @@ impl Executor<'_> {
                     .map(|d| (n.clone(), d.digest.clone()))
             })
             .collect();
-        if let Some(reason) = self.verify_wave(i, wave, clock, live, &wanted).await {
-            return Some(reason);
-        }
+        self.verify_wave(i, wave, clock, live, &wanted).await?;
         self.bake_wave(i, wave, clock, live, &wanted).await
     }
 
@@ -213,7 +278,7 @@ impl Executor<'_> {
         wave: &WavePlan,
         live: &Live,
         written: &mut BTreeMap<String, Written>,
-    ) -> Option<String> {
+    ) -> Result<(), Stop> {
         let by_name: BTreeMap<&str, &Desired> = self
             .desired
             .iter()
@@ -243,32 +308,52 @@ impl Executor<'_> {
                 todo,
                 |d| &d.account,
                 |d| async move {
+                    // A safe point: nothing of this account is written yet.
                     if breached(live, i, wave) {
-                        return Ok(None);
+                        return Ok(Err("not started: the wave had failed".to_string()));
                     }
+                    if let Some(by) = self.preempted() {
+                        return Ok(Err(format!(
+                            "not started: preempted by {}",
+                            &by[..by.len().min(12)]
+                        )));
+                    }
+                    let entry = planned.get(d.account.name.as_str());
                     // The version the plan was made against: the write replaces exactly it.
-                    let previous = planned
-                        .get(d.account.name.as_str())
+                    let previous = entry
                         .and_then(|a| a.expected.as_ref())
                         .map(|e| (e.pointer.clone(), e.etag.clone()));
-                    let r = write(
-                        self.target,
-                        d,
-                        previous.as_ref(),
-                        commit,
-                        self.stamp,
-                        self.hold.as_ref(),
-                    )
-                    .await;
+                    let carried = entry.and_then(|a| a.carried.as_ref());
+                    let r = match (carried, &previous) {
+                        // Moved here by a preempted rollout: only its verification is due.
+                        (Some(_), Some((p, etag))) if p.digest == d.digest => Ok(etag.clone()),
+                        _ => {
+                            write(
+                                self.target,
+                                d,
+                                previous.as_ref(),
+                                commit,
+                                self.stamp,
+                                self.hold.as_ref(),
+                            )
+                            .await
+                        }
+                    };
                     match r {
                         Ok(etag) => {
                             set(live, |r| {
                                 if let Some(a) = r.waves[i].accounts.get_mut(&d.account.name) {
                                     a.state = AccountState::Applied;
+                                    a.detail = carried.and_then(|_| entry?.note.clone());
                                 }
                             });
-                            Ok(Some(Written {
-                                previous: previous.map(|(p, _)| p),
+                            Ok(Ok(Written {
+                                // A rollback takes a carried account back to where it was
+                                // before the preempted rollout, not to its unverified bundle.
+                                previous: match carried {
+                                    Some(c) => c.before.clone(),
+                                    None => previous.map(|(p, _)| p),
+                                },
                                 etag,
                             }))
                         }
@@ -318,22 +403,25 @@ impl Executor<'_> {
             .await;
         for (name, r) in results {
             match r {
-                Ok(Some(w)) => {
+                Ok(Ok(w)) => {
                     written.insert(name, w);
                 }
-                Ok(None) => set(live, |r| {
+                Ok(Err(why)) => set(live, |r| {
                     if let Some(a) = r.waves[i].accounts.get_mut(&name) {
                         a.state = AccountState::Skipped;
-                        a.detail = Some("not started: the wave had failed".into());
+                        a.detail = Some(why);
                     }
                 }),
                 Err(_) => {}
             }
         }
         if breached(live, i, wave) {
-            return Some(self.breach_reason(i, wave, live));
+            return Err(Stop::Failed(self.breach_reason(i, wave, live)));
         }
-        None
+        match self.preempted() {
+            Some(by) => Err(Stop::Preempted(by)),
+            None => Ok(()),
+        }
     }
 
     /// Step 2: every reporting instance serves the new digest, until the gate's timeout.
@@ -344,7 +432,7 @@ impl Executor<'_> {
         clock: &Clock,
         live: &Live,
         wanted: &BTreeMap<String, Digest>,
-    ) -> Option<String> {
+    ) -> Result<(), Stop> {
         set(live, |r| r.waves[i].state = WaveState::Verifying);
         let gate = &wave.health_gate;
         let (poll, max_age) = self.timing();
@@ -377,7 +465,7 @@ impl Executor<'_> {
                 }
             }
             if breached(live, i, wave) {
-                return Some(self.breach_reason(i, wave, live));
+                return Err(Stop::Failed(self.breach_reason(i, wave, live)));
             }
             if still.is_empty() {
                 break;
@@ -392,14 +480,15 @@ impl Executor<'_> {
                     );
                 }
                 if breached(live, i, wave) {
-                    return Some(self.breach_reason(i, wave, live));
+                    return Err(Stop::Failed(self.breach_reason(i, wave, live)));
                 }
                 break;
             }
             waiting = still.into_iter().map(|(n, _)| n).collect();
-            tokio::time::sleep(poll.min(deadline - tokio::time::Instant::now())).await;
+            self.pause(poll.min(deadline - tokio::time::Instant::now()))
+                .await?;
         }
-        None
+        Ok(())
     }
 
     /// Step 3: the serving accounts' error ratios stay under the gate through the bake.
@@ -410,7 +499,7 @@ impl Executor<'_> {
         clock: &Clock,
         live: &Live,
         wanted: &BTreeMap<String, Digest>,
-    ) -> Option<String> {
+    ) -> Result<(), Stop> {
         set(live, |r| r.waves[i].state = WaveState::Baking);
         let gate = &wave.health_gate;
         let (poll, max_age) = self.timing();
@@ -435,13 +524,13 @@ impl Executor<'_> {
                 }
             }
             if breached(live, i, wave) {
-                return Some(self.breach_reason(i, wave, live));
+                return Err(Stop::Failed(self.breach_reason(i, wave, live)));
             }
             let now = tokio::time::Instant::now();
             if now >= bake_end {
                 break;
             }
-            tokio::time::sleep(poll.min(bake_end - now)).await;
+            self.pause(poll.min(bake_end - now)).await?;
         }
         set(live, |r| {
             for a in r.waves[i].accounts.values_mut() {
@@ -450,7 +539,7 @@ impl Executor<'_> {
                 }
             }
         });
-        None
+        Ok(())
     }
 
     fn breach_reason(&self, i: usize, wave: &WavePlan, live: &Live) -> String {

@@ -5,7 +5,8 @@ use std::time::SystemTime;
 
 use super::*;
 use crate::config::manifest::{HealthGate, NoGatewayPolicy};
-use crate::plan::{Context, Revision};
+use crate::execute::Preempt;
+use crate::plan::{Action, Context, Revision};
 use crate::target::FileTarget;
 
 /// An account's pointer as the file target stores it (`DIR/<account>/current.json`),
@@ -72,6 +73,20 @@ async fn execute(
     spec: &RolloutSpec,
     skip_gates: bool,
 ) -> RolloutReport {
+    execute_with(target, repo, spec, skip_gates, &Default::default(), None)
+        .await
+        .0
+}
+
+/// As [`execute`], with plan options and a preemption signal; the plan too.
+async fn execute_with(
+    target: &FileTarget,
+    repo: &crate::Repo,
+    spec: &RolloutSpec,
+    skip_gates: bool,
+    options: &crate::plan::Options,
+    preempt: Option<&Preempt>,
+) -> (RolloutReport, Plan) {
     let desired = desired(repo);
     let (waves, concurrency, wave_of) = crate::ops::pipeline::rollout_order(repo);
     let context = Context {
@@ -92,7 +107,7 @@ async fn execute(
     let fan = FanOut::quiet(8);
     let refs: Vec<AccountRef> = desired.iter().map(|d| d.account.clone()).collect();
     let observed = crate::target::observe(target, &refs, None, &fan).await;
-    let plan = crate::plan::plan(&context, &desired, &observed, &Default::default());
+    let plan = crate::plan::plan(&context, &desired, &observed, options);
     let stamp = stamp();
     let exec = Executor {
         target,
@@ -105,9 +120,11 @@ async fn execute(
         hold: None,
         record_commit: true,
         max_bake: None,
+        preempt,
     };
     let live = Arc::new(Mutex::new(exec.initial_report()));
-    exec.run(&live).await
+    let report = exec.run(&live).await;
+    (report, plan)
 }
 
 /// Stands in for every account's gateway: reports the digest its pointer names, with
@@ -369,4 +386,112 @@ fn the_gate_judges_fresh_reports_on_the_new_digest() {
     )
     .unwrap_err();
     assert!(e.starts_with("5xx ratio 0.015 (3 of 200 requests)"), "{e}");
+}
+
+/// A newer commit lands while the canary bakes: the rollout stops at once (no 10 minutes of
+/// bake, later waves never written) and says so; the canaries it moved are carried into the
+/// next plan as updates although already at its bundle, verified in their wave, and a
+/// failing gate takes them back to where they were before the preempted rollout.
+#[tokio::test(start_paused = true)]
+async fn a_newer_commit_preempts_a_bake_and_the_next_rollout_owns_what_it_moved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = FileTarget::new(tmp.path().to_str().unwrap());
+    let spec = RolloutSpec::default();
+    let v1 = repo(None);
+    deploy(&target, &v1, &spec).await;
+    let names: Vec<String> = v1.account_names().map(str::to_string).collect();
+    let before = pointers(&target, &names);
+    let v2 = repo(Some(("timeout: 15s", "timeout: 20s")));
+    let v2_digests: Vec<Digest> = desired(&v2).into_iter().map(|d| d.digest).collect();
+    let sick = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gw = {
+        let sick = sick.clone();
+        gateways(&target, names.clone(), move |d| {
+            if sick.load(std::sync::atomic::Ordering::SeqCst) && v2_digests.contains(d) {
+                40
+            } else {
+                0
+            }
+        })
+    };
+    settle().await;
+
+    let (tx, preempt) = Preempt::channel();
+    let newer = tokio::spawn(async move {
+        // The canary wave bakes 10 minutes; a newer commit lands one minute in.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        tx.send(Some("feedc0ffee0123456789".into())).unwrap();
+        tx
+    });
+    let started = tokio::time::Instant::now();
+    let (report, plan) = execute_with(
+        &target,
+        &v2,
+        &spec,
+        false,
+        &Default::default(),
+        Some(&preempt),
+    )
+    .await;
+    let _tx = newer.await.unwrap();
+    assert_eq!(report.outcome, Outcome::Preempted, "{report:#?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "stopped mid-bake, not after it: {:?}",
+        started.elapsed()
+    );
+    let reason = report.reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("preempted in wave canary by feedc0ffee01"),
+        "{reason}"
+    );
+    let states: Vec<WaveState> = report.waves.iter().map(|w| w.state).collect();
+    assert_eq!(
+        states,
+        [
+            WaveState::Preempted,
+            WaveState::NotStarted,
+            WaveState::NotStarted
+        ]
+    );
+    let canaries = report.moved();
+    assert_eq!(canaries, ["globex-canary", "internal-canary"]);
+    let now = pointers(&target, &names);
+    for n in &names {
+        assert_eq!(
+            now[n] != before[n],
+            canaries.contains(n),
+            "{n}: only the canaries were written"
+        );
+    }
+
+    // The newer commit renders the same bundles (say, a docs change): the canaries are at
+    // them already, but nothing verified them, so they are the next rollout's too.
+    let carried = report.carried(&plan);
+    assert_eq!(carried.keys().cloned().collect::<Vec<_>>(), canaries);
+    for (n, c) in &carried {
+        assert_eq!(c.before.as_ref().map(|p| &p.digest), Some(&before[n]));
+    }
+    sick.store(true, std::sync::atomic::Ordering::SeqCst);
+    let options = crate::plan::Options {
+        carried,
+        ..Default::default()
+    };
+    let (report, plan) = execute_with(&target, &v2, &spec, false, &options, None).await;
+    gw.abort();
+    for n in &canaries {
+        let entry = plan.accounts.iter().find(|a| &a.name == n).unwrap();
+        assert_eq!(entry.action, Action::Update, "{entry:#?}");
+        assert!(
+            entry.note.as_deref().unwrap().contains("preempted"),
+            "{entry:#?}"
+        );
+    }
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:#?}");
+    assert_eq!(report.waves[1].state, WaveState::NotStarted);
+    assert_eq!(
+        pointers(&target, &names),
+        before,
+        "the canaries went back to where they were before the preempted rollout"
+    );
 }
