@@ -168,7 +168,7 @@ def main():
                                  capture_output=True, text=True).stdout
             return out
 
-        roll, roll_floor, back, back_floor = [], [], [], []
+        roll, roll_floor, back, back_floor, back_blind = [], [], [], [], []
         previous_digests = render()
         previous = c0
         for i in range(runs):
@@ -215,9 +215,16 @@ def main():
             if code != 0 or floor_back["ok"] != accounts:
                 sys.exit(f"floor failed: {out.decode()} {err.decode()[-2000:]}")
             back_floor.append(floor_back["seconds"])
+            _, _, code, out, err = run_rss(
+                [FLOOR, config, endpoint, "32", "--point-unchecked", points], env)
+            blind = json.loads(out)
+            if code != 0 or blind["ok"] != accounts:
+                sys.exit(f"floor failed: {out.decode()} {err.decode()[-2000:]}")
+            back_blind.append(blind["seconds"])
             print(f"  run {i + 1}: watch rollout {secs:.1f}s ({changed} accounts), "
                   f"floor {floor['seconds']:.1f}s; rollback --to {secs_back:.1f}s, "
-                  f"floor {floor_back['seconds']:.1f}s", flush=True)
+                  f"floor {floor_back['seconds']:.1f}s (unchecked {blind['seconds']:.1f}s)",
+                  flush=True)
             previous, previous_digests = commit, digests
 
         med = statistics.median
@@ -231,8 +238,10 @@ def main():
               f"ratio {med(roll) / med(roll_floor):.2f}x")
         print(f"  fleetgate rollback --to, whole fleet:                      {med(back):6.1f}   "
               f"runs {', '.join(f'{x:.1f}' for x in back)}")
-        print(f"  floor: AssumeRole + GetObject + PutObject per account:    {med(back_floor):6.1f}   "
-              f"runs {', '.join(f'{x:.1f}' for x in back_floor)}")
+        print(f"  floor: AssumeRole + GET pointer + GET bundle (sha256) + PUT pointer: "
+              f"{med(back_floor):6.1f}   runs {', '.join(f'{x:.1f}' for x in back_floor)}")
+        print(f"  (unchecked: AssumeRole + GET pointer + PUT pointer:         {med(back_blind):6.1f}   "
+              f"runs {', '.join(f'{x:.1f}' for x in back_blind)})")
         print(f"  rollback beyond the floor: {med(back) - med(back_floor):.1f}s (goal < 10s), "
               f"ratio {med(back) / med(back_floor):.2f}x")
     finally:

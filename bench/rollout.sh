@@ -6,7 +6,10 @@
 #       the pointer, PutObject of the bundle and of the pointer per account, same SDK and
 #       concurrency): reconciler/examples/aws_floor.rs --apply;
 #   (b) `fleetgate rollback --to <previous commit>` on the whole fleet; floor: AssumeRole,
-#       GetObject and PutObject of the pointer per account (aws_floor --point).
+#       GetObject of the pointer, GetObject of the stored bundle it goes back to (checked
+#       against its sha256: a safe rollback never points at a bundle it has not checked) and
+#       PutObject of the pointer per account (aws_floor --point); also shown without the
+#       bundle's check (--point-unchecked).
 # Bakes are 0 s and no gateway runs (noGateway: skip): the machinery is measured, not the
 # bake times a fleet chooses. Prints medians of RUNS runs. See docs/benchmarks.md.
 #

@@ -6,14 +6,17 @@
 //! - `--apply DIR` (`bench/rollout.sh`, a rollout): that, then a PutObject of the account's
 //!   bundle (`DIR/<account>.json`, from `fleetgate render --out DIR`) and a PutObject of a
 //!   pointer naming it;
-//! - `--point FILE` (`bench/rollout.sh`, `rollback --to`): that, then a PutObject of a
-//!   pointer naming the digest FILE gives the account (`<account> sha256:<hex>` lines, as
-//!   `fleetgate render` prints them); the bundle is already stored.
+//! - `--point FILE` (`bench/rollout.sh`, `rollback --to`): that, then a GetObject of the
+//!   bundle FILE names for the account (`<account> sha256:<hex>` lines, as `fleetgate render`
+//!   prints them; it is already stored) checked against its sha256, and a PutObject of a
+//!   pointer naming it: a rollback that never points at a bundle it has not checked;
+//! - `--point-unchecked FILE`: the same without the bundle's GetObject (a pointer moved
+//!   blindly), to show what the check costs.
 //!
 //! The writes go to `floor-bundles/` and `floor-current.json` beside the real keys: the same
 //! requests, bodies and sizes, without changing the state the measured commands run on.
 //!
-//! `cargo run --release -p fleetgate --example aws_floor -- CONFIG_DIR ENDPOINT_URL [CONCURRENCY] [--apply DIR | --point FILE]`
+//! `cargo run --release -p fleetgate --example aws_floor -- CONFIG_DIR ENDPOINT_URL [CONCURRENCY] [--apply DIR | --point FILE | --point-unchecked FILE]`
 
 use std::io::Write as _;
 use std::time::Instant;
@@ -34,6 +37,8 @@ fn main() -> Result<()> {
     // What each account gets written: (digest, bundle bytes when they are to be stored).
     let mut writes: std::collections::BTreeMap<String, (String, Option<Vec<u8>>)> =
         Default::default();
+    // Whether the stored bundle a pointer is moved to is read and checked first.
+    let mut check = false;
     match (args.get(3).map(String::as_str), args.get(4)) {
         (None, _) => {}
         (Some("--apply"), Some(dir)) => {
@@ -47,7 +52,8 @@ fn main() -> Result<()> {
                 writes.insert(name.to_string(), (digest, Some(bytes)));
             }
         }
-        (Some("--point"), Some(file)) => {
+        (Some(flag @ ("--point" | "--point-unchecked")), Some(file)) => {
+            check = flag == "--point";
             for line in std::fs::read_to_string(file)?.lines() {
                 if let Some((name, digest)) = line.split_once(' ') {
                     writes.insert(name.to_string(), (digest.trim().to_string(), None));
@@ -55,10 +61,10 @@ fn main() -> Result<()> {
             }
         }
         _ => anyhow::bail!(
-            "usage: aws_floor CONFIG_DIR ENDPOINT_URL [CONCURRENCY] [--apply DIR | --point FILE]"
+            "usage: aws_floor CONFIG_DIR ENDPOINT_URL [CONCURRENCY] [--apply DIR | --point FILE | --point-unchecked FILE]"
         ),
     }
-    let writes = &writes;
+    let (writes, check) = (&writes, check);
     let repo = Repo::load(&DirSource::new(std::path::Path::new(dir)));
     let fleet = repo.fleet.as_ref().context("fleet.yaml")?.spec.clone();
     let accounts: Vec<AccountRef> = repo
@@ -123,6 +129,23 @@ fn main() -> Result<()> {
                             .send()
                             .await
                             .ok()?;
+                    }
+                    if check {
+                        let stored = s3
+                            .get_object()
+                            .bucket(&a.bucket)
+                            .key(format!(
+                                "{}/bundles/{}.json",
+                                a.prefix,
+                                digest.trim_start_matches("sha256:")
+                            ))
+                            .send()
+                            .await
+                            .ok()?;
+                        let bytes = stored.body.collect().await.ok()?.into_bytes();
+                        if fleetgate_bundle::Digest::of(&bytes).to_string() != *digest {
+                            return None;
+                        }
                     }
                     let pointer = serde_json::json!({
                         "digest": digest, "applied_by": "floor", "applied_at": "2026-11-24T00:00:00Z",

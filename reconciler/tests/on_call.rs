@@ -258,3 +258,77 @@ fn a_rollback_onto_a_tampered_bundle_is_refused_for_that_account() {
             .all(|(a, p)| p != &at_v2[a])
     );
 }
+
+/// A rollback reads pointers, never the deployed bundles (so one that is missing or
+/// unreadable does not stop it), and rewrites no bundle that is stored: going back two
+/// commits (not to the bundle each pointer replaced) checks the stored bundles and leaves
+/// them as they are.
+#[test]
+fn a_rollback_reads_pointers_only_and_rewrites_no_stored_bundle() {
+    let fleet = Fleet::example();
+    assert_eq!(code(&fleet.apply(&[])), 0);
+    let v1 = git(&fleet.repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let at_v1 = fleet.pointers();
+    let digest = |pointer: &str| -> String {
+        let p: serde_json::Value = serde_json::from_str(pointer).unwrap();
+        p["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string()
+    };
+    let bundle = |account: &str, pointer: &str| -> PathBuf {
+        fleet
+            .target_dir()
+            .join(account)
+            .join("bundles")
+            .join(format!("{}.json", digest(pointer)))
+    };
+    for (from, to) in [("1048576", "2097152"), ("2097152", "3145728")] {
+        fleet.commit(
+            "base/gateway.yaml",
+            &format!("maxBodyBytes: {from}"),
+            &format!("maxBodyBytes: {to}"),
+            "bigger bodies",
+        );
+        assert_eq!(code(&fleet.apply(&[])), 0);
+    }
+    let at_v3 = fleet.pointers();
+    assert!(at_v3.iter().all(|(a, p)| digest(p) != digest(&at_v1[a])));
+
+    // The stored v1 bundles get an old timestamp: a rewrite would change it.
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    for (account, pointer) in &at_v1 {
+        std::fs::File::options()
+            .write(true)
+            .open(bundle(account, pointer))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    // acme-prod's deployed bundle is gone: a rollback does not need it.
+    std::fs::remove_file(bundle("acme-prod", &at_v3["acme-prod"])).unwrap();
+
+    let out = fleet.run(&[
+        "rollback",
+        "--repo",
+        fleet.repo.to_str().unwrap(),
+        "--to",
+        &v1,
+        "--target",
+        &fleet.target,
+    ]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let after = fleet.pointers();
+    for (account, pointer) in &at_v1 {
+        assert_eq!(digest(&after[account]), digest(pointer), "{account}");
+        let modified = std::fs::metadata(bundle(account, pointer))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(
+            modified, old,
+            "{account}: its stored v1 bundle was rewritten"
+        );
+    }
+}

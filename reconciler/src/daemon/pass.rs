@@ -211,6 +211,7 @@ impl Looper {
             record_commit: true,
             max_bake: self.settings().max_bake,
             preempt: None,
+            reuse_stored: false,
         };
         let report = self
             .roll_out(target, fan, &stamp, change, &holder, &head_id)

@@ -106,6 +106,7 @@ pub async fn apply(
         record_commit: true,
         max_bake: None,
         preempt: None,
+        reuse_stored: false,
     };
     let pass = Reconcile::new(target, fan, stamp, change);
     let live = Arc::new(Mutex::new(pass.initial_report()));

@@ -281,9 +281,9 @@ pub fn hold_heads(observed: &BTreeMap<String, Observed>) -> BTreeSet<String> {
     observed
         .values()
         .filter_map(|o| match o {
-            Observed::Current { pointer, .. } | Observed::Deployed { pointer, .. } => {
-                pointer.hold.as_ref()?.branch_head.clone()
-            }
+            Observed::Current { pointer, .. }
+            | Observed::Deployed { pointer, .. }
+            | Observed::Pointed { pointer, .. } => pointer.hold.as_ref()?.branch_head.clone(),
             _ => None,
         })
         .collect()

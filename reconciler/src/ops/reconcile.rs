@@ -70,6 +70,9 @@ pub struct Change<'a> {
     pub max_bake: Option<Duration>,
     /// A newer commit stops the rollout at its next safe point (the watch daemon).
     pub preempt: Option<&'a Preempt>,
+    /// The bundles are stored already (a rollback): each is read and checked against its
+    /// digest before a pointer moves onto it, and written only where it is missing.
+    pub reuse_stored: bool,
 }
 
 /// What a pass did.
@@ -112,6 +115,7 @@ impl<'a> Reconcile<'a> {
             record_commit: change.record_commit,
             max_bake: change.max_bake,
             preempt: change.preempt,
+            reuse_stored: change.reuse_stored,
         };
         Reconcile { change, executor }
     }

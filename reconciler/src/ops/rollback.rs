@@ -14,7 +14,7 @@ use crate::ops::pipeline;
 use crate::ops::reconcile::{Change, Gates, Holds, Reconcile};
 use crate::plan::{self, Desired, Plan, Revision};
 use crate::render::render;
-use crate::target::{AccountRef, FanOut, Hold, Target, TargetError, observe};
+use crate::target::{AccountRef, FanOut, Hold, Target, TargetError, observe_pointers};
 
 /// What to roll back to, and how.
 #[derive(Debug, Clone)]
@@ -186,7 +186,9 @@ pub async fn rollback(
         .iter()
         .map(|d| (d.account.name.clone(), d.digest.clone()))
         .collect();
-    let observed = observe(target, &refs, Some(&wanted), &fan).await;
+    // Pointers only: a rollback shows no diff, and checks each bundle it points at when
+    // it moves the pointer (the executor's `stored_first`).
+    let observed = observe_pointers(target, &refs, &wanted, &fan).await;
     let (waves, concurrency, wave_of) = pipeline::rollout_order(config);
     let context = plan::Context {
         repo: repo_location.to_string(),
@@ -244,6 +246,7 @@ pub async fn rollback(
         record_commit,
         max_bake: None,
         preempt: None,
+        reuse_stored: true,
     };
     let pass = Reconcile::new(target, fan, stamp, change);
     let live: Live = std::sync::Arc::new(std::sync::Mutex::new(pass.initial_report()));

@@ -166,7 +166,10 @@ fn plan_account(
         carried: None,
     };
     let seen = observed.get(name).unwrap_or(&Observed::New);
-    if let Observed::Current { pointer, etag } | Observed::Deployed { pointer, etag, .. } = seen {
+    if let Observed::Current { pointer, etag }
+    | Observed::Pointed { pointer, etag }
+    | Observed::Deployed { pointer, etag, .. } = seen
+    {
         entry.expected = Some(Expected {
             pointer: pointer.clone(),
             etag: etag.clone(),
@@ -183,7 +186,9 @@ fn plan_account(
             entry.note = Some(reason.clone());
             entry.error = Some(*class);
         }
-        Observed::Current { pointer, .. } | Observed::Deployed { pointer, .. }
+        Observed::Current { pointer, .. }
+        | Observed::Pointed { pointer, .. }
+        | Observed::Deployed { pointer, .. }
             if pointer
                 .hold
                 .as_ref()
@@ -215,6 +220,19 @@ fn plan_account(
                     d.digest.short()
                 ));
                 entry.error = Some(ErrorClass::Other);
+            }
+        }
+        // Pointers only (a rollback): an update whose diff is not read, nor its risks.
+        Observed::Pointed { pointer, .. } => {
+            entry.from = Some(pointer.digest.to_string());
+            entry.deployed_commit = pointer.commit.clone();
+            if pointer.digest != d.digest {
+                entry.action = Action::Update;
+            }
+            if let Some(c) = carried(name, pointer, options) {
+                entry.action = Action::Update;
+                entry.note = Some(carried_note(&c));
+                entry.carried = Some(c);
             }
         }
         Observed::Deployed {

@@ -403,6 +403,69 @@ fn an_account_deployed_at_another_bundle_is_updated_with_what_changes() {
     assert_eq!(plan.groups[0].action, Action::Update);
 }
 
+/// Pointers only (a rollback's observe): an update with the pointer to replace, and no diff
+/// or risk, since the deployed bundle was not read.
+#[test]
+fn an_account_observed_by_its_pointer_only_is_an_update_without_a_diff() {
+    let d = example("acme-prod");
+    let old = older(&d).digest();
+    let seen = observed([(
+        "acme-prod",
+        Observed::Pointed {
+            pointer: pointer(&old),
+            etag: ETag("etag".into()),
+        },
+    )]);
+    let plan = run(&context(&["acme-prod"]), from_ref(&d), &seen, &options());
+    let a = entry(&plan, "acme-prod");
+    assert_eq!(a.action, Action::Update, "{a:#?}");
+    assert_eq!(a.from, Some(old.to_string()));
+    assert!(a.changes.is_empty() && a.diff.is_empty(), "{a:#?}");
+    assert_eq!(
+        a.expected.as_ref().map(|e| &e.pointer.digest),
+        Some(&old),
+        "the write replaces exactly the pointer observed"
+    );
+    assert!(plan.warnings.is_empty(), "{:#?}", plan.warnings);
+}
+
+/// An account a preempted rollout moved is the next plan's, even at the head's bundle; once
+/// its pointer has moved on (someone else wrote it), it is not.
+#[test]
+fn an_account_carried_from_a_preempted_rollout_is_planned_even_at_the_head() {
+    let d = example("acme-prod");
+    let before = pointer(&older(&d).digest());
+    let carried = Options {
+        carried: BTreeMap::from([(
+            "acme-prod".to_string(),
+            Carried {
+                moved_to: d.digest.clone(),
+                commit: "badc0ffee".into(),
+                before: Some(before.clone()),
+            },
+        )]),
+        ..options()
+    };
+    for state in [current(&d.digest), deployed(&d.bundle)] {
+        let seen = observed([("acme-prod", state)]);
+        let plan = run(&context(&["acme-prod"]), from_ref(&d), &seen, &carried);
+        let a = entry(&plan, "acme-prod");
+        assert_eq!(a.action, Action::Update, "{a:#?}");
+        assert_eq!(
+            a.carried.as_ref().and_then(|c| c.before.as_ref()),
+            Some(&before)
+        );
+        assert!(a.note.as_deref().unwrap().contains("preempted"), "{a:#?}");
+        assert_eq!(
+            plan.waves.iter().map(|w| w.accounts.len()).sum::<usize>(),
+            1
+        );
+    }
+    let seen = observed([("acme-prod", deployed(&older(&d)))]);
+    let plan = run(&context(&["acme-prod"]), from_ref(&d), &seen, &carried);
+    assert!(entry(&plan, "acme-prod").carried.is_none());
+}
+
 #[test]
 fn a_deployed_bundle_that_is_neither_the_base_nor_the_head_is_noted() {
     let mut d = example("acme-prod");

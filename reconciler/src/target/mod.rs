@@ -19,7 +19,7 @@ pub use fanout::{FanOut, NoProgress, Progress};
 pub use file::FileTarget;
 pub use fleetgate_bundle::pointer::{Hold, Pointer};
 pub use fleetgate_bundle::report::InstanceReport;
-pub use observe::observe;
+pub use observe::{observe, observe_pointers};
 pub use store::{
     AccountRef, Bootstrapped, ETag, ErrorClass, Observed, Target, TargetError, check_stored_bundle,
     parse_status,

@@ -53,3 +53,33 @@ async fn observe_one(
         }),
     }
 }
+
+/// Reads every account's pointer and nothing else: [`Observed::Current`] where it names the
+/// wanted digest, [`Observed::Pointed`] elsewhere. One request per account (AssumeRole
+/// aside): what a rollback needs, which shows no diff and checks the bundle it moves each
+/// pointer to when it moves it.
+pub async fn observe_pointers(
+    target: &dyn Target,
+    accounts: &[AccountRef],
+    wanted: &std::collections::BTreeMap<String, Digest>,
+    fan: &FanOut<'_>,
+) -> std::collections::BTreeMap<String, Observed> {
+    fan.run(
+        "observe",
+        accounts.iter(),
+        |a| a,
+        |a| async move {
+            Ok::<_, TargetError>(match target.read_pointer(a).await? {
+                None => Observed::New,
+                Some((pointer, etag)) if wanted.get(&a.name) == Some(&pointer.digest) => {
+                    Observed::Current { pointer, etag }
+                }
+                Some((pointer, etag)) => Observed::Pointed { pointer, etag },
+            })
+        },
+    )
+    .await
+    .into_iter()
+    .map(|(name, r)| (name, r.unwrap_or_else(|e| Observed::from_error(&e))))
+    .collect()
+}

@@ -68,6 +68,9 @@ pub struct Executor<'a> {
     pub max_bake: Option<Duration>,
     /// A newer commit stops the rollout at its next safe point (the watch daemon).
     pub preempt: Option<&'a Preempt>,
+    /// The bundles are stored already (a rollback): each is read and checked against its
+    /// digest before a pointer moves onto it, and written only where it is missing.
+    pub reuse_stored: bool,
 }
 
 /// Why a wave stopped the rollout.
@@ -335,6 +338,7 @@ impl Executor<'_> {
                                 commit,
                                 self.stamp,
                                 self.hold.as_ref(),
+                                self.reuse_stored,
                             )
                             .await
                         }
@@ -712,12 +716,13 @@ async fn write(
     commit: Option<&str>,
     stamp: &Stamp,
     hold: Option<&Hold>,
+    reuse_stored: bool,
 ) -> Result<ETag, TargetError> {
     // Bundles are immutable and never deleted: the one the pointer replaced is still
-    // stored, so going back to it (a rollback) writes no bundle. What is stored under its
-    // name is checked against its digest first: an object overwritten in place is a
+    // stored, so going back to it (or any rollback) writes no bundle. What is stored under
+    // its name is checked against its digest first: an object overwritten in place is a
     // tampered target, and no pointer is moved onto it.
-    if current.is_some_and(|(p, _)| p.previous.as_ref() == Some(&d.digest)) {
+    if reuse_stored || current.is_some_and(|(p, _)| p.previous.as_ref() == Some(&d.digest)) {
         if target.read_bundle(&d.account, &d.digest).await?.is_none() {
             target.write_bundle(&d.account, &d.canonical).await?;
         }

@@ -121,6 +121,7 @@ async fn execute_with(
         record_commit: true,
         max_bake: None,
         preempt,
+        reuse_stored: false,
     };
     let live = Arc::new(Mutex::new(exec.initial_report()));
     let report = exec.run(&live).await;

@@ -169,7 +169,9 @@ pub struct Subject<'a> {
 
 fn deployed_of(observed: &Observed) -> Option<Deployed> {
     match observed {
-        Observed::Deployed { pointer, .. } | Observed::Current { pointer, .. } => Some(Deployed {
+        Observed::Deployed { pointer, .. }
+        | Observed::Current { pointer, .. }
+        | Observed::Pointed { pointer, .. } => Some(Deployed {
             digest: pointer.digest.to_string(),
             commit: pointer.commit.clone(),
             applied_by: pointer.applied_by.clone(),
@@ -217,42 +219,44 @@ pub fn assess(subject: &Subject<'_>) -> AccountDrift {
                 out.error = Some(*class);
             }
         },
-        Observed::Deployed { pointer, .. } | Observed::Current { pointer, .. }
+        Observed::Deployed { pointer, .. }
+        | Observed::Current { pointer, .. }
+        | Observed::Pointed { pointer, .. }
             if &pointer.digest == subject.expected =>
         {
             out.status = DriftStatus::InSync;
         }
-        Observed::Deployed { pointer, .. } | Observed::Current { pointer, .. } => {
-            match subject.behind {
-                Some(b) => {
-                    set(
-                        CauseKind::Behind,
-                        format!(
-                            "still on {}, {} commit{} behind",
-                            short(&b.commit),
-                            b.commits_behind,
-                            if b.commits_behind == 1 { "" } else { "s" }
-                        ),
-                    );
-                    out.commits_behind = Some(b.commits_behind);
-                }
-                None => set(
-                    CauseKind::OutOfBand,
+        Observed::Deployed { pointer, .. }
+        | Observed::Current { pointer, .. }
+        | Observed::Pointed { pointer, .. } => match subject.behind {
+            Some(b) => {
+                set(
+                    CauseKind::Behind,
                     format!(
-                        "out-of-band edit: {} is not what {} renders{}",
-                        pointer.digest.short(),
-                        match &pointer.commit {
-                            Some(c) => format!("its recorded commit {}", short(c)),
-                            None => "any recorded commit".to_string(),
-                        },
-                        match &pointer.commit {
-                            Some(_) => " (or that commit is not among the branch's recent ones)",
-                            None => "",
-                        }
+                        "still on {}, {} commit{} behind",
+                        short(&b.commit),
+                        b.commits_behind,
+                        if b.commits_behind == 1 { "" } else { "s" }
                     ),
-                ),
+                );
+                out.commits_behind = Some(b.commits_behind);
             }
-        }
+            None => set(
+                CauseKind::OutOfBand,
+                format!(
+                    "out-of-band edit: {} is not what {} renders{}",
+                    pointer.digest.short(),
+                    match &pointer.commit {
+                        Some(c) => format!("its recorded commit {}", short(c)),
+                        None => "any recorded commit".to_string(),
+                    },
+                    match &pointer.commit {
+                        Some(_) => " (or that commit is not among the branch's recent ones)",
+                        None => "",
+                    }
+                ),
+            ),
+        },
     }
     out
 }
@@ -425,7 +429,11 @@ pub async fn run(
     let seen = observe(target, &former, None, fan).await;
     for account in &former {
         match seen.get(&account.name) {
-            Some(o @ (Observed::Deployed { .. } | Observed::Current { .. })) => {
+            Some(
+                o @ (Observed::Deployed { .. }
+                | Observed::Current { .. }
+                | Observed::Pointed { .. }),
+            ) => {
                 lines.push(orphan(account, o));
             }
             // A removed account whose store is gone or closed to us was offboarded.
