@@ -108,6 +108,9 @@ def invocations(script):
             continue
         for i, word in enumerate(words):
             # The binary, or its image (docker run ... "$FLEETGATE_IMAGE" <subcommand> ...).
+            # (`kubectl -n fleetgate exec` names a namespace, not the binary.)
+            if i > 0 and words[i - 1] in ("-n", "--namespace"):
+                continue
             if word in ("fleetgate", "$FLEETGATE_IMAGE") and i + 1 < len(words) and re.fullmatch(r"[a-z][a-z-]*", words[i + 1]):
                 found.append(words[i + 1:])
     return found
@@ -227,6 +230,20 @@ def lint_alerts(directory):
     return problems
 
 
+def lint_runbooks(pattern, fleetgate):
+    """Every `fleetgate` command line in the runbooks' shell blocks names a command and flags
+    that exist: on-call copies them as they are."""
+    problems = []
+    for path in sorted(glob.glob(pattern)):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        for n, block in enumerate(re.findall(r"```(?:sh|bash|console)\n(.*?)```", text, re.S), 1):
+            lines = [l[2:] if l.startswith("$ ") else l for l in block.splitlines()]
+            for words in invocations("\n".join(lines)):
+                problems.extend(fleetgate.check(words, f"{path}: block {n}"))
+    return problems
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--shellcheck", default="shellcheck")
@@ -243,9 +260,11 @@ def main():
         problems.extend(lint_workflow(path, args.shellcheck, fleetgate))
     problems.extend(lint_kubernetes("deploy/kubernetes", fleetgate, gateway))
     problems.extend(lint_alerts("deploy/prometheus"))
+    problems.extend(lint_runbooks("docs/runbooks/*.md", fleetgate))
     for problem in problems:
         print(f"FAIL {problem}", file=sys.stderr)
-    print(f"{len(workflows)} workflows, deploy/kubernetes, deploy/prometheus: {len(problems)} problems")
+    print(f"{len(workflows)} workflows, deploy/kubernetes, deploy/prometheus, docs/runbooks: "
+          f"{len(problems)} problems")
     return 1 if problems else 0
 
 
