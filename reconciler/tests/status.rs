@@ -69,8 +69,7 @@ impl Fleet {
     }
 
     fn pointer(&self, account: &str) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(self.pointer_path(account)).unwrap())
-            .unwrap()
+        serde_json::from_str(&std::fs::read_to_string(self.pointer_path(account)).unwrap()).unwrap()
     }
 }
 
@@ -106,7 +105,14 @@ fn on_call_fleet() -> (Fleet, String, String) {
     );
     fleet.ok(
         "rollback",
-        &["--to", &v1, "--accounts", "acme-prod", "--reason", "5xx on payments"],
+        &[
+            "--to",
+            &v1,
+            "--accounts",
+            "acme-prod",
+            "--reason",
+            "5xx on payments",
+        ],
     );
     std::fs::remove_file(fleet.pointer_path("wayne-prod")).unwrap();
     std::fs::write(fleet.pointer_path("stark-prod"), "{not json").unwrap();
@@ -147,7 +153,10 @@ fn status_shows_each_waves_commits_holds_and_problems_and_the_head_count() {
     assert_eq!(early["commits"][0]["commit"], v1.as_str());
     assert_eq!(early["commits"][0]["subject"], "fleet as in the example");
     assert_eq!(early["commits"][0]["is_head"], false);
-    assert_eq!(early["commits"][0]["runs_head_bundle"], 0, "v2 changed them");
+    assert_eq!(
+        early["commits"][0]["runs_head_bundle"], 0,
+        "v2 changed them"
+    );
     assert_eq!(early["commits"][0]["count"], 3);
 
     let prod = &waves[2];
@@ -223,6 +232,31 @@ fn status_shows_each_waves_commits_holds_and_problems_and_the_head_count() {
     assert!(
         text.lines()
             .any(|l| l.starts_with("  unreachable [corrupt] stark-prod: ")),
+        "{text}"
+    );
+
+    // A commit that changes no bundle: canary still runs the head's bundle, and the hold,
+    // taken at v2, is over.
+    std::fs::write(fleet.repo.join("NOTES.md"), "on-call notes\n").unwrap();
+    git(&fleet.repo, &["add", "NOTES.md"]);
+    git(&fleet.repo, &["commit", "-q", "-m", "notes"]);
+    let doc = fleet.status_json(&[]);
+    assert_eq!(doc["summary"]["at_head"], 2, "{doc}");
+    assert_eq!(doc["waves"][0]["commits"][0]["is_head"], false, "{doc}");
+    assert_eq!(
+        doc["waves"][0]["commits"][0]["runs_head_bundle"], 2,
+        "{doc}"
+    );
+    assert_eq!(doc["waves"][2]["held"][0]["superseded"], true, "{doc}");
+    let text = stdout(&fleet.status(&[]));
+    let line = format!(
+        "  {} \"bigger bodies everywhere\" (the head's bundle): 2 globex-canary, internal-canary",
+        short(&v2)
+    );
+    assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("  held acme-prod: ")
+            && l.ends_with(" (over: the branch has moved past it)")),
         "{text}"
     );
 
@@ -311,7 +345,10 @@ fn an_unreachable_daemon_is_one_line_and_the_rest_is_still_printed() {
         .lines()
         .find(|l| l.starts_with(&format!("daemon {url}: ")))
         .unwrap_or_else(|| panic!("no daemon line in\n{text}"));
-    assert!(line.starts_with(&format!("daemon {url}: not reachable: ")), "{line}");
+    assert!(
+        line.starts_with(&format!("daemon {url}: not reachable: ")),
+        "{line}"
+    );
     assert!(text.contains("wave prod: 5 accounts"), "{text}");
     assert!(text.contains("10 of 10 accounts at the head"), "{text}");
 
@@ -328,8 +365,59 @@ fn an_unreachable_daemon_is_one_line_and_the_rest_is_still_printed() {
     let doc = support::json(&out);
     assert_eq!(doc["daemon"]["url"], url.as_str(), "{doc}");
     assert_eq!(doc["daemon"]["reachable"], false, "{doc}");
-    assert!(doc["daemon"]["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert!(
+        doc["daemon"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
     assert_eq!(doc["summary"]["at_head"], 10, "{doc}");
+}
+
+#[test]
+fn a_repo_or_target_that_cannot_be_read_exits_1() {
+    let fleet = Fleet::example();
+    let missing = fleet.tmp.path().join("no-such-repo");
+    let out = fleet.run(&[
+        "status",
+        "--repo",
+        missing.to_str().unwrap(),
+        "--target",
+        &fleet.target,
+    ]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(
+        support::stderr(&out).starts_with("error: "),
+        "{}",
+        show(&out)
+    );
+    assert!(stdout(&out).is_empty(), "{}", show(&out));
+
+    // Never applied: the target directory does not exist, and status creates nothing.
+    let gone = fleet.tmp.path().join("no-such-fleet");
+    let target = format!("file://{}", gone.display());
+    let repo = fleet.repo.to_str().unwrap();
+    let out = fleet.run(&["status", "--repo", repo, "--target", &target]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(
+        support::stderr(&out).contains("the directory does not exist"),
+        "{}",
+        show(&out)
+    );
+    assert!(!gone.exists());
+
+    // Not one account could be read (here every pointer is corrupt): printed, and exit 1.
+    fleet.ok("apply", &["--all-at-once"]);
+    for entry in std::fs::read_dir(fleet.target_dir()).unwrap() {
+        std::fs::write(entry.unwrap().path().join("current.json"), "{").unwrap();
+    }
+    let out = fleet.run(&["status", "--repo", repo, "--target", &fleet.target]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(stdout(&out).contains("10 unreachable"), "{}", show(&out));
+    assert!(
+        support::stderr(&out).contains("error: none of the 10 accounts could be read"),
+        "{}",
+        show(&out)
+    );
 }
 
 /// A server on a loopback port answering GET /status with `body`, for the test's life.
@@ -398,7 +486,10 @@ fn the_daemons_rollout_in_progress_and_preempted_commit_are_shown() {
     let text = stdout(&fleet.status(&["--daemon", &url]));
     for line in [
         format!("daemon {url}: watch-1 tracking main, lease holder watch-1"),
-        format!("  head: {} \"move on\" at 2026-01-02T03:00:00Z", short(&new)),
+        format!(
+            "  head: {} \"move on\" at 2026-01-02T03:00:00Z",
+            short(&new)
+        ),
         format!("  last applied: {} at 2026-01-01T03:00:00Z", short(&old)),
         format!(
             "  rollout in progress of {}: in-progress, started 2026-01-02T03:00:01Z",
@@ -456,7 +547,10 @@ fn an_older_daemons_status_and_an_odd_member_still_read() {
     assert!(view.held.is_empty());
     assert_eq!(view.lease_holder, None);
     let rejected = view.rejected.unwrap();
-    assert_eq!(rejected.reason.as_deref(), Some("canary: 5xx over the gate"));
+    assert_eq!(
+        rejected.reason.as_deref(),
+        Some("canary: 5xx over the gate")
+    );
     let rollout = view.rollout.unwrap();
     assert!(!rollout.in_progress);
     assert_eq!(rollout.waves[0].state.as_deref(), Some("rolled-back"));
@@ -465,16 +559,20 @@ fn an_older_daemons_status_and_an_odd_member_still_read() {
 
 #[test]
 fn accounts_in_no_wave_come_last_and_pointers_without_a_commit_group_by_digest() {
-    let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64)).parse().unwrap();
+    let digest = |c: char| {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
+    };
     let pointer = |commit: Option<&str>, d: char| {
-        Read::Pointer(Pointer {
+        Read::Pointer(Box::new(Pointer {
             digest: digest(d),
             commit: commit.map(str::to_string),
             previous: None,
             applied_by: "t".into(),
             applied_at: "2026-01-01T00:00:00Z".into(),
             hold: None,
-        })
+        }))
     };
     let member = |name: &str, wave: Option<usize>, expected: char, read: Read| Member {
         name: name.into(),
@@ -535,4 +633,34 @@ fn accounts_in_no_wave_come_last_and_pointers_without_a_commit_group_by_digest()
     assert_eq!(report.summary.at_head, 3);
     assert_eq!(report.summary.unreachable, 1);
     assert_eq!(report.last_auto_rollback, None);
+}
+
+#[test]
+fn a_line_of_text_names_ten_accounts_and_the_report_all() {
+    let members: Vec<Member> = (0..12)
+        .map(|i| Member {
+            name: format!("acct-{i:02}"),
+            wave: Some(0),
+            expected: None,
+            read: Read::NeverDeployed,
+        })
+        .collect();
+    let head = CommitInfo {
+        rev: "main".into(),
+        commit: "head".into(),
+        subject: None,
+    };
+    let git = Git {
+        subject: &|_| None,
+        superseded: &|_| false,
+    };
+    let report = status::assemble("repo", "t", head, &["all".into()], &members, &git);
+    assert_eq!(report.waves[0].never_deployed.len(), 12);
+    let text = fleetgate::cli::status::text(&report);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("  never deployed (12): "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.ends_with("acct-08, acct-09, and 2 more"), "{line}");
+    assert!(!line.contains("acct-10"), "{line}");
 }

@@ -41,7 +41,7 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
         &accounts,
         target.target.as_ref(),
         &fan,
-    ));
+    ))?;
     if let Some(url) = args.daemon.as_deref().filter(|u| !u.is_empty()) {
         report.daemon = Some(rt.block_on(crate::ops::status::daemon(url)));
     }
@@ -60,6 +60,18 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
         .lock()
         .write_all(out.as_bytes())
         .context("cannot write the report")?;
+    // Not one account could be read: the target (its credentials, its endpoint) is the
+    // problem, not the fleet's state.
+    let s = &report.summary;
+    if s.accounts > 0 && s.unreachable == s.accounts {
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: none of the {} accounts could be read in {}",
+            s.accounts,
+            crate::redact::scrub(&one_line(&report.target), key)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -335,8 +347,7 @@ fn daemon_text(out: &mut String, d: &DaemonView) {
             out,
             "  preempted: the rollout of {} stopped{} because the branch moved to {}; {} already moved{}",
             short(&one_line(p.commit.as_deref().unwrap_or("?"))),
-            p.at
-                .as_deref()
+            p.at.as_deref()
                 .map(|t| format!(" at {}", one_line(t)))
                 .unwrap_or_default(),
             short(&one_line(p.by.as_deref().unwrap_or("?"))),

@@ -21,7 +21,7 @@ use crate::config::repo::Repo;
 use crate::git::Commit;
 use crate::git::history::History;
 use crate::render::render;
-use crate::target::{AccountRef, ErrorClass, FanOut, Pointer, Target};
+use crate::target::{AccountRef, ErrorClass, FanOut, Pointer, Target, TargetError};
 
 /// The version of the JSON status document.
 pub const STATUS_FORMAT_VERSION: u32 = 1;
@@ -150,7 +150,7 @@ pub struct StatusReport {
 /// What reading one account's pointer gave.
 #[derive(Debug, Clone)]
 pub enum Read {
-    Pointer(Pointer),
+    Pointer(Box<Pointer>),
     NeverDeployed,
     Unreachable { error: String, class: ErrorClass },
 }
@@ -180,6 +180,9 @@ impl std::fmt::Debug for Git<'_> {
     }
 }
 
+/// A commit group's key: the commit, else the digest.
+type GroupKey = (Option<String>, Option<String>);
+
 /// Arranges the accounts by wave and commit, counts them, and finds the last automatic
 /// rollback. Pure.
 pub fn assemble(
@@ -195,7 +198,10 @@ pub fn assemble(
         ..Summary::default()
     };
     let mut names: Vec<String> = waves.to_vec();
-    if members.iter().any(|m| m.wave.is_none_or(|w| w >= waves.len())) {
+    if members
+        .iter()
+        .any(|m| m.wave.is_none_or(|w| w >= waves.len()))
+    {
         names.push(NO_WAVE.to_string());
     }
     let mut out: Vec<WaveStatus> = names
@@ -210,8 +216,7 @@ pub fn assemble(
         })
         .collect();
     let last = out.len().saturating_sub(1);
-    let mut groups: Vec<BTreeMap<(Option<String>, Option<String>), CommitGroup>> =
-        vec![BTreeMap::new(); out.len()];
+    let mut groups: Vec<BTreeMap<GroupKey, CommitGroup>> = vec![BTreeMap::new(); out.len()];
     for m in members {
         let i = m.wave.filter(|w| *w < waves.len()).unwrap_or(last);
         let wave = &mut out[i];
@@ -301,21 +306,18 @@ fn last_auto_rollback(members: &[Member], git: &Git<'_>) -> Option<AutoRollback>
         .iter()
         .filter_map(|m| match &m.read {
             Read::Pointer(p) if p.applied_by.ends_with(AUTO_ROLLBACK) => {
-                Some((m.name.as_str(), p))
+                Some((m.name.as_str(), &**p))
             }
             _ => None,
         })
         .collect();
     // Times the executor writes are RFC 3339 UTC; one it cannot parse sorts as text.
     let when = |at: &str| humantime::parse_rfc3339_weak(at).ok();
-    let newest = rolled_back
-        .iter()
-        .map(|(_, p)| p)
-        .max_by(|a, b| {
-            when(&a.applied_at)
-                .cmp(&when(&b.applied_at))
-                .then_with(|| a.applied_at.cmp(&b.applied_at))
-        })?;
+    let newest = rolled_back.iter().map(|(_, p)| p).max_by(|a, b| {
+        when(&a.applied_at)
+            .cmp(&when(&b.applied_at))
+            .then_with(|| a.applied_at.cmp(&b.applied_at))
+    })?;
     let mut accounts: Vec<RolledBackAccount> = rolled_back
         .iter()
         .filter(|(_, p)| p.applied_at == newest.applied_at)
@@ -339,7 +341,8 @@ fn last_auto_rollback(members: &[Member], git: &Git<'_>) -> Option<AutoRollback>
 }
 
 /// Reads the pointers of `accounts` (one GET each, through the fan-out) and assembles the
-/// report against the branch head `head`, whose repo is `config`.
+/// report against the branch head `head`, whose repo is `config`. An error of the target
+/// itself (a `file://` directory that does not exist) is the run's, not each account's.
 pub async fn read(
     repo: &dyn History,
     head: &Commit,
@@ -347,30 +350,30 @@ pub async fn read(
     accounts: &[AccountRef],
     target: &dyn Target,
     fan: &FanOut<'_>,
-) -> StatusReport {
+) -> Result<StatusReport, TargetError> {
     let (waves, _, wave_of) = crate::ops::pipeline::rollout_order(config);
     let wave_names: Vec<String> = waves.iter().map(|w| w.name.clone()).collect();
-    let mut read: BTreeMap<String, Read> = fan
+    let mut read: BTreeMap<String, Read> = BTreeMap::new();
+    let results = fan
         .run(
             "read pointer",
             accounts.iter(),
             |a| a,
             |a| target.read_pointer(a),
         )
-        .await
-        .into_iter()
-        .map(|(name, r)| {
-            let read = match r {
-                Ok(Some((pointer, _))) => Read::Pointer(pointer),
-                Ok(None) => Read::NeverDeployed,
-                Err(e) => Read::Unreachable {
-                    error: e.to_string(),
-                    class: e.class(),
-                },
-            };
-            (name, read)
-        })
-        .collect();
+        .await;
+    for (name, r) in results {
+        let r = match r {
+            Ok(Some((pointer, _))) => Read::Pointer(Box::new(pointer)),
+            Ok(None) => Read::NeverDeployed,
+            Err(e @ TargetError::MissingTarget { .. }) => return Err(e),
+            Err(e) => Read::Unreachable {
+                error: e.to_string(),
+                class: e.class(),
+            },
+        };
+        read.insert(name, r);
+    }
     let members: Vec<Member> = accounts
         .iter()
         .map(|a| Member {
@@ -389,7 +392,7 @@ pub async fn read(
         commit: head_id.clone(),
         subject: repo.summary(&head_id),
     };
-    assemble(
+    Ok(assemble(
         repo.location(),
         &target.location(),
         info,
@@ -399,7 +402,7 @@ pub async fn read(
             subject: &subject,
             superseded: &superseded,
         },
-    )
+    ))
 }
 
 /// A commit as the daemon shows it.
