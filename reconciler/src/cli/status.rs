@@ -75,15 +75,17 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The first 12 characters (a short sha); whole characters, whatever the daemon sent.
 fn short(s: &str) -> &str {
-    &s[..12.min(s.len())]
+    s.char_indices().nth(12).map_or(s, |(i, _)| &s[..i])
 }
 
 /// `1a2b3c4d5e6f "subject"`, or the short sha alone.
 fn commit_line(commit: &str, subject: Option<&str>) -> String {
+    let commit = one_line(commit);
     match subject {
-        Some(s) => format!("{} \"{}\"", short(commit), one_line(s)),
-        None => short(commit).to_string(),
+        Some(s) => format!("{} \"{}\"", short(&commit), one_line(s)),
+        None => short(&commit).to_string(),
     }
 }
 
