@@ -48,6 +48,10 @@ pub enum Command {
     /// edit, tampered, never deployed), unreachable, or orphaned (exit 0 in sync, 2 drift,
     /// 1 error).
     Drift(DriftArgs),
+    /// For on-call, one read of every account's pointer: per wave of fleet.yaml which
+    /// accounts run which commit, holds, never deployed and unreachable accounts, the last
+    /// automatic rollback, and with --daemon the watch daemon's rollout (exit 0 read, 1 error).
+    Status(StatusArgs),
     /// Onboard accounts: create each selected account's config store when missing (S3: the
     /// bucket, versioned, encrypted by default, public access blocked), through its assumed
     /// role. Idempotent. For production onboarding, use the StackSet template
@@ -329,6 +333,27 @@ pub struct DriftArgs {
     /// [default: fleet.yaml's drift.historyDepth, else 50].
     #[arg(long, value_name = "N")]
     pub history: Option<usize>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub source: GitArgs,
+    /// The branch the fleet tracks: its waves, its accounts and its head (in a local clone,
+    /// `origin/main` for the remote's head as last fetched).
+    #[arg(long, value_name = "REF", default_value = "main")]
+    pub branch: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Which accounts: names, globs, stage=, label:<key>=<value>, wave= [default: all].
+    #[arg(long, value_name = "SELECTOR")]
+    pub accounts: Option<Selector>,
+    /// The watch daemon whose /status to show too (http://HOST:PORT); when it cannot be
+    /// reached, one line says so and the rest is printed.
+    #[arg(long, value_name = "URL", env = "FLEETGATE_DAEMON_URL")]
+    pub daemon: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[derive(clap::Args, Debug)]

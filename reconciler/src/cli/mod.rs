@@ -12,6 +12,7 @@ pub mod progress;
 pub mod repo;
 pub mod service;
 pub mod session;
+pub mod status;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -59,6 +60,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Release(args) => deploy::release(&args),
         Command::History(args) => deploy::history(&args),
         Command::Drift(args) => deploy::drift(&args),
+        Command::Status(args) => status::status(&args),
         Command::Bootstrap(args) => deploy::bootstrap(&args),
         Command::Watch(args) => service::watch(*args),
         #[cfg(feature = "up")]

@@ -14,3 +14,4 @@ pub mod pipeline;
 pub mod reconcile;
 pub mod release;
 pub mod rollback;
+pub mod status;
