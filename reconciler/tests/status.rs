@@ -218,7 +218,7 @@ fn status_shows_each_waves_commits_holds_and_problems_and_the_head_count() {
     }
     let held_line = text
         .lines()
-        .find(|l| l.starts_with("  held acme-prod: "))
+        .find(|l| l.starts_with("  held 1 (") && l.ends_with("): acme-prod"))
         .unwrap_or_else(|| panic!("no hold in\n{text}"));
     assert!(
         held_line.contains("\"5xx on payments\" by status-test at "),
@@ -226,7 +226,7 @@ fn status_shows_each_waves_commits_holds_and_problems_and_the_head_count() {
     );
     assert!(held_line.contains(&format!(", to {v1}")), "{held_line}");
     assert!(
-        held_line.ends_with(&format!(", branch head {}", short(&v2))),
+        held_line.contains(&format!(", branch head {}): ", short(&v2))),
         "{held_line}"
     );
     assert!(
@@ -255,8 +255,8 @@ fn status_shows_each_waves_commits_holds_and_problems_and_the_head_count() {
     );
     assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
     assert!(
-        text.lines().any(|l| l.starts_with("  held acme-prod: ")
-            && l.ends_with(" (over: the branch has moved past it)")),
+        text.lines().any(|l| l.starts_with("  held 1 (")
+            && l.ends_with(" (over: the branch has moved past it)): acme-prod")),
         "{text}"
     );
 

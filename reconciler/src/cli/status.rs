@@ -56,6 +56,7 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
         }
         Format::Text => crate::redact::scrub(&text(&report), key).into_owned(),
     };
+    let out = if out.ends_with('\n') { out } else { out + "\n" };
     std::io::stdout()
         .lock()
         .write_all(out.as_bytes())
@@ -154,8 +155,22 @@ fn wave_text(out: &mut String, wave: &WaveStatus) {
     for g in &wave.commits {
         let _ = writeln!(out, "  {}", group_line(g));
     }
+    // One line per hold (a rollback holds many accounts with the same hold), not per account.
+    let mut holds: Vec<(String, Vec<&str>)> = Vec::new();
     for held in &wave.held {
-        let _ = writeln!(out, "  {}", held_line(held));
+        let line = held_line(held);
+        match holds.iter_mut().find(|(l, _)| *l == line) {
+            Some((_, accounts)) => accounts.push(&held.account),
+            None => holds.push((line, vec![&held.account])),
+        }
+    }
+    for (line, accounts) in holds {
+        let _ = writeln!(
+            out,
+            "  held {} ({line}): {}",
+            accounts.len(),
+            names(&accounts)
+        );
     }
     if !wave.never_deployed.is_empty() {
         let _ = writeln!(
@@ -201,10 +216,10 @@ fn group_line(g: &CommitGroup) -> String {
     format!("{what}{note}: {} {}", g.count, names(&g.accounts))
 }
 
+/// A hold, without its account.
 fn held_line(h: &HeldAccount) -> String {
     format!(
-        "held {}: \"{}\" by {} at {}, to {}{}{}",
-        one_line(&h.account),
+        "\"{}\" by {} at {}, to {}{}{}",
         one_line(&h.reason),
         one_line(&h.by),
         one_line(&h.at),
