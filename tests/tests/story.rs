@@ -20,6 +20,9 @@
 //! 6. The new route is pulled by reverting its commit: every pointer flips back to bundles
 //!    already stored, and the gateways stop serving the route.
 //! 7. Someone edits an account by hand in S3: the drift report names it.
+//! 8. A bad change goes everywhere at once; on-call rolls the 120 accounts back by following
+//!    docs/runbooks/rollback.md, running its commands as written (from a clone of their own,
+//!    with AWS profiles): look, roll back with a hold, check, release.
 //!
 //! The binaries are the workspace's own: `cargo test --workspace` builds them next to this
 //! test's executable (run alone, this file builds them when missing).
@@ -282,6 +285,9 @@ fn a_change_from_pull_request_to_rollback() {
         "{row}"
     );
     assert_no_secret(&drift);
+
+    // 8. A bad change, applied by hand to every account at once; on-call follows the runbook.
+    world.on_call_follows_the_runbook();
 }
 
 /// The wave names and states of a rollout report.
@@ -811,6 +817,192 @@ impl World {
                     .unwrap();
             }
         });
+    }
+}
+
+impl World {
+    /// Chapter 8: the runbook's checked blocks (`<!-- checked-by-test: NAME -->` before a
+    /// fenced block), run as written from on-call's own clone, with `<good-commit>` filled in.
+    fn on_call_follows_the_runbook(&self) {
+        let good = self.head();
+        let good_digests = self.rendered();
+        edit(
+            &self.repo,
+            "base/gateway.yaml",
+            "maxBodyBytes: 1048576",
+            "maxBodyBytes: 1024",
+        );
+        self.commit("Bodies up to 1 KiB (the bad one)");
+        let bad = self.head();
+        let out = self.fleetgate(&["apply", "--skip-health-gates"]);
+        assert_eq!(code(&out), 0, "the bad change goes out: {}", show(&out));
+        let bad_digests = self.rendered();
+        assert_eq!(self.deployed(), bad_digests);
+
+        // On-call's machine: a clone, the binary on the PATH, profiles for the two roles.
+        let home = self.tmp.path().join("on-call");
+        let clone = home.join("fleet-config");
+        std::fs::create_dir_all(&home).unwrap();
+        git(
+            &home,
+            &["clone", "-q", self.repo.to_str().unwrap(), "fleet-config"],
+        );
+        let profiles = "[fleetgate-hub]\naws_access_key_id = testing\naws_secret_access_key = testing\n\
+                        [fleetgate-planner]\naws_access_key_id = testing\naws_secret_access_key = testing\n";
+        std::fs::write(home.join("credentials"), profiles).unwrap();
+        std::fs::write(
+            home.join("config"),
+            "[profile fleetgate-hub]\nregion = us-east-1\n[profile fleetgate-planner]\nregion = us-east-1\n",
+        )
+        .unwrap();
+        let runbook = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/runbooks/rollback.md"),
+        )
+        .unwrap();
+        let run = |name: &str| -> Output {
+            let marker = format!("<!-- checked-by-test: {name} -->\n```sh\n");
+            let start = runbook
+                .find(&marker)
+                .unwrap_or_else(|| panic!("the runbook has no checked block {name}"))
+                + marker.len();
+            let block = &runbook[start..start + runbook[start..].find("```").unwrap()];
+            let script = block.replace("<good-commit>", &good);
+            let path = format!(
+                "{}:{}",
+                bin("fleetgate").parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
+            let out = Command::new("sh")
+                .args(["-ec", &script])
+                .current_dir(&clone)
+                .env_clear()
+                .env("PATH", path)
+                .env("HOME", &home)
+                .env("AWS_CONFIG_FILE", home.join("config"))
+                .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"))
+                .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("FLEETGATE_CACHE_DIR", home.join("cache"))
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap();
+            assert_eq!(
+                code(&out),
+                0,
+                "runbook block {name}:\n{script}\n{}",
+                show(&out)
+            );
+            out
+        };
+
+        // 1. Look: every wave runs the bad commit, nothing held.
+        let out = run("status");
+        let text = stdout(&out);
+        assert!(
+            text.contains("120 of 120 accounts at the head; 0 held"),
+            "{text}"
+        );
+        assert!(text.contains(&bad[..12]), "{text}");
+        assert_no_secret(&text);
+
+        // 3B. Roll back: every account on the good commit's bundles, held.
+        let out = run("rollback");
+        assert!(stdout(&out).contains("rolled back to"), "{}", show(&out));
+        assert_eq!(self.deployed(), good_digests, "every account went back");
+        let holds = self.holds();
+        assert_eq!(holds.len(), 120);
+        assert!(
+            holds.values().all(|h| h == "INC-1234: 5xx on orders"),
+            "{holds:?}"
+        );
+
+        // 4. Check: status says every account runs the good commit, held.
+        let text = stdout(&run("status"));
+        assert!(
+            text.contains("0 of 120 accounts at the head; 120 held"),
+            "{text}"
+        );
+        assert!(text.contains(&good[..12]), "{text}");
+        assert!(text.contains("\"INC-1234: 5xx on orders\""), "{text}");
+
+        // 5. Release: the holds are gone, the pointers stay.
+        run("release");
+        assert!(self.holds().is_empty(), "{:?}", self.holds());
+        assert_eq!(self.deployed(), good_digests);
+    }
+
+    /// Every account's digest at the working tree's head.
+    fn rendered(&self) -> std::collections::BTreeMap<String, String> {
+        let out = Command::new(bin("fleetgate"))
+            .args(["render", "--repo", self.repo.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", show(&out));
+        stdout(&out)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(a, d)| (a.to_string(), d.to_string()))
+            .collect()
+    }
+
+    /// Every account's pointer, read as that account's administrator.
+    fn pointers(&self) -> std::collections::BTreeMap<String, Value> {
+        let dir = self.tmp.path().join("rendered-all");
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new(bin("fleetgate"))
+            .args([
+                "render",
+                "--repo",
+                self.repo.to_str().unwrap(),
+                "--all",
+                "--out",
+            ])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", show(&out));
+        let accounts: Vec<(String, String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let b: Value =
+                    serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+                let f = |k: &str| b["account"][k].as_str().unwrap().to_string();
+                (f("name"), f("id"), f("region"))
+            })
+            .collect();
+        self.rt.block_on(async {
+            let mut pointers = std::collections::BTreeMap::new();
+            for (name, id, region) in accounts {
+                let creds = assume(&self.hub, &id, "administrator").await;
+                let s3 = s3_with(&self.hub, creds, &region);
+                let o = s3
+                    .get_object()
+                    .bucket(format!("fleetgate-config-{id}"))
+                    .key(format!("fleetgate/{name}/current.json"))
+                    .send()
+                    .await
+                    .unwrap();
+                let bytes = o.body.collect().await.unwrap().into_bytes();
+                pointers.insert(name, serde_json::from_slice(&bytes).unwrap());
+            }
+            pointers
+        })
+    }
+
+    fn deployed(&self) -> std::collections::BTreeMap<String, String> {
+        self.pointers()
+            .into_iter()
+            .map(|(n, p)| (n, p["digest"].as_str().unwrap().to_string()))
+            .collect()
+    }
+
+    /// The reason of every hold, by account.
+    fn holds(&self) -> std::collections::BTreeMap<String, String> {
+        self.pointers()
+            .into_iter()
+            .filter_map(|(n, p)| Some((n, p["hold"]["reason"].as_str()?.to_string())))
+            .collect()
     }
 }
 
