@@ -929,3 +929,286 @@ fn accounts_still_throttled_or_silent_are_classified_and_do_not_hold_up_the_rest
         proxy.injected()
     );
 }
+
+/// Each account's digest at the repo's head, and its id and region: from `fleetgate render`.
+fn rendered_accounts(fleet: &Fleet) -> BTreeMap<String, (String, String, String)> {
+    let dir = fleet.tmp.path().join("rendered-all");
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+        .args(["render", "--repo", fleet.repo(), "--all", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    stdout(&out)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, digest)| {
+            let bundle: Value =
+                serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap())
+                    .unwrap();
+            let field = |k: &str| bundle["account"][k].as_str().unwrap().to_string();
+            (
+                name.to_string(),
+                (digest.to_string(), field("id"), field("region")),
+            )
+        })
+        .collect()
+}
+
+/// Every account's deployed digest as S3 says (read as each account, not through
+/// fleetgate); `None`: no pointer.
+fn deployed_digests(
+    endpoint: &str,
+    accounts: &BTreeMap<String, (String, String, String)>,
+) -> BTreeMap<String, Option<String>> {
+    runtime().block_on(async {
+        let mut out = BTreeMap::new();
+        for (name, (_, id, region)) in accounts {
+            let s3 = s3_as(endpoint, id, region).await;
+            let got = s3
+                .get_object()
+                .bucket(bucket(id))
+                .key(format!("fleetgate/{name}/current.json"))
+                .send()
+                .await;
+            let digest = match got {
+                Ok(o) => {
+                    let p: Value =
+                        serde_json::from_slice(&o.body.collect().await.unwrap().into_bytes())
+                            .unwrap();
+                    p["digest"].as_str().map(str::to_string)
+                }
+                Err(_) => None,
+            };
+            out.insert(name.clone(), digest);
+        }
+        out
+    })
+}
+
+/// The numbers of apply's summary line, by what they count.
+fn summary_counts(stdout: &str) -> BTreeMap<String, usize> {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("applied "))
+        .unwrap_or_else(|| panic!("no summary in\n{stdout}"));
+    let (_, counts) = line.split_once(": ").unwrap();
+    counts
+        .split(", ")
+        .filter_map(|part| {
+            let (n, what) = part.split_once(' ')?;
+            let what = what.split(" (").next()?.to_string();
+            Some((what, n.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A faulty network between fleetgate and AWS (a seeded 3% of requests hung, reset,
+/// throttled, or acted on with the answer lost): every account of a 300-account apply ends
+/// in exactly one reported outcome, the summary adds up to the fleet, every reported outcome
+/// is what S3 holds (a lost answer to its own write is its success, never "another apply"),
+/// the retries and throttles are counted, and a rerun without faults converges.
+#[test]
+fn apply_under_network_faults_reports_every_account_as_s3_has_it() {
+    let moto = Moto::start();
+    let direct = Fleet::generated(&moto.endpoint(), 300);
+    let out = direct.bootstrap(&[]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let accounts = rendered_accounts(&direct);
+    assert_eq!(accounts.len(), 300);
+    let proxy = Proxy::start(
+        moto.addr,
+        Faults {
+            random: Some(aws_support::RandomFaults {
+                seed: 7,
+                per_mille: 30,
+            }),
+            ..Faults::default()
+        },
+    );
+    let faulty = Fleet {
+        tmp: tempfile::tempdir().unwrap(),
+        repo: direct.repo.clone(),
+        endpoint: proxy.endpoint(),
+    };
+    let out = faulty.run(&[
+        "apply",
+        "--repo",
+        faulty.repo(),
+        "--target",
+        "aws",
+        "--all-at-once",
+        "--request-timeout",
+        "1s",
+        "--account-timeout",
+        "60s",
+    ]);
+    assert!(matches!(code(&out), 0 | 1), "{}", show(&out));
+    for kind in [
+        aws_support::Fault::Hang,
+        aws_support::Fault::Reset,
+        aws_support::Fault::Throttle,
+        aws_support::Fault::LoseAnswer,
+    ] {
+        assert!(proxy.faults(kind) > 0, "{kind:?} was injected");
+    }
+    let (text, err) = (stdout(&out), stderr(&out));
+    // One outcome per account: the summary adds up to the fleet.
+    let counts = summary_counts(&text);
+    let total: usize = [
+        "created",
+        "updated",
+        "unchanged",
+        "conflicts",
+        "failed",
+        "rolled back",
+        "skipped",
+        "held",
+        "unreachable",
+    ]
+    .iter()
+    .map(|k| counts.get(*k).copied().unwrap_or_default())
+    .sum();
+    assert_eq!(total, 300, "{counts:?}\n{}", show(&out));
+    assert_eq!(counts["conflicts"], 0, "no other writer: {}", show(&out));
+    // Every line about an account that did not make it says why.
+    for line in err
+        .lines()
+        .filter(|l| l.starts_with("skipped ") || l.starts_with("failed "))
+    {
+        assert!(line.contains(": "), "no reason: {line}");
+    }
+    // What was reported is what S3 holds.
+    let created: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("created "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(created.len(), counts["created"]);
+    let deployed = deployed_digests(&moto.endpoint(), &accounts);
+    for (name, (digest, _, _)) in &accounts {
+        let at_head = deployed[name].as_deref() == Some(digest.as_str());
+        assert_eq!(
+            at_head,
+            created.contains(name),
+            "{name}: reported {}, S3 has {:?}\n{}",
+            if created.contains(name) {
+                "created"
+            } else {
+                "not created"
+            },
+            deployed[name],
+            show(&out)
+        );
+    }
+    // The SDK's retries are counted, not silent.
+    let requests = err
+        .lines()
+        .find(|l| l.starts_with("requests: "))
+        .unwrap_or_else(|| panic!("no request counts: {}", show(&out)));
+    let numbers: Vec<usize> = requests
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        numbers.len() == 4 && numbers[1] > 0 && numbers[2] > 0 && numbers[3] > 0,
+        "{requests}"
+    );
+
+    // Without faults, a rerun converges.
+    let out = direct.apply();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let deployed = deployed_digests(&moto.endpoint(), &accounts);
+    for (name, (digest, _, _)) in &accounts {
+        assert_eq!(deployed[name].as_deref(), Some(digest.as_str()), "{name}");
+    }
+}
+
+/// The answer to fleetgate's own pointer write is lost, and the SDK's retry finds the write
+/// already there (412): that is this run's success, not "another apply deployed it".
+#[test]
+fn a_lost_answer_to_its_own_pointer_write_is_a_success_not_a_conflict() {
+    let moto = Moto::start();
+    let fleet = Fleet::example(&moto.endpoint());
+    assert_eq!(code(&fleet.bootstrap(&[])), 0);
+    let proxy = Proxy::start(
+        moto.addr,
+        Faults {
+            lose_pointer_answers: true,
+            ..Faults::default()
+        },
+    );
+    let through_proxy = Fleet {
+        tmp: tempfile::tempdir().unwrap(),
+        repo: fleet.repo.clone(),
+        endpoint: proxy.endpoint(),
+    };
+    let out = through_proxy.run(&[
+        "apply",
+        "--repo",
+        fleet.repo(),
+        "--target",
+        "aws",
+        "--all-at-once",
+        "--request-timeout",
+        "1s",
+        "--account-timeout",
+        "30s",
+    ]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(
+        stdout(&out).contains("10 created, 0 updated, 0 unchanged, 0 conflicts"),
+        "{}",
+        show(&out)
+    );
+    assert!(!stderr(&out).contains("conflict"), "{}", show(&out));
+    let plan = json(&fleet.plan());
+    assert_eq!(plan["summary"]["noChange"], 10, "{plan:#}");
+}
+
+/// An account whose write never gets an answer runs out of its --account-timeout mid-apply:
+/// it is failed with that reason, counted in the summary, and apply exits 1; the others go on.
+#[test]
+fn an_account_whose_write_hangs_is_failed_with_its_reason() {
+    let moto = Moto::start();
+    let fleet = Fleet::example(&moto.endpoint());
+    assert_eq!(code(&fleet.bootstrap(&[])), 0);
+    let proxy = Proxy::start(
+        moto.addr,
+        Faults {
+            stall_writes: Some(format!("{}/fleetgate/acme-prod/", bucket(ACME.1))),
+            ..Faults::default()
+        },
+    );
+    let through_proxy = Fleet {
+        tmp: tempfile::tempdir().unwrap(),
+        repo: fleet.repo.clone(),
+        endpoint: proxy.endpoint(),
+    };
+    let out = through_proxy.run(&[
+        "apply",
+        "--repo",
+        fleet.repo(),
+        "--target",
+        "aws",
+        "--all-at-once",
+        "--request-timeout",
+        "30s",
+        "--account-timeout",
+        "3s",
+    ]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let counts = summary_counts(&stdout(&out));
+    assert_eq!(
+        (counts["created"], counts["failed"]),
+        (9, 1),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        stderr(&out).contains("failed [timeout] acme-prod: timeout: no answer within 3s"),
+        "{}",
+        show(&out)
+    );
+}

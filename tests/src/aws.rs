@@ -219,6 +219,34 @@ pub struct Faults {
     pub throttle_always: Option<String>,
     /// Requests whose path contains this are never answered.
     pub stall: Option<String>,
+    /// PUT requests whose path contains this are never answered (reads go through).
+    pub stall_writes: Option<String>,
+    /// A seeded share of all requests gets a random fault ([`Fault`]).
+    pub random: Option<RandomFaults>,
+    /// The first attempt of every `PUT .../current.json` reaches moto, but its answer is
+    /// lost (the connection hangs): the writer's retry finds its own write there.
+    pub lose_pointer_answers: bool,
+}
+
+/// Random faults: of every 1,000 requests, about `per_mille` get one, the kind drawn from
+/// the same seeded sequence (the same seed, the same schedule for the same request order).
+#[derive(Debug, Clone, Copy)]
+pub struct RandomFaults {
+    pub seed: u64,
+    pub per_mille: u64,
+}
+
+/// What a faulty network does to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Never answered.
+    Hang,
+    /// The connection is closed without an answer.
+    Reset,
+    /// `503 SlowDown` (S3) or `400 Throttling` (STS).
+    Throttle,
+    /// Forwarded to moto, which acts on it, but the answer never comes back.
+    LoseAnswer,
 }
 
 /// Counters of what went through the proxy.
@@ -229,10 +257,14 @@ pub struct Stats {
     pub puts: AtomicUsize,
     /// Requests answered with an injected error.
     pub injected: AtomicUsize,
+    /// Random faults by kind: hung, reset, throttled, answer lost.
+    pub random: [AtomicUsize; 4],
 }
 
 #[derive(Debug, Default)]
 struct ProxyState {
+    /// Requests seen, for the random schedule.
+    seen: AtomicUsize,
     invocations: AtomicUsize,
     failed: Mutex<HashSet<String>>,
     held: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
@@ -285,6 +317,11 @@ impl Proxy {
         self.stats.injected.load(Ordering::SeqCst)
     }
 
+    /// How many random faults of `kind` were injected.
+    pub fn faults(&self, kind: Fault) -> usize {
+        self.stats.random[kind as usize].load(Ordering::SeqCst)
+    }
+
     pub fn reset_counts(&self) {
         self.stats.requests.store(0, Ordering::SeqCst);
         self.stats.puts.store(0, Ordering::SeqCst);
@@ -329,12 +366,110 @@ async fn serve(
             let service = hyper::service::service_fn(move |req| {
                 let (client, state, faults, stats) =
                     (client.clone(), state.clone(), faults.clone(), stats.clone());
-                async move { handle(req, upstream, &client, &state, &faults, &stats).await }
+                async move {
+                    let fault = draw(&state, &faults, &req);
+                    match fault {
+                        Some(fault) => inject(fault, req, upstream, &client, &stats).await,
+                        None => handle(req, upstream, &client, &state, &faults, &stats).await,
+                    }
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// SplitMix64: a seeded, well-mixed sequence without a dependency.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Incoming,
+>;
+
+/// The fault this request gets, if any.
+fn draw(state: &ProxyState, faults: &Faults, req: &Request<Incoming>) -> Option<Fault> {
+    if faults.lose_pointer_answers
+        && req.method() == hyper::Method::PUT
+        && req.uri().path().ends_with("/current.json")
+        && let Some(id) = req
+            .headers()
+            .get("amz-sdk-invocation-id")
+            .and_then(|v| v.to_str().ok())
+    {
+        let mut seen = state.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.insert(format!("lost {id}")) {
+            return Some(Fault::LoseAnswer);
+        }
+    }
+    let random = faults.random?;
+    let n = state.seen.fetch_add(1, Ordering::SeqCst) as u64;
+    let r = mix(random.seed ^ mix(n));
+    if r % 1000 >= random.per_mille {
+        return None;
+    }
+    Some(match (r / 1000) % 4 {
+        0 => Fault::Hang,
+        1 => Fault::Reset,
+        2 => Fault::Throttle,
+        _ => Fault::LoseAnswer,
+    })
+}
+
+/// Does `fault` to the request.
+async fn inject(
+    fault: Fault,
+    mut req: Request<Incoming>,
+    upstream: SocketAddr,
+    client: &Client,
+    stats: &Stats,
+) -> Result<Response<Body>, std::io::Error> {
+    stats.random[fault as usize].fetch_add(1, Ordering::SeqCst);
+    stats.requests.fetch_add(1, Ordering::SeqCst);
+    match fault {
+        Fault::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Err(std::io::Error::other("hung"))
+        }
+        Fault::Reset => Err(std::io::Error::other("injected reset")),
+        Fault::Throttle => Ok(
+            if req.uri().path() == "/" && req.method() == hyper::Method::POST {
+                full(
+                    StatusCode::BAD_REQUEST,
+                    "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>",
+                )
+            } else {
+                full(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+                )
+            },
+        ),
+        Fault::LoseAnswer => {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
+            if req.method() == hyper::Method::PUT {
+                stats.puts.fetch_add(1, Ordering::SeqCst);
+            }
+            *req.uri_mut() = format!("http://{upstream}{path}")
+                .parse()
+                .expect("an upstream URI");
+            if let Ok(resp) = client.request(req).await {
+                let _ = resp.into_body().collect().await;
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Err(std::io::Error::other("answer lost"))
+        }
     }
 }
 
@@ -355,21 +490,20 @@ fn full(status: StatusCode, body: &'static str) -> Response<Body> {
 async fn handle(
     mut req: Request<Incoming>,
     upstream: SocketAddr,
-    client: &hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Incoming,
-    >,
+    client: &Client,
     state: &ProxyState,
     faults: &Faults,
     stats: &Stats,
-) -> Result<Response<Body>, hyper::Error> {
+) -> Result<Response<Body>, std::io::Error> {
     stats.requests.fetch_add(1, Ordering::SeqCst);
     let path_has = |needle: &Option<String>| {
         needle
             .as_deref()
             .is_some_and(|n| req.uri().path().contains(n))
     };
-    if path_has(&faults.stall) {
+    if path_has(&faults.stall)
+        || (req.method() == hyper::Method::PUT && path_has(&faults.stall_writes))
+    {
         // Until the proxy shuts down (which drops this task).
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::selector::Selector;
 use crate::ops::pipeline;
-use crate::target::connect::{Connected, Purpose, TargetSpec};
+use crate::target::connect::{Access, Connected, Purpose, TargetSpec};
 use crate::target::{FanOut, Progress};
 
 #[derive(Parser, Debug)]
@@ -160,6 +160,11 @@ pub struct TargetArgs {
     /// `fleetgate-reader`), so those jobs never hold write access.
     #[arg(long, value_name = "NAME", env = "FLEETGATE_ROLE_NAME")]
     pub role_name: Option<String>,
+    /// Longest one attempt of one AWS call may take (connect, send, answer); a timed-out
+    /// attempt is retried with the SDK's backoff, like a throttled one (AWS_MAX_ATTEMPTS
+    /// attempts, default 3), all within --account-timeout.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
 }
 
 impl TargetArgs {
@@ -186,13 +191,16 @@ impl TargetArgs {
         commit: &str,
         purpose: Purpose,
     ) -> Result<Connected> {
-        rt.block_on(self.target.connect(
-            fleet,
-            commit,
-            self.endpoint_url.as_deref(),
-            self.role_name.as_deref(),
-            purpose,
-        ))
+        rt.block_on(self.target.connect(fleet, commit, &self.access(), purpose))
+    }
+
+    /// How the accounts are reached, as the command line says.
+    pub fn access(&self) -> Access {
+        Access {
+            endpoint_url: self.endpoint_url.clone(),
+            role_name: self.role_name.clone(),
+            request_timeout: self.request_timeout,
+        }
     }
 }
 

@@ -71,6 +71,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         Err(e) => return output::report_pipeline_error(e),
     };
     let waved = output::waved(&applied.plan);
+    applied.rollout.requests = target.target.requests();
     output::print_rollout(&mut applied.rollout, waved)?;
     if let Some(path) = &args.report {
         let mut json = serde_json::to_string_pretty(&applied.rollout)?;
@@ -171,6 +172,7 @@ pub fn rollback(args: &RollbackArgs) -> Result<ExitCode> {
         redaction_key(),
     ));
     let waved = output::waved(&done.plan);
+    done.rollout.requests = target.requests();
     output::print_rollout(&mut done.rollout, waved)?;
     let plan = &done.plan;
     output::print_plan_leftovers(plan);

@@ -127,6 +127,9 @@ pub fn print_rollout(report: &mut RolloutReport, waved: bool) -> Result<()> {
     if let Some(reason) = &report.reason {
         let _ = writeln!(std::io::stderr(), "rollout stopped: {reason}");
     }
+    if let Some(requests) = &report.requests {
+        let _ = writeln!(std::io::stderr(), "requests: {requests}");
+    }
     Ok(())
 }
 

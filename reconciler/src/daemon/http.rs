@@ -95,6 +95,8 @@ pub(super) struct Shared {
     pub(super) status: DaemonStatus,
     /// The running rollout's live report.
     pub(super) live: Option<Live>,
+    /// The target's request counts as last added to the metrics.
+    pub(super) requests: crate::target::RequestStats,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -124,6 +126,12 @@ pub(super) struct Metrics {
     lease_held: Gauge,
     lease_holder: Family<HolderLabel, Gauge>,
     webhooks: Family<ResultLabel, Counter>,
+    aws_requests: Family<KindLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
 }
 
 impl Metrics {
@@ -179,7 +187,14 @@ impl Metrics {
             "Webhook deliveries, by result (accepted, ignored, bad_signature)",
             webhooks.clone(),
         );
+        let aws_requests = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "aws_requests",
+            "AWS calls of this daemon's target, and their attempts the SDK retried, throttled or timed out (kind: calls, retries, throttled, timed_out)",
+            aws_requests.clone(),
+        );
         Metrics {
+            aws_requests,
             registry,
             reconcile_seconds,
             accounts,
@@ -285,7 +300,11 @@ impl Daemon {
         };
         Arc::new(Daemon {
             settings,
-            shared: Mutex::new(Shared { status, live: None }),
+            shared: Mutex::new(Shared {
+                status,
+                live: None,
+                requests: Default::default(),
+            }),
             metrics: Metrics::new(),
             wake: Notify::new(),
             clock: Clock::system(),
@@ -331,6 +350,23 @@ impl Daemon {
             .route("/metrics", get(metrics_handler))
             .route("/webhook", post(webhook_handler))
             .with_state(self.clone())
+    }
+
+    /// Adds what the target's calls did since the last time to the metrics.
+    pub(super) fn record_requests(&self, now: Option<crate::target::RequestStats>) {
+        let Some(now) = now else { return };
+        let before = std::mem::replace(&mut lock(&self.shared).requests, now);
+        for (kind, now, before) in [
+            ("calls", now.calls, before.calls),
+            ("retries", now.retries, before.retries),
+            ("throttled", now.throttled, before.throttled),
+            ("timed_out", now.timed_out, before.timed_out),
+        ] {
+            self.metrics
+                .aws_requests
+                .get_or_create(&KindLabel { kind })
+                .inc_by(now.saturating_sub(before));
+        }
     }
 
     pub(super) fn update(&self, f: impl FnOnce(&mut DaemonStatus)) {

@@ -247,6 +247,7 @@ impl Looper {
         }
         self.check_drift(&repo, &head, target, &fan, fleet.as_ref())
             .await;
+        self.daemon.record_requests(target.requests());
 
         if failed > 0 {
             self.failures += 1;
@@ -335,8 +336,7 @@ impl Looper {
             .connect(
                 prepared.fleet.as_ref(),
                 "watch",
-                settings.endpoint_url.as_deref(),
-                settings.role_name.as_deref(),
+                &settings.access,
                 Purpose::Apply,
             )
             .await
@@ -706,8 +706,7 @@ mod tests {
             branch: "main".into(),
             cache_dir: repo.join(".cache"),
             target: TargetSpec::File(fleet.display().to_string()),
-            endpoint_url: None,
-            role_name: None,
+            access: Default::default(),
             poll_interval: Duration::from_secs(7),
             drift_interval: None,
             shard: None,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::ops::pipeline::Shard;
-use crate::target::connect::TargetSpec;
+use crate::target::connect::{Access, TargetSpec};
 
 /// The daemon's settings (the command line's).
 #[derive(Debug, Clone)]
@@ -13,9 +13,9 @@ pub struct Settings {
     pub branch: String,
     pub cache_dir: PathBuf,
     pub target: TargetSpec,
-    pub endpoint_url: Option<String>,
-    /// Replaces fleet.yaml's `roleName` (`--role-name`).
-    pub role_name: Option<String>,
+    /// Endpoint, role name and request timeout (`--endpoint-url`, `--role-name`,
+    /// `--request-timeout`).
+    pub access: Access,
     /// How often the remote is fetched when no webhook comes.
     pub poll_interval: Duration,
     /// How often drift is checked [default: fleet.yaml's drift.interval].

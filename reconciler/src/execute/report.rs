@@ -22,6 +22,10 @@ pub struct RolloutReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub waves: Vec<WaveReport>,
+    /// The remote target's calls, retries, throttles and timeouts during the run (the
+    /// command fills it in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<crate::target::RequestStats>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -113,7 +117,7 @@ impl RolloutReport {
                 }
                 AccountState::Conflict => {
                     t.conflicts += 1;
-                    if a.conflict == Some(Conflict::StillNeeded) {
+                    if matches!(a.conflict, Some(Conflict::StillNeeded | Conflict::Unknown)) {
                         t.still_needed += 1;
                     }
                 }
@@ -190,6 +194,8 @@ pub enum Conflict {
     AtHead,
     /// The account still needs the head: a failure until the next apply re-plans it.
     StillNeeded,
+    /// Reading it again failed: whether it converged is not known, a failure.
+    Unknown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{Credentials, ProvideCredentials as _, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
@@ -30,6 +30,7 @@ use aws_sdk_s3::types::{
 use fleetgate_bundle::{Bundle, Digest};
 
 use crate::target::aws_errors::{classify, is_no_such_key, is_precondition_failed, status};
+use crate::target::aws_requests::{Counters, Counting};
 use crate::target::{
     AccountRef, Bootstrapped, ETag, ErrorClass, InstanceReport, Pointer, Target, TargetError,
 };
@@ -49,6 +50,8 @@ pub struct AwsSettings {
     /// One endpoint for both STS and S3 (moto, LocalStack, an S3-compatible store); path-style
     /// addressing when set. `None` leaves it to `AWS_ENDPOINT_URL` or the real AWS.
     pub endpoint_url: Option<String>,
+    /// The longest one attempt of one call may take; a timed-out attempt is retried.
+    pub request_timeout: Duration,
 }
 
 impl AwsSettings {
@@ -61,6 +64,7 @@ impl AwsSettings {
             session_name: session_name(commit),
             hub_region: spec.hub_region.clone(),
             endpoint_url: None,
+            request_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -89,6 +93,8 @@ pub struct AwsTarget {
     /// Per account id and region: the S3 client of the current session. The inner lock
     /// makes concurrent callers for one account share one AssumeRole.
     sessions: Mutex<HashMap<(String, String), SessionSlot>>,
+    /// Calls, retries, throttles and timeouts of every client of this target.
+    counters: Arc<Counters>,
 }
 
 /// One account's session, renewed under its lock.
@@ -108,8 +114,16 @@ impl AwsTarget {
     /// Loads the hub's credentials from the default chain and checks that there are some:
     /// without them every account would fail the same way.
     pub async fn connect(settings: AwsSettings) -> Result<AwsTarget, anyhow::Error> {
+        // Every attempt of every call is bounded; a timed-out attempt is retried by the
+        // SDK's standard strategy (backoff with jitter, AWS_MAX_ATTEMPTS, default 3), so one
+        // lost answer costs an attempt, not the account.
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)))
+            .operation_attempt_timeout(settings.request_timeout)
+            .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(https_client())
+            .timeout_config(timeouts)
             .region(Region::new(settings.hub_region.clone()));
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url);
@@ -122,16 +136,23 @@ impl AwsTarget {
             anyhow::bail!(
                 "no AWS credentials for the hub ({}): set AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
                  AWS_WEB_IDENTITY_TOKEN_FILE/AWS_ROLE_ARN, or run where an instance or pod role is available",
-                DisplayErrorContext(&e)
+                crate::target::aws_errors::chain(&e)
             );
         }
         let path_style = hub.endpoint_url().is_some();
+        let counters = Arc::new(Counters::default());
+        let sts = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(&hub)
+                .interceptor(Counting(counters.clone()))
+                .build(),
+        );
         Ok(AwsTarget {
-            sts: aws_sdk_sts::Client::new(&hub),
+            sts,
             hub,
             settings,
             path_style,
             sessions: Mutex::new(HashMap::new()),
+            counters,
         })
     }
 
@@ -233,6 +254,7 @@ impl AwsTarget {
             .region(Region::new(account.region.clone()))
             .credentials_provider(credentials)
             .force_path_style(self.path_style)
+            .interceptor(Counting(self.counters.clone()))
             .build();
         Ok(Session {
             s3: aws_sdk_s3::Client::from_conf(config),
@@ -332,6 +354,10 @@ fn meta(value: &str) -> String {
 
 #[async_trait::async_trait]
 impl Target for AwsTarget {
+    fn requests(&self) -> Option<crate::target::RequestStats> {
+        Some(self.counters.stats())
+    }
+
     fn location(&self) -> String {
         match self.hub.endpoint_url() {
             Some(url) => format!("aws ({url})"),
@@ -464,15 +490,15 @@ impl Target for AwsTarget {
         match put.send().await {
             Ok(out) => Ok(ETag(out.e_tag().unwrap_or_default().to_string())),
             Err(e) if is_precondition_failed(&e) => {
-                let found = match s3
-                    .head_object()
-                    .bucket(&account.bucket)
-                    .key(&key)
-                    .send()
-                    .await
-                {
-                    Ok(head) => head.e_tag().unwrap_or("an unknown ETag").to_string(),
-                    Err(_) => "no pointer or an unreadable one".to_string(),
+                // Idempotent compare-and-swap: when the answer to this very write was lost
+                // and the SDK's retry found its own write there, the pointer holds exactly
+                // what this run wrote (digest, commit, who and when to the second): that is
+                // this run's success, not someone else's conflict.
+                let found = match self.read_pointer(account).await {
+                    Ok(Some((now, etag))) if &now == pointer => return Ok(etag),
+                    Ok(Some((_, etag))) => etag.0,
+                    Ok(None) => "no pointer".to_string(),
+                    Err(_) => "an unreadable pointer".to_string(),
                 };
                 Err(TargetError::Conflict {
                     account: account.name.clone(),
@@ -482,11 +508,25 @@ impl Target for AwsTarget {
                     found,
                 })
             }
-            Err(e) => Err(Self::remote(
-                account,
-                &format!("PutObject s3://{}/{key}", account.bucket),
-                &e,
-            )),
+            Err(e) => {
+                // No answer that says what happened (a timeout or a dropped connection
+                // after the retries): read it back. A pointer that holds exactly this
+                // write landed, and the account's outcome says so.
+                let failed = Self::remote(
+                    account,
+                    &format!("PutObject s3://{}/{key}", account.bucket),
+                    &e,
+                );
+                if matches!(
+                    failed.class(),
+                    ErrorClass::Timeout | ErrorClass::Network | ErrorClass::ServerError
+                ) && let Ok(Some((now, etag))) = self.read_pointer(account).await
+                    && &now == pointer
+                {
+                    return Ok(etag);
+                }
+                Err(failed)
+            }
         }
     }
 

@@ -2,7 +2,7 @@
 //! an account (denied, throttled, network, not found...), from the status, the error code
 //! and the transport failure.
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use crate::target::ErrorClass;
 
@@ -46,7 +46,7 @@ where
             } else {
                 ErrorClass::Network
             };
-            (class, format!("{}", DisplayErrorContext(e)))
+            (class, chain(e))
         }
         SdkError::ServiceError(s) => {
             let code = s.err().code().unwrap_or("");
@@ -82,8 +82,60 @@ where
         }
         SdkError::ResponseError(_) => (
             ErrorClass::Network,
-            format!("unreadable response: {}", DisplayErrorContext(e)),
+            format!("unreadable response: {}", chain(e)),
         ),
-        _ => (ErrorClass::Other, format!("{}", DisplayErrorContext(e))),
+        _ => (ErrorClass::Other, chain(e)),
+    }
+}
+
+/// An error and its sources, each as it displays itself, joined by `: ` (a source whose
+/// text is already said is left out): one readable line, never a debug dump.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn a_chain_reads_as_one_line_without_repeats_or_debug() {
+        let e = E(
+            "dispatch failure",
+            Some(Box::new(E(
+                "io error",
+                Some(Box::new(E(
+                    "tcp connect error: Connection refused",
+                    Some(Box::new(E("Connection refused", None))),
+                ))),
+            ))),
+        );
+        assert_eq!(
+            chain(&e),
+            "dispatch failure: io error: tcp connect error: Connection refused"
+        );
     }
 }

@@ -64,6 +64,28 @@ impl std::str::FromStr for TargetSpec {
     }
 }
 
+/// How the accounts are reached, beyond fleet.yaml: the command line's settings.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// S3 and STS endpoint (moto, an S3-compatible store); `None`: `AWS_ENDPOINT_URL` or AWS.
+    pub endpoint_url: Option<String>,
+    /// Replaces fleet.yaml's `roleName` (`--role-name`).
+    pub role_name: Option<String>,
+    /// The longest one attempt of one AWS call may take; a timed-out attempt is retried
+    /// like a throttled one (`--request-timeout`).
+    pub request_timeout: std::time::Duration,
+}
+
+impl Default for Access {
+    fn default() -> Access {
+        Access {
+            endpoint_url: None,
+            role_name: None,
+            request_timeout: std::time::Duration::from_secs(20),
+        }
+    }
+}
+
 impl TargetSpec {
     /// Connects: for `aws`, loads the hub's credentials and takes the role name, ExternalId,
     /// session length and bucket layout from `fleet`; the session name carries `commit`.
@@ -72,8 +94,7 @@ impl TargetSpec {
         &self,
         fleet: Option<&FleetSpec>,
         commit: &str,
-        endpoint_url: Option<&str>,
-        role_name: Option<&str>,
+        access: &Access,
         purpose: Purpose,
     ) -> anyhow::Result<Connected> {
         match self {
@@ -94,8 +115,9 @@ impl TargetSpec {
                     );
                 };
                 let mut settings = AwsSettings::from_fleet(fleet, commit);
-                settings.endpoint_url = endpoint_url.map(str::to_string);
-                if let Some(role) = role_name {
+                settings.endpoint_url = access.endpoint_url.clone();
+                settings.request_timeout = access.request_timeout;
+                if let Some(role) = access.role_name.as_deref() {
                     if role.is_empty() || role.contains(['/', ':', ' ']) {
                         anyhow::bail!(
                             "--role-name {role:?}: give a role's name (no path or ARN); it is assumed as arn:aws:iam::<account id>:role/<name>"

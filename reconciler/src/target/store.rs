@@ -191,6 +191,11 @@ pub trait Target: Send + Sync + std::fmt::Debug {
     /// For messages and plans: `file:///srv/fleet`, `aws`.
     fn location(&self) -> String;
 
+    /// What the remote calls cost so far, retries included; `None` for a local target.
+    fn requests(&self) -> Option<RequestStats> {
+        None
+    }
+
     /// Accounts the target holds state for, whether or not git still has them (for orphans).
     /// A target that cannot enumerate accounts returns an empty list.
     async fn deployed_accounts(&self) -> Result<Vec<String>, TargetError>;
@@ -269,6 +274,29 @@ impl Observed {
             reason: e.to_string(),
             class: e.class(),
         }
+    }
+}
+
+/// A remote target's calls so far: how many, and how many of their attempts the SDK
+/// retried (after a throttled answer, a 5xx, a timed-out or failed attempt).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestStats {
+    pub calls: u64,
+    /// Attempts beyond each call's first.
+    pub retries: u64,
+    /// Answers that said to slow down (429, 503, STS's Throttling).
+    pub throttled: u64,
+    /// Attempts that ran out of `--request-timeout`.
+    pub timed_out: u64,
+}
+
+impl std::fmt::Display for RequestStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} AWS calls, {} retried attempts ({} throttled, {} timed out)",
+            self.calls, self.retries, self.throttled, self.timed_out
+        )
     }
 }
 

@@ -91,6 +91,7 @@ impl Executor<'_> {
             .map(|a| (a.name.as_str(), a))
             .collect();
         RolloutReport {
+            requests: None,
             commit: self.plan.head.commit.clone(),
             outcome: Outcome::InProgress,
             started_at: Clock::start().rfc3339(),
@@ -365,26 +366,15 @@ impl Executor<'_> {
                             // Observe it again: another applier may have deployed the
                             // same bundle, which is no failure.
                             let now = self.target.read_pointer(&d.account).await;
-                            let at_head = matches!(&now, Ok(Some((p, _))) if p.digest == d.digest);
+                            let (conflict, now) = observed_again(&now, &d.digest);
                             set(live, |r| {
                                 let w = &mut r.waves[i];
                                 if let Some(a) = w.accounts.get_mut(&d.account.name) {
                                     a.state = AccountState::Conflict;
                                     a.error = Some(ErrorClass::Conflict);
-                                    a.conflict = Some(if at_head {
-                                        Conflict::AtHead
-                                    } else {
-                                        Conflict::StillNeeded
-                                    });
-                                    a.detail = Some(format!(
-                                        "{e}; observed again: {}",
-                                        if at_head {
-                                            "now at the head (another apply deployed it), nothing to do"
-                                        } else {
-                                            "still needs the head: run apply again to re-plan and write"
-                                        }
-                                    ));
-                                    if !at_head {
+                                    a.conflict = Some(conflict);
+                                    a.detail = Some(format!("{e}; observed again: {now}"));
+                                    if conflict != Conflict::AtHead {
                                         w.failed += 1;
                                     }
                                 }
@@ -416,7 +406,25 @@ impl Executor<'_> {
                         a.detail = Some(why);
                     }
                 }),
-                Err(_) => {}
+                // The step recorded its own failure, unless the fan-out ended it first (its
+                // per-account timeout): then it is recorded here, so no account is left
+                // pending without a reason.
+                Err(e) => {
+                    let pending = snapshot_wave(live, i, |w| {
+                        w.accounts
+                            .get(&name)
+                            .is_some_and(|a| a.state == AccountState::Pending)
+                    });
+                    if pending {
+                        let class = e.class();
+                        fail_account(live, i, &name, e.to_string());
+                        set(live, |r| {
+                            if let Some(a) = r.waves[i].accounts.get_mut(&name) {
+                                a.error = Some(class);
+                            }
+                        });
+                    }
+                }
             }
         }
         if breached(live, i, wave) {
@@ -666,6 +674,50 @@ impl Executor<'_> {
             }
             wave.state = WaveState::RolledBack;
         });
+    }
+}
+
+/// What observing a conflicting account again found: at the head (another writer deployed
+/// the same bundle: no failure), still needing it (who holds it now, named), or unknown (the
+/// read failed: counted as failed, as nothing says the account converged).
+fn observed_again(
+    now: &Result<Option<(Pointer, ETag)>, TargetError>,
+    digest: &Digest,
+) -> (Conflict, String) {
+    match now {
+        Ok(Some((p, _))) if &p.digest == digest => (
+            Conflict::AtHead,
+            format!(
+                "now at the head (written by {}{}), nothing to do",
+                p.applied_by,
+                p.commit
+                    .as_deref()
+                    .map(|c| format!(" at {}", &c[..c.len().min(12)]))
+                    .unwrap_or_default()
+            ),
+        ),
+        Ok(Some((p, _))) => (
+            Conflict::StillNeeded,
+            format!(
+                "now at {} (written by {}{} at {}); still needs the head: run apply again to re-plan and write",
+                p.digest.short(),
+                p.applied_by,
+                p.commit
+                    .as_deref()
+                    .map(|c| format!(", commit {}", &c[..c.len().min(12)]))
+                    .unwrap_or_default(),
+                p.applied_at
+            ),
+        ),
+        Ok(None) => (
+            Conflict::StillNeeded,
+            "no pointer now (deleted by someone else); still needs the head: run apply again"
+                .into(),
+        ),
+        Err(e) => (
+            Conflict::Unknown,
+            format!("unreachable now ({e}); run plan and apply again"),
+        ),
     }
 }
 
