@@ -102,6 +102,7 @@ fn bench(c: &mut Criterion) {
                 gates: fleetgate::ops::reconcile::Gates::Skip,
                 all_at_once: true,
                 allow_backwards: false,
+                watch: None,
             },
             &|_| false,
             &|_| false,

@@ -332,3 +332,103 @@ fn a_rollback_reads_pointers_only_and_rewrites_no_stored_bundle() {
         );
     }
 }
+
+/// apply prints each account's line when the account is done, not at the end: killed in
+/// the middle of a rollout (the canary waits for gateways that never report), its output
+/// already says which pointers it moved, and the canaries' pointers are where it says.
+#[test]
+fn a_killed_apply_has_printed_what_it_did() {
+    let fleet = Fleet::example();
+    assert_eq!(code(&fleet.apply(&[])), 0);
+    edit(
+        &fleet.repo,
+        "fleet.yaml",
+        "timeout: 5m, noGateway: fail",
+        "timeout: 10m, noGateway: wait",
+    );
+    fleet.commit(
+        "base/gateway.yaml",
+        "maxBodyBytes: 1048576",
+        "maxBodyBytes: 2097152",
+        "bigger bodies; the canary waits for its gateways",
+    );
+    let before = fleet.pointers();
+    let out_path = fleet.tmp.path().join("apply.out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+        .args([
+            "apply",
+            "--repo",
+            fleet.repo.to_str().unwrap(),
+            "--target",
+            &fleet.target,
+        ])
+        .env("FLEETGATE_CACHE_DIR", fleet.tmp.path().join("cache"))
+        .env("NO_COLOR", "1")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until both canaries' pointers moved (the rollout then waits in the canary's verify).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let moved = |p: &BTreeMap<String, String>| {
+        ["globex-canary", "internal-canary"]
+            .iter()
+            .all(|a| p[*a] != before[*a])
+    };
+    while !moved(&fleet.pointers()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the canaries never moved"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let printed = std::fs::read_to_string(&out_path).unwrap();
+    for canary in ["globex-canary", "internal-canary"] {
+        assert!(
+            printed
+                .lines()
+                .any(|l| l.starts_with(&format!("updated {canary} "))),
+            "{canary} not in the killed apply's output:\n{printed}"
+        );
+    }
+    let after = fleet.pointers();
+    assert!(
+        after
+            .iter()
+            .filter(|(a, _)| !a.ends_with("-canary"))
+            .all(|(a, p)| p == &before[a]),
+        "only the canaries moved"
+    );
+}
+
+/// `apply --format jsonl`: one JSON object a line, each account's outcome as it is decided,
+/// and a summary whose counts add up to the fleet.
+#[test]
+fn apply_as_json_lines_reports_each_account_then_a_summary() {
+    let fleet = Fleet::example();
+    let out = fleet.apply(&["--format", "jsonl"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let lines: Vec<serde_json::Value> = support::stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let accounts: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["event"] == "account")
+        .map(|l| l["account"].as_str().unwrap())
+        .collect();
+    assert_eq!(accounts.len(), 10, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["event"] == "account")
+            .all(|l| l["state"] == "applied" && l["from"].is_null())
+    );
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["event"], "summary", "{summary:#}");
+    assert_eq!(summary["created"], 10);
+    assert_eq!(summary["outcome"], "succeeded");
+}

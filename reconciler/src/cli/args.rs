@@ -205,6 +205,12 @@ impl TargetArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RolloutFormat {
+    Text,
+    Jsonl,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PlanFormat {
     Text,
     Markdown,
@@ -262,6 +268,10 @@ pub struct ApplyArgs {
     /// back). Prefer `fleetgate rollback`, which also holds the accounts.
     #[arg(long)]
     pub allow_backwards: bool,
+    /// What to print as accounts finish: `text` lines, or `jsonl` (one JSON object a line:
+    /// each account's outcome, each wave's end, then the summary).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: RolloutFormat,
     /// Also write the rollout report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,

@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::cli::args::{
     ApplyArgs, BootstrapArgs, DriftArgs, HistoryArgs, PlanFormat, ReleaseArgs, RollbackArgs,
+    RolloutFormat,
 };
 use crate::cli::output;
 use crate::cli::progress::StderrProgress;
@@ -42,6 +43,9 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         .connect(&rt, fleet.as_ref(), &head.id.to_string(), Purpose::Apply)?;
     let progress = StderrProgress::new();
     let fan = args.target.fan_out(fleet.as_ref(), &progress);
+    let printer = output::Printer {
+        jsonl: args.format == RolloutFormat::Jsonl,
+    };
     // Holds recorded before this head are over: the branch moved past them.
     let superseded = |c: &str| repo.is_descendant(&head.id.to_string(), c);
     let options = ApplyOptions {
@@ -52,6 +56,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         },
         all_at_once: args.all_at_once,
         allow_backwards: args.allow_backwards,
+        watch: Some(&printer),
     };
     let head_id = head.id.to_string();
     // An account at a commit that descends from the head would be moved back.
@@ -70,9 +75,8 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         Ok(a) => a,
         Err(e) => return output::report_pipeline_error(e),
     };
-    let waved = output::waved(&applied.plan);
     applied.rollout.requests = target.target.requests();
-    output::print_rollout(&mut applied.rollout, waved)?;
+    output::finish_rollout(&mut applied.rollout, &printer);
     if let Some(path) = &args.report {
         let mut json = serde_json::to_string_pretty(&applied.rollout)?;
         json.push('\n');
@@ -81,24 +85,41 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     let plan = &applied.plan;
     output::print_plan_leftovers(plan);
     let t = applied.tally();
-    let _ = writeln!(
-        std::io::stdout(),
-        "applied {} ({}) to {}: {} created, {} updated, {} unchanged, {} conflicts ({} still to apply), {} failed, {} rolled back, {} skipped, {} held, {} unreachable, {} orphaned (never deleted)",
-        plan.head.rev,
-        &plan.head.commit[..12.min(plan.head.commit.len())],
-        plan.target,
-        t.created,
-        t.updated,
-        plan.summary.no_change,
-        t.conflicts,
-        t.still_needed,
-        t.failed,
-        t.rolled_back,
-        t.skipped,
-        plan.summary.held,
-        plan.summary.unreachable,
-        plan.summary.orphaned,
-    );
+    if printer.jsonl {
+        let line = serde_json::json!({
+            "event": "summary", "rev": plan.head.rev, "commit": plan.head.commit,
+            "target": plan.target, "outcome": applied.rollout.outcome,
+            "created": t.created, "updated": t.updated, "unchanged": plan.summary.no_change,
+            "conflicts": t.conflicts, "still_to_apply": t.still_needed, "failed": t.failed,
+            "rolled_back": t.rolled_back, "skipped": t.skipped, "held": plan.summary.held,
+            "unreachable": plan.summary.unreachable, "orphaned": plan.summary.orphaned,
+            "requests": applied.rollout.requests,
+        });
+        let _ = writeln!(
+            std::io::stdout(),
+            "{}",
+            crate::redact::scrub(&line.to_string(), crate::redact::run_key())
+        );
+    } else {
+        let _ = writeln!(
+            std::io::stdout(),
+            "applied {} ({}) to {}: {} created, {} updated, {} unchanged, {} conflicts ({} still to apply), {} failed, {} rolled back, {} skipped, {} held, {} unreachable, {} orphaned (never deleted)",
+            plan.head.rev,
+            &plan.head.commit[..12.min(plan.head.commit.len())],
+            plan.target,
+            t.created,
+            t.updated,
+            plan.summary.no_change,
+            t.conflicts,
+            t.still_needed,
+            t.failed,
+            t.rolled_back,
+            t.skipped,
+            plan.summary.held,
+            plan.summary.unreachable,
+            plan.summary.orphaned,
+        );
+    }
     Ok(if applied.succeeded() {
         ExitCode::SUCCESS
     } else {
@@ -161,6 +182,7 @@ pub fn rollback(args: &RollbackArgs) -> Result<ExitCode> {
         hold: !args.no_hold,
     };
     let stamp = stamp();
+    let printer = output::Printer { jsonl: false };
     let mut done = rt.block_on(crate::ops::rollback::rollback(
         repo.location(),
         &config,
@@ -170,10 +192,10 @@ pub fn rollback(args: &RollbackArgs) -> Result<ExitCode> {
         fan,
         &stamp,
         redaction_key(),
+        Some(&printer),
     ));
-    let waved = output::waved(&done.plan);
     done.rollout.requests = target.requests();
-    output::print_rollout(&mut done.rollout, waved)?;
+    output::finish_rollout(&mut done.rollout, &printer);
     let plan = &done.plan;
     output::print_plan_leftovers(plan);
     let _ = writeln!(

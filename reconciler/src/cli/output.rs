@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 
 use crate::config::diagnostics::Diagnostic;
-use crate::execute::rollout::{AccountState, RolloutReport};
+use crate::execute::rollout::{AccountReport, AccountState, RolloutReport, Watch, WaveReport};
 use crate::ops::pipeline::PipelineError;
 use crate::plan;
 
@@ -55,72 +55,135 @@ pub fn report_pipeline_error(e: PipelineError) -> Result<ExitCode> {
     }
 }
 
-/// Prints each account's outcome and each wave's; `waved`: whether the plan has waves
-/// (a single unnamed wave is not announced). The report is scrubbed first.
-pub fn print_rollout(report: &mut RolloutReport, waved: bool) -> Result<()> {
-    report.scrub(crate::redact::run_key());
-    let mut out = std::io::stdout().lock();
-    let mut err = std::io::stderr().lock();
-    let short = |d: &str| {
-        d.trim_start_matches("sha256:")
-            .chars()
-            .take(12)
-            .collect::<String>()
-    };
-    for wave in &report.waves {
-        if wave.accounts.is_empty() {
-            continue;
+/// Prints each account's outcome and each wave's end as the rollout decides them (a killed
+/// run's output shows what it did), redacted like everything printed: text lines (accounts
+/// that changed on stdout, the others on stderr) or, with `jsonl`, one JSON object a line on
+/// stdout.
+#[derive(Debug)]
+pub struct Printer {
+    pub jsonl: bool,
+}
+
+impl Printer {
+    fn out(&self, changed: bool, line: &str) {
+        let line = crate::redact::scrub(line, crate::redact::run_key());
+        // Each line whole and at once, flushed: the record survives a kill right after.
+        if changed || self.jsonl {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        } else {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
         }
-        if waved {
-            let _ = writeln!(
-                out,
-                "wave {}: {} ({} account{}, {} failed, {} tolerated)",
-                wave.name,
-                serde_json::to_value(wave.state)?.as_str().unwrap_or("?"),
-                wave.accounts.len(),
-                if wave.accounts.len() == 1 { "" } else { "s" },
-                wave.failed,
-                wave.tolerated_failures
+    }
+}
+
+fn short_digest(d: &str) -> String {
+    d.trim_start_matches("sha256:").chars().take(12).collect()
+}
+
+fn kebab<T: serde::Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl Watch for Printer {
+    fn account(&self, wave: &str, name: &str, a: &AccountReport) {
+        if self.jsonl {
+            let line = serde_json::json!({
+                "event": "account", "wave": wave, "account": name, "state": kebab(a.state),
+                "from": a.from, "to": a.to, "detail": a.detail, "error": a.error,
+            });
+            self.out(true, &line.to_string());
+            return;
+        }
+        let detail = a
+            .detail
+            .as_deref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        match a.state {
+            AccountState::Applied | AccountState::Serving | AccountState::Healthy => {
+                let line = match &a.from {
+                    None => format!("created {name} {}{detail}", a.to),
+                    Some(from) => format!(
+                        "updated {name} {} -> {}{detail}",
+                        short_digest(from),
+                        short_digest(&a.to)
+                    ),
+                };
+                self.out(true, &line);
+            }
+            AccountState::Conflict => {
+                self.out(
+                    false,
+                    &format!("conflict {}", a.detail.as_deref().unwrap_or(name)),
+                );
+            }
+            // Target errors name their account.
+            AccountState::Failed => self.out(
+                false,
+                &match a.error {
+                    Some(class) => {
+                        format!("failed [{class}] {}", a.detail.as_deref().unwrap_or(name))
+                    }
+                    None => format!("failed [health] {name}{detail}"),
+                },
+            ),
+            AccountState::RolledBack => self.out(false, &format!("rolled back {name}{detail}")),
+            AccountState::Skipped | AccountState::Pending => {
+                self.out(false, &format!("skipped {name}{detail}"));
+            }
+        }
+    }
+
+    fn wave(&self, w: &WaveReport) {
+        if self.jsonl {
+            let line = serde_json::json!({
+                "event": "wave", "wave": w.name, "state": kebab(w.state),
+                "accounts": w.accounts.len(), "failed": w.failed,
+                "tolerated": w.tolerated_failures,
+            });
+            self.out(true, &line.to_string());
+        } else if w.name != "(no wave)" {
+            // A single unnamed wave (all at once) is not announced.
+            self.out(
+                true,
+                &format!(
+                    "wave {}: {} ({} account{}, {} failed, {} tolerated)",
+                    w.name,
+                    kebab(w.state),
+                    w.accounts.len(),
+                    if w.accounts.len() == 1 { "" } else { "s" },
+                    w.failed,
+                    w.tolerated_failures
+                ),
             );
         }
+    }
+}
+
+/// After a rollout whose accounts were printed as they went: the accounts it never reached
+/// (each with why), why it stopped, and what the AWS calls cost. The report is scrubbed.
+pub fn finish_rollout(report: &mut RolloutReport, printer: &Printer) {
+    report.scrub(crate::redact::run_key());
+    let why = report
+        .reason
+        .as_deref()
+        .map_or("the rollout stopped first".to_string(), |r| {
+            format!("the rollout stopped first ({r})")
+        });
+    for wave in &report.waves {
         for (name, a) in &wave.accounts {
-            let detail = a
-                .detail
-                .as_deref()
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default();
-            match a.state {
-                AccountState::Applied | AccountState::Serving | AccountState::Healthy => {
-                    let _ = match &a.from {
-                        None => writeln!(out, "created {name} {}{detail}", a.to),
-                        Some(from) => writeln!(
-                            out,
-                            "updated {name} {} -> {}{detail}",
-                            short(from),
-                            short(&a.to)
-                        ),
-                    };
-                }
-                AccountState::Conflict => {
-                    let _ = writeln!(err, "conflict {}", a.detail.as_deref().unwrap_or(name));
-                }
-                AccountState::Failed => {
-                    let _ = match a.error {
-                        // Target errors name their account.
-                        Some(class) => writeln!(
-                            err,
-                            "failed [{class}] {}",
-                            a.detail.as_deref().unwrap_or(name)
-                        ),
-                        None => writeln!(err, "failed [health] {name}{detail}"),
-                    };
-                }
-                AccountState::RolledBack => {
-                    let _ = writeln!(err, "rolled back {name}{detail}");
-                }
-                AccountState::Skipped | AccountState::Pending => {
-                    let _ = writeln!(err, "skipped {name}{detail}");
-                }
+            if a.state == AccountState::Pending {
+                let a = AccountReport {
+                    state: AccountState::Skipped,
+                    detail: Some(format!("not started: {why}")),
+                    ..a.clone()
+                };
+                printer.account(&wave.name, name, &a);
             }
         }
     }
@@ -130,12 +193,6 @@ pub fn print_rollout(report: &mut RolloutReport, waved: bool) -> Result<()> {
     if let Some(requests) = &report.requests {
         let _ = writeln!(std::io::stderr(), "requests: {requests}");
     }
-    Ok(())
-}
-
-/// Whether a plan's rollout goes in named waves.
-pub fn waved(plan: &plan::Plan) -> bool {
-    plan.waves.iter().any(|w| w.name != "(no wave)")
 }
 
 pub fn outcome_line(report: &RolloutReport) -> String {

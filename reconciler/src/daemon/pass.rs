@@ -212,6 +212,7 @@ impl Looper {
             max_bake: self.settings().max_bake,
             preempt: None,
             reuse_stored: false,
+            watch: None,
         };
         let report = self
             .roll_out(target, fan, &stamp, change, &holder, &head_id)

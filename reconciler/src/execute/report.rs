@@ -229,5 +229,12 @@ impl AccountState {
     }
 }
 
+/// Hears of a rollout as it goes: each account's outcome when it is decided (applied,
+/// failed, conflict, skipped, rolled back), and each wave's end.
+pub trait Watch: Sync + std::fmt::Debug {
+    fn account(&self, wave: &str, name: &str, account: &AccountReport);
+    fn wave(&self, wave: &WaveReport);
+}
+
 /// The live report, shared with whoever shows it.
 pub type Live = Arc<Mutex<RolloutReport>>;

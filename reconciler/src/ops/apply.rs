@@ -4,21 +4,23 @@
 use std::sync::{Arc, Mutex};
 
 use crate::execute::Stamp;
-use crate::execute::rollout::{Outcome, RolloutReport, Tally};
+use crate::execute::rollout::{Outcome, RolloutReport, Tally, Watch};
 use crate::ops::pipeline::{self, PipelineError, Prepared};
 use crate::ops::reconcile::{Change, Gates, Holds, Reconcile};
 use crate::plan::{self, Plan};
 use crate::target::{FanOut, Target};
 
 /// How to apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ApplyOptions {
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyOptions<'a> {
     pub gates: Gates,
     /// No waves at all: every account at once, and one account's failure stops nothing.
     pub all_at_once: bool,
     /// Apply even where an account runs a newer commit of the repo than the head (a move
     /// back, which is `fleetgate rollback`'s job: it records a hold).
     pub allow_backwards: bool,
+    /// Hears of each account's outcome as it happens.
+    pub watch: Option<&'a dyn Watch>,
 }
 
 /// What an apply did.
@@ -65,7 +67,7 @@ pub async fn apply(
     fan: FanOut<'_>,
     stamp: &Stamp,
     plan_options: &plan::Options,
-    options: ApplyOptions,
+    options: ApplyOptions<'_>,
     superseded: &dyn Fn(&str) -> bool,
     newer: &dyn Fn(&str) -> bool,
 ) -> Result<ApplyReport, PipelineError> {
@@ -107,6 +109,7 @@ pub async fn apply(
         max_bake: None,
         preempt: None,
         reuse_stored: false,
+        watch: options.watch,
     };
     let pass = Reconcile::new(target, fan, stamp, change);
     let live = Arc::new(Mutex::new(pass.initial_report()));

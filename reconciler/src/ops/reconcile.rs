@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use crate::config::manifest::RolloutSpec;
-use crate::execute::rollout::{Executor, Live, RolloutReport};
+use crate::execute::rollout::{Executor, Live, RolloutReport, Watch};
 use crate::execute::{Preempt, Stamp};
 use crate::ops::holds::set_holds;
 use crate::plan::{Action, Desired, Plan};
@@ -73,6 +73,8 @@ pub struct Change<'a> {
     /// The bundles are stored already (a rollback): each is read and checked against its
     /// digest before a pointer moves onto it, and written only where it is missing.
     pub reuse_stored: bool,
+    /// Hears of each account's outcome and each wave's end as they happen.
+    pub watch: Option<&'a dyn Watch>,
 }
 
 /// What a pass did.
@@ -116,6 +118,7 @@ impl<'a> Reconcile<'a> {
             max_bake: change.max_bake,
             preempt: change.preempt,
             reuse_stored: change.reuse_stored,
+            watch: change.watch,
         };
         Reconcile { change, executor }
     }

@@ -8,7 +8,7 @@ use fleetgate_bundle::Digest;
 
 use crate::config::repo::Repo;
 use crate::execute::Stamp;
-use crate::execute::rollout::{Live, Outcome, RolloutReport};
+use crate::execute::rollout::{Live, Outcome, RolloutReport, Watch};
 use crate::git::history::History;
 use crate::ops::pipeline;
 use crate::ops::reconcile::{Change, Gates, Holds, Reconcile};
@@ -174,6 +174,7 @@ pub async fn rollback(
     fan: FanOut<'_>,
     stamp: &Stamp,
     redaction_key: Vec<u8>,
+    watch: Option<&dyn Watch>,
 ) -> RollbackReport {
     let Targets {
         to,
@@ -247,6 +248,7 @@ pub async fn rollback(
         max_bake: None,
         preempt: None,
         reuse_stored: true,
+        watch,
     };
     let pass = Reconcile::new(target, fan, stamp, change);
     let live: Live = std::sync::Arc::new(std::sync::Mutex::new(pass.initial_report()));

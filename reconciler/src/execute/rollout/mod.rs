@@ -27,7 +27,7 @@ use fleetgate_bundle::Digest;
 
 pub use crate::execute::health::{Serving, fresh, judge, serving};
 pub use crate::execute::report::{
-    AccountReport, AccountState, Conflict, Live, Outcome, RolloutReport, Tally, WaveReport,
+    AccountReport, AccountState, Conflict, Live, Outcome, RolloutReport, Tally, Watch, WaveReport,
     WaveState,
 };
 
@@ -71,6 +71,9 @@ pub struct Executor<'a> {
     /// The bundles are stored already (a rollback): each is read and checked against its
     /// digest before a pointer moves onto it, and written only where it is missing.
     pub reuse_stored: bool,
+    /// Hears of each account's outcome and each wave's end as they happen (the CLI prints
+    /// them at once, so a killed run's output shows what it did).
+    pub watch: Option<&'a dyn Watch>,
 }
 
 /// Why a wave stopped the rollout.
@@ -143,7 +146,12 @@ impl Executor<'_> {
                 None => self.run_wave(i, wave, &clock, live, &mut written[i]).await,
             };
             match stop {
-                Ok(()) => set(live, |r| r.waves[i].state = WaveState::Succeeded),
+                Ok(()) => {
+                    set(live, |r| r.waves[i].state = WaveState::Succeeded);
+                    if !wave.accounts.is_empty() {
+                        self.emit_wave(live, i);
+                    }
+                }
                 Err(Stop::Failed(reason)) => {
                     self.fail(
                         i,
@@ -173,6 +181,9 @@ impl Executor<'_> {
                         r.outcome = Outcome::Preempted;
                         r.finished_at = Some(clock.rfc3339());
                     });
+                    if !wave.accounts.is_empty() {
+                        self.emit_wave(live, i);
+                    }
                     return snapshot(live);
                 }
             }
@@ -217,6 +228,78 @@ impl Executor<'_> {
             };
             r.finished_at = Some(clock.rfc3339());
         });
+        // The failed wave, and the earlier ones its rollback reached.
+        for w in scope.iter().copied().filter(|w| *w != i).chain([i]) {
+            self.emit_wave(live, w);
+        }
+    }
+
+    /// Marks an account failed once, counting it against its wave's tolerance; `class`: the
+    /// kind of target failure, when it was one.
+    fn fail_account(
+        &self,
+        live: &Live,
+        i: usize,
+        name: &str,
+        detail: String,
+        class: Option<ErrorClass>,
+    ) {
+        let mut changed = false;
+        set(live, |r| {
+            let w = &mut r.waves[i];
+            if let Some(a) = w.accounts.get_mut(name)
+                && a.state != AccountState::Failed
+            {
+                a.state = AccountState::Failed;
+                a.detail = Some(detail);
+                a.error = class.or(a.error);
+                w.failed += 1;
+                changed = true;
+            }
+        });
+        if changed {
+            self.emit(live, i, name);
+        }
+    }
+
+    /// Reads back the pointer of an account whose write ended without saying whether it
+    /// landed: this run's write is there (its digest, by this run's stamp), or not, or the
+    /// read failed too (within the per-account timeout).
+    async fn confirm(&self, d: &Desired) -> ReadBack {
+        let read = tokio::time::timeout(self.fan.timeout, self.target.read_pointer(&d.account));
+        match read.await {
+            Ok(Ok(Some((p, etag))))
+                if p.digest == d.digest
+                    && p.applied_by == self.stamp.applied_by
+                    && p.applied_at == self.stamp.applied_at =>
+            {
+                ReadBack::Landed(etag)
+            }
+            Ok(Ok(_)) => ReadBack::NotLanded,
+            Ok(Err(e)) => ReadBack::Unknown(e.to_string()),
+            Err(_) => ReadBack::Unknown(format!(
+                "no answer within {}",
+                humantime::format_duration(self.fan.timeout)
+            )),
+        }
+    }
+
+    /// Tells the watcher (if any) what became of an account, as it happens.
+    fn emit(&self, live: &Live, i: usize, name: &str) {
+        let Some(watch) = self.watch else { return };
+        let seen = snapshot_wave(live, i, |w| {
+            w.accounts.get(name).map(|a| (w.name.clone(), a.clone()))
+        });
+        if let Some((wave, account)) = seen {
+            watch.account(&wave, name, &account);
+        }
+    }
+
+    /// Tells the watcher (if any) how a wave ended.
+    fn emit_wave(&self, live: &Live, i: usize) {
+        let Some(watch) = self.watch else { return };
+        let wave = snapshot_wave(live, i, Clone::clone);
+        watch.wave(&wave);
     }
 
     /// The commit that preempted this rollout, once one has.
@@ -344,6 +427,17 @@ impl Executor<'_> {
                             .await
                         }
                     };
+                    // An error that does not say whether the pointer moved (no answer,
+                    // a dropped connection): read it back; this run's write there is its
+                    // success.
+                    let r = match r {
+                        Err(e) if unsure(&e) => match self.confirm(d).await {
+                            ReadBack::Landed(etag) => Ok(etag),
+                            ReadBack::NotLanded => Err(e),
+                            ReadBack::Unknown(why) => Err(unknown(e, &why)),
+                        },
+                        r => r,
+                    };
                     match r {
                         Ok(etag) => {
                             set(live, |r| {
@@ -352,6 +446,7 @@ impl Executor<'_> {
                                     a.detail = carried.and_then(|_| entry?.note.clone());
                                 }
                             });
+                            self.emit(live, i, &d.account.name);
                             Ok(Ok(Written {
                                 // A rollback takes a carried account back to where it was
                                 // before the preempted rollout, not to its unverified bundle.
@@ -379,16 +474,17 @@ impl Executor<'_> {
                                     }
                                 }
                             });
+                            self.emit(live, i, &d.account.name);
                             Err(e)
                         }
                         Err(e) => {
-                            let class = e.class();
-                            fail_account(live, i, &d.account.name, e.to_string());
-                            set(live, |r| {
-                                if let Some(a) = r.waves[i].accounts.get_mut(&d.account.name) {
-                                    a.error = Some(class);
-                                }
-                            });
+                            self.fail_account(
+                                live,
+                                i,
+                                &d.account.name,
+                                e.to_string(),
+                                Some(e.class()),
+                            );
                             Err(e)
                         }
                     }
@@ -400,12 +496,15 @@ impl Executor<'_> {
                 Ok(Ok(w)) => {
                     written.insert(name, w);
                 }
-                Ok(Err(why)) => set(live, |r| {
-                    if let Some(a) = r.waves[i].accounts.get_mut(&name) {
-                        a.state = AccountState::Skipped;
-                        a.detail = Some(why);
-                    }
-                }),
+                Ok(Err(why)) => {
+                    set(live, |r| {
+                        if let Some(a) = r.waves[i].accounts.get_mut(&name) {
+                            a.state = AccountState::Skipped;
+                            a.detail = Some(why);
+                        }
+                    });
+                    self.emit(live, i, &name);
+                }
                 // The step recorded its own failure, unless the fan-out ended it first (its
                 // per-account timeout): then it is recorded here, so no account is left
                 // pending without a reason.
@@ -415,14 +514,38 @@ impl Executor<'_> {
                             .get(&name)
                             .is_some_and(|a| a.state == AccountState::Pending)
                     });
-                    if pending {
-                        let class = e.class();
-                        fail_account(live, i, &name, e.to_string());
-                        set(live, |r| {
-                            if let Some(a) = r.waves[i].accounts.get_mut(&name) {
-                                a.error = Some(class);
-                            }
-                        });
+                    if !pending {
+                        continue;
+                    }
+                    // Cut off mid-step: whether its pointer moved is read, not guessed.
+                    let confirmed = match by_name.get(name.as_str()) {
+                        Some(d) => self.confirm(d).await,
+                        None => ReadBack::NotLanded,
+                    };
+                    match confirmed {
+                        ReadBack::Landed(etag) => {
+                            set(live, |r| {
+                                if let Some(a) = r.waves[i].accounts.get_mut(&name) {
+                                    a.state = AccountState::Applied;
+                                }
+                            });
+                            self.emit(live, i, &name);
+                            let entry = planned.get(name.as_str());
+                            let previous = match entry.and_then(|a| a.carried.as_ref()) {
+                                Some(c) => c.before.clone(),
+                                None => entry
+                                    .and_then(|a| a.expected.as_ref())
+                                    .map(|e| e.pointer.clone()),
+                            };
+                            written.insert(name, Written { previous, etag });
+                        }
+                        ReadBack::NotLanded => {
+                            self.fail_account(live, i, &name, e.to_string(), Some(e.class()));
+                        }
+                        ReadBack::Unknown(why) => {
+                            let e = unknown(e, &why);
+                            self.fail_account(live, i, &name, e.to_string(), Some(e.class()));
+                        }
                     }
                 }
             }
@@ -472,7 +595,7 @@ impl Executor<'_> {
                             a.detail = detail;
                         }
                     }),
-                    Serving::Fail(why) => fail_account(live, i, &name, why),
+                    Serving::Fail(why) => self.fail_account(live, i, &name, why, None),
                     Serving::NotYet(why) => still.push((name, why)),
                 }
             }
@@ -484,11 +607,12 @@ impl Executor<'_> {
             }
             if tokio::time::Instant::now() >= deadline {
                 for (name, why) in still {
-                    fail_account(
+                    self.fail_account(
                         live,
                         i,
                         &name,
                         format!("health gate timed out after {}: {why}", gate.timeout),
+                        None,
                     );
                 }
                 if breached(live, i, wave) {
@@ -532,7 +656,7 @@ impl Executor<'_> {
                 if let Some(Ok(reports)) = reads.get(name)
                     && let Err(why) = judge(&fresh(reports, now, max_age), &wanted[name], gate)
                 {
-                    fail_account(live, i, name, why);
+                    self.fail_account(live, i, name, why, None);
                 }
             }
             if breached(live, i, wave) {
@@ -674,6 +798,9 @@ impl Executor<'_> {
             }
             wave.state = WaveState::RolledBack;
         });
+        for (name, _) in &results {
+            self.emit(live, i, name);
+        }
     }
 }
 
@@ -721,23 +848,49 @@ fn observed_again(
     }
 }
 
+/// What reading back an unsure write found.
+enum ReadBack {
+    Landed(ETag),
+    NotLanded,
+    /// The read failed as well: `why`.
+    Unknown(String),
+}
+
+/// The failure of a write whose outcome nobody can tell: the message says so.
+fn unknown(e: TargetError, why: &str) -> TargetError {
+    let not_known = format!(
+        "whether the pointer moved is not known: reading it back failed ({why}); run plan to see"
+    );
+    match e {
+        TargetError::Remote {
+            account,
+            class,
+            message,
+        } => TargetError::Remote {
+            account,
+            class,
+            message: format!("{message}; {not_known}"),
+        },
+        TargetError::Timeout { account, after } => TargetError::Remote {
+            account,
+            class: ErrorClass::Timeout,
+            message: format!("no answer within {after}; {not_known}"),
+        },
+        other => other,
+    }
+}
+
+/// An error after which the write may or may not have happened.
+fn unsure(e: &TargetError) -> bool {
+    matches!(
+        e.class(),
+        ErrorClass::Timeout | ErrorClass::Network | ErrorClass::ServerError
+    )
+}
+
 /// Whether wave `i` has more failed accounts than it tolerates.
 fn breached(live: &Live, i: usize, wave: &WavePlan) -> bool {
     snapshot_wave(live, i, |w| w.failed) > wave.tolerated_failures
-}
-
-/// Marks an account failed once, counting it against its wave's tolerance.
-fn fail_account(live: &Live, i: usize, name: &str, detail: String) {
-    set(live, |r| {
-        let w = &mut r.waves[i];
-        if let Some(a) = w.accounts.get_mut(name)
-            && a.state != AccountState::Failed
-        {
-            a.state = AccountState::Failed;
-            a.detail = Some(detail);
-            w.failed += 1;
-        }
-    });
 }
 
 fn set(live: &Live, f: impl FnOnce(&mut RolloutReport)) {

@@ -122,6 +122,7 @@ async fn execute_with(
         max_bake: None,
         preempt,
         reuse_stored: false,
+        watch: None,
     };
     let live = Arc::new(Mutex::new(exec.initial_report()));
     let report = exec.run(&live).await;
@@ -494,5 +495,297 @@ async fn a_newer_commit_preempts_a_bake_and_the_next_rollout_owns_what_it_moved(
         pointers(&target, &names),
         before,
         "the canaries went back to where they were before the preempted rollout"
+    );
+}
+
+/// What a flaky network does to one call of the faulty target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Pass,
+    /// Fails before doing anything.
+    Refuse,
+    /// Does it, then fails (the answer is lost).
+    LoseAnswer,
+    /// Does it, then never answers (the fan-out's timeout ends it).
+    HangAfter,
+    /// Never answers, does nothing.
+    Hang,
+}
+
+/// A real directory target behind a flaky network: each call takes the next fault of a
+/// schedule (the property test draws it).
+#[derive(Debug)]
+struct Faulty {
+    inner: FileTarget,
+    schedule: Vec<Fault>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Faulty {
+    async fn call<T>(
+        &self,
+        account: &AccountRef,
+        op: impl Future<Output = Result<T, TargetError>>,
+    ) -> Result<T, TargetError> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let lost = || TargetError::Remote {
+            account: account.name.clone(),
+            class: ErrorClass::Network,
+            message: "connection reset".into(),
+        };
+        match self.schedule[n % self.schedule.len()] {
+            Fault::Pass => op.await,
+            Fault::Refuse => Err(lost()),
+            Fault::LoseAnswer => op.await.and_then(|_| Err(lost())),
+            Fault::HangAfter => {
+                let _ = op.await;
+                std::future::pending().await
+            }
+            Fault::Hang => std::future::pending().await,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for Faulty {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn deployed_accounts(&self) -> Result<Vec<String>, TargetError> {
+        self.inner.deployed_accounts().await
+    }
+    async fn read_pointer(&self, a: &AccountRef) -> Result<Option<(Pointer, ETag)>, TargetError> {
+        self.call(a, self.inner.read_pointer(a)).await
+    }
+    async fn read_bundle(
+        &self,
+        a: &AccountRef,
+        digest: &Digest,
+    ) -> Result<Option<fleetgate_bundle::Bundle>, TargetError> {
+        self.call(a, self.inner.read_bundle(a, digest)).await
+    }
+    async fn write_bundle(&self, a: &AccountRef, canonical: &[u8]) -> Result<bool, TargetError> {
+        self.call(a, self.inner.write_bundle(a, canonical)).await
+    }
+    async fn write_pointer(
+        &self,
+        a: &AccountRef,
+        pointer: &Pointer,
+        expected: Option<&ETag>,
+    ) -> Result<ETag, TargetError> {
+        self.call(a, self.inner.write_pointer(a, pointer, expected))
+            .await
+    }
+    async fn pointer_history(
+        &self,
+        a: &AccountRef,
+        limit: usize,
+    ) -> Result<Vec<Pointer>, TargetError> {
+        self.inner.pointer_history(a, limit).await
+    }
+    async fn read_statuses(&self, a: &AccountRef) -> Result<Vec<InstanceReport>, TargetError> {
+        self.inner.read_statuses(a).await
+    }
+    async fn bootstrap(&self, a: &AccountRef) -> Result<crate::target::Bootstrapped, TargetError> {
+        self.inner.bootstrap(a).await
+    }
+}
+
+fn fault() -> impl proptest::strategy::Strategy<Value = Fault> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => Just(Fault::Pass),
+        1 => Just(Fault::Refuse),
+        1 => Just(Fault::LoseAnswer),
+        1 => Just(Fault::HangAfter),
+        1 => Just(Fault::Hang),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(24))]
+
+    /// Whatever the faults, every account of an apply ends in exactly one reported outcome,
+    /// the tally adds up to the accounts the plan changes, and what is reported is what the
+    /// target holds: applied exactly where the pointer names the new bundle.
+    #[test]
+    fn every_account_ends_in_one_outcome_that_matches_the_target(
+        schedule in proptest::collection::vec(fault(), 1..40)
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tmp = tempfile::tempdir().unwrap();
+            let inner = FileTarget::new(tmp.path().to_str().unwrap());
+            // A failed wave stops the later ones, but nothing is moved back: what the apply
+            // step did is what the property checks.
+            let spec = RolloutSpec {
+                rollback: RollbackScope::None,
+                ..RolloutSpec::default()
+            };
+            let v1 = repo(None);
+            deploy(&inner, &v1, &spec).await;
+            let v2 = repo(Some(("timeout: 15s", "timeout: 20s")));
+            let faulty = Faulty {
+                inner: inner.clone(),
+                schedule,
+                next: Default::default(),
+            };
+            let desired = desired(&v2);
+            let (waves, concurrency, wave_of) = crate::ops::pipeline::rollout_order(&v2);
+            let context = Context {
+                repo: "test".into(),
+                base: None,
+                head: Revision { rev: "HEAD".into(), commit: "c0ffee".into() },
+                target: faulty.location(),
+                fleet: v2.account_names().map(str::to_string).collect(),
+                deployed: Default::default(),
+                rendered: Default::default(),
+                waves,
+                concurrency,
+                wave_of,
+            };
+            let fan = FanOut {
+                timeout: Duration::from_secs(30),
+                ..FanOut::quiet(4)
+            };
+            let refs: Vec<AccountRef> = desired.iter().map(|d| d.account.clone()).collect();
+            // The plan is made on a clear line: the faults are the rollout's.
+            let observed = crate::target::observe(&inner, &refs, None, &fan).await;
+            let plan = crate::plan::plan(&context, &desired, &observed, &Default::default());
+            let stamp = stamp();
+            let exec = Executor {
+                target: &faulty,
+                plan: &plan,
+                desired: &desired,
+                stamp: &stamp,
+                settings: &spec,
+                fan,
+                skip_gates: true,
+                hold: None,
+                record_commit: true,
+                max_bake: None,
+                preempt: None,
+                reuse_stored: false,
+                watch: None,
+            };
+            let live = Arc::new(Mutex::new(exec.initial_report()));
+            let report = exec.run(&live).await;
+            let changed = plan.summary.create + plan.summary.update;
+            let t = report.tally();
+            let not_started: usize = report
+                .waves
+                .iter()
+                .filter(|w| w.state == WaveState::NotStarted)
+                .map(|w| w.accounts.len())
+                .sum();
+            proptest::prop_assert_eq!(
+                t.created + t.updated + t.conflicts + t.failed + t.rolled_back + t.skipped
+                    + not_started,
+                changed,
+                "{:#?}",
+                report
+            );
+            let want: BTreeMap<String, Digest> = desired
+                .iter()
+                .map(|d| (d.account.name.clone(), d.digest.clone()))
+                .collect();
+            for wave in &report.waves {
+                for (name, a) in &wave.accounts {
+                    proptest::prop_assert!(
+                        a.state != AccountState::Pending || wave.state == WaveState::NotStarted,
+                        "{} left pending in {}: {:#?}", name, wave.name, report
+                    );
+                    let (p, _) = read_pointer(&inner, name).unwrap().unwrap();
+                    let at_head = p.digest == want[name];
+                    // A write whose answer was lost and whose read-back failed too: nobody
+                    // can tell, and the report says exactly that.
+                    if a.detail.as_deref().is_some_and(|d| d.contains("is not known")) {
+                        proptest::prop_assert_eq!(a.state, AccountState::Failed);
+                        continue;
+                    }
+                    let reported = matches!(
+                        a.state,
+                        AccountState::Applied | AccountState::Serving | AccountState::Healthy
+                    ) || a.conflict == Some(Conflict::AtHead);
+                    proptest::prop_assert_eq!(
+                        at_head, reported,
+                        "{}: {:?} ({:?}), pointer at {}", name, a.state, a.detail, p.digest
+                    );
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// A conflict observed again: at the head, still needing it (who holds it now), or, when
+/// the read fails, not known (a failure; never taken for "still needs the head").
+#[test]
+fn a_conflict_observed_again_names_the_other_writer_or_says_it_is_not_known() {
+    let head: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+    let other: Digest = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
+    let pointer = |digest: &Digest| Pointer {
+        digest: digest.clone(),
+        commit: Some("0123456789abcdef".into()),
+        previous: None,
+        applied_by: "ci@runner".into(),
+        applied_at: "2026-12-05T10:00:00Z".into(),
+        hold: None,
+    };
+    let etag = ETag("e".into());
+    let (c, text) = observed_again(&Ok(Some((pointer(&head), etag.clone()))), &head);
+    assert_eq!(c, Conflict::AtHead);
+    assert!(
+        text.contains("written by ci@runner at 0123456789ab"),
+        "{text}"
+    );
+    let (c, text) = observed_again(&Ok(Some((pointer(&other), etag))), &head);
+    assert_eq!(c, Conflict::StillNeeded);
+    assert!(
+        text.contains("written by ci@runner, commit 0123456789ab"),
+        "{text}"
+    );
+    let failed = Err(TargetError::Remote {
+        account: "acme-prod".into(),
+        class: ErrorClass::Network,
+        message: "connection reset".into(),
+    });
+    let (c, text) = observed_again(&failed, &head);
+    assert_eq!(c, Conflict::Unknown);
+    assert!(text.starts_with("unreachable now"), "{text}");
+    let report = RolloutReport {
+        commit: "c".into(),
+        outcome: Outcome::Halted,
+        started_at: String::new(),
+        finished_at: None,
+        reason: None,
+        requests: None,
+        waves: vec![WaveReport {
+            name: "w".into(),
+            state: WaveState::Failed,
+            tolerated_failures: 0,
+            failed: 1,
+            accounts: BTreeMap::from([(
+                "acme-prod".to_string(),
+                AccountReport {
+                    state: AccountState::Conflict,
+                    from: None,
+                    to: head.to_string(),
+                    detail: Some(text),
+                    error: Some(ErrorClass::Conflict),
+                    conflict: Some(c),
+                },
+            )]),
+        }],
+    };
+    let t = report.tally();
+    assert_eq!(
+        (t.conflicts, t.still_needed),
+        (1, 1),
+        "counted as not converged"
     );
 }
