@@ -432,3 +432,35 @@ fn apply_as_json_lines_reports_each_account_then_a_summary() {
     assert_eq!(summary["created"], 10);
     assert_eq!(summary["outcome"], "succeeded");
 }
+
+/// apply reads pointers, not the bundles it replaces (it prints outcomes, not diffs): an
+/// account whose deployed bundle is gone is still updated (before, it was unreachable).
+#[test]
+fn an_apply_reads_pointers_only() {
+    let fleet = Fleet::example();
+    assert_eq!(code(&fleet.apply(&[])), 0);
+    let at_v1 = fleet.pointers();
+    let p: serde_json::Value = serde_json::from_str(&at_v1["acme-prod"]).unwrap();
+    let hex = p["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    std::fs::remove_file(
+        fleet
+            .target_dir()
+            .join("acme-prod/bundles")
+            .join(format!("{hex}.json")),
+    )
+    .unwrap();
+    fleet.commit(
+        "base/gateway.yaml",
+        "maxBodyBytes: 1048576",
+        "maxBodyBytes: 2097152",
+        "bigger bodies everywhere",
+    );
+    let out = fleet.apply(&[]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(
+        support::stdout(&out).contains("10 updated"),
+        "{}",
+        show(&out)
+    );
+    assert_ne!(fleet.pointers()["acme-prod"], at_v1["acme-prod"]);
+}

@@ -165,7 +165,7 @@ impl Looper {
             target,
             &options,
             &fan,
-            pipeline::Verify::Pointers,
+            pipeline::Verify::PointersOnly,
             &superseded,
         )
         .await

@@ -75,13 +75,14 @@ pub async fn apply(
         prepared.context.waves.clear();
         prepared.context.wave_of.clear();
     }
-    // Apply reads bundles only where it will replace them; drift checks the rest.
+    // Apply reads pointers only: it prints outcomes, not diffs (that is `plan`'s job), and
+    // tampered bundles are drift's.
     let (plan, _) = pipeline::observe_and_plan(
         &prepared,
         target,
         plan_options,
         &fan,
-        pipeline::Verify::Pointers,
+        pipeline::Verify::PointersOnly,
         superseded,
     )
     .await?;

@@ -13,7 +13,7 @@ use crate::git::{Commit, GitError};
 use crate::plan::{self, Context, Desired, Plan, Revision};
 use crate::render::affected::affected;
 use crate::render::render;
-use crate::target::{AccountRef, FanOut, Observed, Target, TargetError, observe};
+use crate::target::{AccountRef, FanOut, Observed, Target, TargetError, observe, observe_pointers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -238,6 +238,9 @@ pub enum Verify {
     Pointers,
     /// Every deployed bundle too, checked against its digest.
     Bundles,
+    /// Pointers only, never a deployed bundle: no diff to show (apply, the daemon and
+    /// rollback print outcomes, not diffs), one request per account.
+    PointersOnly,
 }
 
 /// Observes the prepared accounts in the target and decides the plan. `superseded` says
@@ -262,8 +265,11 @@ pub async fn observe_and_plan(
         .iter()
         .map(|d| (d.account.name.clone(), d.digest.clone()))
         .collect();
-    let wanted = (verify == Verify::Pointers).then_some(&wanted);
-    let observed = observe(target, &refs, wanted, fan).await;
+    let observed = match verify {
+        Verify::Pointers => observe(target, &refs, Some(&wanted), fan).await,
+        Verify::Bundles => observe(target, &refs, None, fan).await,
+        Verify::PointersOnly => observe_pointers(target, &refs, &wanted, fan).await,
+    };
     let mut context = prepared.context.clone();
     context.target = target.location();
     context.deployed = deployed;
