@@ -32,6 +32,8 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     };
     let plan_options = plan::Options {
         redaction_key: redaction_key(),
+        // Apply prints outcomes, not the plan.
+        outcomes_only: true,
         ..plan::Options::default()
     };
     let stamp = stamp();

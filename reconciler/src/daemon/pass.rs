@@ -157,6 +157,7 @@ impl Looper {
         let options = plan::Options {
             redaction_key: b"watch".to_vec(),
             carried: self.carried.clone(),
+            outcomes_only: true,
             ..plan::Options::default()
         };
         let superseded = |c: &str| repo.is_descendant(&head_id, c);

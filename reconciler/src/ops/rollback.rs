@@ -213,6 +213,7 @@ pub async fn rollback(
     };
     let options = plan::Options {
         redaction_key,
+        outcomes_only: true,
         ignore_holds: true,
         ..plan::Options::default()
     };

@@ -178,8 +178,11 @@ fn plan_account(
     match seen {
         Observed::New => {
             entry.action = Action::Create;
-            entry.changes = vec![changes::created(&d.bundle)];
-            entry.diff = diff::unified("", &redacted_pretty(&d.bundle, key), options.context_lines);
+            if !options.outcomes_only {
+                entry.changes = vec![changes::created(&d.bundle)];
+                entry.diff =
+                    diff::unified("", &redacted_pretty(&d.bundle, key), options.context_lines);
+            }
         }
         Observed::Unreachable { reason, class } => {
             entry.action = Action::Unreachable;
@@ -255,7 +258,9 @@ fn plan_account(
                 entry.note = Some(carried_note(&c));
                 entry.carried = Some(c);
             }
-            if pointer.digest != d.digest {
+            if pointer.digest != d.digest && options.outcomes_only {
+                entry.action = Action::Update;
+            } else if pointer.digest != d.digest {
                 entry.action = Action::Update;
                 let old = redacted_pretty(bundle, key);
                 let new = redacted_pretty(&d.bundle, key);

@@ -66,6 +66,9 @@ pub struct Options {
     /// updates (even when already at the head) so the new rollout verifies them in their
     /// waves, and takes them back to where they were before if it rolls back.
     pub carried: BTreeMap<String, Carried>,
+    /// Decide actions only: no changes, diffs or risks (apply, the daemon and rollback
+    /// print outcomes, not plans), so no text the size of a bundle is kept per account.
+    pub outcomes_only: bool,
 }
 
 impl Default for Options {
@@ -77,6 +80,7 @@ impl Default for Options {
             ignore_holds: false,
             released_holds: BTreeSet::new(),
             carried: BTreeMap::new(),
+            outcomes_only: false,
         }
     }
 }

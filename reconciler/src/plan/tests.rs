@@ -403,6 +403,46 @@ fn an_account_deployed_at_another_bundle_is_updated_with_what_changes() {
     assert_eq!(plan.groups[0].action, Action::Update);
 }
 
+/// Outcomes only (apply, the daemon, rollback): the same actions, and no change lists,
+/// diffs or risks kept per account.
+#[test]
+fn a_plan_of_outcomes_only_decides_the_same_actions_without_texts() {
+    let (a, b) = (example("acme-prod"), example("stark-prod"));
+    let seen = observed([("stark-prod", deployed(&older(&b)))]);
+    let ctx = context(&["stark-prod"]);
+    let full = run(&ctx, &[a.clone(), b.clone()], &seen, &options());
+    let lean = run(
+        &ctx,
+        &[a, b],
+        &seen,
+        &Options {
+            outcomes_only: true,
+            ..options()
+        },
+    );
+    let actions = |p: &Plan| -> Vec<(String, Action)> {
+        p.accounts
+            .iter()
+            .map(|a| (a.name.clone(), a.action))
+            .collect()
+    };
+    assert_eq!(actions(&lean), actions(&full));
+    assert_eq!(
+        actions(&lean),
+        [
+            ("acme-prod".to_string(), Action::Create),
+            ("stark-prod".to_string(), Action::Update)
+        ]
+    );
+    assert!(full.accounts.iter().all(|a| !a.diff.is_empty()));
+    assert!(
+        lean.accounts
+            .iter()
+            .all(|a| a.diff.is_empty() && a.changes.is_empty())
+    );
+    assert!(lean.warnings.is_empty());
+}
+
 /// Pointers only (a rollback's observe): an update with the pointer to replace, and no diff
 /// or risk, since the deployed bundle was not read.
 #[test]
