@@ -11,10 +11,10 @@
 # full plan next to the floor's (reconciler/examples/aws_floor.rs: AssumeRole + GetObject
 # per account). See docs/benchmarks.md.
 #
-#   bench/scale.sh [SIZES] [RUNS]        e.g. bench/scale.sh "1000 10000" 1
+#   bench/scale.sh [SIZES] [RUNS]        e.g. bench/scale.sh "1000 10000" 1; SCALE_MOTO=1 bench/scale.sh "" for moto only
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SIZES="${1:-1000 10000}"
+SIZES="${1-1000 10000}"
 RUNS="${2:-1}"
 PYTHON="${FLEETGATE_TEST_PYTHON:-python3}"
 
