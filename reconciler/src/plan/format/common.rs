@@ -106,20 +106,60 @@ pub(super) fn rendered_line(plan: &Plan) -> String {
     line
 }
 
-/// The accounts of a group, each name escaped with `esc`.
-pub(super) fn group_title(g: &Group, names: usize, esc: impl Fn(&str) -> String) -> String {
-    let shown: Vec<String> = g.accounts.iter().take(names).map(|a| esc(a)).collect();
-    let more = g.accounts.len().saturating_sub(names);
-    let list = if more > 0 {
-        format!("{}, ... (+{more} more)", shown.join(", "))
-    } else {
-        shown.join(", ")
-    };
+/// The accounts of a group: `list`, the names as the caller shows them, after the count.
+pub(super) fn group_title(g: &Group, list: String) -> String {
     if g.accounts.len() == 1 {
         list
     } else {
         format!("same change in {} accounts: {list}", g.accounts.len())
     }
+}
+
+/// The first `names` of a list, each escaped with `esc`, the rest counted:
+/// `a, b, ... (+8 more)`.
+pub(super) fn first_names(list: &[String], names: usize, esc: impl Fn(&str) -> String) -> String {
+    let shown: Vec<String> = list.iter().take(names).map(|a| esc(a)).collect();
+    let more = list.len().saturating_sub(names);
+    if more > 0 {
+        format!("{}, ... (+{more} more)", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// Most account names one list shows in text and markdown (a group's accounts, a warning's,
+/// the orphans). A longer list is collapsed by [`collapsed`]; the JSON plan has every name.
+pub(super) const LIST_NAMES: usize = 20;
+
+/// A list of account names, each escaped with `esc`, joined with `, `. Past [`LIST_NAMES`]
+/// names, the first `LIST_NAMES - 1` and the last, with the count:
+/// `tenant-00001, tenant-00002, ... tenant-09999 (9,999 accounts)`.
+pub(super) fn collapsed(names: &[String], esc: impl Fn(&str) -> String) -> String {
+    match names {
+        [first @ .., last] if names.len() > LIST_NAMES => {
+            let shown: Vec<String> = first[..LIST_NAMES - 1].iter().map(|n| esc(n)).collect();
+            format!(
+                "{}, ... {} ({} accounts)",
+                shown.join(", "),
+                esc(last),
+                thousands(names.len())
+            )
+        }
+        _ => names.iter().map(|n| esc(n)).collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// `9999` as `9,999`.
+pub(super) fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Drift notes of reachable accounts (an unreachable account's note is its reason).
@@ -158,4 +198,56 @@ pub(super) fn wave_line(w: &WavePlan) -> String {
 /// A string for a terminal (text format): one line, no control or bidi characters.
 pub(super) fn term(s: &str) -> Cow<'_, str> {
     one_line(s)
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("tenant-{i:05}")).collect()
+    }
+
+    #[test]
+    fn a_list_up_to_the_limit_is_shown_whole() {
+        assert_eq!(collapsed(&[], str::to_string), "");
+        assert_eq!(collapsed(&names(1), str::to_string), "tenant-00001");
+        let all = names(LIST_NAMES);
+        assert_eq!(collapsed(&all, str::to_string), all.join(", "));
+    }
+
+    #[test]
+    fn a_longer_list_shows_the_first_names_the_last_and_the_count() {
+        let all = names(9_999);
+        let list = collapsed(&all, str::to_string);
+        let first: Vec<String> = names(LIST_NAMES - 1);
+        assert_eq!(
+            list,
+            format!("{}, ... tenant-09999 (9,999 accounts)", first.join(", "))
+        );
+        assert!(list.starts_with("tenant-00001, tenant-00002, "), "{list}");
+        assert_eq!(list.matches("tenant-").count(), LIST_NAMES);
+
+        let list = collapsed(&names(LIST_NAMES + 1), |n| format!("`{n}`"));
+        assert!(
+            list.ends_with(", `tenant-00019`, ... `tenant-00021` (21 accounts)"),
+            "{list}"
+        );
+        assert!(!list.contains("tenant-00020"), "{list}");
+    }
+
+    #[test]
+    fn counts_have_thousands_separators() {
+        for (n, s) in [
+            (0, "0"),
+            (21, "21"),
+            (999, "999"),
+            (1_000, "1,000"),
+            (9_999, "9,999"),
+            (100_000, "100,000"),
+            (1_234_567, "1,234,567"),
+        ] {
+            assert_eq!(thousands(n), s);
+        }
+    }
 }

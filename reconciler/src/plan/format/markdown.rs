@@ -135,6 +135,11 @@ pub(super) fn md_link_dest(url: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // An invalid head
 
+/// An account name as a code span, cut when very long.
+pub(super) fn md_name(name: &str) -> String {
+    md_code(&clip(name, NAME_CHARS))
+}
+
 /// Names as code spans, at most `max`, the rest counted.
 pub(super) fn code_list(names: &[String], max: usize) -> String {
     let mut s: Vec<String> = names
@@ -223,7 +228,7 @@ fn markdown_head(plan: &Plan, limit: usize) -> String {
                     " ({} {}: {})",
                     w.accounts.len(),
                     accounts_word(w.accounts.len()),
-                    code_list(&w.accounts, 10)
+                    collapsed(&w.accounts, md_name)
                 );
             }
             line.push('\n');
@@ -268,7 +273,7 @@ fn markdown_tail(plan: &Plan, limit: usize) -> String {
         let _ = writeln!(
             tail,
             "\n### Orphaned\n\nIn the target but not in git; fleetgate never deletes them: {}",
-            code_list(&plan.orphans, 100)
+            collapsed(&plan.orphans, md_name)
         );
     }
     tail
@@ -405,15 +410,25 @@ pub(super) fn group_block(g: &Group, diff: &str, cap: usize, see_full: &str) -> 
         b,
         "<details><summary><b>{}</b> · {}{}</summary>\n",
         g.action.as_str(),
-        group_title(g, 5, |a| md_html(&clip(a, NAME_CHARS))),
+        group_title(
+            g,
+            first_names(&g.accounts, 5, |a| md_html(&clip(a, NAME_CHARS)))
+        ),
         first_change
     );
     if g.accounts.len() > 5 {
+        let label = if g.accounts.len() > LIST_NAMES {
+            format!(
+                "show {LIST_NAMES} of {} accounts",
+                thousands(g.accounts.len())
+            )
+        } else {
+            format!("show all {} accounts", g.accounts.len())
+        };
         let _ = writeln!(
             b,
-            "<details><summary>show all {} accounts</summary>\n\n{}\n</details>\n",
-            g.accounts.len(),
-            code_list(&g.accounts, 400)
+            "<details><summary>{label}</summary>\n\n{}\n</details>\n",
+            collapsed(&g.accounts, md_name)
         );
     }
     if let Some(from) = &g.context_from {

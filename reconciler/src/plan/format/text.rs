@@ -62,7 +62,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
                     "      in {} {}: {}",
                     w.accounts.len(),
                     accounts_word(w.accounts.len()),
-                    term(&w.accounts.join(", "))
+                    collapsed(&w.accounts, |a| term(a).into_owned())
                 );
             }
         }
@@ -77,7 +77,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
             out,
             "\n{} {}",
             p.paint(fg(color).bold(), sign),
-            group_title(g, usize::MAX, |a| term(a).into_owned())
+            group_title(g, collapsed(&g.accounts, |a| term(a).into_owned()))
         );
         for c in &g.changes {
             let _ = writeln!(out, "    {}", term(&c.to_string()));
@@ -137,7 +137,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
             out,
             "\n{} {}",
             p.paint(bold, "Orphaned (in the target, not in git; never deleted):"),
-            term(&plan.orphans.join(", "))
+            collapsed(&plan.orphans, |a| term(a).into_owned())
         );
     }
     let _ = writeln!(
