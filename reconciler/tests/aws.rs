@@ -699,6 +699,10 @@ fn two_applies_racing_lose_nothing_and_a_rerun_converges() {
                 "--target",
                 "aws",
                 "--all-at-once",
+                // The proxy holds each pointer write up to 20 s for its pair: an attempt
+                // must outlast that, or its retry would meet its own write.
+                "--request-timeout",
+                "60s",
             ])
             .env("FLEETGATE_APPLIED_BY", who)
             .stdout(std::process::Stdio::piped())
