@@ -112,14 +112,30 @@ impl Fleet {
     }
 
     fn apply(&self) -> Output {
-        self.run(&[
+        self.apply_with(&[])
+    }
+
+    /// `apply --all-at-once` with more arguments.
+    fn apply_with(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
             "apply",
             "--repo",
             self.repo(),
             "--target",
             "aws",
             "--all-at-once",
-        ])
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// The same repo, reached through another endpoint (a proxy), with its own cache.
+    fn via(&self, endpoint: &str) -> Fleet {
+        Fleet {
+            tmp: tempfile::tempdir().unwrap(),
+            repo: self.repo.clone(),
+            endpoint: endpoint.to_string(),
+        }
     }
 
     fn drift(&self) -> Output {
@@ -899,11 +915,7 @@ fn accounts_still_throttled_or_silent_are_classified_and_do_not_hold_up_the_rest
             ..Faults::default()
         },
     );
-    let through_proxy = Fleet {
-        tmp: tempfile::tempdir().unwrap(),
-        repo: fleet.repo.clone(),
-        endpoint: proxy.endpoint(),
-    };
+    let through_proxy = fleet.via(&proxy.endpoint());
     let out = through_proxy.run(&[
         "apply",
         "--repo",
@@ -1030,23 +1042,8 @@ fn apply_under_network_faults_reports_every_account_as_s3_has_it() {
             ..Faults::default()
         },
     );
-    let faulty = Fleet {
-        tmp: tempfile::tempdir().unwrap(),
-        repo: direct.repo.clone(),
-        endpoint: proxy.endpoint(),
-    };
-    let out = faulty.run(&[
-        "apply",
-        "--repo",
-        faulty.repo(),
-        "--target",
-        "aws",
-        "--all-at-once",
-        "--request-timeout",
-        "1s",
-        "--account-timeout",
-        "60s",
-    ]);
+    let faulty = direct.via(&proxy.endpoint());
+    let out = faulty.apply_with(&["--request-timeout", "1s", "--account-timeout", "60s"]);
     assert!(matches!(code(&out), 0 | 1), "{}", show(&out));
     for kind in [
         aws_support::Fault::Hang,
@@ -1143,23 +1140,8 @@ fn a_lost_answer_to_its_own_pointer_write_is_a_success_not_a_conflict() {
             ..Faults::default()
         },
     );
-    let through_proxy = Fleet {
-        tmp: tempfile::tempdir().unwrap(),
-        repo: fleet.repo.clone(),
-        endpoint: proxy.endpoint(),
-    };
-    let out = through_proxy.run(&[
-        "apply",
-        "--repo",
-        fleet.repo(),
-        "--target",
-        "aws",
-        "--all-at-once",
-        "--request-timeout",
-        "1s",
-        "--account-timeout",
-        "30s",
-    ]);
+    let through_proxy = fleet.via(&proxy.endpoint());
+    let out = through_proxy.apply_with(&["--request-timeout", "1s", "--account-timeout", "30s"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert!(
         stdout(&out).contains("10 created, 0 updated, 0 unchanged, 0 conflicts"),
@@ -1185,23 +1167,8 @@ fn an_account_whose_write_hangs_is_failed_with_its_reason() {
             ..Faults::default()
         },
     );
-    let through_proxy = Fleet {
-        tmp: tempfile::tempdir().unwrap(),
-        repo: fleet.repo.clone(),
-        endpoint: proxy.endpoint(),
-    };
-    let out = through_proxy.run(&[
-        "apply",
-        "--repo",
-        fleet.repo(),
-        "--target",
-        "aws",
-        "--all-at-once",
-        "--request-timeout",
-        "30s",
-        "--account-timeout",
-        "3s",
-    ]);
+    let through_proxy = fleet.via(&proxy.endpoint());
+    let out = through_proxy.apply_with(&["--request-timeout", "30s", "--account-timeout", "3s"]);
     assert_eq!(code(&out), 1, "{}", show(&out));
     let counts = summary_counts(&stdout(&out));
     assert_eq!(

@@ -426,7 +426,7 @@ fn draw(state: &ProxyState, faults: &Faults, req: &Request<Incoming>) -> Option<
 /// Does `fault` to the request.
 async fn inject(
     fault: Fault,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     upstream: SocketAddr,
     client: &Client,
     stats: &Stats,
@@ -453,24 +453,33 @@ async fn inject(
             },
         ),
         Fault::LoseAnswer => {
-            let path = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| "/".into());
             if req.method() == hyper::Method::PUT {
                 stats.puts.fetch_add(1, Ordering::SeqCst);
             }
-            *req.uri_mut() = format!("http://{upstream}{path}")
-                .parse()
-                .expect("an upstream URI");
-            if let Ok(resp) = client.request(req).await {
+            if let Ok(resp) = forward(req, upstream, client).await {
                 let _ = resp.into_body().collect().await;
             }
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Err(std::io::Error::other("answer lost"))
         }
     }
+}
+
+/// Sends the request on to moto, as it came.
+async fn forward(
+    mut req: Request<Incoming>,
+    upstream: SocketAddr,
+    client: &Client,
+) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    *req.uri_mut() = format!("http://{upstream}{path}")
+        .parse()
+        .expect("an upstream URI");
+    client.request(req).await
 }
 
 fn full(status: StatusCode, body: &'static str) -> Response<Body> {
@@ -488,7 +497,7 @@ fn full(status: StatusCode, body: &'static str) -> Response<Body> {
 }
 
 async fn handle(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     upstream: SocketAddr,
     client: &Client,
     state: &ProxyState,
@@ -541,11 +550,6 @@ async fn handle(
             }
         }
     }
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
     if req.method() == hyper::Method::PUT {
         if faults.pair_pointer_writes && req.uri().path().ends_with("/current.json") {
             let (notify, first) = {
@@ -567,10 +571,7 @@ async fn handle(
         }
         stats.puts.fetch_add(1, Ordering::SeqCst);
     }
-    *req.uri_mut() = format!("http://{upstream}{path}")
-        .parse()
-        .expect("an upstream URI");
-    match client.request(req).await {
+    match forward(req, upstream, client).await {
         Ok(resp) => Ok(resp.map(|b| b.boxed())),
         Err(_) => Ok(full(
             StatusCode::BAD_GATEWAY,

@@ -475,7 +475,11 @@ impl Looper {
                 result: "preempted".into(),
             })
             .inc();
-        let by = self.daemon.status().queued.unwrap_or_default();
+        let by = lock(&self.daemon.shared)
+            .status
+            .queued
+            .clone()
+            .unwrap_or_default();
         let moved = report.moved();
         let carried = report.carried(plan);
         tracing::info!(

@@ -159,11 +159,7 @@ impl RolloutReport {
         self.accounts()
             .filter(|(_, a)| matches!(a.state, AccountState::Applied | AccountState::Serving))
             .filter_map(|(name, a)| {
-                let entry = planned.get(name.as_str())?;
-                let before = match &entry.carried {
-                    Some(c) => c.before.clone(),
-                    None => entry.expected.as_ref().map(|e| e.pointer.clone()),
-                };
+                let before = planned.get(name.as_str())?.before();
                 Some((
                     name.clone(),
                     Carried {

@@ -235,6 +235,18 @@ pub struct Carried {
     pub before: Option<Pointer>,
 }
 
+impl AccountPlan {
+    /// The pointer an automatic rollback takes this account back to: what it ran before a
+    /// preempted rollout moved it (when carried), else the pointer this plan replaces;
+    /// `None` for a first deployment.
+    pub fn before(&self) -> Option<Pointer> {
+        match &self.carried {
+            Some(c) => c.before.clone(),
+            None => self.expected.as_ref().map(|e| e.pointer.clone()),
+        }
+    }
+}
+
 /// A pointer as observed, with the version a compare-and-swap names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expected {

@@ -450,10 +450,7 @@ impl Executor<'_> {
                             Ok(Ok(Written {
                                 // A rollback takes a carried account back to where it was
                                 // before the preempted rollout, not to its unverified bundle.
-                                previous: match carried {
-                                    Some(c) => c.before.clone(),
-                                    None => previous.map(|(p, _)| p),
-                                },
+                                previous: entry.and_then(|a| a.before()),
                                 etag,
                             }))
                         }
@@ -530,13 +527,7 @@ impl Executor<'_> {
                                 }
                             });
                             self.emit(live, i, &name);
-                            let entry = planned.get(name.as_str());
-                            let previous = match entry.and_then(|a| a.carried.as_ref()) {
-                                Some(c) => c.before.clone(),
-                                None => entry
-                                    .and_then(|a| a.expected.as_ref())
-                                    .map(|e| e.pointer.clone()),
-                            };
+                            let previous = planned.get(name.as_str()).and_then(|a| a.before());
                             written.insert(name, Written { previous, etag });
                         }
                         ReadBack::NotLanded => {
