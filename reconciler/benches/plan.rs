@@ -60,7 +60,6 @@ fn plan(
         &|_| false,
     ))
     .unwrap()
-    .0
 }
 
 fn bench(c: &mut Criterion) {

@@ -210,11 +210,8 @@ fn plan_with(p: &str) -> Plan {
             ..account.clone()
         };
         desired.push(Desired {
-            account,
-            canonical: new.canonical_json(),
-            digest: new.digest(),
-            bundle: new,
             base_digest,
+            ..Desired::new(account, &new, &new.canonical_json(), new.digest())
         });
         observed.insert(name.clone(), obs);
         wave_of.insert(name.clone(), usize::from(i >= 5));

@@ -82,7 +82,7 @@ impl Fleet {
         };
         let target = FileTarget::new(&self.target);
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let (mut plan, _) = rt
+        let mut plan = rt
             .block_on(pipeline::observe_and_plan(
                 &prepared,
                 &target,

@@ -40,7 +40,7 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
     let progress = StderrProgress::new();
     let fan = args.target.fan_out(fleet, &progress);
     let superseded = |c: &str| repo.is_descendant(&head.id.to_string(), c);
-    let (plan, _) = rt.block_on(pipeline::observe_and_plan(
+    let plan = rt.block_on(pipeline::observe_and_plan(
         &prepared,
         target.target.as_ref(),
         &options,

@@ -161,7 +161,7 @@ impl Looper {
             ..plan::Options::default()
         };
         let superseded = |c: &str| repo.is_descendant(&head_id, c);
-        let (plan, _) = pipeline::observe_and_plan(
+        let plan = pipeline::observe_and_plan(
             &prepared,
             target,
             &options,

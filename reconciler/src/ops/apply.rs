@@ -77,7 +77,7 @@ pub async fn apply(
     }
     // Apply reads pointers only: it prints outcomes, not diffs (that is `plan`'s job), and
     // tampered bundles are drift's.
-    let (plan, _) = pipeline::observe_and_plan(
+    let plan = pipeline::observe_and_plan(
         &prepared,
         target,
         plan_options,

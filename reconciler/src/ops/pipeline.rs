@@ -13,7 +13,8 @@ use crate::git::{Commit, GitError};
 use crate::plan::{self, Context, Desired, Plan, Revision};
 use crate::render::affected::affected;
 use crate::render::render;
-use crate::target::{AccountRef, FanOut, Observed, Target, TargetError, observe, observe_pointers};
+use crate::target::observe::{Read, observe_account};
+use crate::target::{AccountRef, FanOut, Observed, Target, TargetError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -138,13 +139,7 @@ pub fn prepare(
                 let Some(account) = AccountRef::from_repo(&head_repo, name) else {
                     continue;
                 };
-                desired.push(Desired {
-                    account,
-                    bundle: r.bundle,
-                    canonical: r.canonical,
-                    digest: r.digest,
-                    base_digest: None,
-                });
+                desired.push(Desired::new(account, &r.bundle, &r.canonical, r.digest));
             }
             Err(errs) => problems.extend(errs),
         }
@@ -243,8 +238,23 @@ pub enum Verify {
     PointersOnly,
 }
 
+impl Verify {
+    fn read(self, wanted: &Digest) -> Read<'_> {
+        match self {
+            Verify::Pointers => Read::Unless(wanted),
+            Verify::Bundles => Read::Bundle,
+            Verify::PointersOnly => Read::PointerOnly(wanted),
+        }
+    }
+}
+
 /// Observes the prepared accounts in the target and decides the plan. `superseded` says
 /// whether the tracked branch has moved past a commit (holds recorded there are over).
+///
+/// Each account is planned as soon as its state is read, in its own step of the fan-out,
+/// and only what the plan shows of it is kept ([`plan::PlannedAccount`]: its entry with the
+/// diff packed): the deployed bundle it was compared with is dropped there, so memory grows
+/// with the plan, not with the bundles read.
 pub async fn observe_and_plan(
     prepared: &Prepared,
     target: &dyn Target,
@@ -252,47 +262,55 @@ pub async fn observe_and_plan(
     fan: &FanOut<'_>,
     verify: Verify,
     superseded: &dyn Fn(&str) -> bool,
-) -> Result<(Plan, BTreeMap<String, Observed>), PipelineError> {
-    let refs: Vec<AccountRef> = prepared.desired.iter().map(|d| d.account.clone()).collect();
+) -> Result<Plan, PipelineError> {
     let deployed: BTreeSet<String> = target
         .deployed_accounts()
         .await?
         .into_iter()
         .filter(|a| prepared.shard.is_none_or(|s| s.contains(a)))
         .collect();
-    let wanted: BTreeMap<String, Digest> = prepared
+    // Every held account names the branch head its hold was recorded at: asked once each.
+    let answers: std::sync::Mutex<BTreeMap<String, bool>> = Default::default();
+    let superseded = |head: &str| -> bool {
+        let known = answers.lock().map(|a| a.get(head).copied()).ok().flatten();
+        known.unwrap_or_else(|| {
+            let answer = superseded(head);
+            if let Ok(mut a) = answers.lock() {
+                a.insert(head.to_string(), answer);
+            }
+            answer
+        })
+    };
+    let superseded = &superseded;
+    let results = fan
+        .run(
+            "observe",
+            prepared.desired.iter(),
+            |d| &d.account,
+            |d| async move {
+                let seen = observe_account(target, &d.account, verify.read(&d.digest)).await?;
+                Ok(plan::plan_account(d, &seen, options, superseded))
+            },
+        )
+        .await;
+    let by_name: BTreeMap<&str, &Desired> = prepared
         .desired
         .iter()
-        .map(|d| (d.account.name.clone(), d.digest.clone()))
+        .map(|d| (d.account.name.as_str(), d))
         .collect();
-    let observed = match verify {
-        Verify::Pointers => observe(target, &refs, Some(&wanted), fan).await,
-        Verify::Bundles => observe(target, &refs, None, fan).await,
-        Verify::PointersOnly => observe_pointers(target, &refs, &wanted, fan).await,
-    };
+    let planned = results
+        .into_iter()
+        .map(|(name, r)| {
+            r.unwrap_or_else(|e| {
+                let seen = Observed::from_error(&e);
+                plan::plan_account(by_name[name.as_str()], &seen, options, superseded)
+            })
+        })
+        .collect();
     let mut context = prepared.context.clone();
     context.target = target.location();
     context.deployed = deployed;
-    let mut options = options.clone();
-    options.released_holds = hold_heads(&observed)
-        .into_iter()
-        .filter(|h| superseded(h))
-        .collect();
-    let plan = plan::plan(&context, &prepared.desired, &observed, &options);
-    Ok((plan, observed))
-}
-
-/// The branch heads that the holds in `observed` were recorded at.
-pub fn hold_heads(observed: &BTreeMap<String, Observed>) -> BTreeSet<String> {
-    observed
-        .values()
-        .filter_map(|o| match o {
-            Observed::Current { pointer, .. }
-            | Observed::Deployed { pointer, .. }
-            | Observed::Pointed { pointer, .. } => pointer.hold.as_ref()?.branch_head.clone(),
-            _ => None,
-        })
-        .collect()
+    Ok(plan::assemble(&context, planned, options))
 }
 
 /// One of N disjoint parts of the fleet (`fleetgate watch --shard i/N`): an account's part

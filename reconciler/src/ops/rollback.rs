@@ -101,13 +101,12 @@ pub async fn targets(
             accounts.iter().map(|a| (a.name.as_str(), a)).collect();
         for (name, r) in read {
             match r {
-                Ok(Some(bundle)) => desired.push(Desired {
-                    account: by_name[name.as_str()].clone(),
-                    canonical: bundle.canonical_json(),
-                    bundle,
-                    digest: digest.clone(),
-                    base_digest: None,
-                }),
+                Ok(Some(bundle)) => desired.push(Desired::new(
+                    by_name[name.as_str()].clone(),
+                    &bundle,
+                    &bundle.canonical_json(),
+                    digest.clone(),
+                )),
                 Ok(None) => refused.push(format!(
                     "{name}: bundle {digest} is not stored there; roll back to a commit instead"
                 )),
@@ -136,13 +135,7 @@ pub async fn targets(
             continue;
         }
         match render(&old, &a.name) {
-            Ok(r) => desired.push(Desired {
-                account: a.clone(),
-                bundle: r.bundle,
-                canonical: r.canonical,
-                digest: r.digest,
-                base_digest: None,
-            }),
+            Ok(r) => desired.push(Desired::new(a.clone(), &r.bundle, &r.canonical, r.digest)),
             Err(errs) => refused.push(format!(
                 "{}: does not render at {to} ({}): {}",
                 a.name,

@@ -27,10 +27,9 @@ struct Cut {
 }
 
 impl Cut {
-    fn new(values: &Values, a: &AccountPlan) -> Cut {
+    fn new(values: &Values, changes: &[Change], diff: &str) -> Cut {
         Cut {
-            changes: a
-                .changes
+            changes: changes
                 .iter()
                 .map(|c| {
                     std::iter::once(&c.name)
@@ -39,7 +38,39 @@ impl Cut {
                         .collect()
                 })
                 .collect(),
-            lines: a.diff.lines().map(|l| values.find(l)).collect(),
+            lines: diff.lines().map(|l| values.find(l)).collect(),
+        }
+    }
+}
+
+/// What grouping keeps of one account's change once its texts are cut: the forms (with
+/// and without context lines) hashed, and the values at its positions. A few hundred bytes
+/// however big the diff, so a plan of 10,000 creates does not hold 10,000 cut bundles.
+struct Shape {
+    /// The form without context lines: what a group is keyed on.
+    key: [u8; 32],
+    /// The form with context lines.
+    full: [u8; 32],
+    /// The values at the key positions (summary, then changed lines), in order.
+    positions: Vec<usize>,
+    /// The values found in context lines, in order.
+    context: Vec<usize>,
+}
+
+impl Shape {
+    fn of(values: &Values, a: &AccountPlan) -> Shape {
+        let diff = a.diff.unpack();
+        let cut = Cut::new(values, &a.changes, &diff);
+        Shape {
+            key: skeleton(a.action, &a.changes, &diff, &cut, false),
+            full: skeleton(a.action, &a.changes, &diff, &cut, true),
+            positions: key_positions(&diff, &cut),
+            context: diff
+                .lines()
+                .zip(&cut.lines)
+                .filter(|(l, _)| !is_changed_line(l))
+                .flat_map(|(_, f)| f.iter().map(|o| o.value))
+                .collect(),
         }
     }
 }
@@ -52,7 +83,7 @@ fn is_changed_line(line: &str) -> bool {
 /// The form of one account's change with every value found left out: what a group needs in
 /// common (with the action). Hashed, so 1,000 creates (whole bundles) stay small. `context`
 /// adds the diff's context lines.
-fn skeleton(action: Action, a: &AccountPlan, cut: &Cut, context: bool) -> [u8; 32] {
+fn skeleton(action: Action, changes: &[Change], diff: &str, cut: &Cut, context: bool) -> [u8; 32] {
     use sha2::{Digest as _, Sha256};
     let mut h = Sha256::new();
     let mut piece = |text: &str, found: &[Occurrence]| {
@@ -70,7 +101,7 @@ fn skeleton(action: Action, a: &AccountPlan, cut: &Cut, context: bool) -> [u8; 3
         h.update([2]);
     };
     piece(action.as_str(), &[]);
-    for (c, found) in a.changes.iter().zip(&cut.changes) {
+    for (c, found) in changes.iter().zip(&cut.changes) {
         piece(c.area.as_str(), &[]);
         piece(c.op.as_str(), &[]);
         piece(&c.details.len().to_string(), &[]);
@@ -78,7 +109,7 @@ fn skeleton(action: Action, a: &AccountPlan, cut: &Cut, context: bool) -> [u8; 3
             piece(text, f);
         }
     }
-    for (line, found) in a.diff.lines().zip(&cut.lines) {
+    for (line, found) in diff.lines().zip(&cut.lines) {
         if context || is_changed_line(line) {
             piece(line, found);
         }
@@ -88,10 +119,9 @@ fn skeleton(action: Action, a: &AccountPlan, cut: &Cut, context: bool) -> [u8; 3
 }
 
 /// The values at the positions a group is keyed on (summary, then changed lines), in order.
-fn key_positions(a: &AccountPlan, cut: &Cut) -> Vec<usize> {
+fn key_positions(diff: &str, cut: &Cut) -> Vec<usize> {
     let changes = cut.changes.iter().flatten().flatten();
-    let lines = a
-        .diff
+    let lines = diff
         .lines()
         .zip(&cut.lines)
         .filter(|(l, _)| is_changed_line(l))
@@ -100,8 +130,8 @@ fn key_positions(a: &AccountPlan, cut: &Cut) -> Vec<usize> {
 }
 
 /// Each account of `set` with the value it has at key position `p`.
-fn column(positions: &BTreeMap<usize, Vec<usize>>, set: &[usize], p: usize) -> Vec<(usize, usize)> {
-    set.iter().map(|&i| (i, positions[&i][p])).collect()
+fn column(shapes: &BTreeMap<usize, Shape>, set: &[usize], p: usize) -> Vec<(usize, usize)> {
+    set.iter().map(|&i| (i, shapes[&i].positions[p])).collect()
 }
 
 /// Whether account `a` (with `vars`) has `rep` where its text holds value `value`.
@@ -160,7 +190,7 @@ fn best_rep(
 /// how each position is written.
 fn split_buckets(
     buckets: BTreeMap<[u8; 32], Vec<usize>>,
-    positions: &BTreeMap<usize, Vec<usize>>,
+    shapes: &BTreeMap<usize, Shape>,
     values: &Values,
     vars: &[Vars],
     accounts: &[AccountPlan],
@@ -171,13 +201,13 @@ fn split_buckets(
         while let Some(&first) = remaining.first() {
             let mut set = remaining.clone();
             let mut reps = Vec::new();
-            let count = positions[&first].len();
+            let count = shapes[&first].positions.len();
             for p in 0..count {
-                let here = column(positions, &set, p);
+                let here = column(shapes, &set, p);
                 // Every account supports its own text, so there is always a choice.
                 let rep = best_rep(values, vars, &here, &|_| true)
-                    .unwrap_or(Rep::Literal(positions[&first][p]));
-                set.retain(|&i| supports(values, &vars[i], positions[&i][p], &rep));
+                    .unwrap_or(Rep::Literal(shapes[&first].positions[p]));
+                set.retain(|&i| supports(values, &vars[i], shapes[&i].positions[p], &rep));
                 reps.push(rep);
             }
             // Decided again for the accounts that stayed: a position decided for a wider
@@ -185,7 +215,7 @@ fn split_buckets(
             // so whatever wins now, all of them do).
             let reps: Vec<Rep> = (0..reps.len())
                 .map(|p| {
-                    let here = column(positions, &set, p);
+                    let here = column(shapes, &set, p);
                     best_rep(values, vars, &here, &|_| true).unwrap_or_else(|| reps[p].clone())
                 })
                 .collect();
@@ -218,21 +248,16 @@ pub(super) fn group(accounts: &mut [AccountPlan], vars: &[Vars]) -> Vec<Group> {
         .filter(|&i| matches!(accounts[i].action, Action::Create | Action::Update))
         .collect();
     let values = Values::new(planned.iter().map(|&i| &vars[i]));
-    let mut cuts: BTreeMap<usize, Cut> = BTreeMap::new();
+    // One account's texts at a time: unpacked, cut, reduced to their shape, dropped.
+    let mut shapes: BTreeMap<usize, Shape> = BTreeMap::new();
     let mut buckets: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
-    let mut positions: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for &i in &planned {
-        let a = &accounts[i];
-        let cut = Cut::new(&values, a);
-        buckets
-            .entry(skeleton(a.action, a, &cut, false))
-            .or_default()
-            .push(i);
-        positions.insert(i, key_positions(a, &cut));
-        cuts.insert(i, cut);
+        let shape = Shape::of(&values, &accounts[i]);
+        buckets.entry(shape.key).or_default().push(i);
+        shapes.insert(i, shape);
     }
 
-    let mut members = split_buckets(buckets, &positions, &values, vars, accounts);
+    let mut members = split_buckets(buckets, &shapes, &values, vars, accounts);
     members.sort_by(|(a, x, _), (b, y, _)| {
         let rank = |a: &Action| if *a == Action::Update { 0 } else { 1 };
         (rank(a), std::cmp::Reverse(x.len()), x[0]).cmp(&(
@@ -244,32 +269,38 @@ pub(super) fn group(accounts: &mut [AccountPlan], vars: &[Vars]) -> Vec<Group> {
     let mut groups = Vec::with_capacity(members.len());
     for (g, (action, idx, reps)) in members.into_iter().enumerate() {
         let first = idx[0];
-        let (a, cut) = (&accounts[first], &cuts[&first]);
+        let a = &accounts[first];
+        let diff_text = a.diff.unpack();
+        let cut = &Cut::new(&values, &a.changes, &diff_text);
 
         // Context lines are not what the group is keyed on: each of the first account's
         // values there is written the way most of the accounts whose diff has the same form
         // agree on; where one of them does not, the diff's context is the first account's.
-        let full = skeleton(action, a, cut, true);
+        let full = shapes[&first].full;
         let aligned: Vec<usize> = idx
             .iter()
             .copied()
-            .filter(|&i| skeleton(action, &accounts[i], &cuts[&i], true) == full)
+            .filter(|&i| shapes[&i].full == full)
             .collect();
         let mut context_differs = aligned.len() < idx.len();
         let mut line_reps: Vec<Vec<Rep>> = Vec::with_capacity(cut.lines.len());
         let mut next = cut.changes.iter().flatten().flatten().count();
-        for (n, (line, found)) in a.diff.lines().zip(&cut.lines).enumerate() {
+        // Index into each aligned account's context values (they share the form, so the
+        // same occurrence is at the same index in each).
+        let mut at_context = 0;
+        for (line, found) in diff_text.lines().zip(&cut.lines) {
             if is_changed_line(line) {
                 line_reps.push(reps[next..next + found.len()].to_vec());
                 next += found.len();
                 continue;
             }
             let mut these = Vec::with_capacity(found.len());
-            for (k, o) in found.iter().enumerate() {
+            for o in found {
                 let here: Vec<(usize, usize)> = aligned
                     .iter()
-                    .map(|&i| (i, cuts[&i].lines[n][k].value))
+                    .map(|&i| (i, shapes[&i].context[at_context]))
                     .collect();
+                at_context += 1;
                 let own = |r: &Rep| supports(&values, &vars[first], o.value, r);
                 let rep = best_rep(&values, vars, &here, &own).unwrap_or(Rep::Literal(o.value));
                 context_differs |= here
@@ -323,8 +354,7 @@ pub(super) fn group(accounts: &mut [AccountPlan], vars: &[Vars]) -> Vec<Group> {
                 }
             })
             .collect();
-        let diff: String = a
-            .diff
+        let diff: String = diff_text
             .lines()
             .zip(&cut.lines)
             .zip(&line_reps)

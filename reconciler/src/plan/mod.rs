@@ -29,6 +29,7 @@ use fleetgate_bundle::sensitive::redacting;
 
 use crate::config::template::Vars;
 use crate::redact::scrub_in_place;
+use crate::render::packed::PackedText;
 use crate::target::{ErrorClass, Observed};
 pub use changes::{Area, Change, Op};
 pub use model::{
@@ -53,26 +54,44 @@ pub fn plan(
     observed: &BTreeMap<String, Observed>,
     options: &Options,
 ) -> Plan {
-    let key = options.redaction_key.as_slice();
-    let mut accounts: Vec<AccountPlan> = Vec::with_capacity(desired.len());
-    // Each account's `${account.*}` values, as its rendered bundle records them: grouping
-    // writes them back as variables.
-    let mut vars: Vec<Vars> = Vec::with_capacity(desired.len());
-    let mut warnings: BTreeMap<(WarningKind, String), BTreeSet<String>> = BTreeMap::new();
-    let mut sorted: Vec<&Desired> = desired.iter().collect();
-    sorted.sort_by(|a, b| a.account.name.cmp(&b.account.name));
-    sorted.dedup_by(|a, b| a.account.name == b.account.name);
+    let planned = desired
+        .iter()
+        .map(|d| {
+            let seen = observed.get(&d.account.name).unwrap_or(&Observed::New);
+            plan_account(d, seen, options, &|_| false)
+        })
+        .collect();
+    assemble(context, planned, options)
+}
 
-    for d in sorted {
-        let (entry, risks) = plan_account(d, observed, options);
-        for risk in risks {
+/// One account, planned: its entry of the plan (texts scrubbed, diff packed), the risks its
+/// change carries, and its `${account.*}` values (grouping writes them back as variables).
+/// What a plan keeps of an account once its bundles are dropped.
+#[derive(Debug, Clone)]
+pub struct PlannedAccount {
+    pub entry: AccountPlan,
+    pub risks: Vec<risks::Risk>,
+    pub vars: Vars,
+}
+
+/// The plan from its accounts, each planned on its own ([`plan_account`], as soon as its
+/// state is observed): groups, waves, warnings and the summary.
+pub fn assemble(context: &Context, mut planned: Vec<PlannedAccount>, options: &Options) -> Plan {
+    let key = options.redaction_key.as_slice();
+    planned.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
+    planned.dedup_by(|a, b| a.entry.name == b.entry.name);
+    let mut accounts: Vec<AccountPlan> = Vec::with_capacity(planned.len());
+    let mut vars: Vec<Vars> = Vec::with_capacity(planned.len());
+    let mut warnings: BTreeMap<(WarningKind, String), BTreeSet<String>> = BTreeMap::new();
+    for p in planned {
+        for risk in p.risks {
             warnings
                 .entry((risk.kind, risk.message))
                 .or_default()
-                .insert(d.account.name.clone());
+                .insert(p.entry.name.clone());
         }
-        accounts.push(entry);
-        vars.push(Vars::of_bundle(&d.bundle.account));
+        accounts.push(p.entry);
+        vars.push(p.vars);
     }
 
     let groups = group::group(&mut accounts, &vars);
@@ -141,13 +160,19 @@ pub fn plan(
 }
 
 /// One account's entry of the plan, from its desired and observed state, and the risks its
-/// change carries.
-fn plan_account(
+/// change carries. `superseded` says whether the tracked branch has moved past a commit: a
+/// hold recorded there is over (as are those at [`Options::released_holds`]). Its texts are
+/// scrubbed and its diff packed here, so the bundles it was made from can be dropped.
+pub fn plan_account(
     d: &Desired,
-    observed: &BTreeMap<String, Observed>,
+    seen: &Observed,
     options: &Options,
-) -> (AccountPlan, Vec<risks::Risk>) {
+    superseded: &dyn Fn(&str) -> bool,
+) -> PlannedAccount {
     let key = options.redaction_key.as_slice();
+    let released = |h: &crate::target::Hold| {
+        hold_released(h, options) || h.branch_head.as_deref().is_some_and(superseded)
+    };
     let mut risks = Vec::new();
     let name = &d.account.name;
     let mut entry = AccountPlan {
@@ -161,11 +186,11 @@ fn plan_account(
         error: None,
         group: None,
         changes: Vec::new(),
-        diff: String::new(),
+        diff: PackedText::default(),
         expected: None,
         carried: None,
     };
-    let seen = observed.get(name).unwrap_or(&Observed::New);
+    let mut diff = String::new();
     if let Observed::Current { pointer, etag }
     | Observed::Pointed { pointer, etag }
     | Observed::Deployed { pointer, etag, .. } = seen
@@ -179,9 +204,9 @@ fn plan_account(
         Observed::New => {
             entry.action = Action::Create;
             if !options.outcomes_only {
-                entry.changes = vec![changes::created(&d.bundle)];
-                entry.diff =
-                    diff::unified("", &redacted_pretty(&d.bundle, key), options.context_lines);
+                let bundle = d.bundle();
+                entry.changes = vec![changes::created(&bundle)];
+                diff = diff::unified("", &redacted_pretty(&bundle, key), options.context_lines);
             }
         }
         Observed::Unreachable { reason, class } => {
@@ -192,10 +217,7 @@ fn plan_account(
         Observed::Current { pointer, .. }
         | Observed::Pointed { pointer, .. }
         | Observed::Deployed { pointer, .. }
-            if pointer
-                .hold
-                .as_ref()
-                .is_some_and(|h| !hold_released(h, options))
+            if pointer.hold.as_ref().is_some_and(|h| !released(h))
                 && pointer.digest != d.digest =>
         {
             entry.action = Action::Held;
@@ -262,16 +284,29 @@ fn plan_account(
                 entry.action = Action::Update;
             } else if pointer.digest != d.digest {
                 entry.action = Action::Update;
+                let head = d.bundle();
                 let old = redacted_pretty(bundle, key);
-                let new = redacted_pretty(&d.bundle, key);
-                entry.changes = changes::between(bundle, &d.bundle, key);
+                let new = redacted_pretty(&head, key);
+                entry.changes = changes::between(bundle, &head, key);
                 changes::order(&mut entry.changes);
-                entry.diff = diff::unified(&old, &new, options.context_lines);
-                risks = risks::between(bundle, &d.bundle);
+                diff = diff::unified(&old, &new, options.context_lines);
+                risks = risks::between(bundle, &head);
             }
         }
     }
-    (entry, risks)
+    // Every text of the entry a reader sees, secret material fingerprinted.
+    let s = |text: &mut String| scrub_in_place(text, key);
+    if let Some(note) = &mut entry.note {
+        s(note);
+    }
+    scrub_changes(&mut entry.changes, key);
+    s(&mut diff);
+    entry.diff = PackedText::new(&diff);
+    PlannedAccount {
+        entry,
+        risks,
+        vars: d.vars.clone(),
+    }
 }
 
 /// The account's carried state, when the preempted rollout's write is still what is there.
@@ -295,18 +330,14 @@ fn carried_note(c: &Carried) -> String {
     )
 }
 
-/// Scrubs every text of a plan a reader sees: warnings, notes, changes and diffs of the
-/// accounts and groups, and the repo and target as given (a URL may carry a token).
-/// Names of accounts and digests are identifiers the rollout follows and are left as they
-/// are (no rule matches them).
+/// Scrubs the texts of a plan a reader sees beyond each account's own (notes, changes and
+/// diffs, scrubbed when the account is planned, [`plan_account`]): warnings, the groups'
+/// changes and diffs, and the repo and target as given (a URL may carry a token). Names of
+/// accounts and digests are identifiers the rollout follows and are left as they are (no
+/// rule matches them).
 pub fn scrub_plan(plan: &mut Plan, key: &[u8]) {
     let s = |text: &mut String| scrub_in_place(text, key);
-    let changes = |list: &mut Vec<Change>| {
-        for c in list {
-            s(&mut c.name);
-            c.details.iter_mut().for_each(s);
-        }
-    };
+    let changes = |list: &mut Vec<Change>| scrub_changes(list, key);
     plan.warnings.iter_mut().for_each(|w| s(&mut w.message));
     s(&mut plan.repo);
     s(&mut plan.target);
@@ -314,12 +345,14 @@ pub fn scrub_plan(plan: &mut Plan, key: &[u8]) {
         changes(&mut g.changes);
         s(&mut g.diff);
     }
-    for a in &mut plan.accounts {
-        if let Some(note) = &mut a.note {
-            s(note);
+}
+
+fn scrub_changes(list: &mut [Change], key: &[u8]) {
+    for c in list {
+        scrub_in_place(&mut c.name, key);
+        for d in &mut c.details {
+            scrub_in_place(d, key);
         }
-        changes(&mut a.changes);
-        s(&mut a.diff);
     }
 }
 

@@ -7,25 +7,49 @@ use fleetgate_bundle::{Bundle, Digest};
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::config::template::Vars;
 use crate::plan::changes::Change;
 use crate::plan::risks::Warning;
+use crate::render::packed::{Packed, PackedText};
 use crate::target::{AccountRef, ETag, ErrorClass, Pointer};
 
 /// The version of the JSON plan document (`formatVersion`). Bumped on any change that is
 /// not an addition.
 pub const PLAN_FORMAT_VERSION: u32 = 1;
 
-/// One account's desired state: its bundle rendered at the head.
+/// One account's desired state: its bundle rendered at the head. Held for every planned
+/// account from render to write, so only the packed canonical bytes are kept (a few KiB);
+/// [`Desired::bundle`] decodes them where a plan needs the bundle itself.
 #[derive(Debug, Clone)]
 pub struct Desired {
     pub account: AccountRef,
-    pub bundle: Bundle,
-    /// The canonical bytes (what apply stores).
-    pub canonical: Vec<u8>,
+    /// The canonical bytes (what apply stores), packed.
+    pub canonical: Packed,
+    /// The `${account.*}` values its bundle records (grouping writes them back as variables).
+    pub vars: Vars,
     pub digest: Digest,
     /// The digest rendered at the plan's base, when it has one and the account rendered
     /// there: tells a drifted target apart from a change in git.
     pub base_digest: Option<Digest>,
+}
+
+impl Desired {
+    pub fn new(account: AccountRef, bundle: &Bundle, canonical: &[u8], digest: Digest) -> Desired {
+        Desired {
+            account,
+            canonical: Packed::new(canonical),
+            vars: Vars::of_bundle(&bundle.account),
+            digest,
+            base_digest: None,
+        }
+    }
+
+    /// The rendered bundle, decoded from its canonical bytes (and checked against its
+    /// digest).
+    pub fn bundle(&self) -> Bundle {
+        Bundle::from_stored(&self.canonical.unpack(), &self.digest)
+            .expect("a rendered bundle decodes from its own canonical bytes")
+    }
 }
 
 /// Where the plan's inputs came from; carried into the plan for its readers.
@@ -207,7 +231,8 @@ pub struct AccountPlan {
     pub changes: Vec<Change>,
     /// Unified diff of the redacted pretty bundles (deployed -> head); empty when nothing
     /// changes. Hunk headers name the place in the bundle instead of line numbers.
-    pub diff: String,
+    // Held packed until the document is written.
+    pub diff: PackedText,
     /// The deployed pointer and its version this plan was made against. Execution replaces
     /// exactly that version (compare-and-swap; `None`: there must be no pointer), so a
     /// pointer that moved after the plan is a conflict, never overwritten. Not part of the

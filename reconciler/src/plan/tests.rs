@@ -33,7 +33,8 @@ fn update(name: &str, change: &str, old: &str, new: &str) -> AccountPlan {
         }],
         diff: format!(
             "@@ gateway.routes[{change}] @@\n   \"{change}\": {{\n-  \"{old}\"\n+  \"{new}\"\n"
-        ),
+        )
+        .into(),
         expected: None,
         carried: None,
     }
@@ -82,7 +83,7 @@ fn an_account_named_like_a_word_of_the_change_groups_with_the_rest() {
     assert!(g.context_from.is_none());
     assert!(accounts.iter().all(|a| a.group == Some(0)));
     assert!(
-        accounts[1].diff.contains("/v2/222222222222"),
+        accounts[1].diff.unpack().contains("/v2/222222222222"),
         "accounts stay literal"
     );
 }
@@ -200,13 +201,12 @@ static EXAMPLE: LazyLock<Example> = LazyLock::new(|| {
                 wave_of.insert(name.to_string(), w);
             }
             let r = crate::render::render(&repo, name).expect("the example renders");
-            Desired {
-                account: AccountRef::from_repo(&repo, name).expect("the example places it"),
-                bundle: r.bundle,
-                canonical: r.canonical,
-                digest: r.digest,
-                base_digest: None,
-            }
+            Desired::new(
+                AccountRef::from_repo(&repo, name).expect("the example places it"),
+                &r.bundle,
+                &r.canonical,
+                r.digest,
+            )
         })
         .collect();
     Example {
@@ -291,7 +291,7 @@ fn current(digest: &Digest) -> Observed {
 
 /// `d`'s bundle with its first route's timeout changed: what an older commit rendered.
 fn older(d: &Desired) -> Bundle {
-    let mut old = d.bundle.clone();
+    let mut old = d.bundle();
     old.gateway.routes[0].timeout = Some("42s".parse().expect("a duration"));
     assert_ne!(old.digest(), d.digest);
     old
@@ -333,10 +333,10 @@ fn an_account_never_deployed_is_created_with_its_whole_bundle_as_the_change() {
         (a.from.as_deref(), a.to.as_str()),
         (None, d.digest.as_str())
     );
-    assert_eq!(a.changes, [changes::created(&d.bundle)]);
+    assert_eq!(a.changes, [changes::created(&d.bundle())]);
     assert!(!a.diff.is_empty());
     assert!(
-        a.diff.lines().all(|l| !l.starts_with('-')),
+        a.diff.unpack().lines().all(|l| !l.starts_with('-')),
         "nothing is removed: {}",
         a.diff
     );
@@ -354,7 +354,7 @@ fn an_account_deployed_at_the_head_is_unchanged_whether_or_not_its_bundle_was_re
     let (a, b) = (example("acme-prod"), example("stark-prod"));
     let seen = observed([
         ("acme-prod", current(&a.digest)),
-        ("stark-prod", deployed(&b.bundle)),
+        ("stark-prod", deployed(&b.bundle())),
     ]);
     let plan = run(
         &context(&["acme-prod", "stark-prod"]),
@@ -380,7 +380,7 @@ fn an_account_deployed_at_the_head_is_unchanged_whether_or_not_its_bundle_was_re
 fn an_account_deployed_at_another_bundle_is_updated_with_what_changes() {
     let d = example("acme-prod");
     let old = older(&d);
-    let route = d.bundle.gateway.routes[0].name.clone();
+    let route = d.bundle().gateway.routes[0].name.clone();
     let seen = observed([("acme-prod", deployed(&old))]);
     let plan = run(&context(&["acme-prod"]), from_ref(&d), &seen, &options());
     let a = entry(&plan, "acme-prod");
@@ -397,7 +397,7 @@ fn an_account_deployed_at_another_bundle_is_updated_with_what_changes() {
         ),
         (Area::Route, Op::Changed, route.as_str())
     );
-    assert!(a.diff.contains("42s"), "{}", a.diff);
+    assert!(a.diff.unpack().contains("42s"), "{}", a.diff);
     assert!(a.note.is_none(), "no base, so no drift: {:?}", a.note);
     assert_eq!((plan.summary.update, plan.groups.len()), (1, 1));
     assert_eq!(plan.groups[0].action, Action::Update);
@@ -486,7 +486,7 @@ fn an_account_carried_from_a_preempted_rollout_is_planned_even_at_the_head() {
         )]),
         ..options()
     };
-    for state in [current(&d.digest), deployed(&d.bundle)] {
+    for state in [current(&d.digest), deployed(&d.bundle())] {
         let seen = observed([("acme-prod", state)]);
         let plan = run(&context(&["acme-prod"]), from_ref(&d), &seen, &carried);
         let a = entry(&plan, "acme-prod");
@@ -614,7 +614,7 @@ fn a_held_account_stays_on_its_bundle_until_the_hold_is_released_or_ignored() {
     assert_eq!(entry(&plan, "acme-prod").action, Action::Update);
 
     // Held at the head's bundle: nothing to hold back.
-    let plan = run(&ctx, from_ref(&d), &held(&d.bundle), &options());
+    let plan = run(&ctx, from_ref(&d), &held(&d.bundle()), &options());
     assert_eq!(entry(&plan, "acme-prod").action, Action::NoChange);
 }
 
@@ -622,8 +622,8 @@ fn a_held_account_stays_on_its_bundle_until_the_hold_is_released_or_ignored() {
 fn accounts_deployed_but_gone_from_git_are_orphans_and_never_planned() {
     let d = example("acme-prod");
     let seen = observed([
-        ("acme-prod", deployed(&d.bundle)),
-        ("gone-prod", deployed(&d.bundle)),
+        ("acme-prod", deployed(&d.bundle())),
+        ("gone-prod", deployed(&d.bundle())),
     ]);
     let plan = run(
         &context(&["acme-prod", "gone-prod"]),
@@ -640,7 +640,7 @@ fn accounts_deployed_but_gone_from_git_are_orphans_and_never_planned() {
 #[test]
 fn only_desired_accounts_are_planned_once_each_in_name_order() {
     let (a, b) = (example("acme-prod"), example("wayne-prod"));
-    let seen = observed([("stark-prod", deployed(&a.bundle))]);
+    let seen = observed([("stark-prod", deployed(&a.bundle()))]);
     let desired = [b.clone(), a.clone(), b];
     let plan = run(&context(&[]), &desired, &seen, &options());
     let names: Vec<&str> = plan.accounts.iter().map(|p| p.name.as_str()).collect();
@@ -794,10 +794,9 @@ proptest! {
             if !part.planned {
                 continue;
             }
-            let mut d = base.clone();
-            d.bundle.gateway.hosts.extend(part.extra_hosts.iter().cloned());
-            d.canonical = d.bundle.canonical_json();
-            d.digest = d.bundle.digest();
+            let mut bundle = base.bundle();
+            bundle.gateway.hosts.extend(part.extra_hosts.iter().cloned());
+            let mut d = Desired::new(base.account.clone(), &bundle, &bundle.canonical_json(), bundle.digest());
             d.base_digest = match part.base {
                 0 => None,
                 1 => Some(d.digest.clone()),
@@ -806,7 +805,7 @@ proptest! {
             let mut state = if part.not_read {
                 current(&d.digest)
             } else {
-                deployed(&d.bundle)
+                deployed(&d.bundle())
             };
             if part.held {
                 let (Observed::Current { pointer, .. } | Observed::Deployed { pointer, .. }) =

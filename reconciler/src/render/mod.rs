@@ -23,6 +23,7 @@
 
 pub mod affected;
 pub mod merge;
+pub mod packed;
 pub mod validate;
 
 pub use affected::input_paths;

@@ -30,6 +30,38 @@ pub async fn observe(
     .collect()
 }
 
+/// How much of one account's deployed state to read.
+#[derive(Debug, Clone, Copy)]
+pub enum Read<'a> {
+    /// The pointer and the bundle it names ([`Observed::Deployed`]).
+    Bundle,
+    /// The pointer, and the bundle unless the pointer names this digest
+    /// ([`Observed::Current`]).
+    Unless(&'a Digest),
+    /// The pointer only ([`Observed::Current`] at this digest, [`Observed::Pointed`]
+    /// elsewhere).
+    PointerOnly(&'a Digest),
+}
+
+/// Reads one account's deployed state.
+pub async fn observe_account(
+    target: &dyn Target,
+    account: &AccountRef,
+    read: Read<'_>,
+) -> Result<Observed, TargetError> {
+    match read {
+        Read::Bundle => observe_one(target, account, None).await,
+        Read::Unless(d) => observe_one(target, account, Some(d)).await,
+        Read::PointerOnly(wanted) => Ok(match target.read_pointer(account).await? {
+            None => Observed::New,
+            Some((pointer, etag)) if &pointer.digest == wanted => {
+                Observed::Current { pointer, etag }
+            }
+            Some((pointer, etag)) => Observed::Pointed { pointer, etag },
+        }),
+    }
+}
+
 async fn observe_one(
     target: &dyn Target,
     account: &AccountRef,
@@ -69,13 +101,14 @@ pub async fn observe_pointers(
         accounts.iter(),
         |a| a,
         |a| async move {
-            Ok::<_, TargetError>(match target.read_pointer(a).await? {
-                None => Observed::New,
-                Some((pointer, etag)) if wanted.get(&a.name) == Some(&pointer.digest) => {
-                    Observed::Current { pointer, etag }
-                }
-                Some((pointer, etag)) => Observed::Pointed { pointer, etag },
-            })
+            match wanted.get(&a.name) {
+                Some(w) => observe_account(target, a, Read::PointerOnly(w)).await,
+                // Nothing is wanted there: any pointer is elsewhere.
+                None => Ok(match target.read_pointer(a).await? {
+                    None => Observed::New,
+                    Some((pointer, etag)) => Observed::Pointed { pointer, etag },
+                }),
+            }
         },
     )
     .await

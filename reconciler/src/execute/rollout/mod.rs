@@ -920,10 +920,14 @@ async fn write(
     // tampered target, and no pointer is moved onto it.
     if reuse_stored || current.is_some_and(|(p, _)| p.previous.as_ref() == Some(&d.digest)) {
         if target.read_bundle(&d.account, &d.digest).await?.is_none() {
-            target.write_bundle(&d.account, &d.canonical).await?;
+            target
+                .write_bundle(&d.account, &d.canonical.unpack())
+                .await?;
         }
     } else {
-        target.write_bundle(&d.account, &d.canonical).await?;
+        target
+            .write_bundle(&d.account, &d.canonical.unpack())
+            .await?;
     }
     let pointer = Pointer {
         digest: d.digest.clone(),

@@ -43,13 +43,12 @@ fn desired(repo: &crate::Repo) -> Vec<Desired> {
     repo.account_names()
         .map(|n| {
             let r = crate::render(repo, n).unwrap();
-            Desired {
-                account: AccountRef::from_repo(repo, n).unwrap(),
-                bundle: r.bundle,
-                canonical: r.canonical,
-                digest: r.digest,
-                base_digest: None,
-            }
+            Desired::new(
+                AccountRef::from_repo(repo, n).unwrap(),
+                &r.bundle,
+                &r.canonical,
+                r.digest,
+            )
         })
         .collect()
 }
