@@ -26,15 +26,24 @@ pub fn print_diagnostics(list: &[Diagnostic]) {
 
 /// Writes a plan (or an invalid head's errors) to `--out` or standard output.
 pub fn write_plan(out: Option<&Path>, text: &str) -> Result<()> {
+    write_plan_with(out, &mut |w| w.write_all(text.as_bytes()))
+}
+
+/// Writes a plan to `--out` or standard output as `write` produces it.
+pub fn write_plan_with(
+    out: Option<&Path>,
+    write: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<()> {
     match out {
         Some(path) => {
-            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+            let cannot = || format!("cannot write {}", path.display());
+            let mut file = std::fs::File::create(path).with_context(cannot)?;
+            write(&mut file).with_context(cannot)
         }
         None => {
             // Colors only on a terminal, and never with NO_COLOR set.
             let mut out = anstream::AutoStream::auto(std::io::stdout().lock());
-            out.write_all(text.as_bytes())
-                .context("cannot write the plan")
+            write(&mut out).context("cannot write the plan")
         }
     }
 }

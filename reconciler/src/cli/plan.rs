@@ -49,17 +49,23 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
         &superseded,
     ))?;
     for (format, path) in outputs(args) {
-        let text = match format {
+        match format {
             // Colors only on a terminal: never in a file.
-            PlanFormat::Text => plan::format::text(&plan, path.is_none()),
-            PlanFormat::Markdown => plan::format::markdown(
-                &plan,
-                plan::format::MARKDOWN_LIMIT,
-                args.full_plan_url.as_deref(),
-            ),
-            PlanFormat::Json => plan::format::json(&plan),
-        };
-        output::write_plan(path, &text)?;
+            PlanFormat::Text => {
+                output::write_plan(path, &plan::format::text(&plan, path.is_none()))?
+            }
+            PlanFormat::Markdown => output::write_plan(
+                path,
+                &plan::format::markdown(
+                    &plan,
+                    plan::format::MARKDOWN_LIMIT,
+                    args.full_plan_url.as_deref(),
+                ),
+            )?,
+            PlanFormat::Json => {
+                output::write_plan_with(path, &mut |w| plan::format::write_json(&plan, w))?
+            }
+        }
     }
     Ok(if plan.summary.unreachable > 0 {
         ExitCode::FAILURE

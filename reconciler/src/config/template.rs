@@ -169,9 +169,11 @@ fn first_run(text: &str) -> &str {
 pub struct Values {
     /// Distinct non-empty values.
     values: Vec<String>,
-    /// Values that start with a letter or digit, by that first run (`us` for `us-east-1`),
-    /// each list longest first.
-    by_run: std::collections::HashMap<String, Vec<usize>>,
+    /// Values that start with a letter or digit, by the whole value.
+    index: std::collections::HashMap<String, usize>,
+    /// The first runs of those values (`us` for `us-east-1`), each with its longest
+    /// value's length: where in a text a value can start, and how far it can reach.
+    by_run: std::collections::HashMap<String, usize>,
     /// Values that start with another character (rare: a label value), longest first.
     other: Vec<usize>,
 }
@@ -192,22 +194,22 @@ impl Values {
             .filter(|v| !v.is_empty())
             .collect();
         let values: Vec<String> = distinct.into_iter().map(str::to_string).collect();
-        let mut by_run: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        let mut index: std::collections::HashMap<String, usize> = Default::default();
+        let mut by_run: std::collections::HashMap<String, usize> = Default::default();
         let mut other = Vec::new();
         for (i, v) in values.iter().enumerate() {
             if v.starts_with(joins) {
-                by_run.entry(first_run(v).to_string()).or_default().push(i);
+                index.insert(v.clone(), i);
+                let longest = by_run.entry(first_run(v).to_string()).or_default();
+                *longest = (*longest).max(v.len());
             } else {
                 other.push(i);
             }
         }
-        let longest_first = |list: &mut Vec<usize>| {
-            list.sort_by(|a, b| values[*b].len().cmp(&values[*a].len()).then(a.cmp(b)));
-        };
-        by_run.values_mut().for_each(longest_first);
-        longest_first(&mut other);
+        other.sort_by(|a, b| values[*b].len().cmp(&values[*a].len()).then(a.cmp(b)));
         Values {
             values,
+            index,
             by_run,
             other,
         }
@@ -225,28 +227,37 @@ impl Values {
     pub fn find(&self, text: &str) -> Vec<Occurrence> {
         let mut candidates: Vec<Occurrence> = Vec::new();
         let mut consider = |start: usize, value: usize| {
-            let v = &self.values[value];
-            let end = start + v.len();
-            if !text[start..].starts_with(v.as_str()) {
-                return;
-            }
-            let before = text[..start].chars().next_back();
-            let after = text[end..].chars().next();
-            if !before.is_some_and(|c| joins(c) || c == '$') && !after.is_some_and(joins) {
-                candidates.push(Occurrence { start, end, value });
-            }
+            candidates.extend(self.at(text, start, value));
         };
+        // Where a run starts that some value starts with, every value that ends there at a
+        // token's end is looked up whole: the cost is the text's, not the number of values
+        // (10,000 accounts' names all start with the same run).
         let mut previous: Option<char> = None;
         for (i, c) in text.char_indices() {
-            if joins(c)
-                && !previous.is_some_and(joins)
-                && let Some(list) = self.by_run.get(first_run(&text[i..]))
-            {
-                for &value in list {
-                    consider(i, value);
+            let starts_run = joins(c) && !previous.is_some_and(joins);
+            previous = Some(c);
+            if !starts_run {
+                continue;
+            }
+            let run = first_run(&text[i..]);
+            if let Some(&longest) = self.by_run.get(run) {
+                let mut end = text.len().min(i + longest);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let reach = &text[i..end];
+                let ends = reach
+                    .char_indices()
+                    .map(|(k, _)| k)
+                    .skip(1)
+                    .chain(std::iter::once(reach.len()))
+                    .filter(|&k| k >= run.len() && !text[i + k..].starts_with(joins));
+                for k in ends {
+                    if let Some(&value) = self.index.get(&text[i..i + k]) {
+                        consider(i, value);
+                    }
                 }
             }
-            previous = Some(c);
         }
         for &value in &self.other {
             let v = self.values[value].as_str();
@@ -256,24 +267,42 @@ impl Values {
                 from += at + v.chars().next().map_or(1, char::len_utf8);
             }
         }
-        candidates.sort_by(|a, b| {
-            (b.end - b.start, a.start, a.value).cmp(&(a.end - a.start, b.start, b.value))
-        });
-        let mut found: Vec<Occurrence> = Vec::new();
-        for o in candidates {
-            // Sorted by start: the neighbours are the only candidates for an overlap.
-            let slot = found.partition_point(|f| f.start < o.start);
-            let overlaps = found.get(slot).is_some_and(|f| f.start < o.end)
-                || slot
-                    .checked_sub(1)
-                    .and_then(|i| found.get(i))
-                    .is_some_and(|f| f.end > o.start);
-            if !overlaps {
-                found.insert(slot, o);
-            }
-        }
-        found
+        longest_first(candidates)
     }
+
+    /// Value number `value` at `start` of `text`, when it is there as a whole token.
+    fn at(&self, text: &str, start: usize, value: usize) -> Option<Occurrence> {
+        let v = &self.values[value];
+        let end = start + v.len();
+        if !text[start..].starts_with(v.as_str()) {
+            return None;
+        }
+        let before = text[..start].chars().next_back();
+        let after = text[end..].chars().next();
+        (!before.is_some_and(|c| joins(c) || c == '$') && !after.is_some_and(joins))
+            .then_some(Occurrence { start, end, value })
+    }
+}
+
+/// Of overlapping occurrences, the longest (then the first) wins; sorted by position.
+fn longest_first(mut candidates: Vec<Occurrence>) -> Vec<Occurrence> {
+    candidates.sort_by(|a, b| {
+        (b.end - b.start, a.start, a.value).cmp(&(a.end - a.start, b.start, b.value))
+    });
+    let mut found: Vec<Occurrence> = Vec::new();
+    for o in candidates {
+        // Sorted by start: the neighbours are the only candidates for an overlap.
+        let slot = found.partition_point(|f| f.start < o.start);
+        let overlaps = found.get(slot).is_some_and(|f| f.start < o.end)
+            || slot
+                .checked_sub(1)
+                .and_then(|i| found.get(i))
+                .is_some_and(|f| f.end > o.start);
+        if !overlaps {
+            found.insert(slot, o);
+        }
+    }
+    found
 }
 
 /// `text` as a template: occurrence number `k` of `found` is written `${variable}` when
@@ -418,5 +447,32 @@ mod tests {
             templated(&w, "name account"),
             "${account.name} ${account.region}"
         );
+    }
+
+    proptest::proptest! {
+        /// The index finds exactly what trying every value at every position finds.
+        #[test]
+        fn find_is_every_value_tried_everywhere(
+            accounts in proptest::collection::vec(
+                ("[a-c]{1,3}(-[a-c0-9]{1,2}){0,2}", "[a-c]{1,2}", "-?[ab]{1,2}"),
+                1..6,
+            ),
+            text in "[a-c0-9 $.é-]{0,40}",
+        ) {
+            let vars: Vec<Vars> = accounts
+                .iter()
+                .map(|(name, tenant, stage)| {
+                    Vars::for_account(name, "1", "r", stage, tenant, &BTreeMap::new())
+                })
+                .collect();
+            let values = Values::new(&vars);
+            let mut every = Vec::new();
+            for (start, _) in text.char_indices() {
+                for value in 0..values.values.len() {
+                    every.extend(values.at(&text, start, value));
+                }
+            }
+            proptest::prop_assert_eq!(values.find(&text), longest_first(every));
+        }
     }
 }

@@ -86,6 +86,32 @@ async fn observe_one(
     }
 }
 
+/// Reads every account's pointer and the bundle it names, and checks the bundle against its
+/// digest (a tampered or missing one is that account's [`Observed::Unreachable`]); keeps
+/// the pointer only ([`Observed::Pointed`]), so checking 10,000 accounts does not hold
+/// 10,000 bundles. What drift needs.
+pub async fn observe_checked(
+    target: &dyn Target,
+    accounts: &[AccountRef],
+    fan: &FanOut<'_>,
+) -> std::collections::BTreeMap<String, Observed> {
+    fan.run(
+        "observe",
+        accounts.iter(),
+        |a| a,
+        |a| async move {
+            Ok(match observe_one(target, a, None).await? {
+                Observed::Deployed { pointer, etag, .. } => Observed::Pointed { pointer, etag },
+                other => other,
+            })
+        },
+    )
+    .await
+    .into_iter()
+    .map(|(name, r)| (name, r.unwrap_or_else(|e| Observed::from_error(&e))))
+    .collect()
+}
+
 /// Reads every account's pointer and nothing else: [`Observed::Current`] where it names the
 /// wanted digest, [`Observed::Pointed`] elsewhere. One request per account (AssumeRole
 /// aside): what a rollback needs, which shows no diff and checks the bundle it moves each

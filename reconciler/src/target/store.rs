@@ -260,8 +260,9 @@ pub enum Observed {
     /// Deployed at exactly the digest the caller wanted, so its bundle was not read (plan
     /// and apply need no diff there; drift always reads and checks bundles).
     Current { pointer: Pointer, etag: ETag },
-    /// Deployed at another digest, its bundle not read: a rollback reads pointers only
-    /// ([`crate::target::observe_pointers`]), so its plan has no diff to show.
+    /// Deployed at another digest, its bundle not read (a rollback reads pointers only,
+    /// [`crate::target::observe_pointers`], so its plan has no diff to show) or read,
+    /// checked and not kept ([`crate::target::observe::observe_checked`]).
     Pointed { pointer: Pointer, etag: ETag },
     /// The state could not be read or cannot be trusted (corrupt pointer, tampered or
     /// missing bundle, access denied, timeout...). The message names the account.

@@ -29,7 +29,8 @@ use crate::git::Commit;
 use crate::git::history::History;
 use crate::ops::pipeline::{self, PipelineError};
 use crate::plan::Revision;
-use crate::target::{AccountRef, ErrorClass, FanOut, Observed, Target, observe};
+use crate::target::observe::observe_checked;
+use crate::target::{AccountRef, ErrorClass, FanOut, Observed, Target};
 
 /// The version of the JSON drift document.
 pub const DRIFT_FORMAT_VERSION: u32 = 1;
@@ -326,7 +327,7 @@ pub async fn run(
 ) -> Result<DriftReport, PipelineError> {
     let prepared = pipeline::prepare(repo, None, head)?;
     let refs: Vec<AccountRef> = prepared.desired.iter().map(|d| d.account.clone()).collect();
-    let observed = observe(target, &refs, None, fan).await;
+    let observed = observe_checked(target, &refs, fan).await;
     let history = repo.first_parents(head, depth.max(1))?;
     let position: BTreeMap<String, usize> = history
         .iter()
@@ -338,7 +339,7 @@ pub async fn run(
     // its accounts) to check the claim.
     let mut claims: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
     for d in &prepared.desired {
-        if let Some(Observed::Deployed { pointer, .. }) = observed.get(&d.account.name)
+        if let Some(Observed::Pointed { pointer, .. }) = observed.get(&d.account.name)
             && pointer.digest != d.digest
             && let Some(commit) = &pointer.commit
             && let Some(&i) = position.get(commit)
@@ -351,7 +352,7 @@ pub async fn run(
     for (i, names) in claims {
         let old = Repo::load(&*repo.snapshot(&history[i])?);
         for name in names {
-            let Some(Observed::Deployed { pointer, .. }) = observed.get(name) else {
+            let Some(Observed::Pointed { pointer, .. }) = observed.get(name) else {
                 continue;
             };
             if let Ok(r) = crate::render(&old, name)
@@ -426,7 +427,7 @@ pub async fn run(
         }
     }
     let former: Vec<AccountRef> = former.into_values().collect();
-    let seen = observe(target, &former, None, fan).await;
+    let seen = observe_checked(target, &former, fan).await;
     for account in &former {
         match seen.get(&account.name) {
             Some(

@@ -15,7 +15,7 @@ pub mod invalid;
 pub mod markdown;
 pub mod text;
 
-pub use common::json;
+pub use common::{json, write_json};
 pub use invalid::{InvalidHead, InvalidJson, invalid_json, invalid_markdown};
 pub use markdown::{MARKDOWN_LIMIT, MARKDOWN_MARKER, markdown};
 pub use text::text;
