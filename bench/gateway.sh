@@ -7,7 +7,8 @@
 #   (f) gateway/examples/bare_proxy.rs: hyper's server + hyper-util's pooled client and nothing
 #       else, on the gateway's runtime: the floor of the gateway's stack
 # Every server gets one worker (nginx worker_processes 1, haproxy nbthread 1, the gateway
-# TOKIO_WORKER_THREADS=1) so the 2 cores are shared the same way in every row, and access
+# TOKIO_WORKER_THREADS=1, which it runs on tokio's current-thread scheduler like --workers 1)
+# so the 2 cores are shared the same way in every row, and access
 # logs are off everywhere. Prints medians of ROUNDS rounds (req/s, p50, p99), each ratio to
 # (b), and the gateway's idle RSS.
 #

@@ -129,6 +129,17 @@ impl Drop for Gateway {
 
 #[test]
 fn the_binary_serves_reloads_refuses_reports_and_drains() {
+    serves_reloads_refuses_reports_and_drains(&[]);
+}
+
+/// One worker runs everything on tokio's current-thread scheduler: the same life, on one
+/// thread (the poller, the status reporter, the admin listener and the drain included).
+#[test]
+fn one_worker_serves_reloads_refuses_reports_and_drains() {
+    serves_reloads_refuses_reports_and_drains(&["--workers", "1"]);
+}
+
+fn serves_reloads_refuses_reports_and_drains(extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("acme-prod");
     let up = backend();
@@ -152,6 +163,7 @@ fn the_binary_serves_reloads_refuses_reports_and_drains() {
                 "gw-1",
             ])
             .args(["--drain-timeout", "5s"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
