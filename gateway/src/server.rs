@@ -27,12 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use hyper::body::{Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
-use tower::ServiceExt as _;
 
 use crate::admin::admin_router;
 use crate::reload::Gateway;
@@ -161,7 +159,7 @@ pub async fn run<S: BundleSource + Clone + 'static>(
     };
     let data_server = serve_data(
         data,
-        crate::dataplane::router(gateway.clone()),
+        crate::dataplane::plane(gateway.clone()),
         limits,
         stopped(drain_rx),
     );
@@ -214,7 +212,7 @@ struct Limits {
 /// in flight finish it (idle ones close at once) and returns.
 async fn serve_data(
     listener: tokio::net::TcpListener,
-    router: axum::Router,
+    plane: crate::dataplane::DataPlane,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -245,13 +243,13 @@ async fn serve_data(
             activity: activity.clone(),
         });
         let service = {
-            let (router, activity) = (router.clone(), activity.clone());
-            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            let (plane, activity) = (plane.clone(), activity.clone());
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let busy = activity.request();
-                req.extensions_mut().insert(ConnectInfo(peer));
-                let router = router.clone();
+                let plane = plane.clone();
                 async move {
-                    let resp = router.oneshot(req).await?;
+                    let req = req.map(axum::body::Body::new);
+                    let resp = crate::dataplane::serve(plane, peer, req).await;
                     Ok::<_, Infallible>(resp.map(|body| {
                         axum::body::Body::new(Guarded {
                             inner: body,

@@ -57,13 +57,31 @@ pub fn router(gateway: Arc<crate::reload::Gateway>) -> axum::Router {
         .with_state(DataPlane { gateway })
 }
 
+/// The data plane's state, for [`serve`].
+pub fn plane(gateway: Arc<crate::reload::Gateway>) -> DataPlane {
+    DataPlane { gateway }
+}
+
+/// One request from `peer`, answered: what [`router`] does, without a router's dispatch
+/// in front (the data plane has one handler; the listener calls it directly). The
+/// request carries its `ConnectInfo` like one from [`router`].
+pub async fn serve(plane: DataPlane, peer: SocketAddr, mut req: Request) -> Response {
+    req.extensions_mut().insert(ConnectInfo(peer));
+    handle(State(plane), ConnectInfo(peer), req).await
+}
+
+/// `bytes` (at most 16) random bytes in hex, never all zero (W3C trace context forbids an
+/// all-zero trace or span id).
 fn hex_id(bytes: usize) -> String {
-    let mut s = String::with_capacity(bytes * 2);
-    while s.len() < bytes * 2 {
-        s.push_str(&format!("{:016x}", fastrand::u64(1..)));
+    let mut raw = [0u8; 16];
+    let raw = &mut raw[..bytes.min(16)];
+    fastrand::fill(raw);
+    if raw.iter().all(|b| *b == 0)
+        && let Some(last) = raw.last_mut()
+    {
+        *last = 1;
     }
-    s.truncate(bytes * 2);
-    s
+    hex::encode(raw)
 }
 
 /// The client's `x-request-id` when it is a sane token, else a new one.
@@ -360,4 +378,22 @@ fn preflight<'a>(
         };
         (Some(route), resp)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_lowercase_hex_of_their_length_and_differ() {
+        for bytes in [8, 16] {
+            let (a, b) = (super::hex_id(bytes), super::hex_id(bytes));
+            assert_eq!(a.len(), bytes * 2);
+            assert!(
+                a.bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+                "{a}"
+            );
+            assert!(a.bytes().any(|c| c != b'0'), "{a}");
+            assert_ne!(a, b);
+        }
+    }
 }
