@@ -44,11 +44,11 @@ impl Desired {
         }
     }
 
-    /// The rendered bundle, decoded from its canonical bytes (and checked against its
-    /// digest).
+    /// The bundle, decoded from its canonical bytes (which were encoded from a bundle in
+    /// this process: by render, or from a stored bundle a rollback goes back to).
     pub fn bundle(&self) -> Bundle {
-        Bundle::from_stored(&self.canonical.unpack(), &self.digest)
-            .expect("a rendered bundle decodes from its own canonical bytes")
+        serde_json::from_slice(&self.canonical.unpack())
+            .expect("canonical bytes encoded from a bundle decode to it")
     }
 }
 
