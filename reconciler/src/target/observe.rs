@@ -18,16 +18,27 @@ pub async fn observe(
     wanted: Option<&std::collections::BTreeMap<String, Digest>>,
     fan: &FanOut<'_>,
 ) -> std::collections::BTreeMap<String, Observed> {
-    fan.run(
-        "observe",
-        accounts.iter(),
-        |a| a,
-        |a| observe_one(target, a, wanted.and_then(|w| w.get(&a.name))),
-    )
+    each(fan, accounts, |a| {
+        observe_one(target, a, wanted.and_then(|w| w.get(&a.name)))
+    })
     .await
-    .into_iter()
-    .map(|(name, r)| (name, r.unwrap_or_else(|e| Observed::from_error(&e))))
-    .collect()
+}
+
+/// Runs `step` for every account through the fan-out: each account's state, or its failure
+/// as [`Observed::Unreachable`].
+async fn each<'a, F>(
+    fan: &FanOut<'_>,
+    accounts: &'a [AccountRef],
+    step: impl Fn(&'a AccountRef) -> F,
+) -> std::collections::BTreeMap<String, Observed>
+where
+    F: Future<Output = Result<Observed, TargetError>>,
+{
+    fan.run("observe", accounts.iter(), |a| a, step)
+        .await
+        .into_iter()
+        .map(|(name, r)| (name, r.unwrap_or_else(|e| Observed::from_error(&e))))
+        .collect()
 }
 
 /// How much of one account's deployed state to read.
@@ -95,21 +106,13 @@ pub async fn observe_checked(
     accounts: &[AccountRef],
     fan: &FanOut<'_>,
 ) -> std::collections::BTreeMap<String, Observed> {
-    fan.run(
-        "observe",
-        accounts.iter(),
-        |a| a,
-        |a| async move {
-            Ok(match observe_one(target, a, None).await? {
-                Observed::Deployed { pointer, etag, .. } => Observed::Pointed { pointer, etag },
-                other => other,
-            })
-        },
-    )
+    each(fan, accounts, |a| async move {
+        Ok(match observe_one(target, a, None).await? {
+            Observed::Deployed { pointer, etag, .. } => Observed::Pointed { pointer, etag },
+            other => other,
+        })
+    })
     .await
-    .into_iter()
-    .map(|(name, r)| (name, r.unwrap_or_else(|e| Observed::from_error(&e))))
-    .collect()
 }
 
 /// Reads every account's pointer and nothing else: [`Observed::Current`] where it names the
@@ -122,23 +125,15 @@ pub async fn observe_pointers(
     wanted: &std::collections::BTreeMap<String, Digest>,
     fan: &FanOut<'_>,
 ) -> std::collections::BTreeMap<String, Observed> {
-    fan.run(
-        "observe",
-        accounts.iter(),
-        |a| a,
-        |a| async move {
-            match wanted.get(&a.name) {
-                Some(w) => observe_account(target, a, Read::PointerOnly(w)).await,
-                // Nothing is wanted there: any pointer is elsewhere.
-                None => Ok(match target.read_pointer(a).await? {
-                    None => Observed::New,
-                    Some((pointer, etag)) => Observed::Pointed { pointer, etag },
-                }),
-            }
-        },
-    )
+    each(fan, accounts, |a| async move {
+        match wanted.get(&a.name) {
+            Some(w) => observe_account(target, a, Read::PointerOnly(w)).await,
+            // Nothing is wanted there: any pointer is elsewhere.
+            None => Ok(match target.read_pointer(a).await? {
+                None => Observed::New,
+                Some((pointer, etag)) => Observed::Pointed { pointer, etag },
+            }),
+        }
+    })
     .await
-    .into_iter()
-    .map(|(name, r)| (name, r.unwrap_or_else(|e| Observed::from_error(&e))))
-    .collect()
 }
