@@ -21,11 +21,6 @@ use fleetgate_gateway::runtime::Options;
 use fleetgate_gateway::server;
 use fleetgate_gateway::source::{BundleSource, FileSource};
 
-/// A request allocates its headers, URIs and ids, and the proxied request's: mimalloc takes
-/// 5-10% off the time per request against the system allocator (docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "fleetgate-gateway",
