@@ -446,7 +446,7 @@ fn limit_message(e: &serde_saphyr::Error) -> Option<String> {
 }
 
 /// `4000000` -> `4,000,000`.
-fn group_thousands(v: u64) -> String {
+pub(crate) fn group_thousands(v: u64) -> String {
     let digits = v.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

@@ -160,15 +160,7 @@ pub(super) fn collapsed(names: &[String], esc: impl Fn(&str) -> String) -> Strin
 
 /// `9999` as `9,999`.
 pub(super) fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    crate::config::yaml::group_thousands(n as u64)
 }
 
 /// Drift notes of reachable accounts (an unreachable account's note is its reason).
