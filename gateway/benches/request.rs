@@ -198,6 +198,7 @@ fn per_request(s: &Setup, path: &str, auth: bool, n: usize) -> (u64, u64) {
     (counts[n / 2], bytes[n / 2])
 }
 
+#[allow(clippy::print_stdout)]
 fn bench(c: &mut Criterion) {
     let s = setup();
     // Warm up: the upstream connection, the verified-token cache.
