@@ -126,20 +126,25 @@ impl PathTemplate {
 
     pub fn render(template: &str, values: &BTreeMap<&str, &str>) -> String {
         let mut out = String::with_capacity(template.len());
+        PathTemplate::render_into(template, values, &mut out);
+        out
+    }
+
+    /// [`PathTemplate::render`], appended to `out`.
+    pub fn render_into(template: &str, values: &BTreeMap<&str, &str>, out: &mut String) {
         let mut rest = template;
         while let Some(open) = rest.find('{') {
             out.push_str(&rest[..open]);
             let after = &rest[open + 1..];
             let Some(close) = after.find('}') else {
                 out.push_str(&rest[open..]);
-                return out;
+                return;
             };
             let name = after[..close].trim_start_matches('*');
             out.push_str(values.get(name).copied().unwrap_or(""));
             rest = &after[close + 1..];
         }
         out.push_str(rest);
-        out
     }
 }
 
@@ -271,11 +276,19 @@ impl RouteTable {
 
     /// Finds the route for a request. Host-specific routes win over any-host routes.
     pub fn find<'a>(&'a self, host: &str, method: Method, path: &str) -> RouteMatch<'a> {
-        let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
+        let host = host.split(':').next().unwrap_or(host);
+        // Hosts are stored lowercase; most requests name theirs so, and need no copy.
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            host
+        };
         let mut allowed = Vec::new();
         let candidates = self
             .by_host
-            .get(&host)
+            .get(host)
             .into_iter()
             .chain(std::iter::once(&self.any_host));
         for router in candidates {

@@ -2,6 +2,7 @@
 //! refusals, rate limiting and IdP tokens, with label sets no client can grow; and the
 //! per-bundle [`Counts`] of the instance report. Imports [`crate::idp`]'s token result only.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::Method as HttpMethod;
@@ -33,29 +34,114 @@ pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other
 
 /// The `method` label of a request method.
 pub fn method_label(m: &HttpMethod) -> &'static str {
+    METHOD_LABELS[method_index(m)]
+}
+
+/// The index of a method's label in [`METHOD_LABELS`].
+fn method_index(m: &HttpMethod) -> usize {
     match *m {
-        HttpMethod::GET => "GET",
-        HttpMethod::HEAD => "HEAD",
-        HttpMethod::POST => "POST",
-        HttpMethod::PUT => "PUT",
-        HttpMethod::PATCH => "PATCH",
-        HttpMethod::DELETE => "DELETE",
-        HttpMethod::OPTIONS => "OPTIONS",
-        HttpMethod::CONNECT => "CONNECT",
-        HttpMethod::TRACE => "TRACE",
-        _ => "other",
+        HttpMethod::GET => 0,
+        HttpMethod::HEAD => 1,
+        HttpMethod::POST => 2,
+        HttpMethod::PUT => 3,
+        HttpMethod::PATCH => 4,
+        HttpMethod::DELETE => 5,
+        HttpMethod::OPTIONS => 6,
+        HttpMethod::CONNECT => 7,
+        HttpMethod::TRACE => 8,
+        _ => 9,
     }
 }
 
 /// The `status` label of a status code: its class.
 pub fn status_class(status: u16) -> &'static str {
+    STATUS_CLASSES[status_index(status)]
+}
+
+/// The index of a status's class in [`STATUS_CLASSES`].
+fn status_index(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "other",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
+}
+
+/// One route's series of the request path, resolved once per bundle instead of by label
+/// strings at every request: a handle is looked up in its family at its first use and kept,
+/// so `/metrics` shows only the series that have happened, as with a lookup per request.
+///
+/// A handle outlives its series when a new bundle drops the route or backend
+/// ([`Metrics::forget`] removes the series): the replaced bundle's last requests then count
+/// into the detached handle, and can never bring a forgotten series back.
+#[derive(Debug)]
+pub struct RouteSeries {
+    route: String,
+    /// By [`METHOD_LABELS`] index, then [`STATUS_CLASSES`] index.
+    requests: [[OnceLock<Counter>; STATUS_CLASSES.len()]; METHOD_LABELS.len()],
+    duration: OnceLock<Histogram>,
+    /// `upstream_requests` by backend: the backends the route can send to.
+    upstream: Vec<(String, OnceLock<Counter>)>,
+}
+
+impl RouteSeries {
+    /// The series of route `route` (`-`: requests that matched none), which sends to
+    /// `backends`.
+    pub fn new<'a>(route: &str, backends: impl IntoIterator<Item = &'a str>) -> RouteSeries {
+        let mut upstream: Vec<(String, OnceLock<Counter>)> = Vec::new();
+        for b in backends {
+            if !upstream.iter().any(|(n, _)| n == b) {
+                upstream.push((b.to_string(), OnceLock::new()));
+            }
+        }
+        RouteSeries {
+            route: route.to_string(),
+            requests: Default::default(),
+            duration: OnceLock::new(),
+            upstream,
+        }
+    }
+
+    /// Counts an answered request and its time to response headers.
+    pub(crate) fn answered(&self, m: &Metrics, method: &HttpMethod, status: u16, secs: f64) {
+        let (mi, si) = (method_index(method), status_index(status));
+        self.requests[mi][si]
+            .get_or_init(|| {
+                m.requests
+                    .get_or_create(&RequestLabels {
+                        route: self.route.clone(),
+                        method: METHOD_LABELS[mi],
+                        status: STATUS_CLASSES[si],
+                    })
+                    .clone()
+            })
+            .inc();
+        self.duration
+            .get_or_init(|| {
+                m.duration
+                    .get_or_create(&RouteLabels {
+                        route: self.route.clone(),
+                    })
+                    .clone()
+            })
+            .observe(secs);
+    }
+
+    /// Counts a request sent to `backend`.
+    pub(crate) fn sent(&self, m: &Metrics, backend: &str) {
+        let labels = || BackendLabels {
+            route: self.route.clone(),
+            backend: backend.to_string(),
+        };
+        match self.upstream.iter().find(|(n, _)| n == backend) {
+            Some((_, handle)) => handle
+                .get_or_init(|| m.upstream_requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => m.upstream_requests.get_or_create(&labels()).inc(),
+        };
     }
 }
 
@@ -122,6 +208,8 @@ pub struct Metrics {
     pub(crate) auth_rejected: Family<AuthLabels, Counter>,
     pub(crate) client_errors: Family<ClientErrorLabels, Counter>,
     pub(crate) idp_tokens: Family<TokenLabels, Counter>,
+    /// The series of requests that matched no route (`route="-"`).
+    pub(crate) unmatched: std::sync::Arc<RouteSeries>,
 }
 
 /// The `result` label's values of `idp_token_requests`: `issued` or an OAuth error.
@@ -163,6 +251,7 @@ impl Metrics {
             auth_rejected: Family::default(),
             client_errors: Family::default(),
             idp_tokens: Family::default(),
+            unmatched: std::sync::Arc::new(RouteSeries::new("-", [])),
         };
         registry.register(
             "idp_token_requests",
@@ -205,6 +294,23 @@ impl Metrics {
             m.client_errors.clone(),
         );
         m
+    }
+
+    /// Counts an answered request of `route` (an IdP endpoint, say) that has no
+    /// [`RouteSeries`] of its own.
+    pub(crate) fn answered(&self, route: &str, method: &HttpMethod, status: u16, secs: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                method: method_label(method),
+                status: status_class(status),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(secs);
     }
 
     pub(crate) fn client_error(&self, route: &str, kind: &'static str) {

@@ -20,6 +20,7 @@
 //!
 //! Imports nothing of this crate.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why a path cannot be normalized safely.
@@ -109,7 +110,7 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
 }
 
 /// Normalizes a request path (without its query), or says why it cannot be done safely.
-pub fn normalize_path(path: &str) -> Result<String, PathError> {
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -123,7 +124,7 @@ pub fn normalize_path(path: &str) -> Result<String, PathError> {
             s == "." || s == ".."
         });
     if !needs_work {
-        return Ok(path.to_string());
+        return Ok(Cow::Borrowed(path));
     }
     let decoded = decode_unreserved(path)?;
     // Step 2, RFC 3986 5.2.4 on a path that starts with '/': segments in order, "." dropped,
@@ -166,7 +167,7 @@ pub fn normalize_path(path: &str) -> Result<String, PathError> {
     if trailing_slash || out.is_empty() {
         out.push('/');
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 #[cfg(test)]
@@ -248,6 +249,10 @@ mod tests {
             let raw = format!("/{}", segs.join("/"));
             if let Ok(once) = normalize_path(&raw) {
                 prop_assert_eq!(normalize_path(&once), Ok(once.clone()));
+                // Borrowed only when nothing changed.
+                if let Cow::Borrowed(b) = &once {
+                    prop_assert_eq!(*b, raw.as_str());
+                }
                 prop_assert!(once.starts_with('/'));
                 prop_assert!(!once.contains("//"), "{} -> {}", raw, once);
                 for s in once.split('/') {

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher as _;
+use std::hash::{BuildHasher as _, Hash};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -43,28 +43,27 @@ pub enum Decision {
 impl Decision {
     /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds until the bucket
     /// is full again), and `Retry-After` when limited.
-    pub fn headers(&self, policy: &str, out: &mut HeaderMap) {
-        let mut set = |name: &'static str, v: String| {
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                out.insert(HeaderName::from_static(name), v);
-            }
-        };
-        set("ratelimit-policy", policy.to_string());
+    pub fn headers(&self, policy: &HeaderValue, out: &mut HeaderMap) {
+        const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+        const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+        const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+        const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+        out.insert(POLICY, policy.clone());
         match *self {
             Decision::Allowed {
                 limit,
                 remaining,
                 reset,
             } => {
-                set("ratelimit-limit", limit.to_string());
-                set("ratelimit-remaining", remaining.to_string());
-                set("ratelimit-reset", reset.to_string());
+                out.insert(LIMIT, HeaderValue::from(limit));
+                out.insert(REMAINING, HeaderValue::from(remaining));
+                out.insert(RESET, HeaderValue::from(reset));
             }
             Decision::Limited { limit, retry_after } => {
-                set("ratelimit-limit", limit.to_string());
-                set("ratelimit-remaining", "0".into());
-                set("ratelimit-reset", retry_after.to_string());
-                set("retry-after", retry_after.to_string());
+                out.insert(LIMIT, HeaderValue::from(limit));
+                out.insert(REMAINING, HeaderValue::from_static("0"));
+                out.insert(RESET, HeaderValue::from(retry_after));
+                out.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
         }
     }
@@ -102,6 +101,8 @@ pub struct BoundedLimiter {
     /// The store `limiter` counts in, for its size and for forgetting idle keys.
     store: BoundedStore,
     limiter: Arc<Limiter>,
+    /// [`BoundedLimiter::policy`] as a header value, made once.
+    policy_value: HeaderValue,
 }
 
 impl std::fmt::Debug for BoundedLimiter {
@@ -125,6 +126,7 @@ impl BoundedLimiter {
             .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
         let clock = StartClock::default();
         let store = BoundedStore::new(max_keys, clock.clone());
+        let policy = policy_text(config, burst);
         BoundedLimiter {
             config: config.clone(),
             burst,
@@ -132,21 +134,23 @@ impl BoundedLimiter {
             hasher: RandomState::new(),
             store: store.clone(),
             limiter: Arc::new(Limiter::new(quota, store, clock)),
+            // Digits, ';', '=' and letters: always a valid header value.
+            policy_value: HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("0")),
         }
+    }
+
+    /// The `RateLimit-Policy` header's value.
+    pub fn policy_value(&self) -> &HeaderValue {
+        &self.policy_value
     }
 
     /// The `RateLimit-Policy` header value: `100;w=60;burst=200`.
     pub fn policy(&self) -> String {
-        format!(
-            "{};w={};burst={}",
-            self.config.requests,
-            self.config.per.as_std().as_secs().max(1),
-            self.burst
-        )
+        policy_text(&self.config, self.burst)
     }
 
-    /// Counts one request of `key`.
-    pub fn check(&self, key: &str) -> Decision {
+    /// Counts one request of `key` (a [`ClientKey`], or any text).
+    pub fn check<K: Hash + ?Sized>(&self, key: &K) -> Decision {
         match self.limiter.check_key(&self.hasher.hash_one(key)) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity().min(self.burst);
@@ -322,23 +326,52 @@ impl ShrinkableKeyedStateStore<u64> for BoundedStore {
 }
 
 /// The key a request is counted under, or `None` to count it under the client IP.
-pub fn client_key(
+pub fn client_key<'a>(
     key: &RateLimitKey,
-    headers: &HeaderMap,
-    subject: Option<&str>,
+    headers: &'a HeaderMap,
+    subject: Option<&'a str>,
     client_ip: IpAddr,
-) -> String {
+) -> ClientKey<'a> {
     match key {
         RateLimitKey::Subject => match subject {
-            Some(s) => format!("sub:{s}"),
-            None => format!("ip:{client_ip}"),
+            Some(s) => ClientKey::Subject(s),
+            None => ClientKey::Ip(client_ip),
         },
-        RateLimitKey::Ip => format!("ip:{client_ip}"),
+        RateLimitKey::Ip => ClientKey::Ip(client_ip),
         RateLimitKey::Header(name) => match headers.get(name).and_then(|v| v.to_str().ok()) {
-            Some(v) if !v.is_empty() => format!("hdr:{v}"),
-            _ => format!("ip:{client_ip}"),
+            Some(v) if !v.is_empty() => ClientKey::Header(v),
+            _ => ClientKey::Ip(client_ip),
         },
     }
+}
+
+/// Whom a request is counted against: borrowed from the request, hashed as it is (no text
+/// is made for it). Shown as `sub:…`, `ip:…` or `hdr:…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientKey<'a> {
+    Subject(&'a str),
+    Ip(IpAddr),
+    Header(&'a str),
+}
+
+impl std::fmt::Display for ClientKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientKey::Subject(s) => write!(f, "sub:{s}"),
+            ClientKey::Ip(ip) => write!(f, "ip:{ip}"),
+            ClientKey::Header(v) => write!(f, "hdr:{v}"),
+        }
+    }
+}
+
+/// The `RateLimit-Policy` header value: `100;w=60;burst=200`.
+fn policy_text(config: &RateLimit, burst: u32) -> String {
+    format!(
+        "{};w={};burst={}",
+        config.requests,
+        config.per.as_std().as_secs().max(1),
+        burst
+    )
 }
 
 #[cfg(test)]
@@ -390,7 +423,7 @@ mod tests {
             limit: 10,
             retry_after: 7,
         }
-        .headers("10;w=60;burst=10", &mut h);
+        .headers(&HeaderValue::from_static("10;w=60;burst=10"), &mut h);
         assert_eq!(h["retry-after"], "7");
         assert_eq!(h["ratelimit-remaining"], "0");
         assert_eq!(h["ratelimit-policy"], "10;w=60;burst=10");
@@ -401,17 +434,20 @@ mod tests {
         let ip: IpAddr = "192.0.2.7".parse().expect("ip");
         let mut h = HeaderMap::new();
         assert_eq!(
-            client_key(&RateLimitKey::Subject, &h, None, ip),
+            client_key(&RateLimitKey::Subject, &h, None, ip).to_string(),
             "ip:192.0.2.7"
         );
         assert_eq!(
-            client_key(&RateLimitKey::Subject, &h, Some("u1"), ip),
+            client_key(&RateLimitKey::Subject, &h, Some("u1"), ip).to_string(),
             "sub:u1"
         );
         let by_key = RateLimitKey::Header("x-api-key".into());
-        assert_eq!(client_key(&by_key, &h, Some("u1"), ip), "ip:192.0.2.7");
+        assert_eq!(
+            client_key(&by_key, &h, Some("u1"), ip).to_string(),
+            "ip:192.0.2.7"
+        );
         h.insert("x-api-key", HeaderValue::from_static("k-123"));
-        assert_eq!(client_key(&by_key, &h, None, ip), "hdr:k-123");
+        assert_eq!(client_key(&by_key, &h, None, ip).to_string(), "hdr:k-123");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tower_http::cors::CorsLayer;
 use crate::auth::{self, Issuer, Requirement};
 use crate::idp::{self, Idp};
 use crate::jwks::{HttpJwksFetcher, JwksFetcher, RemoteJwks};
-use crate::metrics::{Counts, Metrics, Series};
+use crate::metrics::{Counts, Metrics, RouteSeries, Series};
 use crate::ratelimit::BoundedLimiter;
 use crate::secrets::{Resolved, SecretStore, Secrets};
 use crate::split::Split;
@@ -148,6 +148,8 @@ pub struct RouteRuntime {
     pub retries: Option<Retries>,
     pub upstream_path: Option<String>,
     pub target: Target,
+    /// The route's metric handles (requests, latency, upstream calls).
+    pub series: RouteSeries,
 }
 
 impl std::fmt::Debug for RouteRuntime {
@@ -321,6 +323,16 @@ impl Runtime {
                     }
                     _ => BoundedLimiter::new(rl, shared.options.rate_limit_keys),
                 });
+            let sends_to: Vec<&str> = match &target {
+                Target::Split(split) => split
+                    .weighted
+                    .iter()
+                    .map(|w| w.backend.as_str())
+                    .chain(split.variants.iter().map(|v| v.backend.as_str()))
+                    .collect(),
+                Target::Aggregate(a) => a.parts.iter().map(|p| p.backend.as_str()).collect(),
+            };
+            let series = RouteSeries::new(&route.name, sends_to);
             routes.push(RouteRuntime {
                 name: route.name.clone(),
                 disabled: c.disabled.and_then(|s| StatusCode::from_u16(s).ok()),
@@ -336,6 +348,7 @@ impl Runtime {
                 retries: c.retries.clone(),
                 upstream_path: route.upstream_path.clone(),
                 target,
+                series,
             });
         }
         // Fetch remote JWKS now rather than on the first request.

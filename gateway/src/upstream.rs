@@ -94,59 +94,79 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
+    // Most messages name nothing but `keep-alive` or `close` in `Connection`: no list then.
+    let named: Vec<HeaderName> = if headers.contains_key(header::CONNECTION) {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
     for h in HOP_BY_HOP.iter().chain(named.iter()) {
         headers.remove(h);
     }
-    headers.remove(HeaderName::from_static("proxy-connection"));
+    headers.remove(PROXY_CONNECTION);
 }
 
-/// The TCP peer the data plane recorded on a request (its `ConnectInfo`).
-pub fn peer_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
-    extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_canonical())
-}
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The forwarding headers: a proxy's to write, a client's claims about itself otherwise.
+pub const FORWARDING: [HeaderName; 6] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-real-ip"),
+    header::FORWARDED,
+];
 
 /// Appends `peer`, the address the request came from, to `X-Forwarded-For` (as every proxy
 /// does: the chain the request arrived with is kept, all its lines joined in order, so a
 /// backend behind the gateway reads the client the same way the gateway did, from the right)
 /// and sets `X-Forwarded-Proto` / `-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: std::net::IpAddr, host: &str) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let prev: Vec<&str> = headers
-        .get_all(&xff)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .collect();
-    let chain = if prev.is_empty() {
-        peer.to_string()
+pub fn add_forwarded(headers: &mut HeaderMap, peer: std::net::IpAddr, host: &HeaderValue) {
+    let value = if headers.contains_key(&X_FORWARDED_FOR) {
+        let prev: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        let chain = if prev.is_empty() {
+            peer.to_string()
+        } else {
+            format!("{}, {peer}", prev.join(", "))
+        };
+        HeaderValue::from_str(&chain).ok()
     } else {
-        format!("{}, {peer}", prev.join(", "))
+        // The common case, no chain yet: the address is written without a String.
+        use std::io::Write as _;
+        let mut buf = [0u8; 64];
+        let mut w = &mut buf[..];
+        let _ = write!(w, "{peer}");
+        let len = 64 - w.len();
+        HeaderValue::from_bytes(&buf[..len]).ok()
     };
-    if let Ok(v) = HeaderValue::from_str(&chain) {
-        headers.insert(xff, v);
+    if let Some(v) = value {
+        headers.insert(X_FORWARDED_FOR, v);
     }
     // A load balancer in front has set the scheme the client used; otherwise it was http.
-    let proto = HeaderName::from_static("x-forwarded-proto");
     if !headers
-        .get(&proto)
+        .get(&X_FORWARDED_PROTO)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == "http" || v == "https")
     {
-        headers.insert(proto, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), v);
-    }
+    headers.insert(X_FORWARDED_HOST, host.clone());
 }
 
 /// A backend of the served bundle.
@@ -161,17 +181,27 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn uri(&self, path: &str, query: Option<&str>) -> Result<http::Uri, http::uri::InvalidUri> {
-        let mut s = String::with_capacity(self.base.len() + path.len() + 16);
+        self.uri_with(|s| s.push_str(path), query)
+    }
+
+    /// [`Upstream::uri`] of the path that `write_path` writes: one buffer, no copy of it.
+    pub fn uri_with(
+        &self,
+        write_path: impl FnOnce(&mut String),
+        query: Option<&str>,
+    ) -> Result<http::Uri, http::uri::InvalidUri> {
+        let mut s = String::with_capacity(self.base.len() + 64 + query.map_or(0, str::len));
         s.push_str(&self.base);
-        if !path.starts_with('/') {
-            s.push('/');
+        write_path(&mut s);
+        if !s[self.base.len()..].starts_with('/') {
+            s.insert(self.base.len(), '/');
         }
-        s.push_str(path);
         if let Some(q) = query {
             s.push('?');
             s.push_str(q);
         }
-        s.parse()
+        // From the String itself: parsed in place, not copied.
+        http::Uri::try_from(s)
     }
 }
 
@@ -357,6 +387,8 @@ pub struct Outgoing {
 }
 
 pub enum OutgoingBody {
+    /// None: the client's request had no body (nothing to watch or limit).
+    Empty,
     /// Streamed (sent once; never retried).
     Stream(Body, u64),
     /// Buffered, so a retry can send it again.
@@ -376,6 +408,7 @@ impl std::fmt::Debug for Outgoing {
 impl std::fmt::Debug for OutgoingBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            OutgoingBody::Empty => f.write_str("Empty"),
             OutgoingBody::Stream(_, limit) => write!(f, "Stream(limit {limit})"),
             OutgoingBody::Buffered(b) => write!(f, "Buffered({} bytes)", b.len()),
         }
@@ -419,6 +452,17 @@ pub async fn send(
         req
     };
     match body {
+        OutgoingBody::Empty => {
+            match tokio::time::timeout_at(
+                deadline,
+                up.client.request(build(Body::empty(), headers)),
+            )
+            .await
+            {
+                Err(_) => Err(Failure::Timeout),
+                Ok(r) => r.map_err(classify),
+            }
+        }
         OutgoingBody::Stream(body, limit) => {
             let limited = Body::new(Limited::new(
                 body,
@@ -565,16 +609,27 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("javascript:"));
-        add_forwarded(&mut h, "192.0.2.9".parse().expect("ip"), "api.example");
+        add_forwarded(
+            &mut h,
+            "192.0.2.9".parse().expect("ip"),
+            &HeaderValue::from_static("api.example"),
+        );
         assert_eq!(h["x-forwarded-for"], "198.51.100.1, 192.0.2.9");
         assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "api.example");
+        assert_eq!(
+            h["x-forwarded-host"],
+            &HeaderValue::from_static("api.example")
+        );
 
         // Several lines are one list: all of it is kept, the peer appended once.
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.3"));
-        add_forwarded(&mut h, "10.0.0.9".parse().expect("ip"), "api.example");
+        add_forwarded(
+            &mut h,
+            "10.0.0.9".parse().expect("ip"),
+            &HeaderValue::from_static("api.example"),
+        );
         assert_eq!(
             h.get_all("x-forwarded-for").iter().count(),
             1,

@@ -251,6 +251,15 @@ pub fn token_scopes(claims: &Map<String, Value>) -> BTreeSet<&str> {
     out
 }
 
+/// Whether the token grants `scope` ([`token_scopes`] holds it), without building the set.
+fn has_scope(claims: &Map<String, Value>, scope: &str) -> bool {
+    ["scope", "scp"].iter().any(|name| match claims.get(*name) {
+        Some(Value::String(s)) => s.split_ascii_whitespace().any(|t| t == scope),
+        Some(Value::Array(items)) => items.iter().any(|v| v.as_str() == Some(scope)),
+        _ => false,
+    })
+}
+
 fn audience_ok(claims: &Map<String, Value>, accepted: &[String]) -> bool {
     match claims.get("aud") {
         Some(Value::String(a)) => accepted.iter().any(|x| x == a),
@@ -312,11 +321,10 @@ pub fn check_requirement(
             )));
         }
     }
-    let have = token_scopes(claims);
     let missing: BTreeSet<String> = req
         .scopes
         .iter()
-        .filter(|s| !have.contains(s.as_str()))
+        .filter(|s| !has_scope(claims, s))
         .cloned()
         .collect();
     if !missing.is_empty() {

@@ -37,6 +37,14 @@ fn claims(v: Value) -> Map<String, Value> {
 fn scopes_come_from_scope_or_scp() {
     let c = claims(json!({"scope": "a b", "scp": ["c"]}));
     assert_eq!(token_scopes(&c), BTreeSet::from(["a", "b", "c"]));
+    // The check of one scope reads the same claims the set does.
+    for s in ["a", "b", "c"] {
+        assert!(has_scope(&c, s), "{s}");
+    }
+    for s in ["", "d", "a b", "ab"] {
+        assert!(!has_scope(&c, s), "{s:?}");
+    }
+    assert!(!has_scope(&claims(json!({"scope": 7})), "7"));
 }
 
 #[test]

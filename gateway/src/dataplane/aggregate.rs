@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method as HttpMethod, StatusCode};
 
-use crate::metrics::{BackendLabels, UpstreamLabels};
+use crate::metrics::UpstreamLabels;
 use crate::runtime::{RouteRuntime, Runtime};
 use crate::upstream::{self, Failure, Outgoing, OutgoingBody, PartResult};
 use fleetgate_bundle::bundle::{Aggregate, PartialFailure};
@@ -40,22 +40,17 @@ pub(super) async fn aggregate(
                 why: format!("backend {} is not configured", part.backend),
             };
         };
-        let path = match &part.path {
-            Some(t) => PathTemplate::render(t, values),
-            None => ctx.path.clone(),
+        let uri = match &part.path {
+            Some(t) => up.uri_with(|out| PathTemplate::render_into(t, values, out), query),
+            None => up.uri(&ctx.path, query),
         };
-        let Ok(uri) = up.uri(&path, query) else {
+        let Ok(uri) = uri else {
             return PartResult::Failed {
                 timeout: false,
                 why: "bad path".into(),
             };
         };
-        m.upstream_requests
-            .get_or_create(&BackendLabels {
-                route: route.name.clone(),
-                backend: up.name.clone(),
-            })
-            .inc();
+        route.series.sent(m, &up.name);
         let mut h = headers.clone();
         h.remove(header::CONTENT_LENGTH);
         h.remove(header::CONTENT_TYPE);

@@ -24,11 +24,44 @@ pub struct DataPlane {
 pub(super) struct Ctx {
     pub(super) request_id: HeaderValue,
     pub(super) traceparent: HeaderValue,
+    /// The TCP peer (a trusted proxy's address when one is in front).
+    pub(super) peer: IpAddr,
     pub(super) client_ip: IpAddr,
-    pub(super) host: String,
+    /// The request's host, as the client named it (empty when it is not visible ASCII).
+    pub(super) host: HeaderValue,
     pub(super) method: HttpMethod,
-    pub(super) path: String,
+    pub(super) path: ReqPath,
     pub(super) start: Instant,
+}
+
+impl Ctx {
+    pub(super) fn host(&self) -> &str {
+        self.host.to_str().unwrap_or_default()
+    }
+}
+
+/// The request's normalized path: the request target's own bytes when normalizing changed
+/// nothing (the common case, no copy), else the normalized text.
+#[derive(Debug, Clone)]
+pub(super) enum ReqPath {
+    Raw(http::uri::PathAndQuery),
+    Normalized(String),
+}
+
+impl std::ops::Deref for ReqPath {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            ReqPath::Raw(p) => p.path(),
+            ReqPath::Normalized(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for ReqPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
 }
 
 pub(super) fn json_error(ctx: &Ctx, status: StatusCode, code: &str, message: &str) -> Response {

@@ -25,6 +25,7 @@
 //! state, the request's facts, the JSON error answer) is `context.rs`'s, which imports none
 //! of them; the children never import this file.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,7 +38,7 @@ use http::{Method as HttpMethod, StatusCode};
 use tower::{Layer as _, ServiceExt as _};
 
 use crate::idp;
-use crate::metrics::{RequestLabels, RouteLabels, method_label, status_class};
+use crate::metrics::RouteSeries;
 use crate::reload::Loaded;
 use fleetgate_bundle::bundle::Method;
 use fleetgate_bundle::route::RouteMatch;
@@ -47,7 +48,7 @@ mod context;
 mod serve;
 
 pub use context::DataPlane;
-use context::{Ctx, json_error};
+use context::{Ctx, ReqPath, json_error};
 use serve::serve_route;
 
 /// The customer-facing router. Serve it with connect info (`into_make_service_with_connect_info::<SocketAddr>`).
@@ -64,24 +65,21 @@ pub fn plane(gateway: Arc<crate::reload::Gateway>) -> DataPlane {
 
 /// One request from `peer`, answered: what [`router`] does, without a router's dispatch
 /// in front (the data plane has one handler; the listener calls it directly). The
-/// request carries its `ConnectInfo` like one from [`router`].
-pub async fn serve(plane: DataPlane, peer: SocketAddr, mut req: Request) -> Response {
-    req.extensions_mut().insert(ConnectInfo(peer));
+/// peer travels in the request's context, not in its extensions.
+pub async fn serve(plane: DataPlane, peer: SocketAddr, req: Request) -> Response {
     handle(State(plane), ConnectInfo(peer), req).await
 }
 
-/// `bytes` (at most 16) random bytes in hex, never all zero (W3C trace context forbids an
-/// all-zero trace or span id).
-fn hex_id(bytes: usize) -> String {
-    let mut raw = [0u8; 16];
-    let raw = &mut raw[..bytes.min(16)];
-    fastrand::fill(raw);
-    if raw.iter().all(|b| *b == 0)
-        && let Some(last) = raw.last_mut()
-    {
-        *last = 1;
+/// `N` random bytes written as lowercase hex into `out` (2 * N bytes), never all zero (W3C
+/// trace context forbids an all-zero trace or span id).
+fn hex_id<const N: usize>(out: &mut [u8]) {
+    let mut raw = [0u8; N];
+    fastrand::fill(&mut raw);
+    if raw.iter().all(|b| *b == 0) {
+        raw[N - 1] = 1;
     }
-    hex::encode(raw)
+    // Cannot fail: `out` is exactly twice as long as `raw`.
+    let _ = hex::encode_to_slice(raw, out);
 }
 
 /// The client's `x-request-id` when it is a sane token, else a new one.
@@ -96,37 +94,50 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&hex_id(16)).unwrap_or(HeaderValue::from_static("0"))
+            let mut id = [0u8; 32];
+            hex_id::<16>(&mut id);
+            HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
         })
 }
 
 /// W3C trace context: keep the trace id and flags of a valid incoming `traceparent`, with
 /// this gateway's own span id as the parent for the backend; start a trace otherwise.
 fn traceparent(headers: &HeaderMap) -> HeaderValue {
-    let incoming = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let parts: Vec<&str> = v.trim().split('-').collect();
-            let hex = |s: &str, n: usize| {
-                s.len() == n
-                    && s.bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            };
-            (parts.len() >= 4
-                && hex(parts[0], 2)
-                && parts[0] != "ff"
-                && hex(parts[1], 32)
-                && parts[1] != "0".repeat(32)
-                && hex(parts[2], 16)
-                && parts[2] != "0".repeat(16)
-                && hex(parts[3], 2))
-            .then(|| (parts[1].to_string(), parts[3].to_string()))
-        });
-    let (trace, flags) = incoming.unwrap_or_else(|| (hex_id(16), "00".into()));
-    HeaderValue::from_str(&format!("00-{trace}-{}-{flags}", hex_id(8))).unwrap_or(
-        HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-00"),
-    )
+    // version "-" trace-id "-" parent-id "-" flags
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    let lower_hex = |s: &[u8]| {
+        s.iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    };
+    let incoming = headers.get("traceparent").and_then(|v| {
+        let v = v.to_str().ok()?.trim();
+        let mut parts = v.split('-');
+        let (version, trace, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let valid = version.len() == 2
+            && lower_hex(version.as_bytes())
+            && version != "ff"
+            && trace.len() == 32
+            && lower_hex(trace.as_bytes())
+            && trace.bytes().any(|b| b != b'0')
+            && parent.len() == 16
+            && lower_hex(parent.as_bytes())
+            && parent.bytes().any(|b| b != b'0')
+            && flags.len() == 2
+            && lower_hex(flags.as_bytes());
+        valid.then_some((trace, flags))
+    });
+    match incoming {
+        Some((trace, flags)) => {
+            out[3..35].copy_from_slice(trace.as_bytes());
+            out[53..55].copy_from_slice(flags.as_bytes());
+        }
+        None => hex_id::<16>(&mut out[3..35]),
+    }
+    hex_id::<8>(&mut out[36..52]);
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static(
+        "00-00000000000000000000000000000001-0000000000000001-00",
+    ))
 }
 
 async fn handle(
@@ -138,19 +149,21 @@ async fn handle(
     // RFC 9112 3.2.2: a request in absolute form names its host in the target, and the
     // Host header is ignored. Its userinfo (`http://x@host/`) is no part of the host.
     let host = match req.uri().authority() {
-        Some(a) => match a.port() {
-            Some(port) => format!("{}:{port}", a.host()),
-            None => a.host().to_string(),
-        },
-        None => headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
-    };
+        Some(a) => {
+            let named = match a.port() {
+                Some(port) => format!("{}:{port}", a.host()),
+                None => a.host().to_string(),
+            };
+            HeaderValue::from_str(&named).ok()
+        }
+        None => headers.get(header::HOST).cloned(),
+    }
+    .filter(|h| h.to_str().is_ok())
+    .unwrap_or(HeaderValue::from_static(""));
     let mut ctx = Ctx {
         request_id: request_id(headers),
         traceparent: traceparent(headers),
+        peer: peer.ip().to_canonical(),
         client_ip: crate::client_addr::client_ip(
             peer.ip(),
             headers,
@@ -158,21 +171,27 @@ async fn handle(
         ),
         host,
         method: req.method().clone(),
-        path: String::new(),
+        path: ReqPath::Normalized(String::new()),
         start: Instant::now(),
     };
     // One normalized path is routed, authorized, logged and forwarded.
     match crate::normalize::normalize_path(req.uri().path()) {
-        Ok(p) => ctx.path = p,
+        Ok(Cow::Borrowed(_)) => {
+            ctx.path = match req.uri().path_and_query() {
+                Some(p) => ReqPath::Raw(p.clone()),
+                None => ReqPath::Normalized("/".into()),
+            }
+        }
+        Ok(Cow::Owned(p)) => ctx.path = ReqPath::Normalized(p),
         Err(why) => {
-            ctx.path = "-".into();
+            ctx.path = ReqPath::Normalized("-".into());
             let resp = json_error(&ctx, StatusCode::BAD_REQUEST, "bad_path", &why.to_string());
-            return finish(&plane, None, "-", &ctx, resp);
+            return finish(&plane, None, "-", Counted::Unmatched, &ctx, resp);
         }
     }
     if let Some(why) = ambiguous_headers(req.headers()) {
         let resp = json_error(&ctx, StatusCode::BAD_REQUEST, "bad_request", why);
-        return finish(&plane, None, "-", &ctx, resp);
+        return finish(&plane, None, "-", Counted::Unmatched, &ctx, resp);
     }
     let Some(loaded) = plane.gateway.current() else {
         let resp = json_error(
@@ -181,7 +200,7 @@ async fn handle(
             "not_ready",
             "the gateway has no configuration loaded yet",
         );
-        return finish(&plane, None, "-", &ctx, resp);
+        return finish(&plane, None, "-", Counted::Unmatched, &ctx, resp);
     };
     if let Some(idp) = &loaded.runtime.idp
         && let Some(endpoint) = idp::Endpoint::of(&ctx.path)
@@ -191,11 +210,21 @@ async fn handle(
         if let Some((client, result)) = token {
             shared.metrics.record_token(client, result);
         }
-        return finish(&plane, Some(&loaded), endpoint.name(), &ctx, resp);
+        return finish(
+            &plane,
+            Some(&loaded),
+            endpoint.name(),
+            Counted::Named,
+            &ctx,
+            resp,
+        );
     }
     let (route_idx, resp) = route_and_serve(&plane, &loaded, &ctx, req).await;
-    let route_name = route_idx.map_or("-", |i| loaded.runtime.routes[i].name.as_str());
-    finish(&plane, Some(&loaded), route_name, &ctx, resp)
+    let (route_name, counted) = match route_idx.map(|i| &loaded.runtime.routes[i]) {
+        Some(r) => (r.name.as_str(), Counted::Route(&r.series)),
+        None => ("-", Counted::Unmatched),
+    };
+    finish(&plane, Some(&loaded), route_name, counted, &ctx, resp)
 }
 
 /// Headers a request may carry at most once: with two, the gateway and the backend could
@@ -214,29 +243,35 @@ fn ambiguous_headers(headers: &HeaderMap) -> Option<&'static str> {
     }
 }
 
+/// Which series a finished request is counted in.
+#[derive(Clone, Copy)]
+enum Counted<'a> {
+    /// A route's resolved handles.
+    Route(&'a RouteSeries),
+    /// Looked up by name: the IdP's endpoints.
+    Named,
+    /// No route matched (`-`).
+    Unmatched,
+}
+
 /// Metrics, counts and the access log for a finished request.
 fn finish(
     plane: &DataPlane,
     loaded: Option<&Loaded>,
     route_name: &str,
+    counted: Counted<'_>,
     ctx: &Ctx,
     mut resp: Response,
 ) -> Response {
     let status = resp.status().as_u16();
     let m = &plane.gateway.shared().metrics;
-    m.requests
-        .get_or_create(&RequestLabels {
-            route: route_name.to_string(),
-            method: method_label(&ctx.method),
-            status: status_class(status),
-        })
-        .inc();
     let elapsed = ctx.start.elapsed();
-    m.duration
-        .get_or_create(&RouteLabels {
-            route: route_name.to_string(),
-        })
-        .observe(elapsed.as_secs_f64());
+    let secs = elapsed.as_secs_f64();
+    match counted {
+        Counted::Route(series) => series.answered(m, &ctx.method, status, secs),
+        Counted::Unmatched => m.unmatched.answered(m, &ctx.method, status, secs),
+        Counted::Named => m.answered(route_name, &ctx.method, status, secs),
+    }
     if let Some(l) = loaded {
         l.runtime.counts.record(status);
     }
@@ -250,7 +285,7 @@ fn finish(
         request_id = ctx.request_id.to_str().unwrap_or_default(),
         trace_id = ctx.traceparent.to_str().unwrap_or_default().get(3..35).unwrap_or_default(),
         client_ip = %ctx.client_ip,
-        host = %ctx.host,
+        host = ctx.host(),
         method = %ctx.method,
         path = %ctx.path,
         route = route_name,
@@ -279,15 +314,9 @@ async fn route_and_serve(
             ),
         );
     };
-    let found = compiled.table.find(&ctx.host, method, &ctx.path);
+    let found = compiled.table.find(ctx.host(), method, &ctx.path);
     let (index, params) = match found {
-        RouteMatch::Found { route, params } => (
-            route,
-            params
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect::<Vec<_>>(),
-        ),
+        RouteMatch::Found { route, params } => (route, params),
         RouteMatch::MethodNotAllowed { allowed } => {
             // A CORS preflight asks about the method it will use, not OPTIONS.
             if method == Method::Options
@@ -327,7 +356,11 @@ async fn route_and_serve(
     let resp = match &route.cors {
         Some(cors) => {
             let (plane, loaded, ctx2) = (plane.clone(), loaded.clone(), ctx.clone());
-            let params = params.clone();
+            // The layer's service is 'static: the parameters are copied for it.
+            let params: Vec<(String, String)> = params
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
             let inner = tower::service_fn(move |req: Request| {
                 let (plane, loaded, ctx, params) =
                     (plane.clone(), loaded.clone(), ctx2.clone(), params.clone());
@@ -359,7 +392,7 @@ fn preflight<'a>(
         .and_then(|v| v.to_str().ok())
         .and_then(Method::parse)?;
     req.headers().get(header::ORIGIN)?;
-    let RouteMatch::Found { route, .. } = loaded.compiled.table.find(&ctx.host, asked, &ctx.path)
+    let RouteMatch::Found { route, .. } = loaded.compiled.table.find(ctx.host(), asked, &ctx.path)
     else {
         return None;
     };
@@ -382,11 +415,19 @@ fn preflight<'a>(
 
 #[cfg(test)]
 mod tests {
+    use http::{HeaderMap, HeaderValue};
+
+    fn id<const N: usize>() -> String {
+        let mut out = vec![0u8; 2 * N];
+        super::hex_id::<N>(&mut out);
+        String::from_utf8(out).expect("hex is ASCII")
+    }
+
     #[test]
     fn ids_are_lowercase_hex_of_their_length_and_differ() {
-        for bytes in [8, 16] {
-            let (a, b) = (super::hex_id(bytes), super::hex_id(bytes));
-            assert_eq!(a.len(), bytes * 2);
+        fn check<const N: usize>() {
+            let (a, b) = (id::<N>(), id::<N>());
+            assert_eq!(a.len(), N * 2);
             assert!(
                 a.bytes()
                     .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
@@ -395,5 +436,57 @@ mod tests {
             assert!(a.bytes().any(|c| c != b'0'), "{a}");
             assert_ne!(a, b);
         }
+        check::<8>();
+        check::<16>();
+    }
+
+    fn traceparent(incoming: Option<&str>) -> String {
+        let mut h = HeaderMap::new();
+        if let Some(v) = incoming {
+            h.insert("traceparent", HeaderValue::from_str(v).expect("value"));
+        }
+        super::traceparent(&h).to_str().expect("ascii").to_string()
+    }
+
+    #[test]
+    fn a_valid_traceparent_keeps_its_trace_and_flags_with_a_new_parent() {
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let out = traceparent(Some(incoming));
+        assert_eq!(out.len(), 55, "{out}");
+        assert_eq!(&out[..36], &incoming[..36]);
+        assert_ne!(&out[36..52], &incoming[36..52]);
+        assert_eq!(&out[52..], "-01");
+        // A later version may add fields: its first four are read.
+        let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09-what-comes";
+        let out = traceparent(Some(future));
+        assert_eq!(&out[3..35], &future[3..35]);
+        assert_eq!(&out[52..], "-09");
+    }
+
+    #[test]
+    fn an_invalid_traceparent_starts_a_new_trace() {
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "garbage",
+        ] {
+            let out = traceparent(Some(bad));
+            assert_eq!(out.len(), 55, "{bad} -> {out}");
+            assert!(
+                out.starts_with("00-") && out.ends_with("-00"),
+                "{bad} -> {out}"
+            );
+            assert_ne!(&out[3..35], bad.get(3..35).unwrap_or_default(), "{bad}");
+            assert!(out[3..35].bytes().any(|c| c != b'0'), "{out}");
+        }
+        let fresh = traceparent(None);
+        assert!(
+            fresh.starts_with("00-") && fresh.ends_with("-00"),
+            "{fresh}"
+        );
     }
 }

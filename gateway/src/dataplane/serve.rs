@@ -22,7 +22,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use super::aggregate::aggregate;
 use super::context::{Ctx, DataPlane, json_error};
 use crate::auth;
-use crate::metrics::{AuthLabels, BackendLabels, Metrics, RouteLabels, UpstreamLabels};
+use crate::metrics::{AuthLabels, Metrics, RouteLabels, UpstreamLabels};
 use crate::ratelimit::{self, BoundedLimiter, Decision};
 use crate::reload::Loaded;
 use crate::runtime::{RouteRuntime, Runtime, Target};
@@ -54,7 +54,7 @@ impl Drop for AbortGuard<'_> {
             target: "fleetgate::access",
             request_id = self.ctx.request_id.to_str().unwrap_or_default(),
             client_ip = %self.ctx.client_ip,
-            host = %self.ctx.host,
+            host = self.ctx.host(),
             method = %self.ctx.method,
             path = %self.ctx.path,
             route = self.route,
@@ -65,11 +65,11 @@ impl Drop for AbortGuard<'_> {
     }
 }
 
-pub(super) async fn serve_route(
+pub(super) async fn serve_route<K: AsRef<str>>(
     plane: &DataPlane,
     loaded: &Arc<Loaded>,
     index: usize,
-    params: &[(String, String)],
+    params: &[(K, String)],
     ctx: &Ctx,
     req: Request,
 ) -> Response {
@@ -84,11 +84,11 @@ pub(super) async fn serve_route(
     resp
 }
 
-async fn serve_route_inner(
+async fn serve_route_inner<K: AsRef<str>>(
     plane: &DataPlane,
     loaded: &Arc<Loaded>,
     index: usize,
-    params: &[(String, String)],
+    params: &[(K, String)],
     ctx: &Ctx,
     mut req: Request,
 ) -> Response {
@@ -115,7 +115,7 @@ async fn serve_route_inner(
         if let Some(resp) = limited(ctx, route, l, d, m) {
             return resp;
         }
-        rate_headers = Some((d, l.policy()));
+        rate_headers = Some((d, l.policy_value()));
     }
     let mut principal = None;
     if !route.requirements.is_empty() {
@@ -161,7 +161,7 @@ async fn serve_route_inner(
         if let Some(resp) = limited(ctx, route, l, d, m) {
             return resp;
         }
-        rate_headers = Some((d, l.policy()));
+        rate_headers = Some((d, l.policy_value()));
     }
     if let Some(len) = req
         .headers()
@@ -175,16 +175,10 @@ async fn serve_route_inner(
 
     // Headers for the backend.
     let (parts, body) = req.into_parts();
-    let headers = backend_headers(
-        plane,
-        ctx,
-        parts.headers,
-        &parts.extensions,
-        principal.as_ref(),
-    );
+    let headers = backend_headers(plane, ctx, parts.headers, principal.as_ref());
     let values: BTreeMap<&str, &str> = params
         .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .map(|(k, v)| (k.as_ref(), v.as_str()))
         .collect();
     let query = parts.uri.query();
 
@@ -224,7 +218,7 @@ async fn serve_route_inner(
         }
     };
     if let Some((d, policy)) = rate_headers {
-        d.headers(&policy, resp.headers_mut());
+        d.headers(policy, resp.headers_mut());
     }
     resp
 }
@@ -236,12 +230,11 @@ fn backend_headers(
     plane: &DataPlane,
     ctx: &Ctx,
     mut headers: HeaderMap,
-    extensions: &http::Extensions,
     principal: Option<&auth::Principal>,
 ) -> HeaderMap {
     upstream::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
-    let peer = upstream::peer_ip(extensions).unwrap_or(ctx.client_ip);
+    let peer = ctx.peer;
     // Forwarding headers are a proxy's to write: from a client that is not a trusted proxy
     // they are claims about itself, dropped before the gateway writes its own.
     if !plane
@@ -251,14 +244,7 @@ fn backend_headers(
         .trusted_proxies
         .contains(peer)
     {
-        for h in [
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-forwarded-host",
-            "x-forwarded-port",
-            "x-real-ip",
-            "forwarded",
-        ] {
+        for h in &upstream::FORWARDING {
             headers.remove(h);
         }
     }
@@ -317,11 +303,11 @@ async fn proxy_split(
             "the backend is not configured",
         ));
     };
-    let path = match &route.upstream_path {
-        Some(t) => PathTemplate::render(t, values),
-        None => ctx.path.clone(),
+    let uri = match &route.upstream_path {
+        Some(t) => up.uri_with(|out| PathTemplate::render_into(t, values, out), query),
+        None => up.uri(&ctx.path, query),
     };
-    let Ok(uri) = up.uri(&path, query) else {
+    let Ok(uri) = uri else {
         return Err(json_error(
             ctx,
             StatusCode::BAD_REQUEST,
@@ -341,7 +327,8 @@ async fn proxy_split(
             )
         })
         .unwrap_or((0, Duration::ZERO));
-    let watch = Arc::new(upstream::BodyWatch::default());
+    // Set when the client's body streams to the backend.
+    let mut watch = None;
     let body = if retries > 0 && upstream::idempotent(method) {
         match tokio::time::timeout(route.timeout, upstream::buffer(body, route.max_body)).await {
             Ok(Ok(b)) => OutgoingBody::Buffered(b),
@@ -351,18 +338,17 @@ async fn proxy_split(
             Ok(Err(f)) => return Err(client_fault(plane, route, ctx, f.kind())),
             Err(_) => return Err(client_fault(plane, route, ctx, "body_timeout")),
         }
+    } else if hyper::body::Body::is_end_stream(&body) {
+        OutgoingBody::Empty
     } else {
+        let w = Arc::new(upstream::BodyWatch::default());
+        watch = Some(w.clone());
         OutgoingBody::Stream(
-            Body::new(upstream::WatchedBody::new(body, watch.clone())),
+            Body::new(upstream::WatchedBody::new(body, w)),
             route.max_body,
         )
     };
-    m.upstream_requests
-        .get_or_create(&BackendLabels {
-            route: route.name.clone(),
-            backend: up.name.clone(),
-        })
-        .inc();
+    route.series.sent(m, &up.name);
     let timeout = up.timeout.map_or(route.timeout, |t| t.min(route.timeout));
     let out = Outgoing {
         method: method.clone(),
@@ -385,7 +371,7 @@ async fn proxy_split(
             }
             Err(Failure::ClientBody(kind)) => client_fault(plane, route, ctx, kind),
             // Out of time while the backend was still waiting for the client's body.
-            Err(Failure::Timeout) if watch.waiting_on_client() => {
+            Err(Failure::Timeout) if watch.is_some_and(|w| w.waiting_on_client()) => {
                 client_fault(plane, route, ctx, "body_timeout")
             }
             Err(f) => upstream_failure(plane, rt, route, up, ctx, f),
@@ -547,7 +533,7 @@ fn limited(
             "rate_limited",
             "too many requests; retry later",
         );
-        d.headers(&limiter.policy(), resp.headers_mut());
+        d.headers(limiter.policy_value(), resp.headers_mut());
         return Some(resp);
     }
     None

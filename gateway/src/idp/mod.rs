@@ -344,7 +344,12 @@ fn oauth_response(e: &OAuthError, issuer: &str) -> Response {
     resp
 }
 
-fn limited(decision: &Decision, policy: &str, what: &str, issuer: &str) -> Option<Response> {
+fn limited(
+    decision: &Decision,
+    policy: &HeaderValue,
+    what: &str,
+    issuer: &str,
+) -> Option<Response> {
     let Decision::Limited { retry_after, .. } = decision else {
         return None;
     };
@@ -439,7 +444,7 @@ async fn token(
     let ip_decision = idp.per_ip.check(&format!("ip:{client_ip}"));
     if let Some(resp) = limited(
         &ip_decision,
-        &idp.per_ip.policy(),
+        idp.per_ip.policy_value(),
         "from this address",
         &idp.issuer,
     ) {
@@ -489,7 +494,7 @@ async fn token(
         .check(&format!("client:{}", request.client_id));
     if let Some(resp) = limited(
         &client_decision,
-        &idp.per_client.policy(),
+        idp.per_client.policy_value(),
         "for this client",
         &idp.issuer,
     ) {
