@@ -30,7 +30,6 @@ use std::time::Duration;
 use hyper::body::{Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 
 use crate::admin::admin_router;
 use crate::reload::Gateway;
@@ -278,27 +277,50 @@ async fn serve_data(
     Ok(())
 }
 
-/// What a data-plane connection is doing, as its reads and requests show.
-#[derive(Debug, Default)]
+/// What a data-plane connection is doing, as its reads and requests show. Written by the
+/// connection's task at each change of phase (two atomic stores and a clock read per
+/// request); read by its [`watch`]er, which is never woken by it: the watcher looks when its
+/// own timer fires, so a request costs no wake-up of a second task.
+#[derive(Debug)]
 struct Activity {
+    /// The origin of `since`.
+    origin: tokio::time::Instant,
     /// Requests whose response has not been written out yet.
     in_flight: AtomicUsize,
     /// A byte arrived while no request was in flight: a new head has started.
     head_started: AtomicBool,
-    /// Counts the changes of phase, so the watcher restarts its clock even when a whole
-    /// request came and went between two of its looks.
-    changes: AtomicU64,
-    changed: Notify,
+    /// Nanoseconds from `origin` to the last change of phase that starts a clock: a head's
+    /// first byte, or the end of a response (idle from then on). Written before the phase
+    /// it belongs to, so a reader that sees the phase sees its time.
+    since: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            origin: tokio::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            head_started: AtomicBool::new(false),
+            since: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Activity {
-    /// Bytes arrived.
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn at(&self, nanos: u64) -> tokio::time::Instant {
+        self.origin + Duration::from_nanos(nanos)
+    }
+
+    /// Bytes arrived (only the connection's task calls this).
     fn read(&self) {
-        if self.in_flight.load(Ordering::Acquire) == 0
-            && !self.head_started.swap(true, Ordering::AcqRel)
+        if self.in_flight.load(Ordering::Acquire) == 0 && !self.head_started.load(Ordering::Acquire)
         {
-            self.changes.fetch_add(1, Ordering::AcqRel);
-            self.changed.notify_one();
+            self.since.store(self.now(), Ordering::Release);
+            self.head_started.store(true, Ordering::Release);
         }
     }
 
@@ -307,8 +329,6 @@ impl Activity {
     fn request(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(false, Ordering::Release);
-        self.changes.fetch_add(1, Ordering::AcqRel);
-        self.changed.notify_one();
         Busy(self.clone())
     }
 
@@ -328,10 +348,10 @@ struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.changes.fetch_add(1, Ordering::AcqRel);
-            self.0.changed.notify_one();
-        }
+        // The idle clock starts now; set before the count falls, so a watcher that sees the
+        // connection idle never reads the time of an earlier phase.
+        self.0.since.store(self.0.now(), Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -345,29 +365,37 @@ enum Phase {
 /// Resolves when the connection has been idle longer than `limits.idle` or a head has been
 /// arriving for longer than `limits.header_read`; never while a request is in flight (its
 /// route's timeout is the limit then).
+///
+/// It sleeps at most the shorter limit at a time, so a phase that began while it slept is
+/// seen before its own limit runs out, and then it sleeps to that phase's exact deadline.
 async fn watch(activity: &Activity, limits: Limits) -> &'static str {
-    let mut seen = 0;
-    let mut since = tokio::time::Instant::now();
+    let step = limits.header_read.min(limits.idle);
     loop {
-        let changed = activity.changed.notified();
-        let changes = activity.changes.load(Ordering::Acquire);
+        // A consistent look: the phase and the time it started, unchanged around it.
+        let since = activity.since.load(Ordering::Acquire);
         let phase = activity.phase();
-        if changes != seen {
-            seen = changes;
-            since = tokio::time::Instant::now();
+        if activity.since.load(Ordering::Acquire) != since {
+            continue;
         }
-        let (limit, why) = match phase {
+        let now = tokio::time::Instant::now();
+        let (deadline, why) = match phase {
             Phase::Busy => {
-                changed.await;
+                tokio::time::sleep_until(now + step).await;
                 continue;
             }
-            Phase::Idle => (limits.idle, "idle longer than the keep-alive timeout"),
-            Phase::Head => (limits.header_read, "request head not complete in time"),
+            Phase::Idle => (
+                activity.at(since) + limits.idle,
+                "idle longer than the keep-alive timeout",
+            ),
+            Phase::Head => (
+                activity.at(since) + limits.header_read,
+                "request head not complete in time",
+            ),
         };
-        tokio::select! {
-            _ = tokio::time::sleep_until(since + limit) => return why,
-            _ = changed => {}
+        if now >= deadline {
+            return why;
         }
+        tokio::time::sleep_until(deadline.min(now + step)).await;
     }
 }
 
@@ -498,6 +526,26 @@ mod tests {
         let why = watcher.await.expect("watch");
         assert_eq!(why, "idle longer than the keep-alive timeout");
         assert_eq!(start.elapsed(), Duration::from_secs(60) + LIMITS.idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_started_late_in_an_idle_wait_gets_its_own_limit() {
+        let a = Arc::new(Activity::default());
+        let start = tokio::time::Instant::now();
+        let watcher = tokio::spawn({
+            let a = a.clone();
+            async move { watch(&a, LIMITS).await }
+        });
+        // Two seconds before the idle limit, a head starts: the connection is no longer idle,
+        // and the head has its full header-read time from its first byte.
+        tokio::time::sleep(LIMITS.idle - Duration::from_secs(2)).await;
+        a.read();
+        let why = watcher.await.expect("watch");
+        assert_eq!(why, "request head not complete in time");
+        assert_eq!(
+            start.elapsed(),
+            LIMITS.idle - Duration::from_secs(2) + LIMITS.header_read
+        );
     }
 
     #[tokio::test(start_paused = true)]
