@@ -127,8 +127,9 @@ def to_ms(value):
     return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60_000}[unit]
 
 
-def wrk(url, seconds, headers=()):
-    cmd = ["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", url]
+def wrk(url, seconds, headers=(), prefix=()):
+    """One wrk run (`prefix`: a command to run it under, e.g. taskset)."""
+    cmd = [*prefix, "wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", url]
     for h in headers:
         cmd += ["-H", h]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -150,7 +151,8 @@ def main():
     work = tempfile.mkdtemp(prefix="fleetgate-bench-")
     procs = []
     try:
-        ports = {k: free_port() for k in ("backend", "nginx", "haproxy", "gateway", "admin", "bare")}
+        ports = {k: free_port() for k in ("backend", "nginx", "haproxy", "gateway", "admin", "bare",
+                                           "affinity")}
         backend = nginx_conf(work, "backend", f"""server {{
     listen 127.0.0.1:{ports['backend']} reuseport;
     keepalive_requests 1000000;
@@ -190,6 +192,9 @@ backend be
         # nginx and haproxy run with access logs off; so does the gateway (its other logs stay).
         env = dict(os.environ, TOKIO_WORKER_THREADS="1", FLEETGATE_LOG="info,fleetgate::access=off")
         procs.append(subprocess.Popen([BARE, f"127.0.0.1:{ports['bare']}", f"http://127.0.0.1:{ports['backend']}"],
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([BARE, f"127.0.0.1:{ports['affinity']}",
+                                       f"http://127.0.0.1:{ports['backend']}", "--affinity"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         gw = subprocess.Popen([GATEWAY, "--source", f"file://{source}",
                                "--listen", f"127.0.0.1:{ports['gateway']}",
@@ -233,6 +238,7 @@ backend be
             ("(b) nginx proxy", f"http://127.0.0.1:{ports['nginx']}/", ()),
             ("(c) haproxy", f"http://127.0.0.1:{ports['haproxy']}/", ()),
             ("(f) bare hyper proxy (the floor)", f"http://127.0.0.1:{ports['bare']}/", ()),
+            ("(g) (f) + upstream conn affinity", f"http://127.0.0.1:{ports['affinity']}/", ()),
             ("(d) fleetgate-gateway", f"http://127.0.0.1:{ports['gateway']}/public", (host,)),
             ("(e) fleetgate + JWT + rate limit", f"http://127.0.0.1:{ports['gateway']}/secured",
              (host, f"Authorization: Bearer {token}")),

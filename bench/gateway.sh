@@ -6,6 +6,7 @@
 #   (e) fleetgate-gateway with JWT validation (RS256) and a rate limit that does not trigger
 #   (f) gateway/examples/bare_proxy.rs: hyper's server + hyper-util's pooled client and nothing
 #       else, on the gateway's runtime: the floor of the gateway's stack
+#   (g) the same with one upstream connection per client connection instead of the pool
 # Every server gets one worker (nginx worker_processes 1, haproxy nbthread 1, the gateway
 # TOKIO_WORKER_THREADS=1, which it runs on tokio's current-thread scheduler like --workers 1)
 # so the 2 cores are shared the same way in every row, and access

@@ -3,7 +3,11 @@
 //! gateway uses. No routing, auth, limits, metrics or logs. The gateway cannot be faster
 //! than this; the benchmark prints both so the cost of the gateway's own work is visible.
 //!
-//!     cargo run --release -p fleetgate-gateway --example bare_proxy -- LISTEN_ADDR BACKEND_URL
+//! With `--affinity`, each client connection gets its own upstream connection (opened at its
+//! first request, closed with it) instead of one from the shared pool: the other way past the
+//! pool's costs that the benchmark measures side by side.
+//!
+//!     cargo run --release -p fleetgate-gateway --example bare_proxy -- LISTEN_ADDR BACKEND_URL [--affinity]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +29,7 @@ fn main() {
     };
     let listen: SocketAddr = listen.parse().expect("LISTEN_ADDR is host:port");
     let backend: hyper::Uri = backend.parse().expect("BACKEND_URL is a URL");
+    let affinity = args.next().as_deref() == Some("--affinity");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -37,6 +42,10 @@ fn main() {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            if affinity {
+                tokio::spawn(serve_with_affinity(stream, backend.clone()));
+                continue;
+            }
             let (client, backend) = (client.clone(), backend.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
@@ -60,6 +69,56 @@ fn main() {
             });
         }
     });
+}
+
+/// One client connection, proxied over one upstream connection of its own.
+async fn serve_with_affinity(stream: tokio::net::TcpStream, backend: hyper::Uri) {
+    type Upstream = hyper::client::conn::http1::SendRequest<Incoming>;
+    let slot: std::sync::Arc<tokio::sync::Mutex<Option<Upstream>>> = Default::default();
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let (slot, backend) = (slot.clone(), backend.clone());
+        async move {
+            let mut guard = slot.lock().await;
+            if guard.as_ref().is_none_or(|s| s.is_closed()) {
+                let authority = backend.authority().map(|a| a.as_str()).unwrap_or_default();
+                let Ok(io) = tokio::net::TcpStream::connect(authority).await else {
+                    return Ok::<_, Infallible>(bad_gateway());
+                };
+                let _ = io.set_nodelay(true);
+                let Ok((send, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await
+                else {
+                    return Ok(bad_gateway());
+                };
+                tokio::spawn(conn);
+                *guard = Some(send);
+            }
+            let Some(send) = guard.as_mut() else {
+                return Ok(bad_gateway());
+            };
+            if send.ready().await.is_err() {
+                *guard = None;
+                return Ok(bad_gateway());
+            }
+            // The request line in origin form, as a client connection sends it.
+            if let Some(pq) = req.uri().path_and_query().cloned() {
+                *req.uri_mut() = pq.as_str().parse().unwrap_or_default();
+            }
+            if let Some(a) = backend.authority()
+                && let Ok(v) = http::HeaderValue::from_str(a.as_str())
+            {
+                req.headers_mut().insert(http::header::HOST, v);
+            }
+            let sent = send.send_request(req);
+            drop(guard);
+            Ok(match sent.await {
+                Ok(resp) => resp.map(http_body_util::Either::Left),
+                Err(_) => bad_gateway(),
+            })
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 fn bad_gateway() -> Response<http_body_util::Either<Incoming, http_body_util::Empty<bytes::Bytes>>>
