@@ -27,8 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gateway as gwbench  # noqa: E402  (bench/gateway.py: servers, bundle, token, wrk)
@@ -37,14 +35,11 @@ ROOT = gwbench.ROOT
 BASELINE = os.path.join(ROOT, "bench", "baseline.json")
 FLEETGATE = os.path.join(ROOT, "target", "release", "fleetgate")
 ROUNDS, SECONDS = 5, 2
-# Where each process runs, so every run places them alike: the proxy under test alone on the
+# Where each process runs (bench/gateway.py's placement): the proxy under test alone on the
 # second core, wrk and the backend on the first. Unpinned, the same tree measured 0.45 to 0.63
-# from one run to the next (where the scheduler put the gateway); pinned, within 2.4%.
-if (os.cpu_count() or 1) >= 2:
-    LOAD_CPU, PROXY_CPU = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
-else:
-    LOAD_CPU, PROXY_CPU = [], []
-SMALL, LARGE = 50, 150
+# from one run to the next (where the scheduler put the gateway); pinned, nine runs in ten
+# within 3% of their median (the tenth 8.3%).
+LOAD_CPU, PROXY_CPU = gwbench.LOAD_CPU, gwbench.PROXY_CPU
 
 
 def cpu_ticks(pid):
@@ -85,17 +80,8 @@ def gateway_ratio():
     procs = []
     try:
         ports = {k: gwbench.free_port() for k in ("backend", "nginx", "gateway", "admin")}
-        backend = gwbench.nginx_conf(work, "backend", f"""server {{
-    listen 127.0.0.1:{ports['backend']} reuseport;
-    keepalive_requests 1000000;
-    location / {{ default_type text/plain; return 200 '{gwbench.BODY}'; }}
-  }}""")
-        proxy = gwbench.nginx_conf(work, "proxy", f"""upstream app {{ server 127.0.0.1:{ports['backend']}; keepalive 64; }}
-  server {{
-    listen 127.0.0.1:{ports['nginx']};
-    keepalive_requests 1000000;
-    location / {{ proxy_pass http://app/; proxy_http_version 1.1; proxy_set_header Connection ""; }}
-  }}""")
+        backend = gwbench.backend_conf(work, ports["backend"])
+        proxy = gwbench.proxy_conf(work, ports["nginx"], ports["backend"])
         for conf, cpu in ((backend, LOAD_CPU), (proxy, PROXY_CPU)):
             procs.append(subprocess.Popen([*cpu, "nginx", "-p", work, "-c", conf, "-g", "daemon off;"],
                                           stderr=subprocess.DEVNULL))
@@ -104,23 +90,14 @@ def gateway_ratio():
         gwbench.deploy(source, gwbench.bundle(ports["backend"]))
         env = dict(os.environ, TOKIO_WORKER_THREADS="1", FLEETGATE_LOG="info,fleetgate::access=off")
         gateway = subprocess.Popen([*PROXY_CPU, gwbench.GATEWAY, "--source", f"file://{source}",
-                                       "--listen", f"127.0.0.1:{ports['gateway']}",
-                                       "--admin-listen", f"127.0.0.1:{ports['admin']}",
-                                       "--status-every", "0s"],
-                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    "--listen", f"127.0.0.1:{ports['gateway']}",
+                                    "--admin-listen", f"127.0.0.1:{ports['admin']}",
+                                    "--status-every", "0s"],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(gateway)
         for p in ports.values():
             gwbench.wait_port(p)
-        deadline = time.time() + 20
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/ready").status == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise SystemExit("the gateway did not become ready")
-            time.sleep(0.1)
+        gwbench.wait_ready(ports["admin"])
         nginx = (f"http://127.0.0.1:{ports['nginx']}/", ())
         secured = (f"http://127.0.0.1:{ports['gateway']}/secured",
                    (f"Host: {gwbench.HOST}", f"Authorization: Bearer {gwbench.rs256_token()}"))

@@ -22,6 +22,14 @@ GATEWAY = os.path.join(ROOT, "target", "release", "fleetgate-gateway")
 BARE = os.path.join(ROOT, "target", "release", "examples", "bare_proxy")
 HOST = "api.bench.example"
 BODY = "x" * 512
+# Where each process runs: every proxy on the second core (one is loaded at a time), wrk and
+# the backend on the first, so every run and every row places them alike. Unpinned, where the
+# scheduler put a proxy moved its figure by up to 30% from one run to the next.
+# FLEETGATE_BENCH_UNPINNED=1 leaves placement to the scheduler (the figures before 2026-12-05).
+if (os.cpu_count() or 1) >= 2 and os.environ.get("FLEETGATE_BENCH_UNPINNED") != "1":
+    LOAD_CPU, PROXY_CPU = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
+else:
+    LOAD_CPU, PROXY_CPU = [], []
 
 
 def free_port():
@@ -111,6 +119,39 @@ http {{
     return path
 
 
+def backend_conf(work, port):
+    """nginx as the backend: a fixed body of 512 bytes on every path."""
+    return nginx_conf(work, "backend", f"""server {{
+    listen 127.0.0.1:{port} reuseport;
+    keepalive_requests 1000000;
+    location / {{ default_type text/plain; return 200 '{BODY}'; }}
+  }}""")
+
+
+def proxy_conf(work, port, backend_port):
+    """nginx as reverse proxy (row (b)), with upstream keepalive."""
+    return nginx_conf(work, "proxy", f"""upstream app {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    keepalive_requests 1000000;
+    location / {{ proxy_pass http://app/; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}""")
+
+
+def wait_ready(admin):
+    """Waits for the gateway whose admin port is `admin` to say it is ready."""
+    deadline = time.time() + 20
+    while True:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready").status == 200:
+                return
+        except OSError:
+            pass
+        if time.time() > deadline:
+            raise SystemExit(f"the gateway on admin port {admin} did not become ready")
+        time.sleep(0.1)
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -153,17 +194,8 @@ def main():
     try:
         ports = {k: free_port() for k in ("backend", "nginx", "haproxy", "gateway", "admin", "bare",
                                            "affinity")}
-        backend = nginx_conf(work, "backend", f"""server {{
-    listen 127.0.0.1:{ports['backend']} reuseport;
-    keepalive_requests 1000000;
-    location / {{ default_type text/plain; return 200 '{BODY}'; }}
-  }}""")
-        proxy = nginx_conf(work, "proxy", f"""upstream app {{ server 127.0.0.1:{ports['backend']}; keepalive 64; }}
-  server {{
-    listen 127.0.0.1:{ports['nginx']};
-    keepalive_requests 1000000;
-    location / {{ proxy_pass http://app/; proxy_http_version 1.1; proxy_set_header Connection ""; }}
-  }}""")
+        backend = backend_conf(work, ports["backend"])
+        proxy = proxy_conf(work, ports["nginx"], ports["backend"])
         haproxy_cfg = os.path.join(work, "haproxy.cfg")
         with open(haproxy_cfg, "w") as f:
             f.write(f"""global
@@ -182,21 +214,21 @@ backend be
   http-reuse always
   server app 127.0.0.1:{ports['backend']} maxconn 64
 """)
-        for conf in (backend, proxy):
-            procs.append(subprocess.Popen(["nginx", "-p", work, "-c", conf, "-g", "daemon off;"],
+        for conf, cpu in ((backend, LOAD_CPU), (proxy, PROXY_CPU)):
+            procs.append(subprocess.Popen([*cpu, "nginx", "-p", work, "-c", conf, "-g", "daemon off;"],
                                           stderr=subprocess.DEVNULL))
-        procs.append(subprocess.Popen(["haproxy", "-f", haproxy_cfg, "-db"],
+        procs.append(subprocess.Popen([*PROXY_CPU, "haproxy", "-f", haproxy_cfg, "-db"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         source = os.path.join(work, "fleet", "bench")
         deploy(source, bundle(ports["backend"]))
         # nginx and haproxy run with access logs off; so does the gateway (its other logs stay).
         env = dict(os.environ, TOKIO_WORKER_THREADS="1", FLEETGATE_LOG="info,fleetgate::access=off")
-        procs.append(subprocess.Popen([BARE, f"127.0.0.1:{ports['bare']}", f"http://127.0.0.1:{ports['backend']}"],
+        procs.append(subprocess.Popen([*PROXY_CPU, BARE, f"127.0.0.1:{ports['bare']}", f"http://127.0.0.1:{ports['backend']}"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        procs.append(subprocess.Popen([BARE, f"127.0.0.1:{ports['affinity']}",
+        procs.append(subprocess.Popen([*PROXY_CPU, BARE, f"127.0.0.1:{ports['affinity']}",
                                        f"http://127.0.0.1:{ports['backend']}", "--affinity"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        gw = subprocess.Popen([GATEWAY, "--source", f"file://{source}",
+        gw = subprocess.Popen([*PROXY_CPU, GATEWAY, "--source", f"file://{source}",
                                "--listen", f"127.0.0.1:{ports['gateway']}",
                                "--admin-listen", f"127.0.0.1:{ports['admin']}",
                                "--status-every", "0s"],
@@ -209,7 +241,7 @@ backend be
         for item in filter(None, os.environ.get("FLEETGATE_BENCH_GATEWAYS", "").split(",")):
             label, path = item.split("=", 1)
             port, admin = free_port(), free_port()
-            procs.append(subprocess.Popen([path, "--source", f"file://{source}",
+            procs.append(subprocess.Popen([*PROXY_CPU, path, "--source", f"file://{source}",
                                            "--listen", f"127.0.0.1:{port}",
                                            "--admin-listen", f"127.0.0.1:{admin}",
                                            "--status-every", "0s"],
@@ -218,16 +250,7 @@ backend be
         for p in ports.values():
             wait_port(p)
         for admin in [ports["admin"]] + [a for _, _, a in extra]:
-            deadline = time.time() + 20
-            while True:
-                try:
-                    if urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready").status == 200:
-                        break
-                except OSError:
-                    pass
-                if time.time() > deadline:
-                    raise SystemExit(f"the gateway on admin port {admin} did not become ready")
-                time.sleep(0.1)
+            wait_ready(admin)
         time.sleep(1)
         idle = rss_kib(gw.pid)
 
@@ -249,11 +272,11 @@ backend be
                          (host, f"Authorization: Bearer {token}")))
         # Check every row answers 200 before measuring.
         for name, url, headers in rows:
-            wrk(url, 1, headers)
+            wrk(url, 1, headers, LOAD_CPU)
         results = {name: [] for name, _, _ in rows}
         for r in range(rounds):
             for name, url, headers in rows:
-                results[name].append(wrk(url, seconds, headers))
+                results[name].append(wrk(url, seconds, headers, LOAD_CPU))
             print(f"round {r + 1}/{rounds} done", file=sys.stderr)
         loaded = rss_kib(gw.pid)
 
@@ -261,7 +284,8 @@ backend be
                for name, v in results.items()}
         base = med["(b) nginx proxy"]
         print(f"\nwrk -t1 -c32 -d{seconds}s --latency, {rounds} rounds, medians; {os.cpu_count()} cores, "
-              "one worker per server, access logs off")
+              "one worker per server, access logs off"
+              + (", proxies on core 1, wrk and the backend on core 0" if PROXY_CPU else ", unpinned"))
         print(f"{'':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'req/s vs (b)':>13} {'p99 vs (b)':>11}")
         for name, _, _ in rows:
             rps, p50, p99 = med[name]

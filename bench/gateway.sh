@@ -9,9 +9,10 @@
 #   (g) the same with one upstream connection per client connection instead of the pool
 # Every server gets one worker (nginx worker_processes 1, haproxy nbthread 1, the gateway
 # TOKIO_WORKER_THREADS=1, which it runs on tokio's current-thread scheduler like --workers 1)
-# so the 2 cores are shared the same way in every row, and access
-# logs are off everywhere. Prints medians of ROUNDS rounds (req/s, p50, p99), each ratio to
-# (b), and the gateway's idle RSS.
+# and the proxies run on the second core, wrk and the backend on the first (taskset;
+# FLEETGATE_BENCH_UNPINNED=1 leaves placement to the scheduler), so every row and every run
+# shares the 2 cores the same way; access logs are off everywhere. Prints medians of ROUNDS
+# rounds (req/s, p50, p99), each ratio to (b), and the gateway's idle RSS.
 #
 #   bench/gateway.sh [ROUNDS] [SECONDS]        (defaults: 5 rounds of 30 s)
 #

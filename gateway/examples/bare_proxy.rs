@@ -85,7 +85,8 @@ async fn serve_with_affinity(stream: tokio::net::TcpStream, backend: hyper::Uri)
                     return Ok::<_, Infallible>(bad_gateway());
                 };
                 let _ = io.set_nodelay(true);
-                let Ok((send, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await
+                let Ok((send, conn)) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(io)).await
                 else {
                     return Ok(bad_gateway());
                 };

@@ -77,15 +77,22 @@ fn status_index(status: u16) -> usize {
 /// A handle outlives its series when a new bundle drops the route or backend
 /// ([`Metrics::forget`] removes the series): the replaced bundle's last requests then count
 /// into the detached handle, and can never bring a forgotten series back.
+///
+/// Small on purpose (a bundle may have thousands of routes): [`REQUEST_SLOTS`] handles of
+/// `(method, status class)` pairs, the first ones a route answers; a pair beyond them is
+/// looked up by its labels, as before.
 #[derive(Debug)]
 pub struct RouteSeries {
     route: String,
-    /// By [`METHOD_LABELS`] index, then [`STATUS_CLASSES`] index.
-    requests: [[OnceLock<Counter>; STATUS_CLASSES.len()]; METHOD_LABELS.len()],
+    /// `(method index * STATUS_CLASSES.len() + status index, counter)`, filled in order.
+    requests: [OnceLock<(usize, Counter)>; REQUEST_SLOTS],
     duration: OnceLock<Histogram>,
     /// `upstream_requests` by backend: the backends the route can send to.
     upstream: Vec<(String, OnceLock<Counter>)>,
 }
+
+/// How many `(method, status class)` pairs of a route keep a handle.
+const REQUEST_SLOTS: usize = 4;
 
 impl RouteSeries {
     /// The series of route `route` (`-`: requests that matched none), which sends to
@@ -108,17 +115,25 @@ impl RouteSeries {
     /// Counts an answered request and its time to response headers.
     pub(crate) fn answered(&self, m: &Metrics, method: &HttpMethod, status: u16, secs: f64) {
         let (mi, si) = (method_index(method), status_index(status));
-        self.requests[mi][si]
-            .get_or_init(|| {
-                m.requests
-                    .get_or_create(&RequestLabels {
-                        route: self.route.clone(),
-                        method: METHOD_LABELS[mi],
-                        status: STATUS_CLASSES[si],
-                    })
-                    .clone()
-            })
-            .inc();
+        let key = mi * STATUS_CLASSES.len() + si;
+        let lookup = || {
+            m.requests
+                .get_or_create(&RequestLabels {
+                    route: self.route.clone(),
+                    method: METHOD_LABELS[mi],
+                    status: STATUS_CLASSES[si],
+                })
+                .clone()
+        };
+        let held = self
+            .requests
+            .iter()
+            .map(|slot| slot.get_or_init(|| (key, lookup())))
+            .find(|(k, _)| *k == key);
+        match held {
+            Some((_, counter)) => counter.inc(),
+            None => lookup().inc(),
+        };
         self.duration
             .get_or_init(|| {
                 m.duration
@@ -416,5 +431,109 @@ impl Counts {
             _ => &self.status_5xx,
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).expect("encode");
+        out
+    }
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn route_series_count_what_a_lookup_by_labels_counts() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let s = RouteSeries::new("orders", ["app", "app", "canary"]);
+        assert_eq!(s.upstream.len(), 2);
+        // More (method, status class) pairs than the route keeps handles for.
+        let answers = [
+            (HttpMethod::GET, 200, 3),
+            (HttpMethod::GET, 404, 2),
+            (HttpMethod::POST, 201, 1),
+            (HttpMethod::POST, 503, 1),
+            (HttpMethod::DELETE, 204, 2),
+            (HttpMethod::PUT, 302, 1),
+        ];
+        for (method, status, times) in &answers {
+            for _ in 0..*times {
+                s.answered(&m, method, *status, 0.001);
+            }
+        }
+        s.sent(&m, "app");
+        s.sent(&m, "app");
+        s.sent(&m, "other");
+        let out = text(&registry);
+        for (method, status, times) in &answers {
+            let series = format!(
+                "http_requests_total{{route=\"orders\",method=\"{}\",status=\"{}\"}}",
+                method_label(method),
+                status_class(*status)
+            );
+            assert_eq!(
+                value(&out, &series),
+                Some(f64::from(*times)),
+                "{series}\n{out}"
+            );
+        }
+        // Only the series that happened.
+        assert_eq!(
+            out.matches("http_requests_total{").count(),
+            answers.len(),
+            "{out}"
+        );
+        assert_eq!(
+            value(
+                &out,
+                "http_request_duration_seconds_count{route=\"orders\"}"
+            ),
+            Some(10.0)
+        );
+        assert_eq!(
+            value(
+                &out,
+                "upstream_requests_total{route=\"orders\",backend=\"app\"}"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &out,
+                "upstream_requests_total{route=\"orders\",backend=\"other\"}"
+            ),
+            Some(1.0)
+        );
+        assert!(!out.contains("backend=\"canary\""), "{out}");
+    }
+
+    #[test]
+    fn a_handle_of_a_forgotten_route_never_brings_its_series_back() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let old = RouteSeries::new("gone", ["app"]);
+        old.answered(&m, &HttpMethod::GET, 200, 0.001);
+        old.sent(&m, "app");
+        m.forget(
+            &Series {
+                routes: vec!["gone"],
+                backends: vec!["app"],
+                ..Series::default()
+            },
+            &Series::default(),
+        );
+        // The replaced bundle's last request, after the swap.
+        old.answered(&m, &HttpMethod::GET, 200, 0.001);
+        old.sent(&m, "app");
+        let out = text(&registry);
+        assert!(!out.contains("route=\"gone\""), "{out}");
     }
 }
