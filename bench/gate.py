@@ -35,6 +35,7 @@ ROOT = gwbench.ROOT
 BASELINE = os.path.join(ROOT, "bench", "baseline.json")
 FLEETGATE = os.path.join(ROOT, "target", "release", "fleetgate")
 ROUNDS, SECONDS = 5, 2
+SMALL, LARGE = 50, 150
 # Where each process runs (bench/gateway.py's placement): the proxy under test alone on the
 # second core, wrk and the backend on the first. Unpinned, the same tree measured 0.45 to 0.63
 # from one run to the next (where the scheduler put the gateway); pinned, nine runs in ten
