@@ -67,6 +67,11 @@ struct ServeArgs {
     /// it, new keys share one overflow bucket until a key goes idle.
     #[arg(long, default_value_t = fleetgate_gateway::runtime::DEFAULT_RATE_LIMIT_KEYS)]
     rate_limit_keys: usize,
+    /// Most upstream connections pinned to client connections at once: a client
+    /// connection's requests reuse its own connection to each backend instead of the shared
+    /// pool (faster; 0: always the pool).
+    #[arg(long, env = "FLEETGATE_UPSTREAM_AFFINITY", default_value_t = fleetgate_gateway::runtime::DEFAULT_UPSTREAM_AFFINITY)]
+    upstream_affinity: usize,
     /// On SIGTERM, how long requests in flight may take to finish.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
@@ -259,6 +264,7 @@ async fn run<S: BundleSource + Clone + 'static>(args: ServeArgs, source: S) -> R
     let options = Options {
         jwks_refetch_interval: args.jwks_refetch_interval,
         jwt_cache_size: args.jwt_cache_size,
+        upstream_affinity: args.upstream_affinity,
         rate_limit_keys: args.rate_limit_keys.max(1),
         secrets: Arc::new(secrets),
         trusted_proxies: args.trusted_proxies.clone(),

@@ -50,6 +50,9 @@ pub struct Options {
     pub rate_limit_keys: usize,
     /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxies`).
     pub trusted_proxies: crate::client_addr::TrustedProxies,
+    /// Most upstream connections pinned to client connections at once (0: every request
+    /// uses the shared pool); see [`crate::upstream::Pinned`].
+    pub upstream_affinity: usize,
 }
 
 impl std::fmt::Debug for Options {
@@ -72,9 +75,13 @@ impl Default for Options {
             jwt_cache_size: DEFAULT_JWT_CACHE_SIZE,
             rate_limit_keys: DEFAULT_RATE_LIMIT_KEYS,
             trusted_proxies: crate::client_addr::TrustedProxies::none(),
+            upstream_affinity: DEFAULT_UPSTREAM_AFFINITY,
         }
     }
 }
+
+/// Default of [`Options::upstream_affinity`].
+pub const DEFAULT_UPSTREAM_AFFINITY: usize = 1024;
 
 /// What outlives a bundle: connection pools, JWKS caches, metrics.
 pub struct Shared {
@@ -86,6 +93,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Bounds the token endpoint's argon2 work, across bundles.
     pub verifier: idp::Verifier,
+    /// Bounds the upstream connections pinned to client connections.
+    pub pin_budget: Arc<crate::upstream::PinBudget>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -103,7 +112,14 @@ impl Shared {
             Some(f) => f.clone(),
             None => Arc::new(HttpJwksFetcher::new(clients.clone())),
         };
+        let pin_budget = crate::upstream::PinBudget::new(options.upstream_affinity);
+        registry.register(
+            "upstream_pinned_connections",
+            "Backend connections held by client connections (connection affinity) now",
+            pin_budget.gauge(),
+        );
         Shared {
+            pin_budget,
             options,
             clients,
             jwks: std::sync::Mutex::new(HashMap::new()),
@@ -247,16 +263,18 @@ impl Runtime {
                 url.host_str().unwrap_or_default(),
                 url.port().map(|p| format!(":{p}")).unwrap_or_default()
             ) + url.path().trim_end_matches('/');
+            let (client, connector) = shared
+                .clients
+                .get_with_connector(b.connect_timeout.map(|t| t.as_std()))
+                .map_err(|e| format!("backend {name}: {e}"))?;
             backends.insert(
                 name.clone(),
                 Upstream {
                     name: name.clone(),
                     base,
                     timeout: b.timeout.map(|t| t.as_std()),
-                    client: shared
-                        .clients
-                        .get(b.connect_timeout.map(|t| t.as_std()))
-                        .map_err(|e| format!("backend {name}: {e}"))?,
+                    client,
+                    connector,
                 },
             );
         }

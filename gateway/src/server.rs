@@ -241,14 +241,21 @@ async fn serve_data(
             io: stream,
             activity: activity.clone(),
         });
+        // Its own upstream connections, when the gateway pins any (`--upstream-affinity`).
+        let pin_budget = &plane.gateway.shared().pin_budget;
+        let pinned = (pin_budget.limit() > 0)
+            .then(|| Arc::new(crate::upstream::Pinned::new(pin_budget.clone())));
         let service = {
             let (plane, activity) = (plane.clone(), activity.clone());
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let busy = activity.request();
-                let plane = plane.clone();
+                let (plane, pinned) = (plane.clone(), pinned.clone());
                 async move {
                     let req = req.map(axum::body::Body::new);
-                    let resp = crate::dataplane::serve(plane, peer, req).await;
+                    let resp = match pinned {
+                        Some(p) => crate::dataplane::serve_pinned(plane, peer, p, req).await,
+                        None => crate::dataplane::serve(plane, peer, req).await,
+                    };
                     Ok::<_, Infallible>(resp.map(|body| {
                         axum::body::Body::new(Guarded {
                             inner: body,

@@ -21,11 +21,14 @@ use hyper_util::rt::TokioExecutor;
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
+/// What opens a connection to a backend (TCP, TLS for https, the connect timeout).
+pub type Connector = HttpsConnector<HttpConnector>;
+
 /// Connection pools, one per connect timeout (the connector holds the timeout), shared by
 /// every bundle so a reload keeps warm connections.
 #[derive(Debug, Default)]
 pub struct Clients {
-    by_connect_timeout: Mutex<HashMap<Duration, HttpClient>>,
+    by_connect_timeout: Mutex<HashMap<Duration, (HttpClient, Connector)>>,
 }
 
 /// Connect timeout when a backend sets none.
@@ -33,6 +36,14 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Clients {
     pub fn get(&self, connect_timeout: Option<Duration>) -> Result<HttpClient, String> {
+        self.get_with_connector(connect_timeout).map(|(c, _)| c)
+    }
+
+    /// The pool of `connect_timeout` and the connector it opens connections with.
+    pub fn get_with_connector(
+        &self,
+        connect_timeout: Option<Duration>,
+    ) -> Result<(HttpClient, Connector), String> {
         let t = connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let mut map = self
             .by_connect_timeout
@@ -47,7 +58,7 @@ impl Clients {
     }
 }
 
-fn new_client(connect_timeout: Duration) -> Result<HttpClient, String> {
+fn new_client(connect_timeout: Duration) -> Result<(HttpClient, Connector), String> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
@@ -74,10 +85,13 @@ fn new_client(connect_timeout: Duration) -> Result<HttpClient, String> {
                 .wrap_connector(http)
         }
     };
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(https))
+    Ok((
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(https.clone()),
+        https,
+    ))
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1).
@@ -177,9 +191,20 @@ pub struct Upstream {
     pub base: String,
     pub timeout: Option<Duration>,
     pub client: HttpClient,
+    /// Opens this backend's pinned connections ([`Pinned`]).
+    pub connector: Connector,
 }
 
 impl Upstream {
+    /// `scheme://authority`: what a connection to this backend is to.
+    pub fn origin(&self) -> &str {
+        let after_scheme = self.base.find("://").map_or(0, |i| i + 3);
+        let end = self.base[after_scheme..]
+            .find('/')
+            .map_or(self.base.len(), |i| after_scheme + i);
+        &self.base[..end]
+    }
+
     pub fn uri(&self, path: &str, query: Option<&str>) -> Result<http::Uri, http::uri::InvalidUri> {
         self.uri_with(|s| s.push_str(path), query)
     }
@@ -429,9 +454,12 @@ pub async fn buffer(body: Body, limit: u64) -> Result<Bytes, Failure> {
 }
 
 /// Sends `out` to `up`, retrying connection errors `retries` times when the body can be sent
-/// again. The timeout covers the wait for response headers; the body then streams.
+/// again. The timeout covers the wait for response headers; the body then streams. With
+/// `pinned`, the request goes over the client connection's own connection to the backend
+/// when it has or may open one, else through the shared pool.
 pub async fn send(
     up: &Upstream,
+    pinned: Option<&Pinned>,
     out: Outgoing,
     timeout: Duration,
     retries: u32,
@@ -451,44 +479,28 @@ pub async fn send(
         *req.headers_mut() = headers;
         req
     };
-    match body {
-        OutgoingBody::Empty => {
-            match tokio::time::timeout_at(
-                deadline,
-                up.client.request(build(Body::empty(), headers)),
-            )
-            .await
-            {
-                Err(_) => Err(Failure::Timeout),
-                Ok(r) => r.map_err(classify),
-            }
+    let once = |req: http::Request<Body>| async move {
+        match tokio::time::timeout_at(deadline, dispatch(up, pinned, req)).await {
+            Err(_) => Err(Failure::Timeout),
+            Ok(r) => r,
         }
+    };
+    match body {
+        OutgoingBody::Empty => once(build(Body::empty(), headers)).await,
         OutgoingBody::Stream(body, limit) => {
             let limited = Body::new(Limited::new(
                 body,
                 usize::try_from(limit).unwrap_or(usize::MAX),
             ));
             // Sent once: the headers move, no copy.
-            let req = build(limited, headers);
-            match tokio::time::timeout_at(deadline, up.client.request(req)).await {
-                Err(_) => Err(Failure::Timeout),
-                Ok(r) => r.map_err(classify),
-            }
+            once(build(limited, headers)).await
         }
         OutgoingBody::Buffered(bytes) => {
             let mut attempt = 0;
             loop {
-                let result = tokio::time::timeout_at(
-                    deadline,
-                    up.client
-                        .request(build(Body::from(bytes.clone()), headers.clone())),
-                )
-                .await;
-                match result {
-                    Err(_) => return Err(Failure::Timeout),
-                    Ok(Ok(r)) => return Ok(r),
-                    Ok(Err(e)) => {
-                        let f = classify(e);
+                match once(build(Body::from(bytes.clone()), headers.clone())).await {
+                    Ok(r) => return Ok(r),
+                    Err(f) => {
                         if !matches!(f, Failure::Connect(_)) || attempt >= retries {
                             return Err(f);
                         }
@@ -504,6 +516,234 @@ pub async fn send(
                 }
             }
         }
+    }
+}
+
+/// One attempt: over the pinned connection when there is one to use, else the pool.
+async fn dispatch(
+    up: &Upstream,
+    pinned: Option<&Pinned>,
+    req: http::Request<Body>,
+) -> Result<http::Response<hyper::body::Incoming>, Failure> {
+    let req = match pinned {
+        Some(p) => match p.send(up, req).await {
+            Pinning::Answered(r) => return r,
+            Pinning::Declined(req) => req,
+        },
+        None => req,
+    };
+    up.client.request(req).await.map_err(classify)
+}
+
+/// Most backends one client connection keeps a connection of its own to.
+pub const PINNED_PER_CLIENT: usize = 4;
+
+/// Upstream connections owned by one client connection (connection affinity): its requests
+/// go over its own HTTP/1 connection to each backend, opened at first use and closed with
+/// the client connection, instead of one checked out of the shared pool for each request.
+/// A client connection sends one request at a time, so the connection is always free for
+/// it. Its first request uses the pool: a connection is pinned from the second on. Pinned connections are bounded per client connection ([`PINNED_PER_CLIENT`]) and in
+/// the whole gateway ([`PinBudget`]); past either bound, requests use the pool.
+#[derive(Debug)]
+pub struct Pinned {
+    budget: Arc<PinBudget>,
+    conns: Mutex<Vec<PinnedConn>>,
+    /// Requests sent so far: the first goes through the pool, so a client that sends one
+    /// request per connection (`Connection: close`) never makes the gateway open one.
+    sent: std::sync::atomic::AtomicUsize,
+}
+
+struct PinnedConn {
+    /// `scheme://authority` of the backend.
+    key: String,
+    send: hyper::client::conn::http1::SendRequest<Body>,
+    _held: PinHeld,
+}
+
+impl std::fmt::Debug for PinnedConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedConn")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// How many pinned connections the gateway may hold at once (`--upstream-affinity`).
+#[derive(Debug)]
+pub struct PinBudget {
+    held: std::sync::atomic::AtomicUsize,
+    limit: usize,
+    /// `held`, for `/metrics`.
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl PinBudget {
+    pub fn new(limit: usize) -> Arc<PinBudget> {
+        Arc::new(PinBudget {
+            held: std::sync::atomic::AtomicUsize::new(0),
+            limit,
+            gauge: Default::default(),
+        })
+    }
+
+    /// The gauge of pinned connections open now, to register.
+    pub fn gauge(&self) -> prometheus_client::metrics::gauge::Gauge {
+        self.gauge.clone()
+    }
+
+    /// The most pinned connections at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Pinned connections open now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    fn take(self: &Arc<Self>) -> Option<PinHeld> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| {
+                self.gauge.inc();
+                PinHeld(self.clone())
+            })
+    }
+}
+
+/// One unit of the [`PinBudget`], given back when its connection is dropped.
+#[derive(Debug)]
+struct PinHeld(Arc<PinBudget>);
+
+impl Drop for PinHeld {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::AcqRel);
+        self.0.gauge.dec();
+    }
+}
+
+enum Pinning {
+    Answered(Result<http::Response<hyper::body::Incoming>, Failure>),
+    /// Not sent: no pinned connection could be used; the request goes to the pool.
+    Declined(http::Request<Body>),
+}
+
+impl Pinned {
+    pub fn new(budget: Arc<PinBudget>) -> Pinned {
+        Pinned {
+            budget,
+            conns: Mutex::new(Vec::new()),
+            sent: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PinnedConn>> {
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn send(&self, up: &Upstream, mut req: http::Request<Body>) -> Pinning {
+        if self.sent.fetch_add(1, Ordering::Relaxed) == 0 {
+            return Pinning::Declined(req);
+        }
+        let key = up.origin();
+        // Taken out while in use; put back once the answer's head is in.
+        let held = {
+            let mut conns = self.lock();
+            let at = conns.iter().position(|c| c.key == key);
+            at.map(|i| conns.swap_remove(i))
+        };
+        let mut conn = match held {
+            Some(c) if !c.send.is_closed() => c,
+            _ => match self.open(up, key.to_string()).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return Pinning::Declined(req),
+                Err(f) => return Pinning::Answered(Err(f)),
+            },
+        };
+        // The pool writes the request line in origin form and sets Host; so must this.
+        let absolute = req.uri().clone();
+        if let Some(pq) = absolute.path_and_query() {
+            *req.uri_mut() = http::Uri::from(pq.clone());
+        }
+        if let Some(a) = absolute.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        if conn.send.ready().await.is_err() {
+            // Closed by the backend since its last use: the pool opens a new one.
+            *req.uri_mut() = absolute;
+            req.headers_mut().remove(header::HOST);
+            return Pinning::Declined(req);
+        }
+        match conn.send.try_send_request(req).await {
+            Ok(resp) => {
+                let mut conns = self.lock();
+                if conns.len() < PINNED_PER_CLIENT {
+                    conns.push(conn);
+                }
+                Pinning::Answered(Ok(resp))
+            }
+            Err(mut e) => match e.take_message() {
+                // Never written: the connection closed under it. The pool tries it.
+                Some(mut req) => {
+                    *req.uri_mut() = absolute;
+                    req.headers_mut().remove(header::HOST);
+                    Pinning::Declined(req)
+                }
+                None => Pinning::Answered(Err(classify_hyper(e.into_error()))),
+            },
+        }
+    }
+
+    /// A new connection to `up`, if both bounds allow one (`Ok(None)`: they do not).
+    async fn open(&self, up: &Upstream, key: String) -> Result<Option<PinnedConn>, Failure> {
+        if self.lock().len() >= PINNED_PER_CLIENT {
+            return Ok(None);
+        }
+        let Some(held) = self.budget.take() else {
+            return Ok(None);
+        };
+        let Ok(uri) = key.parse::<http::Uri>() else {
+            return Ok(None);
+        };
+        use tower::ServiceExt as _;
+        let io = up
+            .connector
+            .clone()
+            .oneshot(uri)
+            .await
+            .map_err(|e| Failure::Connect(chain(&*e)))?;
+        let (send, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| Failure::Connect(chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "pinned upstream connection ended with an error");
+            }
+        });
+        Ok(Some(PinnedConn {
+            key,
+            send,
+            _held: held,
+        }))
+    }
+}
+
+/// A failure of a pinned connection's call, classified like the pool's.
+fn classify_hyper(e: hyper::Error) -> Failure {
+    if let Some(kind) = client_body_error(&e) {
+        Failure::ClientBody(kind)
+    } else if body_too_large(&e) {
+        Failure::BodyTooLarge
+    } else {
+        Failure::Other(chain(&e))
     }
 }
 
@@ -674,6 +914,10 @@ mod tests {
             base: "http://orders.internal:8080/api".into(),
             timeout: None,
             client: Clients::default().get(None).expect("client"),
+            connector: Clients::default()
+                .get_with_connector(None)
+                .expect("client")
+                .1,
         };
         assert_eq!(
             up.uri("/orders/42", Some("x=1")).expect("uri").to_string(),

@@ -63,7 +63,8 @@ pub(super) async fn aggregate(
         let timeout = up.timeout.map_or(route.timeout, |t| t.min(route.timeout));
         let retries = route.retries.as_ref().map_or(0, |r| r.attempts);
         let result =
-            match upstream::send(up, out, timeout, retries, Duration::from_millis(25)).await {
+            // The parts go out at once: the pool, not the client connection's own connection.
+            match upstream::send(up, None, out, timeout, retries, Duration::from_millis(25)).await {
                 Ok(r) => match tokio::time::timeout(timeout, upstream::read_part(r)).await {
                     Ok(p) => p,
                     Err(_) => PartResult::Failed {

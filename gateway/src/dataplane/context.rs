@@ -32,6 +32,8 @@ pub(super) struct Ctx {
     pub(super) method: HttpMethod,
     pub(super) path: ReqPath,
     pub(super) start: Instant,
+    /// The client connection's own upstream connections, when it may have them.
+    pub(super) pinned: Option<Arc<crate::upstream::Pinned>>,
 }
 
 impl Ctx {

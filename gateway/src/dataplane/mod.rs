@@ -67,7 +67,18 @@ pub fn plane(gateway: Arc<crate::reload::Gateway>) -> DataPlane {
 /// in front (the data plane has one handler; the listener calls it directly). The
 /// peer travels in the request's context, not in its extensions.
 pub async fn serve(plane: DataPlane, peer: SocketAddr, req: Request) -> Response {
-    handle(State(plane), ConnectInfo(peer), req).await
+    answer(plane, peer, None, req).await
+}
+
+/// [`serve`] for a request of a client connection that owns upstream connections
+/// ([`crate::upstream::Pinned`], one per client connection).
+pub async fn serve_pinned(
+    plane: DataPlane,
+    peer: SocketAddr,
+    pinned: Arc<crate::upstream::Pinned>,
+    req: Request,
+) -> Response {
+    answer(plane, peer, Some(pinned), req).await
 }
 
 /// `N` random bytes written as lowercase hex into `out` (2 * N bytes), never all zero (W3C
@@ -145,6 +156,15 @@ async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
+    answer(plane, peer, None, req).await
+}
+
+async fn answer(
+    plane: DataPlane,
+    peer: SocketAddr,
+    pinned: Option<Arc<crate::upstream::Pinned>>,
+    req: Request,
+) -> Response {
     let headers = req.headers();
     // RFC 9112 3.2.2: a request in absolute form names its host in the target, and the
     // Host header is ignored. Its userinfo (`http://x@host/`) is no part of the host.
@@ -173,6 +193,7 @@ async fn handle(
         method: req.method().clone(),
         path: ReqPath::Normalized(String::new()),
         start: Instant::now(),
+        pinned,
     };
     // One normalized path is routed, authorized, logged and forwarded.
     match crate::normalize::normalize_path(req.uri().path()) {

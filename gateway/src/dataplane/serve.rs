@@ -357,7 +357,7 @@ async fn proxy_split(
         body,
     };
     Ok(
-        match upstream::send(up, out, timeout, retries, backoff).await {
+        match upstream::send(up, ctx.pinned.as_deref(), out, timeout, retries, backoff).await {
             Ok(r) => {
                 let (mut p, b) = r.into_parts();
                 upstream::strip_hop_by_hop(&mut p.headers);
