@@ -113,13 +113,7 @@ def gateway_ratio():
             cpu.append(b[1] / e[1])
         return statistics.median(rps), statistics.median(cpu)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        gwbench.stop(procs)
         subprocess.run(["rm", "-rf", work])
 
 

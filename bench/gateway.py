@@ -152,6 +152,17 @@ def wait_ready(admin):
         time.sleep(0.1)
 
 
+def stop(procs):
+    """Stops every process of `procs`: SIGTERM, then SIGKILL after 10 s."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -292,13 +303,7 @@ backend be
             print(f"{name:34} {rps:10.0f} {p50:8.3f} {p99:8.3f} {rps / base[0]:12.2f}x {p99 / base[2]:10.2f}x")
         print(f"\nfleetgate-gateway RSS: idle {idle / 1024:.1f} MiB, after the load {loaded / 1024:.1f} MiB")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -252,10 +252,7 @@ async fn serve_data(
                 let (plane, pinned) = (plane.clone(), pinned.clone());
                 async move {
                     let req = req.map(axum::body::Body::new);
-                    let resp = match pinned {
-                        Some(p) => crate::dataplane::serve_pinned(plane, peer, p, req).await,
-                        None => crate::dataplane::serve(plane, peer, req).await,
-                    };
+                    let resp = crate::dataplane::serve_on(plane, peer, pinned, req).await;
                     Ok::<_, Infallible>(resp.map(|body| {
                         axum::body::Body::new(Guarded {
                             inner: body,

@@ -542,8 +542,9 @@ pub const PINNED_PER_CLIENT: usize = 4;
 /// go over its own HTTP/1 connection to each backend, opened at first use and closed with
 /// the client connection, instead of one checked out of the shared pool for each request.
 /// A client connection sends one request at a time, so the connection is always free for
-/// it. Its first request uses the pool: a connection is pinned from the second on. Pinned connections are bounded per client connection ([`PINNED_PER_CLIENT`]) and in
-/// the whole gateway ([`PinBudget`]); past either bound, requests use the pool.
+/// it. Its first request uses the pool: a connection is pinned from the second on. Pinned
+/// connections are bounded per client connection ([`PINNED_PER_CLIENT`]) and in the whole
+/// gateway ([`PinBudget`]); past either bound, requests use the pool.
 #[derive(Debug)]
 pub struct Pinned {
     budget: Arc<PinBudget>,
@@ -594,11 +595,6 @@ impl PinBudget {
     /// The most pinned connections at once.
     pub fn limit(&self) -> usize {
         self.limit
-    }
-
-    /// Pinned connections open now.
-    pub fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
     }
 
     fn take(self: &Arc<Self>) -> Option<PinHeld> {
@@ -665,6 +661,10 @@ impl Pinned {
                 Err(f) => return Pinning::Answered(Err(f)),
             },
         };
+        if conn.send.ready().await.is_err() {
+            // Closed by the backend since its last use: the pool opens a new one.
+            return Pinning::Declined(req);
+        }
         // The pool writes the request line in origin form and sets Host; so must this.
         let absolute = req.uri().clone();
         if let Some(pq) = absolute.path_and_query() {
@@ -674,12 +674,6 @@ impl Pinned {
             && let Ok(v) = HeaderValue::from_str(a.as_str())
         {
             req.headers_mut().insert(header::HOST, v);
-        }
-        if conn.send.ready().await.is_err() {
-            // Closed by the backend since its last use: the pool opens a new one.
-            *req.uri_mut() = absolute;
-            req.headers_mut().remove(header::HOST);
-            return Pinning::Declined(req);
         }
         match conn.send.try_send_request(req).await {
             Ok(resp) => {

@@ -70,15 +70,15 @@ pub async fn serve(plane: DataPlane, peer: SocketAddr, req: Request) -> Response
     answer(plane, peer, None, req).await
 }
 
-/// [`serve`] for a request of a client connection that owns upstream connections
-/// ([`crate::upstream::Pinned`], one per client connection).
-pub async fn serve_pinned(
+/// [`serve`] for a request of a client connection that may own upstream connections
+/// ([`crate::upstream::Pinned`], one per client connection; `None`: the pool only).
+pub async fn serve_on(
     plane: DataPlane,
     peer: SocketAddr,
-    pinned: Arc<crate::upstream::Pinned>,
+    pinned: Option<Arc<crate::upstream::Pinned>>,
     req: Request,
 ) -> Response {
-    answer(plane, peer, Some(pinned), req).await
+    answer(plane, peer, pinned, req).await
 }
 
 /// `N` random bytes written as lowercase hex into `out` (2 * N bytes), never all zero (W3C
