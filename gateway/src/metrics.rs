@@ -86,9 +86,19 @@ pub struct RouteSeries {
     route: String,
     /// `(method index * STATUS_CLASSES.len() + status index, counter)`, filled in order.
     requests: [OnceLock<(usize, Counter)>; REQUEST_SLOTS],
+    /// `http_request_duration_seconds` by status class.
+    duration: [OnceLock<Histogram>; STATUS_CLASSES.len()],
+    /// `upstream_requests` and `upstream_duration_seconds` by backend: the backends the
+    /// route can send to.
+    upstream: Vec<BackendSeries>,
+}
+
+/// A route's handles of one backend's series.
+#[derive(Debug)]
+struct BackendSeries {
+    name: String,
+    requests: OnceLock<Counter>,
     duration: OnceLock<Histogram>,
-    /// `upstream_requests` by backend: the backends the route can send to.
-    upstream: Vec<(String, OnceLock<Counter>)>,
 }
 
 /// How many `(method, status class)` pairs of a route keep a handle.
@@ -98,16 +108,20 @@ impl RouteSeries {
     /// The series of route `route` (`-`: requests that matched none), which sends to
     /// `backends`.
     pub fn new<'a>(route: &str, backends: impl IntoIterator<Item = &'a str>) -> RouteSeries {
-        let mut upstream: Vec<(String, OnceLock<Counter>)> = Vec::new();
+        let mut upstream: Vec<BackendSeries> = Vec::new();
         for b in backends {
-            if !upstream.iter().any(|(n, _)| n == b) {
-                upstream.push((b.to_string(), OnceLock::new()));
+            if !upstream.iter().any(|s| s.name == b) {
+                upstream.push(BackendSeries {
+                    name: b.to_string(),
+                    requests: OnceLock::new(),
+                    duration: OnceLock::new(),
+                });
             }
         }
         RouteSeries {
             route: route.to_string(),
             requests: Default::default(),
-            duration: OnceLock::new(),
+            duration: Default::default(),
             upstream,
         }
     }
@@ -134,11 +148,12 @@ impl RouteSeries {
             Some((_, counter)) => counter.inc(),
             None => lookup().inc(),
         };
-        self.duration
+        self.duration[si]
             .get_or_init(|| {
                 m.duration
-                    .get_or_create(&RouteLabels {
+                    .get_or_create(&DurationLabels {
                         route: self.route.clone(),
+                        status: STATUS_CLASSES[si],
                     })
                     .clone()
             })
@@ -151,12 +166,27 @@ impl RouteSeries {
             route: self.route.clone(),
             backend: backend.to_string(),
         };
-        match self.upstream.iter().find(|(n, _)| n == backend) {
-            Some((_, handle)) => handle
+        match self.upstream.iter().find(|s| s.name == backend) {
+            Some(s) => s
+                .requests
                 .get_or_init(|| m.upstream_requests.get_or_create(&labels()).clone())
                 .inc(),
             None => m.upstream_requests.get_or_create(&labels()).inc(),
         };
+    }
+
+    /// Records how long `backend` took to answer with its response headers.
+    pub(crate) fn responded(&self, m: &Metrics, backend: &str, secs: f64) {
+        let labels = || BackendOnlyLabels {
+            backend: backend.to_string(),
+        };
+        match self.upstream.iter().find(|s| s.name == backend) {
+            Some(s) => s
+                .duration
+                .get_or_init(|| m.upstream_duration.get_or_create(&labels()).clone())
+                .observe(secs),
+            None => m.upstream_duration.get_or_create(&labels()).observe(secs),
+        }
     }
 }
 
@@ -186,6 +216,18 @@ pub(crate) struct RouteLabels {
     pub(crate) route: String,
 }
 
+/// `http_request_duration_seconds`'s labels: the route and the status class.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct DurationLabels {
+    pub(crate) route: String,
+    pub(crate) status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct BackendOnlyLabels {
+    pub(crate) backend: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct UpstreamLabels {
     pub(crate) route: String,
@@ -205,7 +247,7 @@ pub(crate) struct BackendLabels {
     pub(crate) backend: String,
 }
 
-type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     // 0.25 ms .. ~16 s.
@@ -216,7 +258,8 @@ fn latency_histogram() -> Histogram {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     pub(crate) requests: Family<RequestLabels, Counter>,
-    pub(crate) duration: HistogramFamily,
+    pub(crate) duration: HistogramFamily<DurationLabels>,
+    pub(crate) upstream_duration: HistogramFamily<BackendOnlyLabels>,
     pub(crate) upstream_errors: Family<UpstreamLabels, Counter>,
     pub(crate) upstream_requests: Family<BackendLabels, Counter>,
     pub(crate) rate_limited: Family<RouteLabels, Counter>,
@@ -260,6 +303,7 @@ impl Metrics {
         let m = Metrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            upstream_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             upstream_errors: Family::default(),
             upstream_requests: Family::default(),
             rate_limited: Family::default(),
@@ -280,8 +324,13 @@ impl Metrics {
         );
         registry.register(
             "http_request_duration_seconds",
-            "Time from request to response headers, by route",
+            "Time from request to response headers, by route and status class",
             m.duration.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending a request to a backend to its response headers (retries included), by backend",
+            m.upstream_duration.clone(),
         );
         registry.register(
             "upstream_requests",
@@ -322,8 +371,9 @@ impl Metrics {
             })
             .inc();
         self.duration
-            .get_or_create(&RouteLabels {
+            .get_or_create(&DurationLabels {
                 route: route.to_string(),
+                status: status_class(status),
             })
             .observe(secs);
     }
@@ -365,7 +415,12 @@ impl Metrics {
                         });
                     }
                 }
-                self.duration.remove(&RouteLabels { route: route() });
+                for status in STATUS_CLASSES {
+                    self.duration.remove(&DurationLabels {
+                        route: route(),
+                        status,
+                    });
+                }
                 self.rate_limited.remove(&RouteLabels { route: route() });
                 for status in AUTH_STATUSES {
                     self.auth_rejected.remove(&AuthLabels {
@@ -397,6 +452,11 @@ impl Metrics {
                 }
             }
         }
+        for b in old.backends.iter().filter(|b| !backends.contains(*b)) {
+            self.upstream_duration.remove(&BackendOnlyLabels {
+                backend: b.to_string(),
+            });
+        }
     }
 }
 
@@ -410,6 +470,34 @@ impl Metrics {
             .get_or_create(&TokenLabels { client, result })
             .inc();
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
+}
+
+/// The binary's version and the source revision it was built from (`FLEETGATE_REVISION` at
+/// build time; `unknown` when it was not set).
+pub const REVISION: &str = match option_env!("FLEETGATE_REVISION") {
+    Some(r) => r,
+    None => "unknown",
+};
+
+/// Registers `build_info` (value 1, labelled with the version and revision).
+pub fn register_build_info(registry: &mut Registry) {
+    let info = Family::<BuildLabels, prometheus_client::metrics::gauge::Gauge>::default();
+    info.get_or_create(&BuildLabels {
+        version: env!("CARGO_PKG_VERSION"),
+        revision: REVISION,
+    })
+    .set(1);
+    registry.register(
+        "build_info",
+        "The running binary: its version and source revision (value 1)",
+        info,
+    );
 }
 
 /// Counts since the served bundle was loaded, for `status/<instance>.json`.
@@ -472,6 +560,7 @@ mod tests {
         s.sent(&m, "app");
         s.sent(&m, "app");
         s.sent(&m, "other");
+        s.responded(&m, "app", 0.002);
         let out = text(&registry);
         for (method, status, times) in &answers {
             let series = format!(
@@ -491,12 +580,24 @@ mod tests {
             answers.len(),
             "{out}"
         );
+        // The latency histogram by status class: every answer counted once, in its class.
+        let durations: f64 = out
+            .lines()
+            .filter(|l| l.starts_with("http_request_duration_seconds_count{route=\"orders\","))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(durations, 10.0, "{out}");
+        for (_, status, _) in &answers {
+            let class = status_class(*status);
+            let series = format!(
+                "http_request_duration_seconds_count{{route=\"orders\",status=\"{class}\"}}"
+            );
+            assert!(value(&out, &series).is_some(), "{series}\n{out}");
+        }
         assert_eq!(
-            value(
-                &out,
-                "http_request_duration_seconds_count{route=\"orders\"}"
-            ),
-            Some(10.0)
+            value(&out, "upstream_duration_seconds_count{backend=\"app\"}"),
+            Some(1.0),
+            "{out}"
         );
         assert_eq!(
             value(

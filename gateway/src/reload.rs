@@ -100,6 +100,8 @@ pub struct Gateway {
     bundle_failures: Counter,
     bundle_info: Family<BundleLabels, Gauge>,
     ready: Gauge,
+    /// 1 while the pointer names a bundle that was refused (an older one, or none, is served).
+    stale: Gauge,
     shared: Shared,
     draining: std::sync::atomic::AtomicBool,
     /// The bundle last replaced, until no request holds it: its removed routes' series are
@@ -148,6 +150,13 @@ impl Gateway {
             bundle_info.clone(),
         );
         registry.register("ready", "1 once a good bundle is loaded", ready.clone());
+        let stale = Gauge::default();
+        registry.register(
+            "bundle_stale",
+            "1 while the account's pointer names a bundle this gateway refused, so it serves an older one (or none)",
+            stale.clone(),
+        );
+        crate::metrics::register_build_info(&mut registry);
         let shared = Shared::new(options, &mut registry);
         Gateway {
             current: ArcSwapOption::empty(),
@@ -159,6 +168,7 @@ impl Gateway {
             bundle_failures,
             bundle_info,
             ready,
+            stale,
             shared,
             draining: std::sync::atomic::AtomicBool::new(false),
             replaced: Mutex::new(None),
@@ -256,6 +266,7 @@ impl Gateway {
         let refuse = |reason: String| {
             let reason = format!("{}: bundle {digest}: {reason}", source.describe());
             self.fail(&self.bundle_failures, reason.clone());
+            self.stale.set(1);
             ReloadOutcome::Rejected { reason }
         };
         let bundle = match Bundle::from_stored(&fetched.bytes, &digest) {
@@ -307,6 +318,7 @@ impl Gateway {
         })));
         self.reloads_total.inc();
         self.ready.set(1);
+        self.stale.set(0);
         // After the swap: requests that started on the old bundle may still record its
         // routes' series; they are removed again at housekeeping.
         if let (Some(old), Some(new)) = (previous.as_ref(), self.current.load_full()) {

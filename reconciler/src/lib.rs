@@ -11,6 +11,7 @@
 //! - [`execute`]: rolling a plan out in waves with health gates and rollback;
 //! - [`ops`]: the operations (apply, rollback, release, drift, history) built from the stages;
 //! - [`daemon`]: `fleetgate watch`, the operations in a loop;
+//! - [`notify`]: notifications to Slack, Teams, webhooks and GitHub deployments;
 //! - [`cli`]: arguments, output, progress;
 //! - [`redact`]: the one point every printed text goes through, secrets fingerprinted;
 //! - [`clock`]: wall time as tokio sees it (virtual in tests);
@@ -25,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod execute;
 pub mod git;
+pub mod notify;
 pub mod ops;
 pub mod plan;
 pub mod redact;

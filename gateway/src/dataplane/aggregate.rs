@@ -62,16 +62,20 @@ pub(super) async fn aggregate(
         };
         let timeout = up.timeout.map_or(route.timeout, |t| t.min(route.timeout));
         let retries = route.retries.as_ref().map_or(0, |r| r.attempts);
+        let sent_at = std::time::Instant::now();
         let result =
             // The parts go out at once: the pool, not the client connection's own connection.
             match upstream::send(up, None, out, timeout, retries, Duration::from_millis(25)).await {
-                Ok(r) => match tokio::time::timeout(timeout, upstream::read_part(r)).await {
-                    Ok(p) => p,
-                    Err(_) => PartResult::Failed {
-                        timeout: true,
-                        why: "body timed out".into(),
-                    },
-                },
+                Ok(r) => {
+                    route.series.responded(m, &up.name, sent_at.elapsed().as_secs_f64());
+                    match tokio::time::timeout(timeout, upstream::read_part(r)).await {
+                        Ok(p) => p,
+                        Err(_) => PartResult::Failed {
+                            timeout: true,
+                            why: "body timed out".into(),
+                        },
+                    }
+                }
                 Err(f) => PartResult::Failed {
                     timeout: matches!(f, Failure::Timeout),
                     why: format!(

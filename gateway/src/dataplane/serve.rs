@@ -356,9 +356,13 @@ async fn proxy_split(
         headers,
         body,
     };
+    let sent_at = std::time::Instant::now();
     Ok(
         match upstream::send(up, ctx.pinned.as_deref(), out, timeout, retries, backoff).await {
             Ok(r) => {
+                route
+                    .series
+                    .responded(m, &up.name, sent_at.elapsed().as_secs_f64());
                 let (mut p, b) = r.into_parts();
                 upstream::strip_hop_by_hop(&mut p.headers);
                 if let Choice::Variant(name) = choice

@@ -15,6 +15,10 @@ use crate::cli::progress::StderrProgress;
 use crate::cli::session::{
     Session, connect_at, load_valid, open_git, redaction_key, runtime, select_accounts, stamp,
 };
+use crate::config::manifest::FleetSpec;
+use crate::execute::report::AccountState;
+use crate::notify::watch::RolloutWatch;
+use crate::notify::{Notifier, NotifyMetrics, SecretStore};
 use crate::ops::apply::ApplyOptions;
 use crate::ops::pipeline;
 use crate::ops::reconcile::Gates;
@@ -22,6 +26,25 @@ use crate::ops::rollback::RollbackRequest;
 use crate::plan;
 use crate::target::connect::Purpose;
 use crate::target::{AccountRef, Bootstrapped};
+
+/// How long a command waits, before it exits, for its notifications to be delivered.
+const NOTIFY_BUDGET: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The sinks of fleet.yaml's `notifications`, started on `rt`; `by` is who acts.
+fn notifier(rt: &tokio::runtime::Runtime, fleet: Option<&FleetSpec>, by: &str) -> Notifier {
+    match fleet.filter(|f| !f.notifications.is_empty()) {
+        Some(f) => {
+            let _in_runtime = rt.enter();
+            Notifier::start(
+                &f.notifications,
+                by,
+                NotifyMetrics::default(),
+                &SecretStore::default(),
+            )
+        }
+        None => Notifier::none(),
+    }
+}
 
 pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     let repo = open_git(&args.source)?;
@@ -48,6 +71,14 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     let printer = output::Printer {
         jsonl: args.format == RolloutFormat::Jsonl,
     };
+    let notifier = notifier(&rt, fleet.as_ref(), &stamp.applied_by);
+    let watch = RolloutWatch::new(
+        &head.id.to_string(),
+        repo.summary(&head.id.to_string()),
+        &notifier,
+        Some(&printer),
+        None,
+    );
     // Holds recorded before this head are over: the branch moved past them.
     let superseded = |c: &str| repo.is_descendant(&head.id.to_string(), c);
     let options = ApplyOptions {
@@ -58,7 +89,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         },
         all_at_once: args.all_at_once,
         allow_backwards: args.allow_backwards,
-        watch: Some(&printer),
+        watch: Some(&watch),
     };
     let head_id = head.id.to_string();
     // An account at a commit that descends from the head would be moved back.
@@ -73,6 +104,8 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         &superseded,
         &newer,
     ));
+    drop(watch);
+    rt.block_on(notifier.flush(NOTIFY_BUDGET));
     let mut applied = match applied {
         Ok(a) => a,
         Err(e) => return output::report_pipeline_error(e),
@@ -185,6 +218,17 @@ pub fn rollback(args: &RollbackArgs) -> Result<ExitCode> {
     };
     let stamp = stamp();
     let printer = output::Printer { jsonl: false };
+    let notifier = notifier(&rt, fleet, &stamp.applied_by);
+    let watch = RolloutWatch::new(
+        &targets.to.commit,
+        Some(format!(
+            "fleetgate rollback --to {} by {}",
+            args.to, stamp.applied_by
+        )),
+        &notifier,
+        Some(&printer),
+        None,
+    );
     let mut done = rt.block_on(crate::ops::rollback::rollback(
         repo.location(),
         &config,
@@ -194,8 +238,31 @@ pub fn rollback(args: &RollbackArgs) -> Result<ExitCode> {
         fan,
         &stamp,
         redaction_key(),
-        Some(&printer),
+        Some(&watch),
     ));
+    drop(watch);
+    if done.held {
+        let moved = done
+            .rollout
+            .waves
+            .iter()
+            .flat_map(|w| w.accounts.iter())
+            .filter(|(_, a)| {
+                matches!(
+                    a.state,
+                    AccountState::Applied | AccountState::Serving | AccountState::Healthy
+                )
+            })
+            .map(|(n, _)| n.clone());
+        let (accounts, moved_total) = crate::notify::event::bounded(moved);
+        notifier.notify(crate::notify::Event::RollbackSet {
+            to: done.to.commit.clone(),
+            accounts,
+            accounts_total: moved_total + done.held_in_place,
+            by: stamp.applied_by.clone(),
+        });
+    }
+    rt.block_on(notifier.flush(NOTIFY_BUDGET));
     done.rollout.requests = target.requests();
     output::finish_rollout(&mut done.rollout, &printer);
     let plan = &done.plan;
@@ -242,10 +309,12 @@ pub fn release(args: &ReleaseArgs) -> Result<ExitCode> {
         &stamp,
     ));
     let (mut released, mut failed) = (0, 0);
+    let mut names = Vec::new();
     for (name, r) in &report.results {
         match r {
             Ok(true) => {
                 released += 1;
+                names.push(name.clone());
                 let _ = writeln!(std::io::stdout(), "released {name}");
             }
             Ok(false) => {}
@@ -254,6 +323,16 @@ pub fn release(args: &ReleaseArgs) -> Result<ExitCode> {
                 let _ = writeln!(std::io::stderr(), "failed [{}] {e}", e.class());
             }
         }
+    }
+    if !names.is_empty() {
+        let notifier = notifier(&rt, fleet, &stamp.applied_by);
+        let (accounts, accounts_total) = crate::notify::event::bounded(names);
+        notifier.notify(crate::notify::Event::HoldReleased {
+            accounts,
+            accounts_total,
+            by: stamp.applied_by.clone(),
+        });
+        rt.block_on(notifier.flush(NOTIFY_BUDGET));
     }
     let _ = writeln!(
         std::io::stdout(),

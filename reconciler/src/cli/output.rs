@@ -148,7 +148,7 @@ impl Watch for Printer {
         }
     }
 
-    fn wave(&self, w: &WaveReport) {
+    fn wave(&self, w: &WaveReport, _failure: Option<&str>) {
         if self.jsonl {
             let line = serde_json::json!({
                 "event": "wave", "wave": w.name, "state": kebab(w.state),

@@ -129,6 +129,187 @@ pub struct FleetSpec {
     pub rollout: RolloutSpec,
     #[serde(default)]
     pub drift: DriftSpec,
+    /// Where the watch daemon, `apply`, `rollback` and `release` tell people what happened
+    /// (Slack, Microsoft Teams, a signed webhook, GitHub deployment statuses).
+    #[serde(default, skip_serializing_if = "NotificationsSpec::is_empty")]
+    pub notifications: NotificationsSpec,
+}
+
+/// Notification sinks and how delivery is retried. Delivery never blocks or fails a
+/// rollout: a sink that cannot be reached only loses its messages (and counts them).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NotificationsSpec {
+    #[serde(default)]
+    pub sinks: Vec<SinkSpec>,
+    /// Attempts per message, the first included (default 5). Connection errors, timeouts,
+    /// 408, 429 and 5xx answers are retried; other answers are final.
+    #[serde(default = "default_notify_attempts")]
+    pub attempts: u32,
+    /// The wait before the first retry, doubled at each next one up to 1m (default 1s). A
+    /// `Retry-After` answer header is honoured up to 1m.
+    #[serde(default = "default_notify_backoff")]
+    pub retry_backoff: Duration,
+    /// Messages waiting per sink; past this, new ones are dropped and counted (default 256).
+    #[serde(default = "default_notify_queue")]
+    pub queue: u32,
+}
+
+impl Default for NotificationsSpec {
+    fn default() -> Self {
+        NotificationsSpec {
+            sinks: Vec::new(),
+            attempts: default_notify_attempts(),
+            retry_backoff: default_notify_backoff(),
+            queue: default_notify_queue(),
+        }
+    }
+}
+
+impl NotificationsSpec {
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+}
+
+fn default_notify_attempts() -> u32 {
+    5
+}
+
+fn default_notify_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_notify_queue() -> u32 {
+    256
+}
+
+/// One notification sink. Credentials (a Slack or Teams webhook URL is one) are given by
+/// reference, never in git.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum SinkSpec {
+    /// A Slack incoming webhook.
+    #[serde(rename_all = "camelCase")]
+    Slack {
+        /// The sink's name in logs and metrics.
+        name: String,
+        /// The incoming webhook's URL.
+        url: NotifySecret,
+        /// The events sent (default: all).
+        #[serde(default)]
+        events: Vec<EventKind>,
+    },
+    /// A Microsoft Teams incoming webhook (Workflows), sent an Adaptive Card.
+    #[serde(rename_all = "camelCase")]
+    Teams {
+        name: String,
+        url: NotifySecret,
+        #[serde(default)]
+        events: Vec<EventKind>,
+    },
+    /// A JSON POST signed with HMAC-SHA256 of the body (`X-Fleetgate-Signature-256:
+    /// sha256=<hex>`).
+    #[serde(rename_all = "camelCase")]
+    Webhook {
+        name: String,
+        /// http:// or https:// URL (not a secret: the signature authenticates the body).
+        url: String,
+        /// The HMAC key.
+        secret: NotifySecret,
+        #[serde(default)]
+        events: Vec<EventKind>,
+    },
+    /// GitHub deployments of the config repo: one per rolled-out commit, with a status at
+    /// each wave and at the end (rollout and wave events only).
+    #[serde(rename_all = "camelCase")]
+    GithubDeployments {
+        name: String,
+        /// `owner/repo`.
+        repository: String,
+        /// A token allowed to write deployments (`deployments: write`).
+        token: NotifySecret,
+        /// The API's base URL (default https://api.github.com; GitHub Enterprise:
+        /// https://HOST/api/v3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_url: Option<String>,
+        /// The deployment environment (default `fleetgate`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        environment: Option<String>,
+        #[serde(default)]
+        events: Vec<EventKind>,
+    },
+}
+
+impl SinkSpec {
+    pub fn name(&self) -> &str {
+        match self {
+            SinkSpec::Slack { name, .. }
+            | SinkSpec::Teams { name, .. }
+            | SinkSpec::Webhook { name, .. }
+            | SinkSpec::GithubDeployments { name, .. } => name,
+        }
+    }
+
+    /// The event kinds configured (empty: every kind the sink takes).
+    pub fn events(&self) -> &[EventKind] {
+        match self {
+            SinkSpec::Slack { events, .. }
+            | SinkSpec::Teams { events, .. }
+            | SinkSpec::Webhook { events, .. }
+            | SinkSpec::GithubDeployments { events, .. } => events,
+        }
+    }
+
+    /// The secret references the sink reads.
+    pub fn secrets(&self) -> Vec<&NotifySecret> {
+        match self {
+            SinkSpec::Slack { url, .. } | SinkSpec::Teams { url, .. } => vec![url],
+            SinkSpec::Webhook { secret, .. } => vec![secret],
+            SinkSpec::GithubDeployments { token, .. } => vec![token],
+        }
+    }
+}
+
+/// Where a notification credential is: an environment variable of the reconciler whose
+/// name starts with `FLEETGATE_`, or a file under the directory `FLEETGATE_NOTIFY_SECRETS_DIR`
+/// (default `/var/run/secrets/fleetgate`), given relative to it. Nothing else can be named,
+/// so a change to fleet.yaml cannot send the reconciler's own credentials anywhere.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum NotifySecret {
+    Env(String),
+    File(String),
+}
+
+impl fmt::Display for NotifySecret {
+    /// Where the secret is, never what it is.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotifySecret::Env(v) => write!(f, "environment variable {v}"),
+            NotifySecret::File(p) => write!(f, "file {p}"),
+        }
+    }
+}
+
+/// What a sink is told about.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum EventKind {
+    /// A rollout started or finished (succeeded, rolled back, halted, preempted).
+    Rollout,
+    /// A wave passed its health gate, or failed it (and what was rolled back).
+    Wave,
+    /// `fleetgate rollback` moved accounts and set holds.
+    Rollback,
+    /// Holds released (`fleetgate release`, or the branch moved past them).
+    Hold,
+    /// Drift found, changed or cleared (a drift that stays the same is sent once).
+    Drift,
+    /// A watch daemon took over its shard's lease.
+    Lease,
 }
 
 /// How a rollout watches and undoes itself.

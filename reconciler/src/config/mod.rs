@@ -16,6 +16,7 @@ pub mod diagnostics;
 pub mod doc;
 pub mod example_fleet;
 pub mod manifest;
+pub mod notifications;
 pub mod openapi;
 pub mod repo;
 pub mod selector;

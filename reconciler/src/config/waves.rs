@@ -303,6 +303,12 @@ pub fn check_fleet(fleet: &Doc<FleetSpec>) -> Vec<Diagnostic> {
             "externalId must be 2 to 1224 characters (an AWS limit)",
         ));
     }
+    for (key, message) in crate::config::notifications::check(&spec.notifications) {
+        errors.push(Diagnostic::new(
+            at("notifications"),
+            format!("{key}: {message}"),
+        ));
+    }
     let session = spec.session_duration.0.as_secs();
     if !(900..=43_200).contains(&session) {
         errors.push(Diagnostic::new(

@@ -127,6 +127,62 @@ pub(super) struct Metrics {
     lease_holder: Family<HolderLabel, Gauge>,
     webhooks: Family<ResultLabel, Counter>,
     aws_requests: Family<KindLabel, Counter>,
+    notify: crate::notify::NotifyMetrics,
+    pub(super) rollout_seconds: Family<ResultLabel, Histogram>,
+    pub(super) wave_seconds: Family<WaveLabels, Histogram>,
+    pub(super) drift_causes: Family<CauseLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct WaveLabels {
+    pub(super) wave: String,
+    pub(super) result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct CauseLabel {
+    pub(super) cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
+}
+
+/// The source revision the binary was built from (`FLEETGATE_REVISION` at build time).
+pub const REVISION: &str = match option_env!("FLEETGATE_REVISION") {
+    Some(r) => r,
+    None => "unknown",
+};
+
+/// `reconcile_duration_seconds`' results, each shown from the start.
+pub(super) const PASS_RESULTS: [&str; 6] = [
+    "applied",
+    "rolled_back",
+    "no_change",
+    "not_leader",
+    "error",
+    "preempted",
+];
+
+/// `rollouts` and `rollout_duration_seconds`' results, each shown from the start: a counter
+/// that appears at its first increment has no increase Prometheus can see.
+pub(super) const ROLLOUT_RESULTS: [&str; 4] = ["succeeded", "rolled_back", "halted", "preempted"];
+
+/// `drift_accounts_by_cause`'s causes.
+pub(super) const DRIFT_CAUSES: [&str; 6] = [
+    "never_deployed",
+    "tampered",
+    "behind",
+    "out_of_band",
+    "unreachable",
+    "orphaned",
+];
+
+fn duration_histogram() -> Histogram {
+    // 0.5 s .. ~9 h.
+    Histogram::new(exponential_buckets(0.5, 2.0, 16))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -142,9 +198,14 @@ impl Metrics {
         });
         registry.register(
             "reconcile_duration_seconds",
-            "How long reconcile passes take, by result (applied, rolled_back, no_change, not_leader, error)",
+            "How long reconcile passes take, by result (applied, rolled_back, no_change, not_leader, error, preempted)",
             reconcile_seconds.clone(),
         );
+        for result in PASS_RESULTS {
+            drop(reconcile_seconds.get_or_create(&ResultLabel {
+                result: result.into(),
+            }));
+        }
         let accounts = Family::<StateLabel, Gauge>::default();
         registry.register(
             "accounts",
@@ -157,11 +218,53 @@ impl Metrics {
             "Accounts drifted (or unreachable) in the last drift report",
             drifted.clone(),
         );
+        let drift_causes = Family::<CauseLabel, Gauge>::default();
+        registry.register(
+            "drift_accounts_by_cause",
+            "Accounts of the last drift report by cause (never_deployed, tampered, behind, out_of_band, unreachable, orphaned)",
+            drift_causes.clone(),
+        );
+        for cause in DRIFT_CAUSES {
+            drop(drift_causes.get_or_create(&CauseLabel { cause }));
+        }
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                revision: REVISION,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running binary: its version and source revision (value 1)",
+            build_info,
+        );
         let applies = Family::<ResultLabel, Counter>::default();
         registry.register(
             "rollouts",
-            "Rollouts started by this daemon, by outcome",
+            "Rollouts started by this daemon, by outcome (succeeded, rolled_back, halted, preempted)",
             applies.clone(),
+        );
+        let rollout_seconds =
+            Family::<ResultLabel, Histogram>::new_with_constructor(duration_histogram);
+        registry.register(
+            "rollout_duration_seconds",
+            "How long rollouts take from their first write to their outcome, by outcome",
+            rollout_seconds.clone(),
+        );
+        for result in ROLLOUT_RESULTS {
+            let label = ResultLabel {
+                result: result.into(),
+            };
+            drop(applies.get_or_create(&label));
+            drop(rollout_seconds.get_or_create(&label));
+        }
+        let wave_seconds =
+            Family::<WaveLabels, Histogram>::new_with_constructor(duration_histogram);
+        registry.register(
+            "wave_duration_seconds",
+            "How long waves take (apply, health gate, bake; a failed wave's rollback included), by wave and result (succeeded, failed, preempted)",
+            wave_seconds.clone(),
         );
         let rollbacks = Counter::default();
         registry.register(
@@ -187,13 +290,26 @@ impl Metrics {
             "Webhook deliveries, by result (accepted, ignored, bad_signature)",
             webhooks.clone(),
         );
+        for result in ["accepted", "ignored", "bad_signature"] {
+            drop(webhooks.get_or_create(&ResultLabel {
+                result: result.into(),
+            }));
+        }
         let aws_requests = Family::<KindLabel, Counter>::default();
         registry.register(
             "aws_requests",
             "AWS calls of this daemon's target, and their attempts the SDK retried, throttled or timed out (kind: calls, retries, throttled, timed_out)",
             aws_requests.clone(),
         );
+        for kind in ["calls", "retries", "throttled", "timed_out"] {
+            drop(aws_requests.get_or_create(&KindLabel { kind }));
+        }
+        let notify = crate::notify::NotifyMetrics::register(&mut registry);
         Metrics {
+            notify,
+            rollout_seconds,
+            wave_seconds,
+            drift_causes,
             aws_requests,
             registry,
             reconcile_seconds,
@@ -217,6 +333,8 @@ pub struct Daemon {
     pub(super) wake: Notify,
     /// Every time the daemon records: the system's clock (leases are compared across hosts).
     pub(super) clock: Clock,
+    /// The notifier of the head's fleet.yaml (replaced when its `notifications` change).
+    notifier: Mutex<Arc<crate::notify::Notifier>>,
 }
 
 pub(super) fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -242,12 +360,7 @@ pub fn signature_ok(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
 }
 
 /// `sha256=<hex>` for `body` (for clients and tests).
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    #[allow(clippy::expect_used)]
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
+pub use crate::notify::sign;
 
 /// Accounts by state for the metrics: the rollout's states, then the plan's held and
 /// in-sync accounts.
@@ -308,6 +421,7 @@ impl Daemon {
             metrics: Metrics::new(),
             wake: Notify::new(),
             clock: Clock::system(),
+            notifier: Mutex::new(Arc::new(crate::notify::Notifier::none())),
         })
     }
 
@@ -371,6 +485,89 @@ impl Daemon {
 
     pub(super) fn update(&self, f: impl FnOnce(&mut DaemonStatus)) {
         f(&mut lock(&self.shared).status);
+    }
+
+    /// Sends `event` to the sinks of the head's fleet.yaml; never waits.
+    pub(super) fn notify(&self, event: crate::notify::Event) {
+        self.notifier().notify(event);
+    }
+
+    pub(super) fn notifier(&self) -> Arc<crate::notify::Notifier> {
+        self.notifier
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts the sinks of `spec` when they differ from the running ones; the replaced
+    /// notifier delivers what it has queued, then stops.
+    pub(super) fn configure_notifications(
+        &self,
+        spec: &crate::config::manifest::NotificationsSpec,
+    ) {
+        let mut current = self
+            .notifier
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.spec() == spec {
+            return;
+        }
+        let source = format!("fleetgate-watch {}", self.settings.identity);
+        let fresh = crate::notify::Notifier::start(
+            spec,
+            &source,
+            self.metrics.notify.clone(),
+            &crate::notify::SecretStore::default(),
+        );
+        tracing::info!(sinks = spec.sinks.len(), "notification sinks configured");
+        *current = Arc::new(fresh);
+    }
+
+    /// Counts a finished (or preempted) rollout: its outcome and how long it took.
+    pub(super) fn record_rollout(&self, report: &RolloutReport, took: std::time::Duration) {
+        let label = ResultLabel {
+            result: crate::notify::watch::outcome_name(report.outcome).into(),
+        };
+        self.metrics.applies.get_or_create(&label).inc();
+        self.metrics
+            .rollout_seconds
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a wave that ended: its result and how long it took.
+    pub(super) fn record_wave(&self, wave: &str, result: &'static str, took: std::time::Duration) {
+        self.metrics
+            .wave_seconds
+            .get_or_create(&WaveLabels {
+                wave: wave.to_string(),
+                result,
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The last drift report's accounts by cause.
+    pub(super) fn record_drift_causes(&self, report: &DriftReport) {
+        use crate::ops::drift::CauseKind;
+        let mut counts: BTreeMap<&'static str, i64> =
+            DRIFT_CAUSES.iter().map(|c| (*c, 0)).collect();
+        for kind in report.accounts.iter().filter_map(|a| a.cause_kind) {
+            let cause = match kind {
+                CauseKind::NeverDeployed => "never_deployed",
+                CauseKind::Tampered => "tampered",
+                CauseKind::Behind => "behind",
+                CauseKind::OutOfBand => "out_of_band",
+                CauseKind::Unreachable => "unreachable",
+                CauseKind::Orphaned => "orphaned",
+            };
+            *counts.entry(cause).or_default() += 1;
+        }
+        for (cause, n) in counts {
+            self.metrics
+                .drift_causes
+                .get_or_create(&CauseLabel { cause })
+                .set(n);
+        }
     }
 
     pub(super) fn record_lease(&self, view: &LeaseView) {

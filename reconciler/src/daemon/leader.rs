@@ -36,6 +36,11 @@ impl LeaseHolder {
         if was != held {
             if held {
                 tracing::info!(lease = %view.location, "lease taken: this daemon rolls out");
+                daemon.notify(crate::notify::Event::LeaseTaken {
+                    lease: view.location.clone(),
+                    holder: self.lease.identity.clone(),
+                    previous: view.taken_from.clone(),
+                });
             } else {
                 tracing::warn!(
                     lease = %view.location,

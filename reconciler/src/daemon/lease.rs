@@ -98,6 +98,9 @@ pub struct LeaseView {
     pub holder: Option<String>,
     pub expires_at: Option<u64>,
     pub held_by_me: bool,
+    /// When this read took the lease over: the holder before (its lease had expired).
+    #[serde(skip)]
+    pub taken_from: Option<String>,
 }
 
 /// One daemon's side of the lease.
@@ -130,6 +133,7 @@ impl Lease {
             holder: rec.map(|r| r.holder.clone()),
             expires_at: rec.map(|r| r.expires_at),
             held_by_me: held,
+            taken_from: None,
         };
         let (expected, acquired_at) = match decide(&self.identity, now, current.as_ref()) {
             Decision::HeldBy { .. } => {
@@ -155,7 +159,14 @@ impl Lease {
             },
         };
         match self.store.write(&record, expected.as_ref()).await {
-            Ok(_) => Ok((true, Some(record.clone()), view(true, Some(&record)))),
+            Ok(_) => {
+                let mut v = view(true, Some(&record));
+                v.taken_from = current
+                    .as_ref()
+                    .map(|(r, _)| r.holder.clone())
+                    .filter(|h| *h != self.identity);
+                Ok((true, Some(record.clone()), v))
+            }
             Err(LeaseError::Conflict { .. }) => {
                 let now_rec = self.store.read().await?.map(|(r, _)| r);
                 Ok((false, now_rec.clone(), view(false, now_rec.as_ref())))

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::manifest::FleetSpec;
-use crate::daemon::http::{CommitView, Daemon, HeldAccount, Preempted, ResultLabel, lock};
+use crate::daemon::http::{CommitView, Daemon, HeldAccount, Preempted, lock};
 use crate::daemon::leader::{LeaseHolder, lease_name, spawn_renewer};
 use crate::daemon::lease::{FileLeaseStore, Lease, LeaseStore, Rejected, S3LeaseStore};
 use crate::daemon::settings::Settings;
@@ -71,6 +71,8 @@ pub(super) struct Looper {
     /// Accounts a preempted rollout moved before their wave was verified: the next
     /// rollout's, whatever its head.
     carried: BTreeMap<String, Carried>,
+    /// The head's subject line, for notifications.
+    head_subject: Option<String>,
 }
 
 impl Looper {
@@ -85,6 +87,7 @@ impl Looper {
             renewer: None,
             stop,
             carried: BTreeMap::new(),
+            head_subject: None,
         }
     }
 
@@ -122,6 +125,13 @@ impl Looper {
         let (repo, head) = self.fetch().await?;
         let head_id = head.id.to_string();
         let prepared = self.prepare(&repo, &head)?;
+        self.daemon.configure_notifications(
+            &prepared
+                .fleet
+                .as_ref()
+                .map(|f| f.notifications.clone())
+                .unwrap_or_default(),
+        );
         let connected = self.connect(&prepared).await?;
         let Some(holder) = self.lease.clone() else {
             return Err(PassError::failed(
@@ -215,9 +225,14 @@ impl Looper {
             reuse_stored: false,
             watch: None,
         };
+        self.head_subject = repo.summary(&head_id);
+        let started = std::time::Instant::now();
         let report = self
             .roll_out(target, fan, &stamp, change, &holder, &head_id)
             .await?;
+        if let Some(r) = &report {
+            self.daemon.record_rollout(r, started.elapsed());
+        }
 
         let mut result = "no_change";
         // Accounts the rollout tolerated as failed: retried on the next pass.
@@ -383,29 +398,59 @@ impl Looper {
         head: &str,
     ) -> Result<Option<RolloutReport>, PassError> {
         let (preempt_tx, preempt) = Preempt::channel();
+        let notifier = self.daemon.notifier();
+        let daemon = &self.daemon;
+        let metric = |wave: &str, result: &'static str, took: Duration| {
+            daemon.record_wave(wave, result, took);
+        };
+        let watch = crate::notify::watch::RolloutWatch::new(
+            head,
+            self.head_subject.clone(),
+            &notifier,
+            None,
+            Some(&metric),
+        );
         let change = Change {
             preempt: Some(&preempt),
+            watch: Some(&watch),
             ..change
         };
         let pass = Reconcile::new(target, fan, stamp, change);
         // Holds the branch has moved past, lifted first: not bound to the lease (each is a
         // compare-and-swap of one pointer, safe whoever holds it).
+        let mut released = Vec::new();
         for (name, r) in pass.holds().await {
             match r {
-                Ok(_) => tracing::info!(account = %name, "hold released: the branch moved on"),
+                Ok(_) => {
+                    tracing::info!(account = %name, "hold released: the branch moved on");
+                    released.push(name);
+                }
                 Err(e) => tracing::warn!(account = %name, error = %e, "cannot release a hold"),
             }
+        }
+        if !released.is_empty() {
+            let (accounts, accounts_total) = crate::notify::event::bounded(released);
+            self.daemon.notify(crate::notify::Event::HoldReleased {
+                accounts,
+                accounts_total,
+                by: format!(
+                    "fleetgate-watch {} (the branch moved on)",
+                    self.settings().identity
+                ),
+            });
         }
         if !change.execute {
             return Ok(None);
         }
         let live: Live = Arc::new(Mutex::new(pass.initial_report()));
         lock(&self.daemon.shared).live = Some(live.clone());
+        let accounts = change.plan.summary.create + change.plan.summary.update;
         tracing::info!(
             commit = %change.plan.head.commit,
-            accounts = change.plan.summary.create + change.plan.summary.update,
+            accounts,
             "rollout starts"
         );
+
         let lost = async {
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -468,13 +513,6 @@ impl Looper {
     /// before their wave was verified are carried into the next plan, and the next pass
     /// starts at once. The commit is not rejected: it was superseded, not judged.
     fn preempted(&mut self, report: &RolloutReport, plan: &Plan) -> Passed {
-        self.daemon
-            .metrics
-            .applies
-            .get_or_create(&ResultLabel {
-                result: "preempted".into(),
-            })
-            .inc();
         let by = lock(&self.daemon.shared)
             .status
             .queued
@@ -512,20 +550,7 @@ impl Looper {
     ) -> Option<Passed> {
         let rolled_back = report.tally().rolled_back;
         self.daemon.metrics.rollbacks.inc_by(rolled_back as u64);
-        let outcome = match report.outcome {
-            Outcome::Succeeded => "succeeded",
-            Outcome::RolledBack => "rolled_back",
-            Outcome::Halted => "halted",
-            Outcome::InProgress => "in_progress",
-            Outcome::Preempted => "preempted",
-        };
-        self.daemon
-            .metrics
-            .applies
-            .get_or_create(&ResultLabel {
-                result: outcome.into(),
-            })
-            .inc();
+        let outcome = crate::notify::watch::outcome_name(report.outcome);
         tracing::info!(commit = %head_id, outcome, rolled_back, "rollout ends");
         if report.outcome == Outcome::Succeeded {
             return None;
@@ -579,6 +604,8 @@ impl Looper {
                 }
                 let n = report.summary.drifted + report.summary.unreachable;
                 self.daemon.metrics.drifted.set(n as i64);
+                self.daemon.record_drift_causes(&report);
+                self.daemon.notify(drift_event(&report));
                 tracing::info!(
                     drifted = report.summary.drifted,
                     unreachable = report.summary.unreachable,
@@ -617,6 +644,37 @@ impl Looper {
                 }))
             }
         }
+    }
+}
+
+/// A drift report as a notification: found (the accounts and causes) or cleared.
+fn drift_event(report: &crate::ops::drift::DriftReport) -> crate::notify::Event {
+    use crate::ops::drift::DriftStatus;
+    let off: Vec<&crate::ops::drift::AccountDrift> = report
+        .accounts
+        .iter()
+        .filter(|a| matches!(a.status, DriftStatus::Drifted | DriftStatus::Unreachable))
+        .collect();
+    if off.is_empty() {
+        return crate::notify::Event::DriftCleared {
+            commit: report.head.commit.clone(),
+        };
+    }
+    crate::notify::Event::DriftFound {
+        commit: report.head.commit.clone(),
+        accounts: off
+            .iter()
+            .take(crate::notify::event::MAX_NAMED_ACCOUNTS)
+            .map(|a| crate::notify::DriftedAccount {
+                account: a.name.clone(),
+                cause: a
+                    .cause
+                    .clone()
+                    .unwrap_or_else(|| a.status.as_str().to_string()),
+            })
+            .collect(),
+        drifted_total: report.summary.drifted,
+        unreachable_total: report.summary.unreachable,
     }
 }
 

@@ -229,7 +229,15 @@ impl AccountState {
 /// failed, conflict, skipped, rolled back), and each wave's end.
 pub trait Watch: Sync + std::fmt::Debug {
     fn account(&self, wave: &str, name: &str, account: &AccountReport);
-    fn wave(&self, wave: &WaveReport);
+    /// A wave ended; `failure` is the reason of the wave that failed the rollout (after its
+    /// rollback), `None` for the others (an earlier wave its rollback reached included).
+    fn wave(&self, wave: &WaveReport, failure: Option<&str>);
+    /// A wave starts applying.
+    fn wave_started(&self, _wave: &str) {}
+    /// The rollout starts: every wave pending.
+    fn rollout_started(&self, _report: &RolloutReport) {}
+    /// The rollout ended (succeeded, rolled back, halted or preempted).
+    fn rollout_finished(&self, _report: &RolloutReport) {}
 }
 
 /// The live report, shared with whoever shows it.

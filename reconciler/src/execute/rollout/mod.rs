@@ -136,6 +136,17 @@ impl Executor<'_> {
 
     /// Runs every wave in order until one fails or a newer commit preempts the rollout.
     pub async fn run(&self, live: &Live) -> RolloutReport {
+        if let Some(w) = self.watch {
+            w.rollout_started(&snapshot(live));
+        }
+        let report = self.run_waves(live).await;
+        if let Some(w) = self.watch {
+            w.rollout_finished(&report);
+        }
+        report
+    }
+
+    async fn run_waves(&self, live: &Live) -> RolloutReport {
         let clock = Clock::start();
         let mut written: Vec<BTreeMap<String, Written>> =
             vec![BTreeMap::new(); self.plan.waves.len()];
@@ -143,13 +154,18 @@ impl Executor<'_> {
             let stop = match self.preempted() {
                 Some(by) => Err(Stop::Preempted(by)),
                 None if wave.accounts.is_empty() => Ok(()),
-                None => self.run_wave(i, wave, &clock, live, &mut written[i]).await,
+                None => {
+                    if let Some(w) = self.watch {
+                        w.wave_started(&wave.name);
+                    }
+                    self.run_wave(i, wave, &clock, live, &mut written[i]).await
+                }
             };
             match stop {
                 Ok(()) => {
                     set(live, |r| r.waves[i].state = WaveState::Succeeded);
                     if !wave.accounts.is_empty() {
-                        self.emit_wave(live, i);
+                        self.emit_wave(live, i, None);
                     }
                 }
                 Err(Stop::Failed(reason)) => {
@@ -182,7 +198,7 @@ impl Executor<'_> {
                         r.finished_at = Some(clock.rfc3339());
                     });
                     if !wave.accounts.is_empty() {
-                        self.emit_wave(live, i);
+                        self.emit_wave(live, i, None);
                     }
                     return snapshot(live);
                 }
@@ -229,9 +245,10 @@ impl Executor<'_> {
             r.finished_at = Some(clock.rfc3339());
         });
         // The failed wave, and the earlier ones its rollback reached.
-        for w in scope.iter().copied().filter(|w| *w != i).chain([i]) {
-            self.emit_wave(live, w);
+        for w in scope.iter().copied().filter(|w| *w != i) {
+            self.emit_wave(live, w, None);
         }
+        self.emit_wave(live, i, Some(reason));
     }
 
     /// Marks an account failed once, counting it against its wave's tolerance; `class`: the
@@ -296,10 +313,10 @@ impl Executor<'_> {
     }
 
     /// Tells the watcher (if any) how a wave ended.
-    fn emit_wave(&self, live: &Live, i: usize) {
+    fn emit_wave(&self, live: &Live, i: usize, failure: Option<&str>) {
         let Some(watch) = self.watch else { return };
         let wave = snapshot_wave(live, i, Clone::clone);
-        watch.wave(&wave);
+        watch.wave(&wave, failure);
     }
 
     /// The commit that preempted this rollout, once one has.
