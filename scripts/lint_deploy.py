@@ -12,8 +12,16 @@ GitHub workflows (deploy/github/workflows/*.yml), where actionlint cannot be ins
 Kubernetes (deploy/kubernetes/): kustomization.yaml lists exactly the manifests of the
 directory.
 
-Prometheus (deploy/prometheus/*.yaml): every fleetgate metric an alert's expression names is
-one the code registers (reconciler/src, gateway/src), so alerts cannot silently watch nothing.
+Prometheus (deploy/prometheus/fleetgate-alerts.yaml), besides promtool's own checks:
+  - every fleetgate metric an alert's expression names is one the code registers
+    (reconciler/src, gateway/src), so alerts cannot silently watch nothing;
+  - every alert has a severity (critical or warning), a component (reconciler or gateway, as
+    its group) and a runbook_url whose anchor is a heading of docs/runbooks/alerts.md;
+  - every alert has a firing and a silent case in fleetgate-alerts.test.yaml, and the tests
+    name no alert the rules do not have (promtool passes those silently).
+
+Alertmanager (deploy/alertmanager/alertmanager.yml): every alert name its inhibit rules match
+is an alert of the rules file (amtool checks the rest).
 
 All: every `fleetgate` / `fleetgate-gateway` invocation (a workflow script's command line,
 a container's args) uses only subcommands and flags that the binaries' --help lists, so
@@ -32,7 +40,10 @@ import subprocess
 import sys
 import tempfile
 
-import yaml
+try:
+    import yaml
+except ImportError:  # scripts/check_dashboards.py imports this module with the standard library only
+    yaml = None
 
 PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+@v[0-9]+$")
 FLAG = re.compile(r"--[a-z][a-z0-9-]*")
@@ -200,33 +211,146 @@ def lint_kubernetes(directory, fleetgate, gateway):
     return problems
 
 
+# `registry.register("name", ...)` and `registry.register_with_unit("name", help, Unit::X, ...)`
+# (prometheus-client appends the unit). Registries made with sub_registry_with_prefix are not
+# understood: a metric registered in one is reported as missing.
+REGISTER = re.compile(
+    r'\bregister(?:_with_unit)?\(\s*"([a-z0-9_]+)"(?:\s*,\s*"(?:[^"\\]|\\.)*"\s*,\s*Unit::([A-Za-z]+))?'
+)
+# What prometheus-client appends to a registered name in the exposition: counters' _total and
+# _created, histograms' series.
+EXPOSITION_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
+
+
 def registered_metrics():
     """The metric names the code registers with prometheus-client, with their prefixes."""
     names = set()
     for pattern, prefix in (("reconciler/src/**/*.rs", "fleetgate"), ("gateway/src/**/*.rs", "fleetgate_gateway")):
         for path in glob.glob(pattern, recursive=True):
             with open(path, encoding="utf-8") as f:
-                for name in re.findall(r'register\(\s*"([a-z0-9_]+)"', f.read()):
-                    names.add(f"{prefix}_{name}")
+                for name, unit in REGISTER.findall(f.read()):
+                    names.add(f"{prefix}_{name}" + (f"_{unit.lower()}" if unit else ""))
     return names
 
 
-def lint_alerts(directory):
+def is_registered(metric, known):
+    """Whether `metric`, as a query names it (with _total, _bucket, ...), is one of `known`."""
+    bases = {metric} | {metric[: -len(x)] for x in EXPOSITION_SUFFIXES if metric.endswith(x)}
+    return bool(bases & known)
+
+
+RUNBOOK = "docs/runbooks/alerts.md"
+RUNBOOK_URL = "https://github.com/fleetgate/fleetgate/blob/main/" + RUNBOOK
+SEVERITIES = {"critical", "warning"}
+# Each rule group's component label (deploy/alertmanager's inhibit rules match on it).
+COMPONENTS = {"fleetgate-reconciler": "reconciler", "fleetgate-gateway": "gateway"}
+
+
+def github_anchors(path):
+    """The anchors GitHub makes for a Markdown file's headings."""
+    anchors = set()
+    seen = {}
+    in_code = False
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("```"):
+                in_code = not in_code
+            if in_code:
+                continue
+            m = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+            if not m:
+                continue
+            anchor = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            n = seen.get(anchor, 0)
+            seen[anchor] = n + 1
+            anchors.add(anchor if n == 0 else f"{anchor}-{n}")
+    return anchors
+
+
+def alert_rules(path):
+    """(group name, rule) for every alerting rule of a rules file."""
+    with open(path, encoding="utf-8") as f:
+        rules = yaml.safe_load(f)
+    for group in rules.get("groups") or []:
+        for rule in group.get("rules") or []:
+            if "alert" in rule:
+                yield group.get("name"), rule
+
+
+def lint_alerts(rules_path, tests_path, runbook_path):
     problems = []
     known = registered_metrics()
     if not known:
         return ["no metric registrations found under reconciler/src and gateway/src"]
-    suffixes = ("_total", "_bucket", "_sum", "_count", "_created")
-    for path in sorted(glob.glob(os.path.join(directory, "*.yaml"))):
-        with open(path, encoding="utf-8") as f:
-            rules = yaml.safe_load(f)
-        for group in rules.get("groups") or []:
-            for rule in group.get("rules") or []:
-                where = f"{path}: {rule.get('alert') or rule.get('record')}"
-                for metric in re.findall(r"\bfleetgate_[a-z0-9_]+", str(rule.get("expr", ""))):
-                    bases = {metric} | {metric[: -len(x)] for x in suffixes if metric.endswith(x)}
-                    if not bases & known:
-                        problems.append(f"{where}: no metric {metric} in the code (registered: {', '.join(sorted(known))})")
+    with open(rules_path, encoding="utf-8") as f:
+        groups = yaml.safe_load(f).get("groups") or []
+    for group in groups:
+        for rule in group.get("rules") or []:
+            where = f"{rules_path}: {rule.get('alert') or rule.get('record')}"
+            for metric in re.findall(r"\bfleetgate_[a-z0-9_]+", str(rule.get("expr", ""))):
+                if not is_registered(metric, known):
+                    problems.append(f"{where}: no metric {metric} in the code (registered: {', '.join(sorted(known))})")
+
+    anchors = github_anchors(runbook_path) if os.path.exists(runbook_path) else set()
+    if not anchors:
+        problems.append(f"{runbook_path}: missing or without headings")
+    alerts = {}
+    for group, rule in alert_rules(rules_path):
+        name = rule["alert"]
+        where = f"{rules_path}: {name}"
+        if name in alerts:
+            problems.append(f"{where}: defined twice")
+        alerts[name] = rule
+        labels = rule.get("labels") or {}
+        if labels.get("severity") not in SEVERITIES:
+            problems.append(f"{where}: severity {labels.get('severity')!r}, expected one of {sorted(SEVERITIES)}")
+        if group in COMPONENTS and labels.get("component") != COMPONENTS[group]:
+            problems.append(f"{where}: component {labels.get('component')!r}, expected {COMPONENTS[group]!r} (group {group})")
+        elif group not in COMPONENTS:
+            problems.append(f"{where}: group {group!r} is not one of {sorted(COMPONENTS)}")
+        url = (rule.get("annotations") or {}).get("runbook_url", "")
+        expected = f"{RUNBOOK_URL}#{name.lower()}"
+        if url != expected:
+            problems.append(f"{where}: runbook_url is {url!r}, expected {expected!r}")
+        elif name.lower() not in anchors:
+            problems.append(f"{where}: {runbook_path} has no heading `{name}` (anchor #{name.lower()})")
+
+    with open(tests_path, encoding="utf-8") as f:
+        tests = yaml.safe_load(f) or {}
+    rule_files = [os.path.normpath(os.path.join(os.path.dirname(tests_path), r)) for r in tests.get("rule_files") or []]
+    if os.path.normpath(rules_path) not in rule_files:
+        problems.append(f"{tests_path}: rule_files does not list {rules_path}")
+    firing, silent = set(), set()
+    for test in tests.get("tests") or []:
+        for case in test.get("alert_rule_test") or []:
+            name = case.get("alertname")
+            if name not in alerts:
+                problems.append(f"{tests_path}: a case at {case.get('eval_time')} tests {name!r}, which is not an alert of {rules_path}")
+            (firing if case.get("exp_alerts") else silent).add(name)
+    for name in alerts:
+        if name not in firing:
+            problems.append(f"{tests_path}: no case where {name} fires")
+        if name not in silent:
+            problems.append(f"{tests_path}: no case where {name} stays silent")
+    return problems
+
+
+def lint_alertmanager(config_path, rules_path):
+    """Every alertname an inhibit rule matches with = or != is an alert of the rules file, and
+    every name in a regex (=~, !~) of alert names too."""
+    problems = []
+    alerts = {rule["alert"] for _, rule in alert_rules(rules_path)}
+    with open(config_path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    for i, rule in enumerate(config.get("inhibit_rules") or [], 1):
+        for matcher in (rule.get("source_matchers") or []) + (rule.get("target_matchers") or []):
+            m = re.fullmatch(r'\s*alertname\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*', matcher)
+            if not m:
+                continue
+            names = m.group(2).split("|") if "~" in m.group(1) else [m.group(2)]
+            for name in names:
+                if name not in alerts:
+                    problems.append(f"{config_path}: inhibit rule {i} names {name}, which is not an alert of {rules_path}")
     return problems
 
 
@@ -250,6 +374,9 @@ def main():
     parser.add_argument("--fleetgate", required=True)
     parser.add_argument("--gateway", required=True)
     args = parser.parse_args()
+    if yaml is None:
+        print("PyYAML is required (scripts/lint-deploy installs it into target/deploy-lint)", file=sys.stderr)
+        return 1
     fleetgate, gateway = Cli(args.fleetgate), Cli(args.gateway)
     workflows = sorted(glob.glob("deploy/github/workflows/*.yml"))
     if not workflows:
@@ -259,11 +386,14 @@ def main():
     for path in workflows:
         problems.extend(lint_workflow(path, args.shellcheck, fleetgate))
     problems.extend(lint_kubernetes("deploy/kubernetes", fleetgate, gateway))
-    problems.extend(lint_alerts("deploy/prometheus"))
+    problems.extend(lint_alerts("deploy/prometheus/fleetgate-alerts.yaml",
+                                "deploy/prometheus/fleetgate-alerts.test.yaml", RUNBOOK))
+    problems.extend(lint_alertmanager("deploy/alertmanager/alertmanager.yml",
+                                      "deploy/prometheus/fleetgate-alerts.yaml"))
     problems.extend(lint_runbooks("docs/runbooks/*.md", fleetgate))
     for problem in problems:
         print(f"FAIL {problem}", file=sys.stderr)
-    print(f"{len(workflows)} workflows, deploy/kubernetes, deploy/prometheus, docs/runbooks: "
+    print(f"{len(workflows)} workflows, deploy/kubernetes, deploy/prometheus, deploy/alertmanager, docs/runbooks: "
           f"{len(problems)} problems")
     return 1 if problems else 0
 
