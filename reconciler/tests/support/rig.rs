@@ -125,6 +125,8 @@ pub struct Rig {
     pub data: Vec<SocketAddr>,
     pub stop: Arc<AtomicBool>,
     pub http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// Extra environment of every `fleetgate` the rig runs (notification credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl Drop for Rig {
@@ -214,6 +216,7 @@ impl Rig {
             data: Vec::new(),
             stop,
             http,
+            env: Vec::new(),
         };
         let out = rig.fleetgate(&["bootstrap", "--repo", rig.repo_str(), "--target", "aws"]);
         assert_eq!(code(&out), 0, "{}", show(&out));
@@ -334,7 +337,8 @@ impl Rig {
             .env("FLEETGATE_CACHE_DIR", self.tmp.path().join("cache-cli"))
             .env("FLEETGATE_APPLIED_BY", "operator")
             .env("NO_COLOR", "1")
-            .env("CI", "true");
+            .env("CI", "true")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
