@@ -119,10 +119,14 @@ pub struct Rig {
     pub tmp: tempfile::TempDir,
     pub repo: PathBuf,
     /// Per account: an S3 client acting as that account.
-    s3: BTreeMap<String, aws_sdk_s3::Client>,
+    pub s3: BTreeMap<String, aws_sdk_s3::Client>,
     pub gateways: Vec<Proc>,
     /// Each gateway's data-plane address.
     pub data: Vec<SocketAddr>,
+    /// Each gateway's admin address (/metrics, /status).
+    pub admin: Vec<SocketAddr>,
+    /// The backend behind every gateway.
+    pub backend: SocketAddr,
     pub stop: Arc<AtomicBool>,
     pub http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     /// Extra environment of every `fleetgate` the rig runs (notification credentials).
@@ -154,13 +158,20 @@ impl Rig {
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
 
-        // The backend: /ok* is healthy, /bad fails.
+        // The backend: /ok* is healthy, /bad fails, /slow answers after 1.5 s.
         let backend = rt.block_on(async {
             let app = axum::Router::new()
                 .route(
                     "/bad",
                     axum::routing::get(|| async {
                         (http::StatusCode::INTERNAL_SERVER_ERROR, "broken\n")
+                    }),
+                )
+                .route(
+                    "/slow",
+                    axum::routing::get(|| async {
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                        "slow\n"
                     }),
                 )
                 .fallback(|| async { "ok\n" });
@@ -214,6 +225,8 @@ impl Rig {
             s3: BTreeMap::new(),
             gateways: Vec::new(),
             data: Vec::new(),
+            admin: Vec::new(),
+            backend,
             stop,
             http,
             env: Vec::new(),
@@ -289,6 +302,7 @@ impl Rig {
                 .unwrap();
             rig.gateways.push(Proc(child));
             rig.data.push(SocketAddr::from(([127, 0, 0, 1], data)));
+            rig.admin.push(SocketAddr::from(([127, 0, 0, 1], admin)));
         }
 
         // Traffic through every gateway, all along: what the health gates judge.
