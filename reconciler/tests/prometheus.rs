@@ -340,11 +340,11 @@ fn load(rig: &Rig, faults: Arc<Faults>) {
                         "grant_type=client_credentials&client_id=broken&client_secret=x",
                     ));
                 }
-                if faults.slow.load(Ordering::SeqCst) && round % 2 == 0 {
+                if faults.slow.load(Ordering::SeqCst) && round.is_multiple_of(2) {
                     tokio::spawn(send(&client, "GET", u("/slow"), ""));
                 }
                 futures::future::join_all(calls).await;
-                if round % 5 == 0 {
+                if round.is_multiple_of(5) {
                     // An upload the client cuts short (buffered for a retry, so read before it
                     // is sent): a client error, never the gateway's.
                     let addr = *addr;
