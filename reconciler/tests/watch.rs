@@ -27,6 +27,7 @@ use serde_json::Value;
 use support::{code, git, show, stdout};
 
 #[path = "support/rig.rs"]
+#[allow(dead_code)] // shared with other test files: not every one uses each part
 mod rig;
 
 use rig::*;
