@@ -11,6 +11,7 @@
 //! - [`execute`]: rolling a plan out in waves with health gates and rollback;
 //! - [`ops`]: the operations (apply, rollback, release, drift, history) built from the stages;
 //! - [`daemon`]: `fleetgate watch`, the operations in a loop;
+//! - [`metrics`]: the catalog of every metric family registered (for the docs);
 //! - [`notify`]: notifications to Slack, Teams, webhooks and GitHub deployments;
 //! - [`cli`]: arguments, output, progress;
 //! - [`redact`]: the one point every printed text goes through, secrets fingerprinted;
@@ -26,6 +27,7 @@ pub mod config;
 pub mod daemon;
 pub mod execute;
 pub mod git;
+pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod plan;

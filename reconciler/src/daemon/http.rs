@@ -196,7 +196,9 @@ impl Metrics {
         let reconcile_seconds = Family::<ResultLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.05, 2.0, 16))
         });
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
+            "fleetgate",
             "reconcile_duration_seconds",
             "How long reconcile passes take, by result (applied, rolled_back, no_change, not_leader, error, preempted)",
             reconcile_seconds.clone(),
@@ -207,19 +209,25 @@ impl Metrics {
             }));
         }
         let accounts = Family::<StateLabel, Gauge>::default();
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
+            "fleetgate",
             "accounts",
             "Accounts by state: the running (or last) rollout's states, plus held and in_sync",
             accounts.clone(),
         );
         let drifted = Gauge::default();
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
+            "fleetgate",
             "drift_accounts",
             "Accounts drifted (or unreachable) in the last drift report",
             drifted.clone(),
         );
         let drift_causes = Family::<CauseLabel, Gauge>::default();
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
+            "fleetgate",
             "drift_accounts_by_cause",
             "Accounts of the last drift report by cause (never_deployed, tampered, behind, out_of_band, unreachable, orphaned)",
             drift_causes.clone(),
@@ -234,20 +242,26 @@ impl Metrics {
                 revision: REVISION,
             })
             .set(1);
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
+            "fleetgate",
             "build_info",
             "The running binary: its version and source revision (value 1)",
             build_info,
         );
         let applies = Family::<ResultLabel, Counter>::default();
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
+            "fleetgate",
             "rollouts",
             "Rollouts started by this daemon, by outcome (succeeded, rolled_back, halted, preempted)",
             applies.clone(),
         );
         let rollout_seconds =
             Family::<ResultLabel, Histogram>::new_with_constructor(duration_histogram);
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
+            "fleetgate",
             "rollout_duration_seconds",
             "How long rollouts take from their first write to their outcome, by outcome",
             rollout_seconds.clone(),
@@ -261,31 +275,41 @@ impl Metrics {
         }
         let wave_seconds =
             Family::<WaveLabels, Histogram>::new_with_constructor(duration_histogram);
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
+            "fleetgate",
             "wave_duration_seconds",
             "How long waves take (apply, health gate, bake; a failed wave's rollback included), by wave and result (succeeded, failed, preempted)",
             wave_seconds.clone(),
         );
         let rollbacks = Counter::default();
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
+            "fleetgate",
             "account_rollbacks",
             "Accounts rolled back automatically by a failed wave",
             rollbacks.clone(),
         );
         let lease_held = Gauge::default();
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
+            "fleetgate",
             "lease_held",
             "1 when this daemon holds its lease (and may roll out)",
             lease_held.clone(),
         );
         let lease_holder = Family::<HolderLabel, Gauge>::default();
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
+            "fleetgate",
             "lease_holder",
             "The lease's holder as last read (1 for the holder)",
             lease_holder.clone(),
         );
         let webhooks = Family::<ResultLabel, Counter>::default();
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
+            "fleetgate",
             "webhooks",
             "Webhook deliveries, by result (accepted, ignored, bad_signature)",
             webhooks.clone(),
@@ -296,7 +320,9 @@ impl Metrics {
             }));
         }
         let aws_requests = Family::<KindLabel, Counter>::default();
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
+            "fleetgate",
             "aws_requests",
             "AWS calls of this daemon's target, and their attempts the SDK retried, throttled or timed out (kind: calls, retries, throttled, timed_out)",
             aws_requests.clone(),
@@ -322,6 +348,13 @@ impl Metrics {
             webhooks,
         }
     }
+}
+
+/// Every metric family of the daemon: (name, help, type), by name (docs/operator.md's
+/// metric table is checked against it).
+pub fn metric_families() -> Vec<(String, String, String)> {
+    drop(Metrics::new());
+    crate::metrics::catalog()
 }
 
 /// What the HTTP handlers share with the loop.

@@ -26,12 +26,16 @@ pub struct NotifyMetrics {
 impl NotifyMetrics {
     pub fn register(registry: &mut Registry) -> NotifyMetrics {
         let m = NotifyMetrics::default();
-        registry.register(
+        crate::metrics::register(
+            registry,
+            "fleetgate",
             "notifications",
             "Notification deliveries by sink and result (delivered, retried, failed: gave up, dropped: queue full, deduplicated: repeated drift not sent)",
             m.deliveries.clone(),
         );
-        registry.register(
+        crate::metrics::register(
+            registry,
+            "fleetgate",
             "notifications_queued",
             "Notifications waiting for delivery, all sinks",
             m.queued.clone(),

@@ -11,7 +11,7 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::counters::NotifyMetrics;
 use super::event::{self, Event, Notice};
@@ -288,15 +288,11 @@ impl Worker {
             None => {
                 let create = Call {
                     url: format!("{api}/repos/{repository}/deployments"),
-                    body: scrubbed(&json!({
-                        "ref": commit,
-                        "environment": environment,
-                        "description": event::clip(&format!("fleetgate rollout of {}", commit.get(..12).unwrap_or(commit)), 140),
-                        "auto_merge": false,
-                        "required_contexts": [],
-                        "payload": {"source": n.source},
-                        "production_environment": true,
-                    }))
+                    body: scrubbed(&event::github_deployment_body(
+                        commit,
+                        &environment,
+                        &n.source,
+                    ))
                     .into_bytes(),
                     headers: headers.clone(),
                 };
@@ -316,12 +312,11 @@ impl Worker {
         };
         let status = Call {
             url: format!("{api}/repos/{repository}/deployments/{id}/statuses"),
-            body: scrubbed(&json!({
-                "state": state,
-                "description": description,
-                "environment": environment,
-                "auto_inactive": state == "success",
-            }))
+            body: scrubbed(&event::github_status_body(
+                state,
+                &description,
+                &environment,
+            ))
             .into_bytes(),
             headers,
         };

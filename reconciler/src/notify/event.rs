@@ -511,6 +511,29 @@ pub fn github_status(event: &Event) -> Option<(&'static str, String)> {
     Some((state, clip(&event.title(), 140)))
 }
 
+/// The body that creates a commit's GitHub deployment (`POST /repos/{repo}/deployments`).
+pub fn github_deployment_body(commit: &str, environment: &str, source: &str) -> Value {
+    json!({
+        "ref": commit,
+        "environment": environment,
+        "description": clip(&format!("fleetgate rollout of {}", short(commit)), 140),
+        "auto_merge": false,
+        "required_contexts": [],
+        "payload": {"source": source},
+        "production_environment": true,
+    })
+}
+
+/// The body of a deployment status (`POST /repos/{repo}/deployments/{id}/statuses`).
+pub fn github_status_body(state: &str, description: &str, environment: &str) -> Value {
+    json!({
+        "state": state,
+        "description": description,
+        "environment": environment,
+        "auto_inactive": state == "success",
+    })
+}
+
 /// `text` cut to at most `max` characters, with an ellipsis when cut.
 pub fn clip(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
