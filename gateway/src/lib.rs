@@ -3,7 +3,8 @@
 //! The modules, each importing only those listed before it (no module imports one that
 //! imports it back):
 //! - [`client_addr`], [`normalize`], [`split`], [`ratelimit`], [`upstream`], [`aws`]: pure
-//!   or self-contained parts of the request path and its clients;
+//!   or self-contained parts of the request path and its clients; [`logging`]: what
+//!   request-scoped log lines say about a request;
 //! - [`secrets`]: what the bundle's secret references point at;
 //! - [`keys`], [`jwks`]: verifying and signing keys, external issuers' JWKS;
 //! - [`auth`]: bearer-token checks of routes; [`idp`]: the embedded identity provider;
@@ -22,6 +23,7 @@ pub mod dataplane;
 pub mod idp;
 pub mod jwks;
 pub mod keys;
+pub mod logging;
 pub mod metrics;
 pub mod normalize;
 pub mod ratelimit;

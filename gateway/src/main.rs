@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use fleetgate_bundle::{Bundle, Digest, compile};
 use fleetgate_gateway::Gateway;
 use fleetgate_gateway::client_addr::TrustedProxies;
+use fleetgate_gateway::logging::{ClientAddressMode, HASH_KEY_ENV};
 use fleetgate_gateway::runtime::Options;
 use fleetgate_gateway::server;
 use fleetgate_gateway::source::{BundleSource, FileSource};
@@ -108,9 +109,22 @@ struct ServeArgs {
     /// AWS_ENDPOINT_URL).
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     endpoint_url: Option<String>,
-    /// Log format: json (one object per line) or text.
-    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
+    /// Log format: json (one object per line: timestamp, level, target and the event's
+    /// fields) or text.
+    #[arg(long, env = "FLEETGATE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
+    /// How log lines name the client's address (the access log, the identity provider's
+    /// lines): off (not at all), truncate (IPv4 /24, IPv6 /48), hash (the first 16 hex
+    /// digits of HMAC-SHA256 of the address under FLEETGATE_LOG_CLIENT_ADDRESS_KEY; without
+    /// it, under a random key of this process, so other instances and restarts hash
+    /// differently) or full.
+    #[arg(
+        long,
+        env = "FLEETGATE_LOG_CLIENT_ADDRESS",
+        value_name = "off|truncate|hash|full",
+        default_value = "off"
+    )]
+    log_client_address: ClientAddressMode,
     /// Threads serving requests. 1 runs everything on one thread with tokio's
     /// current-thread scheduler (nginx's one-worker model: no work stealing, no wake-ups
     /// across threads; 13-20% more requests per second on one core than the multi-thread
@@ -193,8 +207,10 @@ fn main() -> ExitCode {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLEETGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: not in files or a log collector's input.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_writer(std::io::stdout);
     if format == "json" {
         builder
@@ -261,7 +277,14 @@ async fn run<S: BundleSource + Clone + 'static>(args: ServeArgs, source: S) -> R
         args.secrets_dir.clone(),
         args.endpoint_url.clone(),
     );
+    // The key from the environment only: a command line is visible to every local user.
+    let key = std::env::var_os(HASH_KEY_ENV);
+    let log_client_address = args
+        .log_client_address
+        .policy(key.as_ref().map(|k| k.as_encoded_bytes()))
+        .map_err(|e| anyhow::anyhow!("--log-client-address: {e}"))?;
     let options = Options {
+        log_client_address,
         jwks_refetch_interval: args.jwks_refetch_interval,
         jwt_cache_size: args.jwt_cache_size,
         upstream_affinity: args.upstream_affinity,
@@ -277,7 +300,11 @@ async fn run<S: BundleSource + Clone + 'static>(args: ServeArgs, source: S) -> R
     let admin = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
-    tracing::info!(trusted_proxies = %args.trusted_proxies, "client addresses");
+    tracing::info!(
+        trusted_proxies = %args.trusted_proxies,
+        log_client_address = gateway.shared().options.log_client_address.name(),
+        "client addresses"
+    );
     let settings = server::Settings {
         poll: args.poll,
         status_every: args.status_every,

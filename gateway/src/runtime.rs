@@ -53,6 +53,8 @@ pub struct Options {
     /// Most upstream connections pinned to client connections at once (0: every request
     /// uses the shared pool); see [`crate::upstream::Pinned`].
     pub upstream_affinity: usize,
+    /// How log lines name the client's address (`--log-client-address`).
+    pub log_client_address: crate::logging::ClientAddressLog,
 }
 
 impl std::fmt::Debug for Options {
@@ -61,6 +63,7 @@ impl std::fmt::Debug for Options {
             .field("jwks_refetch_interval", &self.jwks_refetch_interval)
             .field("jwt_cache_size", &self.jwt_cache_size)
             .field("backend_overrides", &self.backend_overrides)
+            .field("log_client_address", &self.log_client_address)
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +79,7 @@ impl Default for Options {
             rate_limit_keys: DEFAULT_RATE_LIMIT_KEYS,
             trusted_proxies: crate::client_addr::TrustedProxies::none(),
             upstream_affinity: DEFAULT_UPSTREAM_AFFINITY,
+            log_client_address: crate::logging::ClientAddressLog::Off,
         }
     }
 }
@@ -154,6 +158,9 @@ pub enum Target {
 /// A route, ready for the request path.
 pub struct RouteRuntime {
     pub name: String,
+    /// The route's path template as the bundle writes it (`/customers/{id}`): what the
+    /// access log names, never the request's own path.
+    pub path_template: String,
     pub disabled: Option<StatusCode>,
     /// Empty: public.
     pub requirements: Vec<Requirement>,
@@ -353,6 +360,7 @@ impl Runtime {
             let series = RouteSeries::new(&route.name, sends_to);
             routes.push(RouteRuntime {
                 name: route.name.clone(),
+                path_template: route.path.clone(),
                 disabled: c.disabled.and_then(|s| StatusCode::from_u16(s).ok()),
                 requirements: c
                     .auth

@@ -263,15 +263,18 @@ async fn serve_data(
             })
         };
         let conn = graceful.watch(http.serve_connection(io, service));
+        let plane = plane.clone();
         tokio::spawn(async move {
+            // The peer's address as `--log-client-address` allows (absent by default).
+            let logged = &plane.gateway.shared().options.log_client_address;
             tokio::select! {
                 r = conn => {
                     if let Err(e) = r {
-                        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                        tracing::debug!(peer = logged.field(peer.ip()), error = %e, "connection ended with an error");
                     }
                 }
                 why = watch(&activity, limits) => {
-                    tracing::debug!(peer = %peer, reason = why, "connection closed");
+                    tracing::debug!(peer = logged.field(peer.ip()), reason = why, "connection closed");
                 }
             }
         });

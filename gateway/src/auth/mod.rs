@@ -167,6 +167,17 @@ pub struct AuthError {
     pub description: String,
     /// For 403: the scopes that would have been enough.
     pub scope: Option<String>,
+    /// For 503: why the issuer's keys cannot be had, for the caller to log with the
+    /// request's ids. Never sent to the client.
+    pub unavailable: Option<KeysUnavailable>,
+}
+
+/// Why tokens of an issuer cannot be verified right now (its JWKS cannot be fetched, its
+/// keys cannot be read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeysUnavailable {
+    pub issuer: String,
+    pub reason: String,
 }
 
 impl AuthError {
@@ -176,6 +187,21 @@ impl AuthError {
             code,
             description: description.into(),
             scope: None,
+            unavailable: None,
+        }
+    }
+
+    /// 503: `issuer`'s keys cannot be had, for `reason`.
+    fn unavailable(issuer: &str, reason: String) -> AuthError {
+        AuthError {
+            status: 503,
+            code: "",
+            description: "tokens of this issuer cannot be verified right now".into(),
+            scope: None,
+            unavailable: Some(KeysUnavailable {
+                issuer: issuer.to_string(),
+                reason,
+            }),
         }
     }
 
@@ -596,6 +622,7 @@ fn evaluate(
                     code: "insufficient_scope",
                     description: why,
                     scope: None,
+                    unavailable: None,
                 };
                 if refusal.as_ref().is_none_or(|r| r.status == 401) {
                     refusal = Some(e);
@@ -612,6 +639,7 @@ fn evaluate(
                         missing.iter().cloned().collect::<Vec<_>>().join(" ")
                     ),
                     scope: Some(all.join(" ")),
+                    unavailable: None,
                 };
                 if refusal.as_ref().is_none_or(|r| r.status == 401) {
                     refusal = Some(e);
@@ -644,15 +672,8 @@ async fn find_key(issuer: &Issuer, kid: Option<&str>, alg: Algorithm) -> Result<
     let unknown = || AuthError::unauthorized("invalid_token", "the token's signing key is unknown");
     match &issuer.keys {
         KeySource::Static(keys) => pick(keys, kid, alg).cloned().ok_or_else(unknown),
-        KeySource::Unavailable(why) => {
-            tracing::warn!(issuer = %issuer.name, reason = %why, "cannot verify tokens: issuer keys unavailable");
-            Err(AuthError {
-                status: 503,
-                code: "",
-                description: "tokens of this issuer cannot be verified right now".into(),
-                scope: None,
-            })
-        }
+        // Logged by the caller, with the request's ids.
+        KeySource::Unavailable(why) => Err(AuthError::unavailable(&issuer.name, why.clone())),
         KeySource::Remote(jwks) => {
             if let Some(k) = pick(&jwks.keys(), kid, alg) {
                 return Ok(k.clone());
@@ -666,13 +687,10 @@ async fn find_key(issuer: &Issuer, kid: Option<&str>, alg: Algorithm) -> Result<
                 && jwks.keys().is_empty()
                 && let Some(e) = jwks.last_error().await
             {
-                tracing::warn!(issuer = %issuer.name, error = %e, "JWKS unavailable");
-                return Err(AuthError {
-                    status: 503,
-                    code: "",
-                    description: "tokens of this issuer cannot be verified right now".into(),
-                    scope: None,
-                });
+                return Err(AuthError::unavailable(
+                    &issuer.name,
+                    format!("JWKS unavailable: {e}"),
+                ));
             }
             Err(unknown())
         }

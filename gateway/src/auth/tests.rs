@@ -188,6 +188,7 @@ fn www_authenticate_follows_rfc_6750() {
         code: "insufficient_scope",
         description: "missing scope \"x\"".into(),
         scope: Some("x y".into()),
+        unavailable: None,
     };
     assert_eq!(
         e.www_authenticate().as_deref(),

@@ -97,8 +97,10 @@ pub(super) async fn aggregate(
                     kind: if *timeout { "timeout" } else { "part" },
                 })
                 .inc();
+            let log = ctx.log(&plane.gateway.shared().options.log_client_address);
             tracing::warn!(
-                request_id = ctx.request_id.to_str().unwrap_or_default(),
+                request_id = log.request_id,
+                trace_id = log.trace_id,
                 route = %route.name,
                 backend = %up.name,
                 detail = %why,

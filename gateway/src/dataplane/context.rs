@@ -2,7 +2,8 @@
 //! per-request facts ([`Ctx`]) and the shape of every answer the gateway makes itself
 //! ([`json_error`]).
 //!
-//! Imports only [`crate::reload`]'s [`Gateway`](crate::reload::Gateway); the parent,
+//! Imports only [`crate::reload`]'s [`Gateway`](crate::reload::Gateway) and
+//! [`crate::logging`]'s request ids; the parent,
 //! [`serve`](super::serve) and [`aggregate`](super::aggregate) import it.
 
 use std::net::IpAddr;
@@ -12,6 +13,8 @@ use std::time::Instant;
 use axum::response::{IntoResponse, Response};
 use http::header::HeaderValue;
 use http::{Method as HttpMethod, StatusCode};
+
+use crate::logging::{ClientAddressLog, RequestLog};
 
 /// The state of the customer listener.
 #[derive(Debug, Clone)]
@@ -39,6 +42,22 @@ pub(super) struct Ctx {
 impl Ctx {
     pub(super) fn host(&self) -> &str {
         self.host.to_str().unwrap_or_default()
+    }
+
+    /// What every log line about this request names it by, with its client as `policy`
+    /// allows.
+    pub(super) fn log<'a>(&'a self, policy: &'a ClientAddressLog) -> RequestLog<'a> {
+        RequestLog::new(
+            self.request_id.to_str().unwrap_or_default(),
+            // version "-" trace-id "-" ...: the 32 hex digits of the trace id.
+            self.traceparent
+                .to_str()
+                .unwrap_or_default()
+                .get(3..35)
+                .unwrap_or_default(),
+            self.client_ip,
+            policy,
+        )
     }
 }
 

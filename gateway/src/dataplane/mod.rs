@@ -207,12 +207,12 @@ async fn answer(
         Err(why) => {
             ctx.path = ReqPath::Normalized("-".into());
             let resp = json_error(&ctx, StatusCode::BAD_REQUEST, "bad_path", &why.to_string());
-            return finish(&plane, None, "-", Counted::Unmatched, &ctx, resp);
+            return finish(&plane, None, UNMATCHED, Counted::Unmatched, &ctx, resp);
         }
     }
     if let Some(why) = ambiguous_headers(req.headers()) {
         let resp = json_error(&ctx, StatusCode::BAD_REQUEST, "bad_request", why);
-        return finish(&plane, None, "-", Counted::Unmatched, &ctx, resp);
+        return finish(&plane, None, UNMATCHED, Counted::Unmatched, &ctx, resp);
     }
     let Some(loaded) = plane.gateway.current() else {
         let resp = json_error(
@@ -221,32 +221,45 @@ async fn answer(
             "not_ready",
             "the gateway has no configuration loaded yet",
         );
-        return finish(&plane, None, "-", Counted::Unmatched, &ctx, resp);
+        return finish(&plane, None, UNMATCHED, Counted::Unmatched, &ctx, resp);
     };
     if let Some(idp) = &loaded.runtime.idp
         && let Some(endpoint) = idp::Endpoint::of(&ctx.path)
     {
         let shared = plane.gateway.shared();
-        let (resp, token) = idp::serve(idp, endpoint, &shared.verifier, ctx.client_ip, req).await;
+        let log = ctx.log(&shared.options.log_client_address);
+        let (resp, token) =
+            idp::serve(idp, endpoint, &shared.verifier, ctx.client_ip, &log, req).await;
         if let Some((client, result)) = token {
             shared.metrics.record_token(client, result);
         }
+        // The endpoint's own fixed path: it matched one exactly.
+        let path = idp::PATHS
+            .into_iter()
+            .find(|p| *p == &*ctx.path)
+            .unwrap_or("-");
         return finish(
             &plane,
             Some(&loaded),
-            endpoint.name(),
+            (endpoint.name(), path),
             Counted::Named,
             &ctx,
             resp,
         );
     }
     let (route_idx, resp) = route_and_serve(&plane, &loaded, &ctx, req).await;
-    let (route_name, counted) = match route_idx.map(|i| &loaded.runtime.routes[i]) {
-        Some(r) => (r.name.as_str(), Counted::Route(&r.series)),
-        None => ("-", Counted::Unmatched),
+    let (named, counted) = match route_idx.map(|i| &loaded.runtime.routes[i]) {
+        Some(r) => (
+            (r.name.as_str(), r.path_template.as_str()),
+            Counted::Route(&r.series),
+        ),
+        None => (UNMATCHED, Counted::Unmatched),
     };
-    finish(&plane, Some(&loaded), route_name, counted, &ctx, resp)
+    finish(&plane, Some(&loaded), named, counted, &ctx, resp)
 }
+
+/// The route name and path template of a request no route answered.
+const UNMATCHED: (&str, &str) = ("-", "-");
 
 /// Headers a request may carry at most once: with two, the gateway and the backend could
 /// each act on a different one (RFC 9112 3.2 for Host; one credential per request).
@@ -275,11 +288,12 @@ enum Counted<'a> {
     Unmatched,
 }
 
-/// Metrics, counts and the access log for a finished request.
+/// Metrics, counts and the access log for a finished request. `(route_name, path_template)`
+/// name what answered it: a route, an IdP endpoint, or `-` for neither.
 fn finish(
     plane: &DataPlane,
     loaded: Option<&Loaded>,
-    route_name: &str,
+    (route_name, path_template): (&str, &str),
     counted: Counted<'_>,
     ctx: &Ctx,
     mut resp: Response,
@@ -300,16 +314,17 @@ fn finish(
         HeaderName::from_static("x-request-id"),
         ctx.request_id.clone(),
     );
-    // The path only: query strings may carry credentials or personal data.
+    // The route's template, never the request's path, query or host: those carry whatever
+    // the client put in them (emails, tokens). The client's address as the policy allows.
+    let log = ctx.log(&plane.gateway.shared().options.log_client_address);
     tracing::info!(
         target: "fleetgate::access",
-        request_id = ctx.request_id.to_str().unwrap_or_default(),
-        trace_id = ctx.traceparent.to_str().unwrap_or_default().get(3..35).unwrap_or_default(),
-        client_ip = %ctx.client_ip,
-        host = ctx.host(),
+        request_id = log.request_id,
+        trace_id = log.trace_id,
+        client = log.client(),
         method = %ctx.method,
-        path = %ctx.path,
         route = route_name,
+        path_template,
         status,
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         digest = loaded.map(|l| l.digest.short()).unwrap_or("-"),

@@ -35,7 +35,8 @@ use fleetgate_bundle::route::PathTemplate;
 /// the request's future, so nothing else would.
 struct AbortGuard<'a> {
     plane: &'a DataPlane,
-    route: &'a str,
+    route: &'a RouteRuntime,
+    digest: &'a str,
     ctx: &'a Ctx,
     armed: bool,
 }
@@ -45,22 +46,22 @@ impl Drop for AbortGuard<'_> {
         if !self.armed {
             return;
         }
-        self.plane
-            .gateway
-            .shared()
-            .metrics
-            .client_error(self.route, "aborted");
+        let shared = self.plane.gateway.shared();
+        shared.metrics.client_error(&self.route.name, "aborted");
+        // The access log line's fields, as `finish` writes them.
+        let log = self.ctx.log(&shared.options.log_client_address);
         tracing::info!(
             target: "fleetgate::access",
-            request_id = self.ctx.request_id.to_str().unwrap_or_default(),
-            client_ip = %self.ctx.client_ip,
-            host = self.ctx.host(),
+            request_id = log.request_id,
+            trace_id = log.trace_id,
+            client = log.client(),
             method = %self.ctx.method,
-            path = %self.ctx.path,
-            route = self.route,
+            route = %self.route.name,
+            path_template = %self.route.path_template,
             status = 499u16,
             aborted = true,
             duration_ms = self.ctx.start.elapsed().as_secs_f64() * 1000.0,
+            digest = self.digest,
         );
     }
 }
@@ -75,7 +76,8 @@ pub(super) async fn serve_route<K: AsRef<str>>(
 ) -> Response {
     let mut guard = AbortGuard {
         plane,
-        route: &loaded.runtime.routes[index].name,
+        route: &loaded.runtime.routes[index],
+        digest: loaded.digest.short(),
         ctx,
         armed: true,
     };
@@ -129,6 +131,17 @@ async fn serve_route_inner<K: AsRef<str>>(
         {
             Ok(p) => principal = Some(p),
             Err(e) => {
+                if let Some(why) = &e.unavailable {
+                    let log = ctx.log(&plane.gateway.shared().options.log_client_address);
+                    tracing::warn!(
+                        request_id = log.request_id,
+                        trace_id = log.trace_id,
+                        route = %route.name,
+                        issuer = %why.issuer,
+                        reason = %why.reason,
+                        "cannot verify the token: the issuer's keys are unavailable"
+                    );
+                }
                 m.auth_rejected
                     .get_or_create(&AuthLabels {
                         route: route.name.clone(),
@@ -396,8 +409,10 @@ fn client_fault(
         .shared()
         .metrics
         .client_error(&route.name, kind);
+    let log = ctx.log(&plane.gateway.shared().options.log_client_address);
     tracing::info!(
-        request_id = ctx.request_id.to_str().unwrap_or_default(),
+        request_id = log.request_id,
+        trace_id = log.trace_id,
         route = %route.name,
         kind,
         "request failed through the client's fault"
@@ -451,8 +466,10 @@ fn upstream_failure(
         Failure::Connect(s) | Failure::Other(s) => s.as_str(),
         _ => "",
     };
+    let log = ctx.log(&plane.gateway.shared().options.log_client_address);
     tracing::warn!(
-        request_id = ctx.request_id.to_str().unwrap_or_default(),
+        request_id = log.request_id,
+        trace_id = log.trace_id,
         route = %route.name,
         backend = %up.name,
         kind = f.kind(),

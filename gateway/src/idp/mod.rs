@@ -20,9 +20,11 @@
 //! memory. Every client of an IdP has the same argon2 parameters (compile and build check
 //! it) and an unknown client id is checked against a dummy hash with those parameters, so
 //! it costs what a wrong secret does (no client enumeration by timing). Secrets and tokens
-//! are never logged.
+//! are never logged, nor a client id that names no client of the bundle (the caller's text,
+//! which may be anything); the caller's address only as `--log-client-address` allows.
 //!
-//! Imports [`crate::keys`], [`crate::ratelimit`] and [`crate::secrets`] of this crate.
+//! Imports [`crate::keys`], [`crate::logging`], [`crate::ratelimit`] and [`crate::secrets`]
+//! of this crate.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -37,6 +39,7 @@ use jsonwebtoken::EncodingKey;
 use serde_json::{Value, json};
 
 use crate::keys::key_material;
+use crate::logging::RequestLog;
 use crate::ratelimit::{BoundedLimiter, Decision};
 use crate::secrets::Resolved;
 use fleetgate_bundle::bundle::{
@@ -380,13 +383,15 @@ fn random_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
-/// Answers one IdP request. Returns the response and, for the token endpoint, the client
-/// (when it is a known one) and the result, for metrics.
+/// Answers one IdP request from `client_ip`; its log lines name the request as `log` says.
+/// Returns the response and, for the token endpoint, the client (when it is a known one)
+/// and the result, for metrics.
 pub async fn serve(
     idp: &Idp,
     endpoint: Endpoint,
     verifier: &Verifier,
     client_ip: IpAddr,
+    log: &RequestLog<'_>,
     req: axum::extract::Request,
 ) -> (Response, Option<(String, TokenResult)>) {
     let method = req.method().clone();
@@ -408,7 +413,7 @@ pub async fn serve(
             if method != HttpMethod::POST {
                 return (method_not_allowed("POST"), None);
             }
-            let (resp, client, result) = token(idp, verifier, client_ip, req).await;
+            let (resp, client, result) = token(idp, verifier, client_ip, log, req).await;
             (resp, Some((client, result)))
         }
     }
@@ -431,6 +436,7 @@ async fn token(
     idp: &Idp,
     verifier: &Verifier,
     client_ip: IpAddr,
+    log: &RequestLog<'_>,
     req: axum::extract::Request,
 ) -> (Response, String, TokenResult) {
     let refuse = |e: OAuthError, client: String| {
@@ -504,7 +510,14 @@ async fn token(
     let hash = match client.map(|c| &c.hash) {
         Some(Ok(h)) => h.clone(),
         Some(Err(why)) => {
-            tracing::error!(client = %request.client_id, reason = %why, "token refused: the client's secret hash is unavailable");
+            tracing::error!(
+                request_id = log.request_id,
+                trace_id = log.trace_id,
+                client = log.client(),
+                client_id = %request.client_id,
+                reason = %why,
+                "token refused: the client's secret hash is unavailable"
+            );
             return refuse(
                 OAuthError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -521,13 +534,15 @@ async fn token(
         Err(e) => return refuse(e, label),
     };
     let Some(client) = client.filter(|_| matched) else {
-        // An unknown id is the caller's text, up to the body's size: logged shortened.
-        let shown = if client.is_some() {
-            request.client_id.clone()
-        } else {
-            shorten(&request.client_id)
-        };
-        tracing::info!(client = %shown, client_ip = %client_ip, "token refused: client authentication failed");
+        // An unknown id is the caller's text (an email, a token pasted in the wrong field):
+        // `label` names known clients only.
+        tracing::info!(
+            request_id = log.request_id,
+            trace_id = log.trace_id,
+            client = log.client(),
+            client_id = %label,
+            "token refused: client authentication failed"
+        );
         return refuse(OAuthError::invalid_client(basic), label);
     };
     let scopes = match grant_scopes(request.scope.as_deref(), &client.scopes) {
@@ -537,7 +552,14 @@ async fn token(
     let signer = match &idp.signer {
         Ok(s) => s,
         Err(why) => {
-            tracing::error!(reason = %why, "token refused: no usable signing key");
+            tracing::error!(
+                request_id = log.request_id,
+                trace_id = log.trace_id,
+                client = log.client(),
+                client_id = %request.client_id,
+                reason = %why,
+                "token refused: no usable signing key"
+            );
             return refuse(
                 OAuthError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -548,7 +570,7 @@ async fn token(
             );
         }
     };
-    let token = match sign_token(idp, signer, &request.client_id, &scopes, client.ttl) {
+    let token = match sign_token(idp, signer, &request.client_id, &scopes, client.ttl, log) {
         Ok(t) => t,
         Err(e) => return refuse(e, label),
     };
@@ -562,7 +584,15 @@ async fn token(
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    tracing::info!(client = %request.client_id, scope = %scopes.join(" "), kid = %signer.kid, "token issued");
+    tracing::info!(
+        request_id = log.request_id,
+        trace_id = log.trace_id,
+        client = log.client(),
+        client_id = %request.client_id,
+        scope = %scopes.join(" "),
+        kid = %signer.kid,
+        "token issued"
+    );
     (resp, label, TokenResult::Issued)
 }
 
@@ -573,6 +603,7 @@ fn sign_token(
     client_id: &str,
     scopes: &[String],
     ttl: Duration,
+    log: &RequestLog<'_>,
 ) -> Result<String, OAuthError> {
     let now = jsonwebtoken::get_current_timestamp();
     let claims = claims(
@@ -593,22 +624,21 @@ fn sign_token(
     match jsonwebtoken::encode(&header, &claims, &signer.key) {
         Ok(t) => Ok(t),
         Err(e) => {
-            tracing::error!(error = %e, kid = %signer.kid, "token refused: signing failed");
+            tracing::error!(
+                request_id = log.request_id,
+                trace_id = log.trace_id,
+                client = log.client(),
+                client_id = client_id,
+                error = %e,
+                kid = %signer.kid,
+                "token refused: signing failed"
+            );
             Err(OAuthError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
                 "tokens cannot be signed right now",
             ))
         }
-    }
-}
-
-/// `id` as logged when it names no client: at most 64 characters, with the length of what
-/// was cut.
-fn shorten(id: &str) -> String {
-    match id.char_indices().nth(64) {
-        None => id.to_string(),
-        Some((cut, _)) => format!("{}... ({} bytes)", &id[..cut], id.len()),
     }
 }
 

@@ -75,6 +75,20 @@ pub enum Command {
     Schemas(SchemasArgs),
 }
 
+impl Command {
+    /// Whether the command sets up its own logging: `watch` from its `--log-format`, `up`
+    /// as text for the person reading its guide. The others log as `main` sets up, in the
+    /// format FLEETGATE_LOG_FORMAT names.
+    pub fn sets_up_logging(&self) -> bool {
+        match self {
+            Command::Watch(_) => true,
+            #[cfg(feature = "up")]
+            Command::Up(_) => true,
+            _ => false,
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct WatchArgs {
     #[command(flatten)]
@@ -121,8 +135,8 @@ pub struct WatchArgs {
     /// Longest wait between retries after errors.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub max_backoff: std::time::Duration,
-    /// json (one object a line) or text.
-    #[arg(long, default_value = "text", value_parser = ["json", "text"])]
+    /// json (one object a line: timestamp, level, target and the event's fields) or text.
+    #[arg(long, env = "FLEETGATE_LOG_FORMAT", default_value = "text", value_parser = ["json", "text"])]
     pub log_format: String,
 }
 
