@@ -312,47 +312,56 @@ impl Metrics {
             idp_tokens: Family::default(),
             unmatched: std::sync::Arc::new(RouteSeries::new("-", [])),
         };
-        registry.register(
+        register(
+            registry,
             "idp_token_requests",
             "Token endpoint requests, by client (\"-\" when unknown) and result (issued, or the OAuth error)",
             m.idp_tokens.clone(),
         );
-        registry.register(
+        register(
+            registry,
             "http_requests",
             "Requests answered, by route, method and status (route \"-\" when none matched)",
             m.requests.clone(),
         );
-        registry.register(
+        register(
+            registry,
             "http_request_duration_seconds",
             "Time from request to response headers, by route and status class",
             m.duration.clone(),
         );
-        registry.register(
+        register(
+            registry,
             "upstream_duration_seconds",
             "Time from sending a request to a backend to its response headers (retries included), by backend",
             m.upstream_duration.clone(),
         );
-        registry.register(
+        register(
+            registry,
             "upstream_requests",
             "Requests sent to a backend, by route and backend",
             m.upstream_requests.clone(),
         );
-        registry.register(
+        register(
+            registry,
             "upstream_errors",
-            "Backend calls that failed, by route, backend and kind (connect, timeout, protocol)",
+            "Backend calls that failed, by route, backend and kind (connect, timeout, protocol, body_too_large, part)",
             m.upstream_errors.clone(),
         );
-        registry.register(
+        register(
+            registry,
             "rate_limited",
             "Requests refused with 429, by route",
             m.rate_limited.clone(),
         );
-        registry.register(
+        register(
+            registry,
             "auth_rejected",
             "Requests refused by auth (401, 403, 503), by route",
             m.auth_rejected.clone(),
         );
-        registry.register(
+        register(
+            registry,
             "client_errors",
             "Requests that failed through the client's fault (a malformed, cut-short or stalled body, or the client gone before the answer), by route and kind; never counted as 5xx or upstream errors",
             m.client_errors.clone(),
@@ -472,6 +481,42 @@ impl Metrics {
     }
 }
 
+/// Every family registered: name (prefixed) -> (help, type). prometheus-client leaves
+/// families without series out of `/metrics`, so docs/operator.md's metric table is made
+/// from this (a test checks it).
+static CATALOG: std::sync::Mutex<std::collections::BTreeMap<String, (String, String)>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The gateway registry's prefix.
+pub const PREFIX: &str = "fleetgate_gateway";
+
+/// `registry.register(name, help, metric)` (the gateway's registry, prefixed [`PREFIX`]),
+/// remembered in the catalog.
+pub(crate) fn register(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: impl prometheus_client::registry::Metric,
+) {
+    let kind = metric.metric_type().as_str().to_string();
+    CATALOG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(format!("{PREFIX}_{name}"), (help.to_string(), kind));
+    registry.register(name, help, metric);
+}
+
+/// Every family registered so far: (name, help, type), by name
+/// ([`crate::Gateway::metric_families`] registers them all first).
+pub fn catalog() -> Vec<(String, String, String)> {
+    CATALOG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .map(|(n, (h, k))| (n.clone(), h.clone(), k.clone()))
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -493,7 +538,8 @@ pub fn register_build_info(registry: &mut Registry) {
         revision: REVISION,
     })
     .set(1);
-    registry.register(
+    register(
+        registry,
         "build_info",
         "The running binary: its version and source revision (value 1)",
         info,

@@ -123,7 +123,7 @@ impl Gateway {
     }
 
     pub fn with_options(options: Options) -> Gateway {
-        let mut registry = Registry::with_prefix("fleetgate_gateway");
+        let mut registry = Registry::with_prefix(crate::metrics::PREFIX);
         let reloads_total = Counter::default();
         let failures_total = Family::<FailureLabels, Counter>::default();
         let series = |kind: &str| {
@@ -134,24 +134,33 @@ impl Gateway {
         let (source_failures, bundle_failures) = (series("source"), series("bundle"));
         let bundle_info = Family::<BundleLabels, Gauge>::default();
         let ready = Gauge::default();
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
             "reloads",
             "Bundles swapped in (the first load included)",
             reloads_total.clone(),
         );
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
             "reload_failures",
             "Polls that could not read the source, or read a bundle that was refused",
             failures_total.clone(),
         );
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
             "bundle",
             "The bundle being served (value 1), by account, digest and commit",
             bundle_info.clone(),
         );
-        registry.register("ready", "1 once a good bundle is loaded", ready.clone());
+        crate::metrics::register(
+            &mut registry,
+            "ready",
+            "1 once a good bundle is loaded",
+            ready.clone(),
+        );
         let stale = Gauge::default();
-        registry.register(
+        crate::metrics::register(
+            &mut registry,
             "bundle_stale",
             "1 while the account's pointer names a bundle this gateway refused, so it serves an older one (or none)",
             stale.clone(),
@@ -174,6 +183,13 @@ impl Gateway {
             replaced: Mutex::new(None),
             clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Every metric family a gateway has: (name, help, type), by name (docs/operator.md's
+    /// metric table is checked against it).
+    pub fn metric_families() -> Vec<(String, String, String)> {
+        drop(Gateway::new());
+        crate::metrics::catalog()
     }
 
     /// The same gateway reading the time from `clock`.

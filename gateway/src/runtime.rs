@@ -117,7 +117,8 @@ impl Shared {
             None => Arc::new(HttpJwksFetcher::new(clients.clone())),
         };
         let pin_budget = crate::upstream::PinBudget::new(options.upstream_affinity);
-        registry.register(
+        crate::metrics::register(
+            registry,
             "upstream_pinned_connections",
             "Backend connections held by client connections (connection affinity) now",
             pin_budget.gauge(),

@@ -194,6 +194,9 @@ fn assert_labels_bounded(metrics: &str, routes: &[&str]) {
                 v.len() <= 40 && v.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
             }
             "digest" | "commit" | "le" => v.len() <= 80,
+            // build_info: the binary's own.
+            "version" => v == env!("CARGO_PKG_VERSION"),
+            "revision" => v.len() <= 80 && !v.contains(' '),
             _ => false,
         }
     };

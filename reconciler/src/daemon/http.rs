@@ -213,7 +213,7 @@ impl Metrics {
             &mut registry,
             "fleetgate",
             "accounts",
-            "Accounts by state: the running (or last) rollout's states, plus held and in_sync",
+            "Accounts by state: the running (or last) rollout's states, plus held",
             accounts.clone(),
         );
         let drifted = Gauge::default();
