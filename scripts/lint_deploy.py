@@ -214,8 +214,12 @@ def lint_kubernetes(directory, fleetgate, gateway):
 # `registry.register("name", ...)` and `registry.register_with_unit("name", help, Unit::X, ...)`
 # (prometheus-client appends the unit). Registries made with sub_registry_with_prefix are not
 # understood: a metric registered in one is reported as missing.
+# `registry.register("name", ...)`, and the catalog wrappers that call it:
+# `metrics::register(registry, "name", ...)` (gateway) and
+# `metrics::register(&mut registry, "fleetgate", "name", ...)` (reconciler: its prefix first).
 REGISTER = re.compile(
-    r'\bregister(?:_with_unit)?\(\s*"([a-z0-9_]+)"(?:\s*,\s*"(?:[^"\\]|\\.)*"\s*,\s*Unit::([A-Za-z]+))?'
+    r'\bregister(?:_with_unit)?\(\s*(?:&mut\s+)?(?:registry\s*,\s*)?(?:"[a-z_]+"\s*,\s*(?="[a-z0-9_]+"\s*,\s*"))?'
+    r'"([a-z0-9_]+)"(?:\s*,\s*"(?:[^"\\]|\\.)*"\s*,\s*Unit::([A-Za-z]+))?'
 )
 # What prometheus-client appends to a registered name in the exposition: counters' _total and
 # _created, histograms' series.
