@@ -39,6 +39,7 @@ fn notice(event: Event) -> Notice {
         id: "5b0e6f3c9d1a4e7f8a2b6c0d4e8f1a3b".into(),
         at: "2026-12-05T14:03:27Z".into(),
         source: "fleetgate-watch fleetgate-reconciler-0".into(),
+        shard: None,
         event,
     }
 }
@@ -83,6 +84,7 @@ fn sections() -> Vec<(&'static str, String)> {
         }],
         drifted_total: 1,
         unreachable_total: 0,
+        fingerprint: 0,
     };
     let finished = Event::RolloutFinished {
         commit: COMMIT.into(),
@@ -94,7 +96,8 @@ fn sections() -> Vec<(&'static str, String)> {
     let passed = Event::WavePassed {
         commit: COMMIT.into(),
         wave: "early".into(),
-        accounts: 12,
+        accounts: 11,
+        tolerated_failures: 1,
         duration_seconds: Duration::from_secs(312),
     };
     let (state, description) = github_status(&wave_failed()).unwrap();

@@ -322,7 +322,7 @@ fn finish(
         request_id = log.request_id,
         trace_id = log.trace_id,
         client = log.client(),
-        method = %ctx.method,
+        method = crate::metrics::method_label(&ctx.method),
         route = route_name,
         path_template,
         status,

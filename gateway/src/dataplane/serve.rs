@@ -55,7 +55,7 @@ impl Drop for AbortGuard<'_> {
             request_id = log.request_id,
             trace_id = log.trace_id,
             client = log.client(),
-            method = %self.ctx.method,
+            method = crate::metrics::method_label(&self.ctx.method),
             route = %self.route.name,
             path_template = %self.route.path_template,
             status = 499u16,

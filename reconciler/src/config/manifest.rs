@@ -229,8 +229,9 @@ pub enum SinkSpec {
         repository: String,
         /// A token allowed to write deployments (`deployments: write`).
         token: NotifySecret,
-        /// The API's base URL (default https://api.github.com; GitHub Enterprise:
-        /// https://HOST/api/v3).
+        /// The API's base URL: https://api.github.com (the default), or exactly the
+        /// reconciler's `FLEETGATE_NOTIFY_GITHUB_API_URL` (GitHub Enterprise:
+        /// https://HOST/api/v3), so fleet.yaml cannot send the token anywhere else.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         api_url: Option<String>,
         /// The deployment environment (default `fleetgate`).
@@ -272,9 +273,9 @@ impl SinkSpec {
 }
 
 /// Where a notification credential is: an environment variable of the reconciler whose
-/// name starts with `FLEETGATE_`, or a file under the directory `FLEETGATE_NOTIFY_SECRETS_DIR`
-/// (default `/var/run/secrets/fleetgate`), given relative to it. Nothing else can be named,
-/// so a change to fleet.yaml cannot send the reconciler's own credentials anywhere.
+/// name starts with `FLEETGATE_NOTIFY_`, or a file under the directory
+/// `FLEETGATE_NOTIFY_SECRETS_DIR` (default `/var/run/secrets/fleetgate`), given relative to
+/// it. Nothing else can be named: not the reconciler's other secrets, nor any file.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub enum NotifySecret {

@@ -2,6 +2,11 @@
 
 use crate::config::manifest::{EventKind, NotificationsSpec, NotifySecret, SinkSpec};
 
+/// What a notification credential's environment variable starts with: a namespace of its
+/// own, so no reference can name the reconciler's other secrets (its webhook secret, its
+/// redaction key) or anything else of its environment.
+pub const ENV_PREFIX: &str = "FLEETGATE_NOTIFY_";
+
 /// At most this many sinks (each has a queue and a worker).
 pub const MAX_SINKS: usize = 16;
 
@@ -10,13 +15,13 @@ pub const MAX_SINKS: usize = 16;
 pub fn check_reference(r: &NotifySecret) -> Option<String> {
     match r {
         NotifySecret::Env(name) => {
-            let ok = name.starts_with("FLEETGATE_")
-                && name.len() > "FLEETGATE_".len()
+            let ok = name.starts_with(ENV_PREFIX)
+                && name.len() > ENV_PREFIX.len()
                 && name
                     .chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
             (!ok).then(|| {
-                format!("env {name:?}: name an environment variable FLEETGATE_<NAME> (upper case, digits, _)")
+                format!("env {name:?}: name an environment variable {ENV_PREFIX}<NAME> (upper case, digits, _)")
             })
         }
         NotifySecret::File(path) => {

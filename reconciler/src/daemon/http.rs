@@ -130,6 +130,8 @@ pub(super) struct Metrics {
     notify: crate::notify::NotifyMetrics,
     pub(super) rollout_seconds: Family<ResultLabel, Histogram>,
     pub(super) wave_seconds: Family<WaveLabels, Histogram>,
+    /// The waves `wave_seconds` has series of.
+    waves_seen: Mutex<std::collections::BTreeSet<String>>,
     pub(super) drift_causes: Family<CauseLabel, Gauge>,
 }
 
@@ -168,7 +170,13 @@ pub(super) const PASS_RESULTS: [&str; 6] = [
 
 /// `rollouts` and `rollout_duration_seconds`' results, each shown from the start: a counter
 /// that appears at its first increment has no increase Prometheus can see.
-pub(super) const ROLLOUT_RESULTS: [&str; 4] = ["succeeded", "rolled_back", "halted", "preempted"];
+pub(super) const ROLLOUT_RESULTS: [&str; 5] = [
+    "succeeded",
+    "rolled_back",
+    "halted",
+    "preempted",
+    "interrupted",
+];
 
 /// `drift_accounts_by_cause`'s causes.
 pub(super) const DRIFT_CAUSES: [&str; 6] = [
@@ -179,6 +187,19 @@ pub(super) const DRIFT_CAUSES: [&str; 6] = [
     "unreachable",
     "orphaned",
 ];
+
+/// A drift cause's label in `drift_accounts_by_cause` (and its kind in notifications).
+pub fn cause_label(kind: crate::ops::drift::CauseKind) -> &'static str {
+    use crate::ops::drift::CauseKind;
+    match kind {
+        CauseKind::NeverDeployed => "never_deployed",
+        CauseKind::Tampered => "tampered",
+        CauseKind::Behind => "behind",
+        CauseKind::OutOfBand => "out_of_band",
+        CauseKind::Unreachable => "unreachable",
+        CauseKind::Orphaned => "orphaned",
+    }
+}
 
 fn duration_histogram() -> Histogram {
     // 0.5 s .. ~9 h.
@@ -254,7 +275,7 @@ impl Metrics {
             &mut registry,
             "fleetgate",
             "rollouts",
-            "Rollouts started by this daemon, by outcome (succeeded, rolled_back, halted, preempted)",
+            "Rollouts started by this daemon, by outcome (succeeded, rolled_back, halted, preempted, interrupted: the lease was lost mid-way)",
             applies.clone(),
         );
         let rollout_seconds =
@@ -263,7 +284,7 @@ impl Metrics {
             &mut registry,
             "fleetgate",
             "rollout_duration_seconds",
-            "How long rollouts take from their first write to their outcome, by outcome",
+            "How long rollouts take from their first wave to their outcome, by outcome",
             rollout_seconds.clone(),
         );
         for result in ROLLOUT_RESULTS {
@@ -335,6 +356,7 @@ impl Metrics {
             notify,
             rollout_seconds,
             wave_seconds,
+            waves_seen: Mutex::new(std::collections::BTreeSet::new()),
             drift_causes,
             aws_requests,
             registry,
@@ -551,49 +573,52 @@ impl Daemon {
             &source,
             self.metrics.notify.clone(),
             &crate::notify::SecretStore::default(),
-        );
+        )
+        .for_shard(self.settings.shard.map(|s| s.to_string()));
         tracing::info!(sinks = spec.sinks.len(), "notification sinks configured");
+        // The series of sinks no longer configured go: renaming sinks must not grow them.
+        let kept: std::collections::BTreeSet<&str> = spec.sinks.iter().map(|s| s.name()).collect();
+        for old in current
+            .spec()
+            .sinks
+            .iter()
+            .filter(|s| !kept.contains(s.name()))
+        {
+            self.metrics.notify.forget(old.name());
+        }
         *current = Arc::new(fresh);
     }
 
-    /// Counts a finished (or preempted) rollout: its outcome and how long it took.
-    pub(super) fn record_rollout(&self, report: &RolloutReport, took: std::time::Duration) {
-        let label = ResultLabel {
-            result: crate::notify::watch::outcome_name(report.outcome).into(),
-        };
-        self.metrics.applies.get_or_create(&label).inc();
-        self.metrics
-            .rollout_seconds
-            .get_or_create(&label)
-            .observe(took.as_secs_f64());
-    }
-
-    /// Counts a wave that ended: its result and how long it took.
-    pub(super) fn record_wave(&self, wave: &str, result: &'static str, took: std::time::Duration) {
-        self.metrics
-            .wave_seconds
-            .get_or_create(&WaveLabels {
-                wave: wave.to_string(),
-                result,
-            })
-            .observe(took.as_secs_f64());
+    /// Removes the wave series of waves fleet.yaml no longer has: renaming waves must not
+    /// grow the series.
+    pub(super) fn forget_waves(&self, keep: &[&str]) {
+        let mut seen = self
+            .metrics
+            .waves_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let gone: Vec<String> = seen
+            .iter()
+            .filter(|w| !keep.contains(&w.as_str()))
+            .cloned()
+            .collect();
+        for wave in gone {
+            for result in ["succeeded", "failed", "preempted"] {
+                self.metrics.wave_seconds.remove(&WaveLabels {
+                    wave: wave.clone(),
+                    result,
+                });
+            }
+            seen.remove(&wave);
+        }
     }
 
     /// The last drift report's accounts by cause.
     pub(super) fn record_drift_causes(&self, report: &DriftReport) {
-        use crate::ops::drift::CauseKind;
         let mut counts: BTreeMap<&'static str, i64> =
             DRIFT_CAUSES.iter().map(|c| (*c, 0)).collect();
         for kind in report.accounts.iter().filter_map(|a| a.cause_kind) {
-            let cause = match kind {
-                CauseKind::NeverDeployed => "never_deployed",
-                CauseKind::Tampered => "tampered",
-                CauseKind::Behind => "behind",
-                CauseKind::OutOfBand => "out_of_band",
-                CauseKind::Unreachable => "unreachable",
-                CauseKind::Orphaned => "orphaned",
-            };
-            *counts.entry(cause).or_default() += 1;
+            *counts.entry(cause_label(kind)).or_default() += 1;
         }
         for (cause, n) in counts {
             self.metrics
@@ -615,6 +640,34 @@ impl Daemon {
                 .set(1);
         }
         self.update(|s| s.lease = Some(view.clone()));
+    }
+}
+
+impl crate::notify::watch::RolloutMetrics for Daemon {
+    fn wave(&self, wave: &str, result: &'static str, took: std::time::Duration) {
+        self.metrics
+            .waves_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(wave.to_string());
+        self.metrics
+            .wave_seconds
+            .get_or_create(&WaveLabels {
+                wave: wave.to_string(),
+                result,
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    fn rollout(&self, outcome: &'static str, took: std::time::Duration) {
+        let label = ResultLabel {
+            result: outcome.into(),
+        };
+        self.metrics.applies.get_or_create(&label).inc();
+        self.metrics
+            .rollout_seconds
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
     }
 }
 

@@ -36,11 +36,15 @@ impl LeaseHolder {
         if was != held {
             if held {
                 tracing::info!(lease = %view.location, "lease taken: this daemon rolls out");
-                daemon.notify(crate::notify::Event::LeaseTaken {
-                    lease: view.location.clone(),
-                    holder: self.lease.identity.clone(),
-                    previous: view.taken_from.clone(),
-                });
+                // A takeover from another daemon (a failover) is news; a daemon taking its
+                // free lease at start is not.
+                if let Some(previous) = &view.taken_from {
+                    daemon.notify(crate::notify::Event::LeaseTaken {
+                        lease: view.location.clone(),
+                        holder: self.lease.identity.clone(),
+                        previous: Some(previous.clone()),
+                    });
+                }
             } else {
                 tracing::warn!(
                     lease = %view.location,

@@ -132,6 +132,10 @@ impl Looper {
                 .map(|f| f.notifications.clone())
                 .unwrap_or_default(),
         );
+        if let Some(f) = &prepared.fleet {
+            let waves: Vec<&str> = f.waves.iter().map(|w| w.name.as_str()).collect();
+            self.daemon.forget_waves(&waves);
+        }
         let connected = self.connect(&prepared).await?;
         let Some(holder) = self.lease.clone() else {
             return Err(PassError::failed(
@@ -226,13 +230,9 @@ impl Looper {
             watch: None,
         };
         self.head_subject = repo.summary(&head_id);
-        let started = std::time::Instant::now();
         let report = self
             .roll_out(target, fan, &stamp, change, &holder, &head_id)
             .await?;
-        if let Some(r) = &report {
-            self.daemon.record_rollout(r, started.elapsed());
-        }
 
         let mut result = "no_change";
         // Accounts the rollout tolerated as failed: retried on the next pass.
@@ -399,16 +399,12 @@ impl Looper {
     ) -> Result<Option<RolloutReport>, PassError> {
         let (preempt_tx, preempt) = Preempt::channel();
         let notifier = self.daemon.notifier();
-        let daemon = &self.daemon;
-        let metric = |wave: &str, result: &'static str, took: Duration| {
-            daemon.record_wave(wave, result, took);
-        };
         let watch = crate::notify::watch::RolloutWatch::new(
             head,
             self.head_subject.clone(),
             &notifier,
             None,
-            Some(&metric),
+            Some(&*self.daemon),
         );
         let change = Change {
             preempt: Some(&preempt),
@@ -464,21 +460,23 @@ impl Looper {
             () = lost => None,
             () = self.watch_branch(head, preempt_tx) => None,
         };
-        {
+        let snapshot = {
             let mut shared = lock(&self.daemon.shared);
             shared.live = None;
             let snapshot = live
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
-            shared.status.rollout = Some(report.clone().unwrap_or(snapshot));
-        }
+            shared.status.rollout = Some(report.clone().unwrap_or(snapshot.clone()));
+            snapshot
+        };
         match report {
             Some(r) => Ok(Some(r)),
-            None => Err(PassError::failed(
-                "rollout stopped",
-                "the lease was lost mid-rollout; the new holder carries on",
-            )),
+            None => {
+                let why = "the lease was lost mid-rollout; the new holder carries on";
+                watch.interrupted(&snapshot, why);
+                Err(PassError::failed("rollout stopped", why))
+            }
         }
     }
 
@@ -675,6 +673,14 @@ fn drift_event(report: &crate::ops::drift::DriftReport) -> crate::notify::Event 
             .collect(),
         drifted_total: report.summary.drifted,
         unreachable_total: report.summary.unreachable,
+        fingerprint: crate::notify::event::drift_fingerprint(off.iter().map(|a| {
+            (
+                a.name.as_str(),
+                a.cause_kind
+                    .map(crate::daemon::http::cause_label)
+                    .unwrap_or(a.status.as_str()),
+            )
+        })),
     }
 }
 

@@ -43,6 +43,16 @@ impl NotifyMetrics {
         m
     }
 
+    /// Removes the series of a sink no longer configured.
+    pub fn forget(&self, sink: &str) {
+        for result in RESULTS {
+            self.deliveries.remove(&SinkLabels {
+                sink: sink.to_string(),
+                result,
+            });
+        }
+    }
+
     pub(crate) fn count(&self, sink: &str, result: &'static str) {
         self.deliveries
             .get_or_create(&SinkLabels {

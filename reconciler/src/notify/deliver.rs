@@ -134,11 +134,7 @@ impl Target {
                 environment,
                 ..
             } => Target::Github {
-                api: api_url
-                    .clone()
-                    .unwrap_or_else(|| "https://api.github.com".into())
-                    .trim_end_matches('/')
-                    .to_string(),
+                api: github_api(api_url.as_deref())?,
                 repository: repository.clone(),
                 token: secrets.read(token)?,
                 environment: environment.clone().unwrap_or_else(|| "fleetgate".into()),
@@ -158,6 +154,25 @@ pub fn sign(key: &[u8], body: &[u8]) -> String {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The environment variable naming the one GitHub API, besides https://api.github.com, a
+/// `githubDeployments` sink may send its token to (GitHub Enterprise): set by whoever runs
+/// the reconciler, never by fleet.yaml, so a change to fleet.yaml cannot send the token
+/// elsewhere.
+pub const GITHUB_API_ENV: &str = "FLEETGATE_NOTIFY_GITHUB_API_URL";
+
+/// A sink's `apiUrl`, if it may receive the token: GitHub's, or the operator's own.
+fn github_api(configured: Option<&str>) -> Result<String, String> {
+    let norm = |u: &str| u.trim().trim_end_matches('/').to_string();
+    let wanted = norm(configured.unwrap_or("https://api.github.com"));
+    let allowed = std::env::var(GITHUB_API_ENV).ok().map(|u| norm(&u));
+    if wanted == "https://api.github.com" || allowed.as_deref() == Some(wanted.as_str()) {
+        return Ok(wanted);
+    }
+    Err(format!(
+        "apiUrl {wanted:?} is neither https://api.github.com nor the {GITHUB_API_ENV} of the reconciler's environment"
+    ))
 }
 
 /// One request of a delivery.
@@ -193,7 +208,9 @@ impl Worker {
         while let Some(notice) = rx.recv().await {
             self.metrics.queued.dec();
             match self.deliver(&notice).await {
-                Ok(()) => self.metrics.count(&self.name, "delivered"),
+                Ok(true) => self.metrics.count(&self.name, "delivered"),
+                // Nothing for this sink to say (a GitHub event without a commit it knows).
+                Ok(false) => {}
                 Err(why) => {
                     tracing::warn!(sink = %self.name, event = notice.event.name(), id = %notice.id, error = %why, "notification not delivered");
                     self.metrics.count(&self.name, "failed");
@@ -202,7 +219,8 @@ impl Worker {
         }
     }
 
-    async fn deliver(&mut self, n: &Notice) -> Result<(), String> {
+    /// Sends `n`; `Ok(false)` when the sink had nothing to send for it.
+    async fn deliver(&mut self, n: &Notice) -> Result<bool, String> {
         let body = |v: &Value| scrubbed(v).into_bytes();
         let common = |n: &Notice| {
             vec![
@@ -222,7 +240,7 @@ impl Worker {
                     body: body(&event::slack_body(n)),
                     headers: common(n),
                 };
-                self.send(&call).await.map(drop)
+                self.send(&call).await.map(|_| true)
             }
             Target::Teams { url } => {
                 let call = Call {
@@ -230,7 +248,7 @@ impl Worker {
                     body: body(&event::teams_body(n)),
                     headers: common(n),
                 };
-                self.send(&call).await.map(drop)
+                self.send(&call).await.map(|_| true)
             }
             Target::Webhook { url, key } => {
                 let bytes = body(&event::webhook_body(n));
@@ -241,14 +259,14 @@ impl Worker {
                     body: bytes,
                     headers,
                 };
-                self.send(&call).await.map(drop)
+                self.send(&call).await.map(|_| true)
             }
             Target::Github { .. } => self.github(n).await,
         }
     }
 
     /// GitHub: the commit's deployment (created at its first event), then a status.
-    async fn github(&mut self, n: &Notice) -> Result<(), String> {
+    async fn github(&mut self, n: &Notice) -> Result<bool, String> {
         let Target::Github {
             api,
             repository,
@@ -257,16 +275,16 @@ impl Worker {
             deployments,
         } = &self.target
         else {
-            return Ok(());
+            return Ok(false);
         };
         let (Some(commit), Some((state, description))) =
             (n.event.commit(), event::github_status(&n.event))
         else {
-            return Ok(());
+            return Ok(false);
         };
         // A rollback to a digest names no commit GitHub knows.
         if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(());
+            return Ok(false);
         }
         let headers = vec![
             ("content-type", "application/json".to_string()),
@@ -278,7 +296,13 @@ impl Worker {
                 format!("fleetgate/{}", env!("CARGO_PKG_VERSION")),
             ),
         ];
-        let (api, repository, environment) = (api.clone(), repository.clone(), environment.clone());
+        // Each shard's daemon rolls out its own accounts: a deployment (and environment) of
+        // its own, so one shard's success never hides another's failure.
+        let environment = match &n.shard {
+            Some(shard) => format!("{environment}-shard-{}", shard.replace('/', "-of-")),
+            None => environment.clone(),
+        };
+        let (api, repository) = (api.clone(), repository.clone());
         let known = deployments
             .iter()
             .find(|(c, _)| c == commit)
@@ -320,7 +344,7 @@ impl Worker {
             .into_bytes(),
             headers,
         };
-        self.send(&status).await.map(drop)
+        self.send(&status).await.map(|_| true)
     }
 
     /// POSTs `call` until it succeeds, is refused, or the attempts are spent.
@@ -411,45 +435,28 @@ async fn attempt_once(client: &HttpClient, call: &Call) -> Attempt {
     }
 }
 
-/// The accounts of a wave report that failed, with their details, bounded.
-pub fn failed_accounts(
-    wave: &crate::execute::report::WaveReport,
-) -> (Vec<event::FailedAccount>, usize) {
-    use crate::execute::report::AccountState;
-    let mut named = Vec::new();
-    let mut total = 0;
-    for (name, a) in &wave.accounts {
-        if a.state == AccountState::Failed
-            || (a.state == AccountState::RolledBack && a.detail.is_some())
-        {
-            total += 1;
-            if named.len() < event::MAX_NAMED_ACCOUNTS {
-                named.push(event::FailedAccount {
-                    account: name.clone(),
-                    detail: a.detail.clone().unwrap_or_default(),
-                });
-            }
-        }
-    }
-    (named, total)
-}
-
-/// The event of a wave that ended: passed, or failed the rollout (`failure`, its reason).
+/// The event of a wave that ended: passed, or failed the rollout (`failure`, its reason;
+/// `failed`, its accounts that failed as they failed, before a rollback marked every account
+/// it reached rolled back).
 pub fn wave_event(
     commit: &str,
     wave: &crate::execute::report::WaveReport,
     took: Duration,
     failure: Option<&str>,
+    failed: &[event::FailedAccount],
 ) -> Option<Event> {
     use crate::execute::report::{AccountState, WaveState};
     if let Some(reason) = failure {
-        let (failed, failed_total) = failed_accounts(wave);
         return Some(Event::WaveFailed {
             commit: commit.to_string(),
             wave: wave.name.clone(),
             reason: reason.to_string(),
-            failed,
-            failed_total,
+            failed: failed
+                .iter()
+                .take(event::MAX_NAMED_ACCOUNTS)
+                .cloned()
+                .collect(),
+            failed_total: wave.failed.max(failed.len()),
             rolled_back: wave
                 .accounts
                 .values()
@@ -461,7 +468,12 @@ pub fn wave_event(
     (wave.state == WaveState::Succeeded).then(|| Event::WavePassed {
         commit: commit.to_string(),
         wave: wave.name.clone(),
-        accounts: wave.accounts.len(),
+        accounts: wave
+            .accounts
+            .values()
+            .filter(|a| a.state == AccountState::Healthy)
+            .count(),
+        tolerated_failures: wave.failed,
         duration_seconds: took,
     })
 }

@@ -52,7 +52,10 @@ pub enum Event {
     WavePassed {
         commit: String,
         wave: String,
+        /// The wave's accounts that are healthy.
         accounts: usize,
+        /// Accounts that failed within the wave's tolerance.
+        tolerated_failures: usize,
         #[serde(serialize_with = "secs")]
         duration_seconds: Duration,
     },
@@ -75,7 +78,8 @@ pub enum Event {
     #[serde(rename = "rollout.finished", rename_all = "camelCase")]
     RolloutFinished {
         commit: String,
-        /// succeeded, rolled_back, halted or preempted.
+        /// succeeded, rolled_back, halted, preempted (a newer commit took over) or
+        /// interrupted (the daemon lost its lease; the new holder carries on).
         outcome: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
@@ -107,6 +111,10 @@ pub enum Event {
         accounts: Vec<DriftedAccount>,
         drifted_total: usize,
         unreachable_total: usize,
+        /// What makes one drift the same as another: every off account with the kind of its
+        /// cause (not its words, which count commits behind), from [`drift_fingerprint`].
+        #[serde(skip)]
+        fingerprint: u64,
     },
     /// The fleet is back in sync after a drift was reported.
     #[serde(rename = "drift.cleared", rename_all = "camelCase")]
@@ -202,11 +210,17 @@ impl Event {
                 commit,
                 wave,
                 accounts,
+                tolerated_failures,
                 duration_seconds,
             } => format!(
-                "Wave {wave} of {} passed: {accounts} account{} healthy after {}",
+                "Wave {wave} of {} passed: {accounts} account{} healthy{} after {}",
                 short(commit),
                 plural(*accounts),
+                if *tolerated_failures > 0 {
+                    format!(", {tolerated_failures} failed within tolerance")
+                } else {
+                    String::new()
+                },
                 human(*duration_seconds)
             ),
             Event::WaveFailed {
@@ -234,6 +248,11 @@ impl Event {
                 ),
                 "preempted" => format!(
                     "Rollout of {} stopped for a newer commit after {}",
+                    short(commit),
+                    human(*duration_seconds)
+                ),
+                "interrupted" => format!(
+                    "Rollout of {} interrupted after {}: another daemon carries it on",
                     short(commit),
                     human(*duration_seconds)
                 ),
@@ -371,6 +390,17 @@ pub fn bounded<I: IntoIterator<Item = String>>(names: I) -> (Vec<String>, usize)
     (out, total)
 }
 
+/// The fingerprint of a drift: each off account's name with the kind of its cause, in any
+/// order.
+pub fn drift_fingerprint<'a>(off: impl IntoIterator<Item = (&'a str, &'a str)>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut all: Vec<(&str, &str)> = off.into_iter().collect();
+    all.sort_unstable();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    all.hash(&mut h);
+    h.finish()
+}
+
 /// An event as it is sent: with its id (the same on every retry, so receivers can drop
 /// repeats), time and origin.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -382,7 +412,21 @@ pub struct Notice {
     pub at: String,
     /// Who acted: `fleetgate-watch <identity>`, or the user running `fleetgate apply`.
     pub source: String,
+    /// The watch daemon's shard (`1/3`) when it runs one: its events are about that part of
+    /// the fleet only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
     pub event: Event,
+}
+
+impl Notice {
+    /// The event's title, with the shard it is about.
+    pub fn headline(&self) -> String {
+        match &self.shard {
+            Some(s) => format!("[shard {s}] {}", self.event.title()),
+            None => self.event.title(),
+        }
+    }
 }
 
 /// The version of the generic webhook's body; a change of its meaning bumps it.
@@ -398,16 +442,20 @@ pub fn webhook_body(n: &Notice) -> Value {
             Value::Object(o.clone())
         })
         .unwrap_or(Value::Null);
-    json!({
+    let mut body = json!({
         "formatVersion": WEBHOOK_FORMAT,
         "id": n.id,
         "type": n.event.name(),
         "severity": n.event.severity(),
         "at": n.at,
         "source": n.source,
-        "title": n.event.title(),
+        "title": n.headline(),
         "data": data,
-    })
+    });
+    if let Some(shard) = &n.shard {
+        body["shard"] = json!(shard);
+    }
+    body
 }
 
 fn emoji(s: Severity) -> &'static str {
@@ -419,35 +467,44 @@ fn emoji(s: Severity) -> &'static str {
 }
 
 /// Slack's incoming webhook body: a `text` fallback (notifications, screen readers) and
-/// Block Kit blocks. Only mrkdwn's three control characters are escaped; links are never
-/// made from event text.
+/// Block Kit blocks. mrkdwn's three control characters are escaped and every text is
+/// `verbatim` (no automatic links, channel names or mentions), so nothing a commit subject
+/// or fleet.yaml says becomes a link or a mention.
 pub fn slack_body(n: &Notice) -> Value {
     let title = format!(
         "{} {}",
         emoji(n.event.severity()),
-        escape_mrkdwn(&n.event.title())
+        escape_mrkdwn(&n.headline())
     );
+    let mrkdwn = |text: String| json!({"type": "mrkdwn", "text": text, "verbatim": true});
     let mut blocks = vec![json!({
         "type": "section",
-        "text": {"type": "mrkdwn", "text": format!("*{title}*")},
+        "text": mrkdwn(format!("*{title}*")),
     })];
     let details = n.event.details();
     if !details.is_empty() {
         let text: Vec<String> = details.iter().map(|d| escape_mrkdwn(d)).collect();
         blocks.push(json!({
             "type": "section",
-            "text": {"type": "mrkdwn", "text": clip(&text.join("\n"), 2900)},
+            "text": mrkdwn(clip(&text.join("\n"), 2900)),
         }));
     }
+    let context = format!("{} · {} · {} · id {}", n.event.name(), n.source, n.at, n.id);
     blocks.push(json!({
         "type": "context",
-        "elements": [{"type": "mrkdwn", "text": escape_mrkdwn(&format!("{} · {} · {} · id {}", n.event.name(), n.source, n.at, n.id))}],
+        "elements": [mrkdwn(escape_mrkdwn(&context))],
     }));
     json!({"text": title, "blocks": blocks})
 }
 
+/// Adaptive Cards render a Markdown subset, in which `[text](url)` is a link: the pair is
+/// broken (`] (`), so event text stays text.
+fn no_card_links(s: &str) -> String {
+    s.replace("](", "] (")
+}
+
 /// Microsoft Teams (Workflows "post to a channel when a webhook request is received"): a
-/// message with one Adaptive Card.
+/// message with one Adaptive Card. No text of the event can become a link.
 pub fn teams_body(n: &Notice) -> Value {
     let color = match n.event.severity() {
         Severity::Info => "Good",
@@ -456,7 +513,7 @@ pub fn teams_body(n: &Notice) -> Value {
     };
     let mut body = vec![json!({
         "type": "TextBlock",
-        "text": n.event.title(),
+        "text": no_card_links(&n.headline()),
         "weight": "Bolder",
         "size": "Medium",
         "color": color,
@@ -466,7 +523,7 @@ pub fn teams_body(n: &Notice) -> Value {
     if !details.is_empty() {
         body.push(json!({
             "type": "TextBlock",
-            "text": clip(&details.join("\n\n"), 2900),
+            "text": no_card_links(&clip(&details.join("\n\n"), 2900)),
             "wrap": true,
         }));
     }
@@ -474,7 +531,7 @@ pub fn teams_body(n: &Notice) -> Value {
         "type": "FactSet",
         "facts": [
             {"title": "Event", "value": n.event.name()},
-            {"title": "Source", "value": n.source},
+            {"title": "Source", "value": no_card_links(&n.source)},
             {"title": "At", "value": n.at},
             {"title": "Id", "value": n.id},
         ],
@@ -502,7 +559,8 @@ pub fn github_status(event: &Event) -> Option<(&'static str, String)> {
         Event::WaveFailed { .. } => "failure",
         Event::RolloutFinished { outcome, .. } => match outcome.as_str() {
             "succeeded" => "success",
-            "preempted" => "inactive",
+            // Superseded by a newer commit, or carried on by another daemon.
+            "preempted" | "interrupted" => "inactive",
             _ => "failure",
         },
         _ => return None,
@@ -575,6 +633,7 @@ mod tests {
             id: "00".repeat(16),
             at: "2026-12-05T10:00:00Z".into(),
             source: "fleetgate-watch w-0".into(),
+            shard: None,
             event,
         }
     }

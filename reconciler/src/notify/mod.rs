@@ -16,8 +16,6 @@ pub mod event;
 pub mod secrets;
 pub mod watch;
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,11 +51,14 @@ struct SinkHandle {
 pub struct Notifier {
     spec: NotificationsSpec,
     source: String,
+    shard: Option<String>,
     sinks: Vec<SinkHandle>,
     metrics: NotifyMetrics,
     /// The last drift sent: its accounts' fingerprint (`None` once cleared or never).
     drift: Mutex<Option<u64>>,
     workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    #[cfg(test)]
+    captured: Option<Mutex<Vec<Event>>>,
 }
 
 impl Notifier {
@@ -66,11 +67,51 @@ impl Notifier {
         Notifier {
             spec: NotificationsSpec::default(),
             source: String::new(),
+            shard: None,
             sinks: Vec::new(),
             metrics: NotifyMetrics::default(),
             drift: Mutex::new(None),
             workers: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            captured: None,
         }
+    }
+
+    /// A notifier that keeps every event it is given, and sends none (tests).
+    #[cfg(test)]
+    pub(crate) fn capturing() -> Notifier {
+        let mut n = Notifier::none();
+        n.captured = Some(Mutex::new(Vec::new()));
+        n.sinks.push(SinkHandle {
+            name: "captured".into(),
+            spec: SinkSpec::Webhook {
+                name: "captured".into(),
+                url: "http://127.0.0.1:9/".into(),
+                secret: crate::config::manifest::NotifySecret::Env("FLEETGATE_NOTIFY_X".into()),
+                events: Vec::new(),
+            },
+            tx: None,
+        });
+        n
+    }
+
+    /// The events a [`Notifier::capturing`] was given.
+    #[cfg(test)]
+    pub(crate) fn captured(&self) -> Vec<Event> {
+        self.captured
+            .as_ref()
+            .map(|c| {
+                c.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The same notifier, its events about the watch daemon's shard `shard` (`1/3`).
+    pub fn for_shard(mut self, shard: Option<String>) -> Notifier {
+        self.shard = shard;
+        self
     }
 
     /// Starts a worker per sink of `spec` on the current tokio runtime. A sink whose
@@ -123,10 +164,13 @@ impl Notifier {
         Notifier {
             spec: spec.clone(),
             source: source.to_string(),
+            shard: None,
             sinks,
             metrics,
             drift: Mutex::new(None),
             workers: Mutex::new(workers),
+            #[cfg(test)]
+            captured: None,
         }
     }
 
@@ -148,10 +192,17 @@ impl Notifier {
             }
             return;
         }
+        #[cfg(test)]
+        if let Some(c) = &self.captured {
+            c.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(event.clone());
+        }
         let notice = Arc::new(Notice {
             id: deliver::random_id(),
             at: crate::clock::Clock::system().rfc3339(),
             source: self.source.clone(),
+            shard: self.shard.clone(),
             event,
         });
         for s in &self.sinks {
@@ -162,13 +213,22 @@ impl Notifier {
                 self.metrics.count(&s.name, "failed");
                 continue;
             };
-            match tx.try_send(notice.clone()) {
-                Ok(()) => drop(self.metrics.queued.inc()),
-                Err(_) => {
-                    tracing::warn!(sink = %s.name, event = notice.event.name(), "notification dropped: the sink's queue is full");
-                    self.metrics.count(&s.name, "dropped");
+            // Counted before it is sent: the worker may take it at once.
+            self.metrics.queued.inc();
+            let refused = tx.try_send(notice.clone()).err();
+            if let Some(e) = refused {
+                self.metrics.queued.dec();
+                match e {
+                    tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                        tracing::warn!(sink = %s.name, event = notice.event.name(), "notification dropped: the sink's queue is full");
+                        self.metrics.count(&s.name, "dropped");
+                    }
+                    tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                        tracing::error!(sink = %s.name, event = notice.event.name(), "notification lost: the sink's worker stopped");
+                        self.metrics.count(&s.name, "failed");
+                    }
                 }
-            };
+            }
         }
     }
 
@@ -179,22 +239,9 @@ impl Notifier {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match event {
-            Event::DriftFound { accounts, .. } => {
-                let mut sorted: Vec<&DriftedAccount> = accounts.iter().collect();
-                sorted.sort_by(|a, b| (&a.account, &a.cause).cmp(&(&b.account, &b.cause)));
-                let mut h = DefaultHasher::new();
-                sorted.hash(&mut h);
-                if let Event::DriftFound {
-                    drifted_total,
-                    unreachable_total,
-                    ..
-                } = event
-                {
-                    (drifted_total, unreachable_total).hash(&mut h);
-                }
-                let print = h.finish();
-                let fresh = *last != Some(print);
-                *last = Some(print);
+            Event::DriftFound { fingerprint, .. } => {
+                let fresh = *last != Some(*fingerprint);
+                *last = Some(*fingerprint);
                 fresh
             }
             Event::DriftCleared { .. } => last.take().is_some(),
@@ -241,8 +288,11 @@ mod tests {
     fn references_cannot_reach_beyond_their_places() {
         for bad in [
             NotifySecret::Env("AWS_SECRET_ACCESS_KEY".into()),
-            NotifySecret::Env("FLEETGATE_".into()),
-            NotifySecret::Env("FLEETGATE_a".into()),
+            NotifySecret::Env("FLEETGATE_NOTIFY_".into()),
+            NotifySecret::Env("FLEETGATE_NOTIFY_a".into()),
+            // The reconciler's own secrets are not notification credentials.
+            NotifySecret::Env("FLEETGATE_WEBHOOK_SECRET".into()),
+            NotifySecret::Env("FLEETGATE_REDACTION_KEY".into()),
             NotifySecret::File("/etc/passwd".into()),
             NotifySecret::File("../token".into()),
             NotifySecret::File("a/../../b".into()),
@@ -251,7 +301,7 @@ mod tests {
             assert!(check_reference(&bad).is_some(), "{bad:?} is refused");
         }
         for good in [
-            NotifySecret::Env("FLEETGATE_SLACK_URL".into()),
+            NotifySecret::Env("FLEETGATE_NOTIFY_SLACK_URL".into()),
             NotifySecret::File("slack/url".into()),
         ] {
             assert_eq!(check_reference(&good), None);
@@ -263,17 +313,17 @@ mod tests {
         let spec = NotificationsSpec {
             sinks: vec![
                 slack("ops", NotifySecret::Env("HOME".into())),
-                slack("ops", NotifySecret::Env("FLEETGATE_X".into())),
+                slack("ops", NotifySecret::Env("FLEETGATE_NOTIFY_X".into())),
                 SinkSpec::Webhook {
                     name: "hook".into(),
                     url: "ftp://x".into(),
-                    secret: NotifySecret::Env("FLEETGATE_Y".into()),
+                    secret: NotifySecret::Env("FLEETGATE_NOTIFY_Y".into()),
                     events: Vec::new(),
                 },
                 SinkSpec::GithubDeployments {
                     name: "gh".into(),
                     repository: "just-a-name".into(),
-                    token: NotifySecret::Env("FLEETGATE_Z".into()),
+                    token: NotifySecret::Env("FLEETGATE_NOTIFY_Z".into()),
                     api_url: None,
                     environment: None,
                     events: vec![EventKind::Drift],
@@ -305,22 +355,24 @@ mod tests {
         let spec = NotificationsSpec {
             sinks: vec![slack(
                 "ops",
-                NotifySecret::Env("FLEETGATE_UNSET_FOR_TEST".into()),
+                NotifySecret::Env("FLEETGATE_NOTIFY_UNSET_FOR_TEST".into()),
             )],
             ..NotificationsSpec::default()
         };
         let n = Notifier::start(&spec, "test", metrics.clone(), &SecretStore::default());
-        let drift = |accounts: &[(&str, &str)]| Event::DriftFound {
+        // (account, cause kind, cause in words): the words count commits behind.
+        let drift = |accounts: &[(&str, &str, &str)]| Event::DriftFound {
             commit: "c".into(),
             accounts: accounts
                 .iter()
-                .map(|(a, c)| DriftedAccount {
+                .map(|(a, _, c)| DriftedAccount {
                     account: a.to_string(),
                     cause: c.to_string(),
                 })
                 .collect(),
             drifted_total: accounts.len(),
             unreachable_total: 0,
+            fingerprint: event::drift_fingerprint(accounts.iter().map(|(a, k, _)| (*a, *k))),
         };
         let count = |result| {
             metrics
@@ -334,10 +386,16 @@ mod tests {
         // The sink's credential is not set: each message it would send counts as failed.
         n.notify(Event::DriftCleared { commit: "c".into() });
         assert_eq!(count("deduplicated"), 1, "nothing to clear yet");
-        n.notify(drift(&[("a", "behind"), ("b", "tampered")]));
-        n.notify(drift(&[("b", "tampered"), ("a", "behind")]));
+        n.notify(drift(&[
+            ("a", "behind", "1 commit behind"),
+            ("b", "tampered", "tampered"),
+        ]));
+        n.notify(drift(&[
+            ("b", "tampered", "tampered"),
+            ("a", "behind", "2 commits behind"),
+        ]));
         assert_eq!((count("failed"), count("deduplicated")), (1, 2));
-        n.notify(drift(&[("a", "behind")]));
+        n.notify(drift(&[("a", "behind", "3 commits behind")]));
         assert_eq!(count("failed"), 2, "a changed drift is sent");
         n.notify(Event::DriftCleared { commit: "c".into() });
         n.notify(Event::DriftCleared { commit: "c".into() });
