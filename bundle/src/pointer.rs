@@ -27,6 +27,37 @@ pub struct Pointer {
     /// `fleetgate release` lifts it. The gateway ignores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<Hold>,
+    /// Set when the account was decommissioned (its file removed from git, approved in
+    /// fleet.yaml's `offboarding.decommission`): gateways answer every request with 410 and
+    /// issue no token. `digest` stays the last bundle served, so `fleetgate rollback` can
+    /// bring the account back until it is erased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decommissioned: Option<Decommissioned>,
+}
+
+/// A decommission: who approved it in which commit, when it was applied, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decommissioned {
+    /// RFC 3339, UTC: when the tombstone was written (erasure's grace period counts from it).
+    pub at: String,
+    pub by: String,
+    /// The commit whose fleet.yaml approved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The tenant, as fleet.yaml's approval names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Why, as fleet.yaml's approval says it (a contract end, an erasure request's ticket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Pointer {
+    /// Whether this pointer is a tombstone: the account is decommissioned.
+    pub fn is_tombstone(&self) -> bool {
+        self.decommissioned.is_some()
+    }
 }
 
 /// A rollback hold: who pinned the account to its bundle, when, why, and which head of the

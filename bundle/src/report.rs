@@ -32,6 +32,9 @@ pub struct InstanceReport {
     /// reference and the error, never a value); tried again at every poll.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_failures: Vec<String>,
+    /// When the account was decommissioned (RFC 3339), while the gateway answers 410 for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decommissioned_at: Option<String>,
     /// When this report was written (RFC 3339).
     pub written_at: String,
 }

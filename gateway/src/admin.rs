@@ -23,6 +23,16 @@ pub fn admin_router(gateway: Arc<Gateway>, source: String) -> axum::Router {
             get(move || {
                 let gw = ready_gw.clone();
                 async move {
+                    // A decommissioned account's gateway stays ready: it answers 410 itself,
+                    // and a load balancer must not send its clients elsewhere.
+                    if let Some(d) = gw.decommissioned()
+                        && !gw.is_draining()
+                    {
+                        return (
+                            StatusCode::OK,
+                            axum::Json(serde_json::json!({"ready": true, "decommissioned_at": d.at})),
+                        );
+                    }
                     match gw.current() {
                         Some(_) if gw.is_draining() => (
                             StatusCode::SERVICE_UNAVAILABLE,

@@ -71,6 +71,9 @@ pub enum ReloadOutcome {
     Rejected { reason: String },
     /// The source could not be read; tried again at the next poll.
     Unavailable { reason: String },
+    /// The pointer is a tombstone: the account is decommissioned, and every request is
+    /// answered 410 (the gateway stays ready).
+    Decommissioned,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -102,6 +105,10 @@ pub struct Gateway {
     ready: Gauge,
     /// 1 while the pointer names a bundle that was refused (an older one, or none, is served).
     stale: Gauge,
+    /// 1 while the account is decommissioned.
+    decommissioned_gauge: Gauge,
+    /// The tombstone's record while the account is decommissioned.
+    decommissioned: ArcSwapOption<fleetgate_bundle::pointer::Decommissioned>,
     shared: Shared,
     draining: std::sync::atomic::AtomicBool,
     /// The bundle last replaced, until no request holds it: its removed routes' series are
@@ -165,6 +172,13 @@ impl Gateway {
             "1 while the account's pointer names a bundle this gateway refused, so it serves an older one (or none)",
             stale.clone(),
         );
+        let decommissioned_gauge = Gauge::default();
+        crate::metrics::register(
+            &mut registry,
+            "decommissioned",
+            "1 while the account is decommissioned: every request is answered 410, no token is issued",
+            decommissioned_gauge.clone(),
+        );
         crate::metrics::register_build_info(&mut registry);
         let shared = Shared::new(options, &mut registry);
         Gateway {
@@ -178,6 +192,8 @@ impl Gateway {
             bundle_info,
             ready,
             stale,
+            decommissioned_gauge,
+            decommissioned: ArcSwapOption::empty(),
             shared,
             draining: std::sync::atomic::AtomicBool::new(false),
             replaced: Mutex::new(None),
@@ -241,8 +257,15 @@ impl Gateway {
         self.current.load_full()
     }
 
+    /// Ready with a bundle, or decommissioned: a decommissioned account's gateway stays in
+    /// its load balancer and answers 410 itself, so clients are not sent elsewhere.
     pub fn is_ready(&self) -> bool {
-        self.current.load().is_some()
+        self.current.load().is_some() || self.decommissioned.load().is_some()
+    }
+
+    /// The tombstone's record while the account is decommissioned.
+    pub fn decommissioned(&self) -> Option<Arc<fleetgate_bundle::pointer::Decommissioned>> {
+        self.decommissioned.load_full()
     }
 
     fn fail(&self, counter: &Counter, reason: String) {
@@ -278,6 +301,10 @@ impl Gateway {
             .known
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fetched.version.clone());
+        if let Some(tomb) = &fetched.pointer.decommissioned {
+            self.decommission(tomb.clone());
+            return ReloadOutcome::Decommissioned;
+        }
         let digest = fetched.pointer.digest.clone();
         let refuse = |reason: String| {
             let reason = format!("{}: bundle {digest}: {reason}", source.describe());
@@ -335,6 +362,11 @@ impl Gateway {
         self.reloads_total.inc();
         self.ready.set(1);
         self.stale.set(0);
+        // A rollback of a decommission: the account is served again.
+        if self.decommissioned.swap(None).is_some() {
+            self.decommissioned_gauge.set(0);
+            tracing::info!(digest = %digest, "the account is served again: its decommission was rolled back");
+        }
         // After the swap: requests that started on the old bundle may still record its
         // routes' series; they are removed again at housekeeping.
         if let (Some(old), Some(new)) = (previous.as_ref(), self.current.load_full()) {
@@ -347,6 +379,38 @@ impl Gateway {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(old.clone());
         }
         ReloadOutcome::Swapped { digest }
+    }
+
+    /// The pointer became a tombstone: the bundle is dropped (no route, no IdP), every request
+    /// is answered 410, and the gateway stays ready.
+    fn decommission(&self, tomb: fleetgate_bundle::pointer::Decommissioned) {
+        let previous = self.current.swap(None);
+        if let Some(old) = previous.as_ref() {
+            self.bundle_info.remove(&BundleLabels {
+                account: old.compiled.bundle.account.name.clone(),
+                digest: old.digest.to_string(),
+                commit: old.commit.clone().unwrap_or_default(),
+            });
+            // Every series of the dropped bundle goes: no route is served any more.
+            self.shared
+                .metrics
+                .forget(&old.runtime.series(), &Default::default());
+            *self
+                .replaced
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+        tracing::warn!(
+            decommissioned_at = %tomb.at,
+            by = %tomb.by,
+            commit = tomb.commit.as_deref().unwrap_or("-"),
+            "the account is decommissioned: every request is answered 410"
+        );
+        self.decommissioned.store(Some(Arc::new(tomb)));
+        self.decommissioned_gauge.set(1);
+        self.stale.set(0);
+        self.ready.set(1);
+        self.reloads_total.inc();
     }
 
     /// When the served bundle's secrets could not all be read, reads them again and, once
@@ -405,6 +469,7 @@ impl Gateway {
                 .current()
                 .map(|c| c.runtime.warnings.clone())
                 .unwrap_or_default(),
+            decommissioned_at: r.decommissioned_at,
         }
     }
 
@@ -424,7 +489,7 @@ impl Gateway {
         };
         InstanceReport {
             instance: instance.to_string(),
-            ready: current.is_some(),
+            ready: current.is_some() || self.decommissioned.load().is_some(),
             account: current
                 .as_ref()
                 .map(|c| c.compiled.bundle.account.name.clone()),
@@ -448,6 +513,7 @@ impl Gateway {
                 .as_ref()
                 .map(|c| c.runtime.secret_failures.clone())
                 .unwrap_or_default(),
+            decommissioned_at: self.decommissioned.load().as_ref().map(|d| d.at.clone()),
             written_at: humantime::format_rfc3339_seconds(self.clock.now()).to_string(),
         }
     }
@@ -481,6 +547,9 @@ pub struct Status {
     /// What does not stop the served bundle but leaves part of it unavailable (an issuer
     /// whose keys cannot be had, an IdP key or client secret that cannot be read).
     pub warnings: Vec<String>,
+    /// When the account was decommissioned, while every request is answered 410.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decommissioned_at: Option<String>,
 }
 
 /// Polls `source` every `every` until `shutdown` resolves, logging what changed.
@@ -514,6 +583,8 @@ pub async fn poll<S: BundleSource>(
                     ReloadOutcome::Rejected { reason } => {
                         tracing::error!(source = %source.describe(), reason = %reason, "bundle refused; the previous one keeps serving");
                     }
+                    // Logged by the swap itself.
+                    ReloadOutcome::Decommissioned => {}
                     ReloadOutcome::Unavailable { reason } => {
                         if unavailable.as_ref() != Some(&reason) {
                             tracing::warn!(source = %source.describe(), reason = %reason, "source unavailable; retrying at every poll");

@@ -148,6 +148,7 @@ fn pointer(bundle: &Bundle, hold: Option<Hold>) -> Pointer {
         applied_by: "test".into(),
         applied_at: "2026-11-24T00:00:00Z".into(),
         hold,
+        decommissioned: None,
     }
 }
 

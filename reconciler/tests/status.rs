@@ -572,6 +572,7 @@ fn accounts_in_no_wave_come_last_and_pointers_without_a_commit_group_by_digest()
             applied_by: "t".into(),
             applied_at: "2026-01-01T00:00:00Z".into(),
             hold: None,
+            decommissioned: None,
         }))
     };
     let member = |name: &str, wave: Option<usize>, expected: char, read: Read| Member {

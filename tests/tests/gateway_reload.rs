@@ -174,3 +174,107 @@ async fn good_bundles_swap_in_and_bad_ones_are_refused_and_reported() {
         "{metrics}"
     );
 }
+
+/// A tombstone pointer: the gateway drops the bundle, answers every request (a route, the
+/// identity provider's token and discovery endpoints) 410, stays ready, reports and counts
+/// the decommission; a pointer back to the bundle (a rollback) serves it again.
+#[tokio::test]
+async fn a_tombstone_answers_410_everywhere_stays_ready_and_a_rollback_revives_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("acme-prod");
+    let source = FileSource::new(&format!("file://{}", dir.display()));
+    let gw = Arc::new(Gateway::new());
+    let admin = admin_router(gw.clone(), "file://test".into());
+    // The data plane as the listener serves it: the client's address comes with the request.
+    let data = fleetgate_gateway::dataplane::router(gw.clone()).layer(axum::Extension(
+        axum::extract::ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 40000))),
+    ));
+    let (a, _) = two_bundles();
+    let digest = deploy(&dir, &a, "c1");
+    assert!(matches!(
+        gw.reload_once(&source).await,
+        ReloadOutcome::Swapped { .. }
+    ));
+    let served = get(&data, "/.well-known/openid-configuration").await;
+    assert_eq!(served.0, StatusCode::OK, "{}", served.1);
+
+    let tomb = serde_json::json!({
+        "digest": digest.to_string(),
+        "commit": "c1",
+        "previous": digest.to_string(),
+        "applied_by": "fleetgate-watch w",
+        "applied_at": "2026-12-05T10:00:00Z",
+        "decommissioned": {"at": "2026-12-05T10:00:00Z", "by": "fleetgate-watch w",
+                           "commit": "c2", "tenant": "acme", "reason": "contract ended"},
+    });
+    std::fs::write(dir.join("current.json"), serde_json::to_vec(&tomb).unwrap()).unwrap();
+    // The bundle may be erased already: a tombstone never needs it.
+    std::fs::remove_dir_all(dir.join("bundles")).unwrap();
+    assert_eq!(gw.reload_once(&source).await, ReloadOutcome::Decommissioned);
+    assert_eq!(gw.reload_once(&source).await, ReloadOutcome::Unchanged);
+    for path in [
+        "/orders/1",
+        "/.well-known/openid-configuration",
+        "/.well-known/jwks.json",
+        "/nowhere",
+    ] {
+        let (status, body) = get(&data, path).await;
+        assert_eq!(status, StatusCode::GONE, "{path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "decommissioned", "{path}: {body}");
+    }
+    let token = data
+        .clone()
+        .oneshot(
+            Request::post("/oauth2/token")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(
+                    "grant_type=client_credentials&client_id=web-portal&client_secret=demo-web-portal-secret",
+                ))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(token.status(), StatusCode::GONE, "no token is issued");
+
+    let (status, body) = get(&admin, "/ready").await;
+    assert_eq!(status, StatusCode::OK, "stays ready: {body}");
+    assert!(body.contains("decommissioned_at"), "{body}");
+    let (_, status_body) = get(&admin, "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status_body).unwrap();
+    assert_eq!(status["decommissioned_at"], "2026-12-05T10:00:00Z");
+    assert_eq!(status["ready"], true);
+    assert!(status["digest"].is_null(), "no bundle is held: {status}");
+    let report = gw.report("gw-1");
+    assert_eq!(
+        report.decommissioned_at.as_deref(),
+        Some("2026-12-05T10:00:00Z")
+    );
+    assert!(report.ready);
+    let (_, metrics) = get(&admin, "/metrics").await;
+    assert!(
+        metrics.contains("fleetgate_gateway_decommissioned 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("route=\"orders."),
+        "the dropped bundle's route series are gone: {metrics}"
+    );
+
+    // Rolled back: the bundle is stored again and the pointer names it.
+    deploy(&dir, &a, "c1");
+    assert!(matches!(
+        gw.reload_once(&source).await,
+        ReloadOutcome::Swapped { .. }
+    ));
+    assert_eq!(
+        get(&data, "/.well-known/openid-configuration").await.0,
+        StatusCode::OK
+    );
+    assert!(gw.decommissioned().is_none());
+    let (_, metrics) = get(&admin, "/metrics").await;
+    assert!(
+        metrics.contains("fleetgate_gateway_decommissioned 0"),
+        "{metrics}"
+    );
+}

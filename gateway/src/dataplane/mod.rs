@@ -215,6 +215,19 @@ async fn answer(
         return finish(&plane, None, UNMATCHED, Counted::Unmatched, &ctx, resp);
     }
     let Some(loaded) = plane.gateway.current() else {
+        if plane.gateway.decommissioned().is_some() {
+            // Every route, the identity provider's endpoints included: no token is issued
+            // and none is accepted. 410 tells clients and caches not to come back.
+            let mut resp = json_error(
+                &ctx,
+                StatusCode::GONE,
+                "decommissioned",
+                "this service has been decommissioned and is no longer available",
+            );
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return finish(&plane, None, UNMATCHED, Counted::Unmatched, &ctx, resp);
+        }
         let resp = json_error(
             &ctx,
             StatusCode::SERVICE_UNAVAILABLE,

@@ -50,6 +50,14 @@ impl BundleSource for FileSource {
         }
         let pointer: Pointer = serde_json::from_slice(&pointer_bytes)
             .map_err(|e| self.error(format!("{}: not a valid pointer: {e}", path.display())))?;
+        // A tombstone: nothing to load (the bundle may be erased already).
+        if pointer.is_tombstone() {
+            return Ok(Some(Fetched {
+                version,
+                pointer,
+                bytes: Vec::new(),
+            }));
+        }
         let bundle_path = self
             .dir
             .join("bundles")

@@ -111,6 +111,14 @@ impl BundleSource for S3Source {
         }
         let pointer: Pointer = serde_json::from_slice(&pointer_bytes)
             .map_err(|e| self.error(format!("{key}: not a valid pointer: {e}")))?;
+        // A tombstone: nothing to load (the bundle may be erased already).
+        if pointer.is_tombstone() {
+            return Ok(Some(Fetched {
+                version,
+                pointer,
+                bytes: Vec::new(),
+            }));
+        }
         let bundle_key = format!("{}/bundles/{}.json", self.prefix, pointer.digest.hex());
         let Some((bytes, _)) = self.get(&bundle_key, None).await? else {
             return Err(self.error(format!("{bundle_key}: not modified without a condition")));

@@ -269,6 +269,7 @@ fn pointer(digest: &Digest) -> Pointer {
         applied_by: "ci".into(),
         applied_at: "2026-01-01T00:00:00Z".into(),
         hold: None,
+        decommissioned: None,
     }
 }
 

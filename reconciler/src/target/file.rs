@@ -390,6 +390,7 @@ mod tests {
             applied_by: "test".into(),
             applied_at: "2026-11-23T12:00:00Z".into(),
             hold: None,
+            decommissioned: None,
         }
     }
 

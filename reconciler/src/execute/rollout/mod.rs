@@ -777,6 +777,7 @@ impl Executor<'_> {
                             applied_by,
                             applied_at: at,
                             hold: None,
+                            decommissioned: None,
                         };
                         self.target
                             .write_pointer(&d.account, &pointer, Some(&w.etag))
@@ -953,6 +954,7 @@ async fn write(
         applied_by: stamp.applied_by.clone(),
         applied_at: stamp.applied_at.clone(),
         hold: hold.cloned(),
+        decommissioned: None,
     };
     target
         .write_pointer(&d.account, &pointer, current.map(|(_, e)| e))

@@ -160,6 +160,7 @@ fn gateways(
                     last_reload_error: None,
                     last_reload_error_at: None,
                     secret_failures: Vec::new(),
+                    decommissioned_at: None,
                     written_at: clock.rfc3339(),
                 };
                 let dir = target.root().join(name).join("status");
@@ -350,6 +351,7 @@ fn the_gate_judges_fresh_reports_on_the_new_digest() {
         last_reload_error: None,
         last_reload_error_at: None,
         secret_failures: Vec::new(),
+        decommissioned_at: None,
         written_at: humantime::format_rfc3339_seconds(now - Duration::from_secs(age)).to_string(),
     };
     let reports = vec![
@@ -734,6 +736,7 @@ fn a_conflict_observed_again_names_the_other_writer_or_says_it_is_not_known() {
         applied_by: "ci@runner".into(),
         applied_at: "2026-12-05T10:00:00Z".into(),
         hold: None,
+        decommissioned: None,
     };
     let etag = ETag("e".into());
     let (c, text) = observed_again(&Ok(Some((pointer(&head), etag.clone()))), &head);

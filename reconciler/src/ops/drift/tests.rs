@@ -26,6 +26,7 @@ fn deployed(digest: &Digest, commit: &str) -> Observed {
             applied_by: "ci".into(),
             applied_at: "2026-11-23T00:00:00Z".into(),
             hold: None,
+            decommissioned: None,
         },
         etag: ETag("\"e\"".into()),
         bundle: Box::new(bundle),
@@ -199,6 +200,7 @@ async fn behind_and_orphaned_accounts_are_found_through_the_history_seam() {
             applied_by: "ci".into(),
             applied_at: "2026-11-23T00:00:00Z".into(),
             hold: None,
+            decommissioned: None,
         };
         target
             .write_pointer(&account, &pointer, None)
