@@ -236,6 +236,7 @@ fn plan_with(p: &str) -> Plan {
         target: format!("file://deployed/{p}"),
         fleet,
         deployed: deployed_names,
+        decommission: Default::default(),
         rendered: plan::RenderCounts {
             base: desired.len(),
             head: desired.len(),

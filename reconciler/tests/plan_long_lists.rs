@@ -154,7 +154,7 @@ fn long_account_lists_are_collapsed_in_text_and_markdown_and_whole_in_json() {
     // Orphans.
     assert!(
         text.contains(&format!(
-            "Orphaned (in the target, not in git; never deleted): {}\n",
+            "Orphaned (in the target, not in git, not approved for decommission; never deleted): {}\n",
             collapsed(&orphans, "")
         )),
         "{text}"

@@ -119,6 +119,35 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     }
     let plan = &applied.plan;
     output::print_plan_leftovers(plan);
+    let mut decommissioned = 0;
+    for (name, r) in &applied.decommissioned {
+        use crate::ops::decommission::Outcome as D;
+        match r {
+            Ok(D::Decommissioned) => {
+                decommissioned += 1;
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "decommissioned {name}: its gateways answer 410, its identity provider issues no token"
+                );
+            }
+            Ok(D::Conflict) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "conflict {name}: its pointer changed since it was read; not decommissioned (apply again)"
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "failed [{}] {e}", e.class());
+            }
+        }
+    }
+    if plan.summary.decommission > 0 && applied.decommissioned.is_empty() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "not decommissioned: {} account(s), because the rollout did not succeed",
+            plan.summary.decommission
+        );
+    }
     let t = applied.tally();
     if printer.jsonl {
         let line = serde_json::json!({
@@ -128,6 +157,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
             "conflicts": t.conflicts, "still_to_apply": t.still_needed, "failed": t.failed,
             "rolled_back": t.rolled_back, "skipped": t.skipped, "held": plan.summary.held,
             "unreachable": plan.summary.unreachable, "orphaned": plan.summary.orphaned,
+            "decommissioned": decommissioned,
             "requests": applied.rollout.requests,
         });
         let _ = writeln!(
@@ -138,7 +168,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     } else {
         let _ = writeln!(
             std::io::stdout(),
-            "applied {} ({}) to {}: {} created, {} updated, {} unchanged, {} conflicts ({} still to apply), {} failed, {} rolled back, {} skipped, {} held, {} unreachable, {} orphaned (never deleted)",
+            "applied {} ({}) to {}: {} created, {} updated, {} unchanged, {} conflicts ({} still to apply), {} failed, {} rolled back, {} skipped, {} held, {} unreachable, {} orphaned (never deleted){}",
             plan.head.rev,
             &plan.head.commit[..12.min(plan.head.commit.len())],
             plan.target,
@@ -153,6 +183,11 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
             plan.summary.held,
             plan.summary.unreachable,
             plan.summary.orphaned,
+            if decommissioned > 0 {
+                format!(", {decommissioned} decommissioned")
+            } else {
+                String::new()
+            },
         );
     }
     Ok(if applied.succeeded() {

@@ -84,9 +84,18 @@ pub fn select_accounts(config: &Repo, selector: Option<&Selector>) -> Result<Vec
             .collect(),
         None => config.account_names().map(str::to_string).collect(),
     };
+    let approved = |n: &str| {
+        let fleet = &config.fleet.as_ref()?.spec;
+        let d = fleet
+            .offboarding
+            .decommission
+            .iter()
+            .find(|d| d.account == n)?;
+        AccountRef::from_decommission(fleet, d)
+    };
     Ok(names
         .iter()
-        .filter_map(|n| AccountRef::from_repo(config, n))
+        .filter_map(|n| AccountRef::from_repo(config, n).or_else(|| approved(n)))
         .collect())
 }
 

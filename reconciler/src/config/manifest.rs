@@ -133,6 +133,55 @@ pub struct FleetSpec {
     /// (Slack, Microsoft Teams, a signed webhook, GitHub deployment statuses).
     #[serde(default, skip_serializing_if = "NotificationsSpec::is_empty")]
     pub notifications: NotificationsSpec,
+    /// Letting a customer go: the accounts approved for decommission, and how long their
+    /// stored state is kept before `fleetgate erase` may delete it.
+    #[serde(default)]
+    pub offboarding: OffboardingSpec,
+}
+
+/// Decommissions a reviewer approved, and erasure's grace period.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OffboardingSpec {
+    /// How long after its decommission an account's stored state must be kept before
+    /// `fleetgate erase` deletes it (default 30d; `0s` allows erasing at once). Until then a
+    /// decommission can be rolled back.
+    #[serde(default = "default_grace_period")]
+    pub grace_period: Duration,
+    /// Accounts to decommission: each one's file is removed from `accounts/` in the same
+    /// change, and its entry stays here until the account is erased. The entry names what
+    /// the removed file did, so the account can still be reached.
+    #[serde(default)]
+    pub decommission: Vec<DecommissionSpec>,
+}
+
+impl Default for OffboardingSpec {
+    fn default() -> Self {
+        OffboardingSpec {
+            grace_period: default_grace_period(),
+            decommission: Vec::new(),
+        }
+    }
+}
+
+fn default_grace_period() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+
+/// One account approved for decommission.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DecommissionSpec {
+    /// The account's name, as its file in `accounts/` was named.
+    pub account: String,
+    /// Its 12-digit AWS account id.
+    pub account_id: AccountId,
+    pub region: String,
+    /// The customer (tenant) it served: `fleetgate erase --tenant` selects on it.
+    pub tenant: String,
+    /// Why (a contract's end, an erasure request's ticket); recorded in the tombstone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Notification sinks and how delivery is retried. Delivery never blocks or fails a

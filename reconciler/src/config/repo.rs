@@ -363,6 +363,9 @@ impl Repo {
         }
         if let Some(fleet) = &self.fleet {
             errors.extend(waves::check_fleet(fleet));
+            errors.extend(waves::check_offboarding(fleet, |name| {
+                self.accounts.contains_key(name)
+            }));
             let accounts: Vec<&Account> = self.accounts.values().collect();
             errors.extend(waves::check_assignment(fleet, &accounts, unloaded_accounts));
         }

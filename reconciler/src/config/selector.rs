@@ -94,6 +94,24 @@ impl Selector {
                     out.insert(name.clone());
                 }
             }
+            // Accounts approved for decommission are gone from accounts/ but still named,
+            // so a decommission can be rolled back: by name only.
+            let approved = repo
+                .fleet
+                .as_ref()
+                .map(|f| f.spec.offboarding.decommission.as_slice())
+                .unwrap_or_default();
+            for d in approved {
+                let matches = match term {
+                    Term::Name(n) => *n == d.account,
+                    Term::Glob(g) => glob(g, &d.account),
+                    _ => false,
+                };
+                if matches {
+                    hit = true;
+                    out.insert(d.account.clone());
+                }
+            }
             if !hit {
                 unmatched.push(describe(term));
             }

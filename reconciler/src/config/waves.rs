@@ -319,6 +319,75 @@ pub fn check_fleet(fleet: &Doc<FleetSpec>) -> Vec<Diagnostic> {
     errors
 }
 
+/// Whether a bucket or prefix template can be expanded for a decommissioned account: from
+/// its name, id, region and tenant only (the approval names nothing else).
+pub fn decommission_placeable(template: &str) -> bool {
+    !template.contains("account.stage") && !template.contains("account.labels")
+}
+
+/// Problems of fleet.yaml's `offboarding`: an approval names an account once, never one
+/// still in `accounts/` (its file is removed in the same change), and a region fleet.yaml
+/// allows.
+pub fn check_offboarding(fleet: &Doc<FleetSpec>, in_git: impl Fn(&str) -> bool) -> Vec<Diagnostic> {
+    let spec = &fleet.spec;
+    let mut errors = Vec::new();
+    let items = match fleet
+        .spec_node
+        .get("offboarding")
+        .and_then(|o| o.get("decommission"))
+        .map(|d| &d.value)
+    {
+        Some(Value::Seq(items)) => Some(items),
+        _ => None,
+    };
+    let placeable = decommission_placeable(&spec.bucket) && decommission_placeable(&spec.prefix);
+    if !spec.offboarding.decommission.is_empty() && !placeable {
+        errors.push(Diagnostic::new(
+            spec_span(fleet, "offboarding"),
+            "bucket and prefix use ${account.stage} or ${account.labels.*}, which a decommission approval does not name: an approved account could not be found",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, d) in spec.offboarding.decommission.iter().enumerate() {
+        let span = items
+            .and_then(|items| items.get(i))
+            .map(|n| n.span.clone())
+            .unwrap_or_else(|| spec_span(fleet, "offboarding"));
+        if !seen.insert(d.account.as_str()) {
+            errors.push(Diagnostic::new(
+                span.clone(),
+                format!("account {:?} is approved for decommission twice", d.account),
+            ));
+        }
+        if in_git(&d.account) {
+            errors.push(
+                Diagnostic::new(
+                    span.clone(),
+                    format!(
+                        "account {:?} is approved for decommission but accounts/{}.yaml is still there: remove the file in the same change",
+                        d.account, d.account
+                    ),
+                )
+                .for_account(&d.account),
+            );
+        }
+        if d.tenant.trim().is_empty() {
+            errors.push(Diagnostic::new(span.clone(), "tenant must not be empty"));
+        }
+        if !spec.regions.is_empty() && !spec.regions.contains(&d.region) {
+            errors.push(Diagnostic::new(
+                span,
+                format!(
+                    "region {:?} is not one of fleet.yaml's regions ({})",
+                    d.region,
+                    spec.regions.join(", ")
+                ),
+            ));
+        }
+    }
+    errors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

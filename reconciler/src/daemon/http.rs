@@ -179,13 +179,14 @@ pub(super) const ROLLOUT_RESULTS: [&str; 5] = [
 ];
 
 /// `drift_accounts_by_cause`'s causes.
-pub(super) const DRIFT_CAUSES: [&str; 6] = [
+pub(super) const DRIFT_CAUSES: [&str; 7] = [
     "never_deployed",
     "tampered",
     "behind",
     "out_of_band",
     "unreachable",
     "orphaned",
+    "decommission_pending",
 ];
 
 /// A drift cause's label in `drift_accounts_by_cause` (and its kind in notifications).
@@ -198,6 +199,7 @@ pub fn cause_label(kind: crate::ops::drift::CauseKind) -> &'static str {
         CauseKind::OutOfBand => "out_of_band",
         CauseKind::Unreachable => "unreachable",
         CauseKind::Orphaned => "orphaned",
+        CauseKind::DecommissionPending => "decommission_pending",
     }
 }
 
@@ -250,7 +252,7 @@ impl Metrics {
             &mut registry,
             "fleetgate",
             "drift_accounts_by_cause",
-            "Accounts of the last drift report by cause (never_deployed, tampered, behind, out_of_band, unreachable, orphaned)",
+            "Accounts of the last drift report by cause (never_deployed, tampered, behind, out_of_band, unreachable, orphaned, decommission_pending)",
             drift_causes.clone(),
         );
         for cause in DRIFT_CAUSES {

@@ -248,6 +248,29 @@ impl Looper {
             result = "applied";
             rollout_failed = report.failed();
         }
+        // Approved decommissions, once the head's rollout (if any) succeeded: tombstones by
+        // compare-and-swap. A conflict or failure is planned again at the next pass.
+        if plan.summary.decommission > 0 && !rejected_here {
+            for (name, r) in
+                crate::ops::decommission::decommission(target, &fan, &plan, &stamp).await
+            {
+                use crate::ops::decommission::Outcome as D;
+                match r {
+                    Ok(D::Decommissioned) => {
+                        result = "applied";
+                        tracing::warn!(account = %name, "decommissioned: its gateways answer 410");
+                    }
+                    Ok(D::Conflict) => {
+                        rollout_failed += 1;
+                        tracing::warn!(account = %name, "not decommissioned: its pointer changed since it was read");
+                    }
+                    Err(e) => {
+                        rollout_failed += 1;
+                        tracing::error!(account = %name, error = %e, "cannot decommission");
+                    }
+                }
+            }
+        }
         let failed = plan.summary.unreachable + rollout_failed;
         if failed == 0 && plan.summary.held == 0 && (changes == 0 || result == "applied") {
             let subject = repo.summary(&head_id);

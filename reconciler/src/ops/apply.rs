@@ -28,6 +28,12 @@ pub struct ApplyOptions<'a> {
 pub struct ApplyReport {
     pub plan: Plan,
     pub rollout: RolloutReport,
+    /// The tombstones written (after a rollout that succeeded), one result per account the
+    /// plan decommissions.
+    pub decommissioned: Vec<(
+        String,
+        Result<crate::ops::decommission::Outcome, crate::target::TargetError>,
+    )>,
 }
 
 impl ApplyReport {
@@ -35,11 +41,17 @@ impl ApplyReport {
         self.rollout.tally()
     }
 
-    /// Whether every account that needed the head has it.
+    /// Whether every account that needed the head has it, and every approved decommission
+    /// is written.
     pub fn succeeded(&self) -> bool {
         self.rollout.outcome == Outcome::Succeeded
             && self.rollout.failed() == 0
             && self.plan.summary.unreachable == 0
+            && self.decommissioned.len() == self.plan.summary.decommission
+            && self
+                .decommissioned
+                .iter()
+                .all(|(_, r)| matches!(r, Ok(crate::ops::decommission::Outcome::Decommissioned)))
     }
 }
 
@@ -112,6 +124,7 @@ pub async fn apply(
         reuse_stored: false,
         watch: options.watch,
     };
+    let fan_again = fan;
     let pass = Reconcile::new(target, fan, stamp, change);
     let live = Arc::new(Mutex::new(pass.initial_report()));
     let rollout = pass
@@ -119,5 +132,16 @@ pub async fn apply(
         .await
         .report
         .unwrap_or_else(|| pass.initial_report());
-    Ok(ApplyReport { plan, rollout })
+    // Decommissions after the rollout, and only when it succeeded: a change rolled back is
+    // not applied in part.
+    let decommissioned = if rollout.outcome == Outcome::Succeeded {
+        crate::ops::decommission::decommission(target, &fan_again, &plan, stamp).await
+    } else {
+        Vec::new()
+    };
+    Ok(ApplyReport {
+        plan,
+        rollout,
+        decommissioned,
+    })
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use fleetgate_bundle::Digest;
 
 use crate::config::diagnostics::{Diagnostic, Diagnostics};
+use crate::config::manifest::DecommissionSpec;
 use crate::config::repo::Repo;
 use crate::git::history::History;
 use crate::git::{Commit, GitError};
@@ -76,6 +77,8 @@ fn backwards_list(accounts: &[(String, String)]) -> String {
 pub struct Prepared {
     pub context: Context,
     pub desired: Vec<Desired>,
+    /// The accounts fleet.yaml approves for decommission, where each is.
+    pub decommissions: Vec<(AccountRef, DecommissionSpec)>,
     /// The head's fleet.yaml (how accounts are reached).
     pub fleet: Option<crate::config::manifest::FleetSpec>,
     /// Set by [`Prepared::restrict_to`].
@@ -180,6 +183,18 @@ pub fn prepare(
     }
 
     let (waves, concurrency, wave_of) = rollout_order(&head_repo);
+    let decommissions: Vec<(AccountRef, DecommissionSpec)> = head_repo
+        .fleet
+        .as_ref()
+        .map(|f| {
+            f.spec
+                .offboarding
+                .decommission
+                .iter()
+                .filter_map(|d| Some((AccountRef::from_decommission(&f.spec, d)?, d.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Prepared {
         context: Context {
             repo: repo.location().to_string(),
@@ -188,12 +203,14 @@ pub fn prepare(
             target: String::new(),
             fleet: head_repo.account_names().map(str::to_string).collect(),
             deployed: BTreeSet::new(),
+            decommission: decommissions.iter().map(|(a, _)| a.name.clone()).collect(),
             rendered,
             waves,
             concurrency,
             wave_of,
         },
         desired,
+        decommissions,
         fleet: head_repo.fleet.as_ref().map(|f| f.spec.clone()),
         shard: None,
     })
@@ -307,10 +324,40 @@ pub async fn observe_and_plan(
             })
         })
         .collect();
+    // The accounts approved for decommission: their pointers only (the tombstone keeps the
+    // digest), each decided as it is read.
+    let decommissions = fan
+        .run(
+            "observe",
+            prepared.decommissions.iter(),
+            |(a, _)| a,
+            |(a, d)| async move {
+                let seen = match target.read_pointer(a).await? {
+                    None => Observed::New,
+                    Some((pointer, etag)) => Observed::Pointed { pointer, etag },
+                };
+                Ok(plan::plan_decommission(a, d, &seen))
+            },
+        )
+        .await;
+    let by_name: BTreeMap<&str, &(AccountRef, DecommissionSpec)> = prepared
+        .decommissions
+        .iter()
+        .map(|p| (p.0.name.as_str(), p))
+        .collect();
+    let decommissions = decommissions
+        .into_iter()
+        .map(|(name, r)| {
+            r.unwrap_or_else(|e| {
+                let (a, d) = by_name[name.as_str()];
+                plan::plan_decommission(a, d, &Observed::from_error(&e))
+            })
+        })
+        .collect();
     let mut context = prepared.context.clone();
     context.target = target.location();
     context.deployed = deployed;
-    Ok(plan::assemble(&context, planned, options))
+    Ok(plan::assemble(&context, planned, decommissions, options))
 }
 
 /// One of N disjoint parts of the fleet (`fleetgate watch --shard i/N`): an account's part

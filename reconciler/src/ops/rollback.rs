@@ -191,6 +191,7 @@ pub async fn rollback(
         target: target.location(),
         fleet: config.account_names().map(str::to_string).collect(),
         deployed: Default::default(),
+        decommission: Default::default(),
         rendered: plan::RenderCounts {
             base: 0,
             head: desired.len(),

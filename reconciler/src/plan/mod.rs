@@ -33,8 +33,8 @@ use crate::render::packed::PackedText;
 use crate::target::{ErrorClass, Observed};
 pub use changes::{Area, Change, Op};
 pub use model::{
-    AccountPlan, Action, Carried, Context, Desired, Expected, Group, Options, PLAN_FORMAT_VERSION,
-    Plan, RenderCounts, Revision, Summary, WavePlan,
+    AccountPlan, Action, Carried, Context, DecommissionAction, DecommissionPlan, Desired, Expected,
+    Group, Options, PLAN_FORMAT_VERSION, Plan, RenderCounts, Revision, Summary, WavePlan,
 };
 pub use risks::{Warning, WarningKind};
 
@@ -61,7 +61,7 @@ pub fn plan(
             plan_account(d, seen, options, &|_| false)
         })
         .collect();
-    assemble(context, planned, options)
+    assemble(context, planned, Vec::new(), options)
 }
 
 /// One account, planned: its entry of the plan (texts scrubbed, diff packed), the risks its
@@ -76,7 +76,55 @@ pub struct PlannedAccount {
 
 /// The plan from its accounts, each planned on its own ([`plan_account`], as soon as its
 /// state is observed): groups, waves, warnings and the summary.
-pub fn assemble(context: &Context, mut planned: Vec<PlannedAccount>, options: &Options) -> Plan {
+/// The decision for an account approved for decommission, from its pointer.
+pub fn plan_decommission(
+    account: &crate::target::AccountRef,
+    approval: &crate::config::manifest::DecommissionSpec,
+    seen: &Observed,
+) -> DecommissionPlan {
+    let mut entry = DecommissionPlan {
+        name: account.name.clone(),
+        account_id: account.id.clone(),
+        tenant: approval.tenant.clone(),
+        reason: approval.reason.clone(),
+        action: DecommissionAction::NeverDeployed,
+        from: None,
+        note: None,
+        account: Some(account.clone()),
+        expected: None,
+    };
+    match seen {
+        Observed::New => {}
+        Observed::Unreachable { reason, .. } => {
+            entry.action = DecommissionAction::Unreachable;
+            entry.note = Some(reason.clone());
+        }
+        Observed::Current { pointer, etag }
+        | Observed::Pointed { pointer, etag }
+        | Observed::Deployed { pointer, etag, .. } => {
+            entry.from = Some(pointer.digest.to_string());
+            entry.action = match &pointer.decommissioned {
+                Some(d) => {
+                    entry.note = Some(format!("decommissioned at {} by {}", d.at, d.by));
+                    DecommissionAction::Decommissioned
+                }
+                None => DecommissionAction::Decommission,
+            };
+            entry.expected = Some(Expected {
+                pointer: pointer.clone(),
+                etag: etag.clone(),
+            });
+        }
+    }
+    entry
+}
+
+pub fn assemble(
+    context: &Context,
+    mut planned: Vec<PlannedAccount>,
+    mut decommissions: Vec<DecommissionPlan>,
+    options: &Options,
+) -> Plan {
     let key = options.redaction_key.as_slice();
     planned.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
     planned.dedup_by(|a, b| a.entry.name == b.entry.name);
@@ -99,8 +147,13 @@ pub fn assemble(context: &Context, mut planned: Vec<PlannedAccount>, options: &O
     let orphans: Vec<String> = context
         .deployed
         .iter()
-        .filter(|a| !context.fleet.contains(*a))
+        .filter(|a| !context.fleet.contains(*a) && !context.decommission.contains(*a))
         .cloned()
+        .collect();
+    decommissions.sort_by(|a, b| a.name.cmp(&b.name));
+    let to_decommission: Vec<&DecommissionPlan> = decommissions
+        .iter()
+        .filter(|d| d.action == DecommissionAction::Decommission)
         .collect();
     let summary = Summary {
         fleet: context.fleet.len(),
@@ -116,6 +169,7 @@ pub fn assemble(context: &Context, mut planned: Vec<PlannedAccount>, options: &O
             .filter(|a| accounts.binary_search_by(|p| p.name.cmp(a)).is_err())
             .count(),
         orphaned: orphans.len(),
+        decommission: to_decommission.len(),
     };
 
     let mut warnings: Vec<Warning> = warnings
@@ -129,6 +183,27 @@ pub fn assemble(context: &Context, mut planned: Vec<PlannedAccount>, options: &O
     if let Some(w) = risks::fleet_share(summary.update, summary.fleet, options.fleet_change_percent)
     {
         warnings.push(w);
+    }
+    if !to_decommission.is_empty() {
+        let tenants: BTreeSet<&str> = to_decommission.iter().map(|d| d.tenant.as_str()).collect();
+        warnings.push(Warning {
+            kind: WarningKind::Decommission,
+            message: format!(
+                "{} account{} of tenant{} {} stop being served: every request is answered 410 and their identity provider issues no token and accepts none. `fleetgate rollback` can restore them until they are erased",
+                to_decommission.len(),
+                if to_decommission.len() == 1 { "" } else { "s" },
+                if tenants.len() == 1 { "" } else { "s" },
+                tenants.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+            accounts: to_decommission.iter().map(|d| d.name.clone()).collect(),
+        });
+    }
+    if !orphans.is_empty() {
+        warnings.push(Warning {
+            kind: WarningKind::RemovedWithoutApproval,
+            message: "gone from git without an approval to decommission: each keeps serving its last bundle, and its identity provider keeps issuing tokens. To stop serving it, name it in fleet.yaml's offboarding.decommission".into(),
+            accounts: orphans.clone(),
+        });
     }
     // Most severe kind first, then the most widespread.
     warnings.sort_by(|a, b| {
@@ -153,6 +228,7 @@ pub fn assemble(context: &Context, mut planned: Vec<PlannedAccount>, options: &O
         waves,
         accounts,
         orphans,
+        decommissions,
     };
     // Every text of the plan a reader sees, secret material fingerprinted.
     scrub_plan(&mut plan, key);
@@ -293,6 +369,21 @@ pub fn plan_account(
                 risks = risks::between(bundle, &head);
             }
         }
+    }
+    // A decommissioned account back in git: its tombstone is replaced even when its bundle
+    // is the one the tombstone kept, or it would keep answering 410.
+    if let Some(e) = &entry.expected
+        && e.pointer.is_tombstone()
+        && matches!(entry.action, Action::NoChange)
+    {
+        entry.action = Action::Update;
+        entry.note = Some(format!(
+            "{name} is decommissioned (since {}): this change serves it again",
+            e.pointer
+                .decommissioned
+                .as_ref()
+                .map_or("-", |d| d.at.as_str())
+        ));
     }
     // Every text of the entry a reader sees, secret material fingerprinted.
     let s = |text: &mut String| scrub_in_place(text, key);

@@ -63,6 +63,8 @@ pub struct Context {
     pub fleet: BTreeSet<String>,
     /// Accounts the target holds state for (orphans are those not in `fleet`).
     pub deployed: BTreeSet<String>,
+    /// Accounts fleet.yaml approves for decommission (never orphans).
+    pub decommission: BTreeSet<String>,
     pub rendered: RenderCounts,
     /// fleet.yaml's waves, in order, and the fleet's concurrency (a wave's default).
     pub waves: Vec<crate::config::manifest::Wave>,
@@ -176,8 +178,69 @@ pub struct Plan {
     pub waves: Vec<WavePlan>,
     /// Every planned account, by name.
     pub accounts: Vec<AccountPlan>,
-    /// Deployed in the target, absent from git. Never deleted by fleetgate.
+    /// Deployed in the target, absent from git, and not approved for decommission. Never
+    /// deleted by fleetgate.
     pub orphans: Vec<String>,
+    /// The accounts fleet.yaml's `offboarding.decommission` approves, by name: the tombstones
+    /// to write (`decommission`), those already written, and those that cannot be reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decommissions: Vec<DecommissionPlan>,
+}
+
+/// What becomes of an account approved for decommission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecommissionAction {
+    /// Its pointer becomes a tombstone: its gateways answer 410 and issue no token.
+    Decommission,
+    /// Its pointer is a tombstone already.
+    Decommissioned,
+    /// `fleetgate rollback` brought it back and holds it there: not decommissioned again
+    /// until `fleetgate release` lifts the hold.
+    Held,
+    /// It has no pointer: nothing was ever deployed, nothing to write.
+    NeverDeployed,
+    /// Its pointer could not be read; nothing will be written.
+    Unreachable,
+}
+
+impl DecommissionAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecommissionAction::Decommission => "decommission",
+            DecommissionAction::Decommissioned => "decommissioned",
+            DecommissionAction::Held => "held",
+            DecommissionAction::NeverDeployed => "never-deployed",
+            DecommissionAction::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// One account approved for decommission.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DecommissionPlan {
+    pub name: String,
+    pub account_id: String,
+    pub tenant: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub action: DecommissionAction,
+    /// The digest deployed now (kept in the tombstone, so a rollback can restore it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// When it was decommissioned, who holds it, or why it is unreachable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Where the account is (its file is gone from git). Not part of the plan's documents.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub account: Option<AccountRef>,
+    /// The pointer the tombstone replaces, by compare-and-swap. Not part of the plan's
+    /// documents.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub expected: Option<Expected>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
@@ -196,12 +259,19 @@ pub struct Summary {
     /// Accounts in the fleet the change cannot affect (not rendered, not observed).
     pub not_affected: usize,
     pub orphaned: usize,
+    /// Tombstones to write: accounts approved for decommission and still served.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub decommission: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Summary {
     /// Whether applying would write anything (the `2` of exit codes).
     pub fn has_changes(&self) -> bool {
-        self.create + self.update > 0
+        self.create + self.update + self.decommission > 0
     }
 }
 

@@ -24,6 +24,11 @@ pub struct Warning {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum WarningKind {
+    /// Accounts stop being served: every request answered 410, their IdP stops.
+    Decommission,
+    /// An account's file is gone from git without an approval to decommission it: it keeps
+    /// serving its last bundle, orphaned.
+    RemovedWithoutApproval,
     /// The active IdP signing key is replaced by one that was never published as `next`.
     SigningKeyWithoutOverlap,
     /// The IdP's issuer URL, or a trusted issuer's `iss`, changes or goes away.
@@ -46,6 +51,8 @@ pub enum WarningKind {
 impl WarningKind {
     pub fn as_str(self) -> &'static str {
         match self {
+            WarningKind::Decommission => "decommission",
+            WarningKind::RemovedWithoutApproval => "removed without approval",
             WarningKind::SigningKeyWithoutOverlap => "signing key without overlap",
             WarningKind::IssuerChanged => "issuer changed",
             WarningKind::AudienceChanged => "audience changed",

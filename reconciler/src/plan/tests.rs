@@ -247,6 +247,7 @@ fn context(deployed: &[&str]) -> Context {
         target: "file:///fleet".into(),
         fleet: fleet(),
         deployed: deployed.iter().map(|a| a.to_string()).collect(),
+        decommission: Default::default(),
         rendered: RenderCounts::default(),
         waves: EXAMPLE.waves.clone(),
         concurrency: 4,

@@ -176,6 +176,37 @@ impl AccountRef {
     }
 }
 
+impl AccountRef {
+    /// An account approved for decommission (its file gone from git), placed with
+    /// fleet.yaml's bucket and prefix templates from what the approval names: `None` when a
+    /// template uses a value it does not name (the stage, a label), which fleet.yaml's checks
+    /// refuse.
+    pub fn from_decommission(
+        fleet: &crate::config::manifest::FleetSpec,
+        d: &crate::config::manifest::DecommissionSpec,
+    ) -> Option<AccountRef> {
+        use crate::config::waves::decommission_placeable;
+        if !decommission_placeable(&fleet.bucket) || !decommission_placeable(&fleet.prefix) {
+            return None;
+        }
+        let vars = crate::config::template::Vars::for_account(
+            &d.account,
+            &d.account_id.0,
+            &d.region,
+            "",
+            &d.tenant,
+            &Default::default(),
+        );
+        Some(AccountRef {
+            name: d.account.clone(),
+            id: d.account_id.0.clone(),
+            region: d.region.clone(),
+            bucket: vars.expand(&fleet.bucket).ok()?,
+            prefix: vars.expand(&fleet.prefix).ok()?,
+        })
+    }
+}
+
 /// What `bootstrap` did for one account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bootstrapped {

@@ -43,6 +43,9 @@ pub enum DriftStatus {
     Drifted,
     Unreachable,
     Orphaned,
+    /// Approved for decommission in fleet.yaml, and its pointer is a tombstone (or its state
+    /// is gone): as git wants it.
+    Decommissioned,
 }
 
 impl DriftStatus {
@@ -52,6 +55,7 @@ impl DriftStatus {
             DriftStatus::Drifted => "drifted",
             DriftStatus::Unreachable => "unreachable",
             DriftStatus::Orphaned => "orphaned",
+            DriftStatus::Decommissioned => "decommissioned",
         }
     }
 }
@@ -66,6 +70,8 @@ pub enum CauseKind {
     OutOfBand,
     Unreachable,
     Orphaned,
+    /// Approved for decommission, and still served: the next apply writes its tombstone.
+    DecommissionPending,
 }
 
 /// What the account's pointer says.
@@ -110,6 +116,13 @@ pub struct DriftSummary {
     pub drifted: usize,
     pub unreachable: usize,
     pub orphaned: usize,
+    /// Accounts approved for decommission whose pointer is a tombstone (not in `accounts`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub decommissioned: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The whole report.
@@ -277,6 +290,55 @@ pub fn orphan(account: &AccountRef, observed: &Observed) -> AccountDrift {
     }
 }
 
+/// The line of an account approved for decommission, from its pointer.
+fn decommission_line(
+    account: &AccountRef,
+    read: Result<Option<(crate::target::Pointer, crate::target::ETag)>, crate::target::TargetError>,
+) -> AccountDrift {
+    let mut line = AccountDrift {
+        name: account.name.clone(),
+        account_id: account.id.clone(),
+        status: DriftStatus::Decommissioned,
+        cause: None,
+        cause_kind: None,
+        error: None,
+        commits_behind: None,
+        expected: None,
+        deployed: None,
+    };
+    match read {
+        Ok(None) => {
+            line.cause = Some("decommissioned: no state left (erased, or never deployed)".into());
+        }
+        Ok(Some((pointer, _))) => {
+            line.deployed = deployed_of(&Observed::Pointed {
+                pointer: pointer.clone(),
+                etag: crate::target::ETag(String::new()),
+            });
+            match &pointer.decommissioned {
+                Some(d) => {
+                    line.cause = Some(format!("decommissioned at {} by {}", d.at, d.by));
+                }
+                None => {
+                    line.status = DriftStatus::Drifted;
+                    line.cause_kind = Some(CauseKind::DecommissionPending);
+                    line.cause = Some(format!(
+                        "{}: approved for decommission in fleet.yaml and still served: the next apply writes its tombstone",
+                        account.name
+                    ));
+                }
+            }
+        }
+        Err(e) => {
+            line.status = DriftStatus::Unreachable;
+            line.error = Some(e.class());
+            line.cause_kind = Some(CauseKind::Unreachable);
+            line.cause = Some(e.to_string());
+        }
+    }
+    line
+}
+
 /// Sorts the lines (most urgent first) and counts them.
 pub fn report(
     repo: &str,
@@ -289,7 +351,8 @@ pub fn report(
         DriftStatus::Drifted => 0,
         DriftStatus::Unreachable => 1,
         DriftStatus::Orphaned => 2,
-        DriftStatus::InSync => 3,
+        DriftStatus::Decommissioned => 3,
+        DriftStatus::InSync => 4,
     };
     accounts.sort_by(|a, b| {
         rank(a.status)
@@ -298,11 +361,14 @@ pub fn report(
     });
     let count = |s: DriftStatus| accounts.iter().filter(|a| a.status == s).count();
     let summary = DriftSummary {
-        accounts: accounts.len() - count(DriftStatus::Orphaned),
+        accounts: accounts.len()
+            - count(DriftStatus::Orphaned)
+            - count(DriftStatus::Decommissioned),
         in_sync: count(DriftStatus::InSync),
         drifted: count(DriftStatus::Drifted),
         unreachable: count(DriftStatus::Unreachable),
         orphaned: count(DriftStatus::Orphaned),
+        decommissioned: count(DriftStatus::Decommissioned),
     };
     DriftReport {
         format_version: DRIFT_FORMAT_VERSION,
@@ -383,11 +449,30 @@ pub async fn run(
         })
         .collect();
 
-    // Orphans: accounts the recent history had, and whatever the target can list.
+    // Accounts approved for decommission: their pointers only (a tombstone's bundle may be
+    // erased already).
+    let approved = fan
+        .run(
+            "drift",
+            prepared.decommissions.iter(),
+            |(a, _)| a,
+            |(a, _)| async move { target.read_pointer(a).await },
+        )
+        .await;
+    for (name, read) in approved {
+        let Some((account, _)) = prepared.decommissions.iter().find(|(a, _)| a.name == name) else {
+            continue;
+        };
+        lines.push(decommission_line(account, read));
+    }
+
+    // Orphans: accounts the recent history had, and whatever the target can list, except
+    // those approved for decommission.
     let fleet: BTreeSet<&str> = prepared
         .desired
         .iter()
         .map(|d| d.account.name.as_str())
+        .chain(prepared.decommissions.iter().map(|(a, _)| a.name.as_str()))
         .collect();
     let mut former: BTreeMap<String, AccountRef> = BTreeMap::new();
     let head_accounts: BTreeSet<String> =
@@ -482,8 +567,17 @@ pub fn json(report: &DriftReport) -> String {
 fn headline(report: &DriftReport) -> String {
     let s = &report.summary;
     format!(
-        "{} accounts in git: {} in sync, {} drifted, {} unreachable; {} orphaned",
-        s.accounts, s.in_sync, s.drifted, s.unreachable, s.orphaned
+        "{} accounts in git: {} in sync, {} drifted, {} unreachable; {} orphaned{}",
+        s.accounts,
+        s.in_sync,
+        s.drifted,
+        s.unreachable,
+        s.orphaned,
+        if s.decommissioned > 0 {
+            format!("; {} decommissioned", s.decommissioned)
+        } else {
+            String::new()
+        }
     )
 }
 

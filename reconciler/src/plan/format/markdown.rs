@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::plan::format::common::*;
-use crate::plan::{Group, Plan, WavePlan};
+use crate::plan::{DecommissionAction, Group, Plan, WavePlan};
 use crate::redact::{hostile, one_line};
 
 /// The marker CI looks for to update one sticky PR comment instead of adding another.
@@ -272,11 +272,50 @@ fn markdown_tail(plan: &Plan, limit: usize) -> String {
     if !plan.orphans.is_empty() {
         let _ = writeln!(
             tail,
-            "\n### Orphaned\n\nIn the target but not in git; fleetgate never deletes them: {}",
+            "\n### Orphaned\n\nIn the target but not in git, and not approved for decommission: they keep serving; fleetgate never deletes them: {}",
             collapsed(&plan.orphans, md_name)
         );
     }
     tail
+}
+
+/// The decommissions, each account on its line with its tenant: never folded into a group
+/// or a count, since each one stops a customer's service.
+fn markdown_decommissions(plan: &Plan, limit: usize) -> String {
+    let mut out = String::new();
+    if plan.decommissions.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n### 🛑 Decommission\n\nApproved in fleet.yaml's `offboarding.decommission`. On merge each pointer becomes a tombstone: the account's gateways answer 410 to every request, and its identity provider issues no token and accepts none. `fleetgate rollback` restores an account until `fleetgate erase` deletes its state.\n"
+    );
+    let items = plan.decommissions.iter().map(|d| {
+        let mut line = format!(
+            "- {} **{}** {} (tenant {}, account {})",
+            if d.action == DecommissionAction::Decommission {
+                "➖"
+            } else {
+                "▫️"
+            },
+            d.action.as_str(),
+            md_name(&d.name),
+            md_name(&d.tenant),
+            md_code(&d.account_id)
+        );
+        if let Some(from) = &d.from {
+            let _ = write!(line, " from {}", md_code(short(from)));
+        }
+        if let Some(note) = &d.note {
+            let _ = write!(line, ": {}", md_text(&clip(note, TEXT_CHARS)));
+        }
+        line.push('\n');
+        line
+    });
+    push_items(&mut out, items, 200, limit / 4, |n| {
+        format!("- ... and {n} more in the full plan\n")
+    });
+    out
 }
 
 /// Markdown for a PR comment: the summary table first, the marker, warnings, then one
@@ -286,7 +325,7 @@ fn markdown_tail(plan: &Plan, limit: usize) -> String {
 /// is written to (see the module's documentation), and cut when very long; warnings, notes
 /// and unreachable accounts each take at most a share of `limit`, the rest counted.
 pub fn markdown(plan: &Plan, limit: usize, full_plan: Option<&str>) -> String {
-    let head = markdown_head(plan, limit);
+    let head = markdown_head(plan, limit) + &markdown_decommissions(plan, limit);
     let tail = markdown_tail(plan, limit);
     let see_full = match full_plan {
         Some(url) => format!("the [full plan]({})", md_link_dest(url)),

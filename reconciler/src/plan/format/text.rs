@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use anstyle::{AnsiColor, Style};
 
 use crate::plan::format::common::*;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, DecommissionAction, Plan};
 
 pub(super) struct Paint {
     on: bool,
@@ -132,20 +132,61 @@ pub fn text(plan: &Plan, color: bool) -> String {
             let _ = writeln!(out, "  {}", wave_line(w));
         }
     }
+    if !plan.decommissions.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            p.paint(
+                fg(AnsiColor::Red).bold(),
+                "Decommission (fleet.yaml's offboarding; every request answered 410, no token issued):"
+            )
+        );
+        for d in &plan.decommissions {
+            let _ = writeln!(
+                out,
+                "  {} {} {} (tenant {}, account {}){}{}",
+                p.paint(
+                    fg(AnsiColor::Red),
+                    if d.action == DecommissionAction::Decommission {
+                        "-"
+                    } else {
+                        " "
+                    }
+                ),
+                d.action.as_str(),
+                term(&d.name),
+                term(&d.tenant),
+                d.account_id,
+                d.from
+                    .as_deref()
+                    .map(|f| format!(" from {}", short(f)))
+                    .unwrap_or_default(),
+                d.note
+                    .as_deref()
+                    .map(|n| format!(": {}", term(n)))
+                    .unwrap_or_default()
+            );
+        }
+    }
     if !plan.orphans.is_empty() {
         let _ = writeln!(
             out,
             "\n{} {}",
-            p.paint(bold, "Orphaned (in the target, not in git; never deleted):"),
+            p.paint(bold, "Orphaned (in the target, not in git, not approved for decommission; never deleted):"),
             collapsed(&plan.orphans, |a| term(a).into_owned())
         );
     }
     let _ = writeln!(
         out,
-        "\n{} {} to create, {} to update, {} unchanged, {} unreachable, {}{} not affected, {} orphaned.",
+        "\n{} {} to create, {} to update, {}{} unchanged, {} unreachable, {}{} not affected, {} orphaned.",
         p.paint(bold, "Plan:"),
         s.create,
         s.update,
+        if s.decommission > 0 {
+            format!("{} to decommission, ", s.decommission)
+        } else {
+            String::new()
+        },
         s.no_change,
         s.unreachable,
         if s.held > 0 {
