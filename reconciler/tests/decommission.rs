@@ -44,6 +44,21 @@ impl Fleet {
         ])
     }
 
+    fn deployed(&self, account: &str) -> PathBuf {
+        self.tmp.path().join("deployed").join(account)
+    }
+
+    fn receipts(&self) -> PathBuf {
+        self.tmp.path().join("deployed/.fleetgate/erasures")
+    }
+
+    fn receipt(&self, account: &str) -> Value {
+        serde_json::from_slice(
+            &std::fs::read(self.receipts().join(format!("{account}.json"))).unwrap(),
+        )
+        .unwrap()
+    }
+
     fn pointer(&self, account: &str) -> Value {
         let path: PathBuf = self
             .tmp
@@ -255,4 +270,142 @@ fn a_tenant_is_decommissioned_only_with_approval_and_can_come_back() {
     let back = fleet.pointer("globex-prod");
     assert!(back.get("decommissioned").is_none(), "{back:#}");
     assert_eq!(back["digest"], before["digest"]);
+    // Held there: the approval still in fleet.yaml does not decommission it again until
+    // the hold is released.
+    let out = fleet.run(&[
+        "plan",
+        "--repo",
+        fleet.repo_str(),
+        "--target",
+        &fleet.target,
+    ]);
+    assert!(stdout(&out).contains("held globex-prod"), "{}", show(&out));
+    let out = fleet.apply();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(fleet.pointer("globex-prod").get("decommissioned").is_none());
+    let out = fleet.run(&[
+        "release",
+        "--repo",
+        fleet.repo_str(),
+        "--target",
+        &fleet.target,
+        "--accounts",
+        "globex-prod",
+    ]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let out = fleet.apply();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let tomb = fleet.pointer("globex-prod");
+    assert!(tomb["decommissioned"].is_object());
+
+    // Erasure. A live account is refused, and so is one inside its grace period.
+    let erase = |extra: &[&str]| {
+        let mut args = vec![
+            "erase",
+            "--repo",
+            fleet.repo_str(),
+            "--target",
+            &fleet.target,
+        ];
+        args.extend_from_slice(extra);
+        fleet.run(&args)
+    };
+    let out = erase(&["--account", "acme-prod"]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(show(&out).contains("it is live"), "{}", show(&out));
+    support::edit(
+        &fleet.repo,
+        "fleet.yaml",
+        "gracePeriod: 0s",
+        "gracePeriod: 1h",
+    );
+    git(&fleet.repo, &["commit", "-q", "-am", "an hour of grace"]);
+    let out = erase(&["--account", "globex-prod"]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(show(&out).contains("grace period"), "{}", show(&out));
+    assert!(fleet.deployed("globex-prod").exists(), "nothing deleted");
+    support::edit(
+        &fleet.repo,
+        "fleet.yaml",
+        "gracePeriod: 1h",
+        "gracePeriod: 0s",
+    );
+    git(&fleet.repo, &["commit", "-q", "-am", "no grace"]);
+
+    // Erased: nothing left under its prefix; the receipt says what went, and names no
+    // tenant data beyond the ids.
+    let out = erase(&["--account", "globex-prod"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(!fleet.deployed("globex-prod").exists(), "every object gone");
+    let receipt: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(receipt["status"], "complete");
+    assert_eq!(receipt["account"], "globex-prod");
+    assert_eq!(receipt["accountId"], "523456789012");
+    assert_eq!(receipt["tenant"], "globex");
+    assert_eq!(
+        receipt["decommissionCommit"],
+        tomb["decommissioned"]["commit"]
+    );
+    assert_eq!(receipt["erasedBy"], "offboarding-test");
+    assert!(
+        receipt["deleted"]["bundle"].as_u64().unwrap() >= 1,
+        "{receipt:#}"
+    );
+    assert_eq!(receipt["deleted"]["pointer"], 1, "{receipt:#}");
+    assert!(
+        receipt["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "current.json"),
+        "{receipt:#}"
+    );
+    let stored = fleet.receipt("globex-prod");
+    assert_eq!(stored["status"], "complete");
+    // Again: nothing to do, the same receipt.
+    let out = erase(&["--account", "globex-prod"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(show(&out).contains("already erased"), "{}", show(&out));
+    assert_eq!(fleet.receipt("globex-prod"), stored);
+
+    // A run killed midway (its receipt in progress, some objects deleted, the pointer still
+    // there): the next one finishes, by tenant.
+    let canary = fleet.deployed("globex-canary");
+    let bundles: Vec<PathBuf> = std::fs::read_dir(canary.join("bundles"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    std::fs::create_dir_all(fleet.receipts()).unwrap();
+    let first_bundle = format!(
+        "bundles/{}",
+        bundles[0].file_name().unwrap().to_string_lossy()
+    );
+    std::fs::write(
+        fleet.receipts().join("globex-canary.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "formatVersion": 1, "account": "globex-canary", "accountId": "310987654321",
+            "tenant": "globex", "status": "in-progress", "location": "x",
+            "erasedBy": "offboarding-test", "startedAt": "2026-12-05T10:00:00Z",
+            "deleted": {}, "keys": [],
+            "versions": [{"key": first_bundle}],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_file(&bundles[0]).unwrap();
+    let out = erase(&["--tenant", "globex"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(!canary.exists());
+    let finished = fleet.receipt("globex-canary");
+    assert_eq!(finished["status"], "complete");
+    assert!(
+        finished["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == first_bundle.as_str()),
+        "the killed run's deletion is counted: {finished:#}"
+    );
+    // The rest of the fleet is untouched.
+    assert_eq!(fleet.pointer("acme-prod"), acme);
 }

@@ -42,6 +42,12 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Lift rollback holds, so the watch daemon rolls the accounts forward again.
     Release(ReleaseArgs),
+    /// Delete everything stored for decommissioned accounts past fleet.yaml's grace period:
+    /// every version of every object under each account's prefix (bundles, pointer, history,
+    /// gateway status reports), with a receipt in the hub's state store, printed. Only for
+    /// accounts approved in fleet.yaml's offboarding.decommission and gone from accounts/.
+    /// Idempotent and resumable. Exit 0 erased (or already), 1 refused or failed.
+    Erase(EraseArgs),
     /// An account's pointer history, newest first: digest, commit, who and when, holds.
     History(HistoryArgs),
     /// For every account: in sync with the head, or drifted with a cause (behind, out-of-band
@@ -317,6 +323,33 @@ pub struct RollbackArgs {
     /// Do not record a hold: the watch daemon may roll the accounts forward again.
     #[arg(long)]
     pub no_hold: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EraseArgs {
+    #[command(flatten)]
+    pub source: GitArgs,
+    /// The branch the fleet tracks: its fleet.yaml names the approvals and the grace period.
+    #[arg(long, value_name = "REF", default_value = "HEAD")]
+    pub branch: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The accounts to erase, by name (comma-separated).
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        required_unless_present = "tenant",
+        conflicts_with = "tenant"
+    )]
+    pub account: Vec<String>,
+    /// Every account of this tenant that fleet.yaml approves for decommission.
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+    /// The hub's state bucket, where receipts are kept (--target aws) [default: fleet.yaml's
+    /// stateBucket].
+    #[arg(long, value_name = "BUCKET", env = "FLEETGATE_STATE_BUCKET")]
+    pub state_bucket: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]

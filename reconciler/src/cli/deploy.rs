@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 
 use crate::cli::args::{
-    ApplyArgs, BootstrapArgs, DriftArgs, HistoryArgs, PlanFormat, ReleaseArgs, RollbackArgs,
-    RolloutFormat,
+    ApplyArgs, BootstrapArgs, DriftArgs, EraseArgs, HistoryArgs, PlanFormat, ReleaseArgs,
+    RollbackArgs, RolloutFormat,
 };
 use crate::cli::output;
 use crate::cli::progress::StderrProgress;
@@ -376,6 +376,118 @@ pub fn release(args: &ReleaseArgs) -> Result<ExitCode> {
         target.target.location(),
         report.results.len()
     );
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn erase(args: &EraseArgs) -> Result<ExitCode> {
+    use crate::ops::erase::{EraseRequest, Erased, FileReceipts, ReceiptStore, S3Receipts};
+    use crate::target::connect::Home;
+    let Some(Session {
+        config, rt, target, ..
+    }) = connect_at(&args.source, &args.branch, &args.target)?
+    else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let Some(fleet) = config.fleet.as_ref().map(|f| &f.spec) else {
+        bail!("the repo has no fleet.yaml: nothing is approved for decommission");
+    };
+    let approvals = &fleet.offboarding.decommission;
+    let chosen: Vec<&crate::config::manifest::DecommissionSpec> = match &args.tenant {
+        Some(t) => approvals.iter().filter(|d| &d.tenant == t).collect(),
+        None => {
+            let mut out = Vec::new();
+            for name in &args.account {
+                if config.accounts.contains_key(name) {
+                    bail!(
+                        "{name}: not erased: accounts/{name}.yaml is in git at {}: it is live. Decommission it first (docs/operator.md, \"Offboarding a customer\")",
+                        args.branch
+                    );
+                }
+                match approvals.iter().find(|d| &d.account == name) {
+                    Some(d) => out.push(d),
+                    None => bail!(
+                        "{name}: not erased: fleet.yaml's offboarding.decommission does not approve it"
+                    ),
+                }
+            }
+            out
+        }
+    };
+    if chosen.is_empty() {
+        bail!(
+            "no account of tenant {:?} is approved for decommission",
+            args.tenant.as_deref().unwrap_or_default()
+        );
+    }
+    let store: Box<dyn ReceiptStore> = match &target.home {
+        Home::Dir(root) => Box::new(FileReceipts {
+            dir: root.join(".fleetgate").join("erasures"),
+        }),
+        Home::Hub(s3) => Box::new(S3Receipts {
+            s3: s3.clone(),
+            bucket: args
+                .state_bucket
+                .clone()
+                .or_else(|| fleet.state_bucket.clone())
+                .context("--target aws keeps erasure receipts in the hub's state bucket: fleet.yaml's stateBucket or --state-bucket")?,
+        }),
+    };
+    let stamp = stamp();
+    let mut failed = 0;
+    for d in chosen {
+        let Some(account) = AccountRef::from_decommission(fleet, d) else {
+            failed += 1;
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}: not erased: fleet.yaml's bucket or prefix cannot be filled in for it",
+                d.account
+            );
+            continue;
+        };
+        let req = EraseRequest {
+            account: &account,
+            tenant: &d.tenant,
+            grace: fleet.offboarding.grace_period.0,
+            report_max_age: fleet.rollout.report_max_age.0,
+            now: std::time::SystemTime::now(),
+            by: &stamp.applied_by,
+        };
+        match rt.block_on(crate::ops::erase::erase(
+            target.target.as_ref(),
+            store.as_ref(),
+            &req,
+        )) {
+            Ok(done) => {
+                let (what, receipt) = match done {
+                    Erased::Now(r) => ("erased", r),
+                    Erased::Already(r) => ("already erased", r),
+                };
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{what} {} ({} object versions); receipt: {}",
+                    d.account,
+                    receipt.versions.len(),
+                    store.location(&d.account)
+                );
+                let mut shown = receipt.clone();
+                // The receipt printed names keys and counts; its version ids stay in the store.
+                shown.versions.clear();
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    serde_json::to_string_pretty(&shown)?
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                let _ = writeln!(std::io::stderr(), "{e}");
+            }
+        }
+    }
     Ok(if failed > 0 {
         ExitCode::FAILURE
     } else {

@@ -58,6 +58,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apply(args) => deploy::apply(&args),
         Command::Rollback(args) => deploy::rollback(&args),
         Command::Release(args) => deploy::release(&args),
+        Command::Erase(args) => deploy::erase(&args),
         Command::History(args) => deploy::history(&args),
         Command::Drift(args) => deploy::drift(&args),
         Command::Status(args) => status::status(&args),

@@ -103,12 +103,19 @@ pub fn plan_decommission(
         | Observed::Pointed { pointer, etag }
         | Observed::Deployed { pointer, etag, .. } => {
             entry.from = Some(pointer.digest.to_string());
-            entry.action = match &pointer.decommissioned {
-                Some(d) => {
+            entry.action = match (&pointer.decommissioned, &pointer.hold) {
+                (Some(d), _) => {
                     entry.note = Some(format!("decommissioned at {} by {}", d.at, d.by));
                     DecommissionAction::Decommissioned
                 }
-                None => DecommissionAction::Decommission,
+                (None, Some(h)) => {
+                    entry.note = Some(format!(
+                        "held by {} since {} ({}): `fleetgate release` lets it be decommissioned",
+                        h.by, h.at, h.reason
+                    ));
+                    DecommissionAction::Held
+                }
+                (None, None) => DecommissionAction::Decommission,
             };
             entry.expected = Some(Expected {
                 pointer: pointer.clone(),

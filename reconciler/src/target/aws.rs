@@ -32,7 +32,8 @@ use fleetgate_bundle::{Bundle, Digest};
 use crate::target::aws_errors::{classify, is_no_such_key, is_precondition_failed, status};
 use crate::target::aws_requests::{Counters, Counting};
 use crate::target::{
-    AccountRef, Bootstrapped, ETag, ErrorClass, InstanceReport, Pointer, Target, TargetError,
+    AccountRef, Bootstrapped, ETag, ErrorClass, InstanceReport, Pointer, StoredObject, Target,
+    TargetError,
 };
 
 /// How the fleet is reached: fleet.yaml's settings plus the command line's.
@@ -738,6 +739,104 @@ impl Target for AwsTarget {
         } else {
             Bootstrapped::Created
         })
+    }
+    async fn list_stored(&self, account: &AccountRef) -> Result<Vec<StoredObject>, TargetError> {
+        let s3 = self.s3(account).await?;
+        let prefix = Self::key(account, "");
+        let what = format!("ListObjectVersions s3://{}/{prefix}", account.bucket);
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker) = (None, None);
+        // Bounded: 100,000 pages of 1,000 versions.
+        for _ in 0..100_000 {
+            let page = s3
+                .list_object_versions()
+                .bucket(&account.bucket)
+                .prefix(&prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| Self::remote(account, &what, &e))?;
+            let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
+            let markers = page
+                .delete_markers()
+                .iter()
+                .map(|m| (m.key(), m.version_id()));
+            for (key, version) in versions.chain(markers) {
+                if let Some(key) = key.and_then(|k| k.strip_prefix(&prefix)) {
+                    out.push(StoredObject {
+                        key: key.to_string(),
+                        version: version.map(str::to_string),
+                    });
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                break;
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn delete_stored(
+        &self,
+        account: &AccountRef,
+        objects: &[StoredObject],
+    ) -> Result<(), TargetError> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let s3 = self.s3(account).await?;
+        let what = format!("DeleteObjects s3://{}/{}/", account.bucket, account.prefix);
+        for batch in objects.chunks(1000) {
+            let ids = batch
+                .iter()
+                .map(|o| {
+                    ObjectIdentifier::builder()
+                        .key(Self::key(account, &o.key))
+                        .set_version_id(o.version.clone())
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| TargetError::Remote {
+                    account: account.name.clone(),
+                    class: ErrorClass::Other,
+                    message: format!("{what}: {e}"),
+                })?;
+            let delete = Delete::builder()
+                .set_objects(Some(ids))
+                .quiet(true)
+                .build()
+                .map_err(|e| TargetError::Remote {
+                    account: account.name.clone(),
+                    class: ErrorClass::Other,
+                    message: format!("{what}: {e}"),
+                })?;
+            let answer = s3
+                .delete_objects()
+                .bucket(&account.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| Self::remote(account, &what, &e))?;
+            if let Some(first) = answer.errors().first() {
+                return Err(TargetError::Remote {
+                    account: account.name.clone(),
+                    class: ErrorClass::Other,
+                    message: format!(
+                        "{what}: {} of {} not deleted, first {}: {}",
+                        answer.errors().len(),
+                        batch.len(),
+                        first.key().unwrap_or("?"),
+                        first.code().unwrap_or("?")
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -29,7 +29,8 @@ use fleetgate_bundle::pointer::Pointer;
 use fleetgate_bundle::report::InstanceReport;
 
 use crate::target::store::{
-    AccountRef, Bootstrapped, ETag, Target, TargetError, check_stored_bundle, parse_status,
+    AccountRef, Bootstrapped, ETag, StoredObject, Target, TargetError, check_stored_bundle,
+    parse_status,
 };
 
 #[async_trait::async_trait]
@@ -96,6 +97,79 @@ impl Target for FileTarget {
         }
         std::fs::create_dir_all(&dir).map_err(|e| Self::io(&account.name, &dir, e))?;
         Ok(Bootstrapped::Created)
+    }
+
+    async fn list_stored(&self, account: &AccountRef) -> Result<Vec<StoredObject>, TargetError> {
+        let dir = self.account_dir(&account.name)?;
+        let mut out = Vec::new();
+        let mut todo = vec![dir.clone()];
+        while let Some(d) = todo.pop() {
+            let entries = match std::fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Self::io(&account.name, &d, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| Self::io(&account.name, &d, e))?;
+                let path = entry.path();
+                let kind = entry
+                    .file_type()
+                    .map_err(|e| Self::io(&account.name, &path, e))?;
+                if kind.is_dir() {
+                    todo.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&dir) {
+                    out.push(StoredObject {
+                        key: rel.to_string_lossy().replace('\\', "/"),
+                        version: None,
+                    });
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn delete_stored(
+        &self,
+        account: &AccountRef,
+        objects: &[StoredObject],
+    ) -> Result<(), TargetError> {
+        let dir = self.account_dir(&account.name)?;
+        for o in objects {
+            // Keys come from list_stored; one that would leave the account's directory is
+            // refused rather than followed.
+            if o.key
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
+            {
+                return Err(TargetError::BadAccount {
+                    account: format!("{}/{}", account.name, o.key),
+                });
+            }
+            let path = dir.join(&o.key);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Self::io(&account.name, &path, e)),
+            }
+        }
+        // Directories left empty go too, the account's own last.
+        let mut dirs = Vec::new();
+        let mut todo = vec![dir.clone()];
+        while let Some(d) = todo.pop() {
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        todo.push(e.path());
+                    }
+                }
+                dirs.push(d);
+            }
+        }
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+        Ok(())
     }
 }
 

@@ -22,6 +22,6 @@ pub use fleetgate_bundle::pointer::{Hold, Pointer};
 pub use fleetgate_bundle::report::InstanceReport;
 pub use observe::{observe, observe_pointers};
 pub use store::{
-    AccountRef, Bootstrapped, ETag, ErrorClass, Observed, RequestStats, Target, TargetError,
-    check_stored_bundle, parse_status,
+    AccountRef, Bootstrapped, ETag, ErrorClass, Observed, RequestStats, StoredObject, Target,
+    TargetError, check_stored_bundle, parse_status,
 };

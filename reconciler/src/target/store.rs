@@ -207,6 +207,15 @@ impl AccountRef {
     }
 }
 
+/// One stored object version: its key under the account's prefix (`bundles/<hex>.json`,
+/// `current.json`, `status/<instance>.json`, ...), and its S3 version.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct StoredObject {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
 /// What `bootstrap` did for one account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bootstrapped {
@@ -276,6 +285,17 @@ pub trait Target: Send + Sync + std::fmt::Debug {
     /// Creates the account's store (S3: its config bucket, versioned, encrypted, not public)
     /// when missing. Idempotent.
     async fn bootstrap(&self, account: &AccountRef) -> Result<Bootstrapped, TargetError>;
+
+    /// Every stored object under the account's prefix, every version of each (S3: versions
+    /// and delete markers; a directory: its files), for erasure.
+    async fn list_stored(&self, account: &AccountRef) -> Result<Vec<StoredObject>, TargetError>;
+
+    /// Deletes these objects for good (each version; S3 in batches of 1,000).
+    async fn delete_stored(
+        &self,
+        account: &AccountRef,
+        objects: &[StoredObject],
+    ) -> Result<(), TargetError>;
 }
 
 /// What a target holds for one account.

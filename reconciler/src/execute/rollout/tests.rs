@@ -591,6 +591,19 @@ impl Target for Faulty {
     async fn bootstrap(&self, a: &AccountRef) -> Result<crate::target::Bootstrapped, TargetError> {
         self.inner.bootstrap(a).await
     }
+    async fn list_stored(
+        &self,
+        a: &AccountRef,
+    ) -> Result<Vec<crate::target::StoredObject>, TargetError> {
+        self.inner.list_stored(a).await
+    }
+    async fn delete_stored(
+        &self,
+        a: &AccountRef,
+        objects: &[crate::target::StoredObject],
+    ) -> Result<(), TargetError> {
+        self.inner.delete_stored(a, objects).await
+    }
 }
 
 fn fault() -> impl proptest::strategy::Strategy<Value = Fault> {
