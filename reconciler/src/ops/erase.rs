@@ -175,7 +175,10 @@ pub async fn erase(
                 account_id: account.id.clone(),
                 tenant: req.tenant.to_string(),
                 status: "in-progress".into(),
-                location: format!("{}/{}/", target.location(), account.name),
+                location: match target.location() {
+                    l if l.starts_with("file://") => format!("{l}/{}/", account.name),
+                    _ => format!("s3://{}/{}/", account.bucket, account.prefix),
+                },
                 decommissioned_at: Some(tomb.at.clone()),
                 decommissioned_by: Some(tomb.by.clone()),
                 decommission_commit: tomb.commit.clone(),
