@@ -221,6 +221,8 @@ pub struct Faults {
     pub stall: Option<String>,
     /// PUT requests whose path contains this are never answered (reads go through).
     pub stall_writes: Option<String>,
+    /// POST requests (S3's DeleteObjects) whose path contains this are never answered.
+    pub stall_posts: Option<String>,
     /// A seeded share of all requests gets a random fault ([`Fault`]).
     pub random: Option<RandomFaults>,
     /// The first attempt of every `PUT .../current.json` reaches moto, but its answer is
@@ -512,6 +514,7 @@ async fn handle(
     };
     if path_has(&faults.stall)
         || (req.method() == hyper::Method::PUT && path_has(&faults.stall_writes))
+        || (req.method() == hyper::Method::POST && path_has(&faults.stall_posts))
     {
         // Until the proxy shuts down (which drops this task).
         tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -332,9 +332,14 @@ impl Rig {
 
     /// The CLI as an operator runs it: hub credentials in the environment, moto's endpoint.
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_via(&self.moto.endpoint(), args)
+    }
+
+    /// [`Rig::command`] with the AWS calls sent to `endpoint` (a fault proxy before moto).
+    pub fn command_via(&self, endpoint: &str, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_fleetgate"));
         c.args(args)
-            .args(["--endpoint-url", &self.moto.endpoint()])
+            .args(["--endpoint-url", endpoint])
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_ENDPOINT_URL")
             .env_remove("AWS_SESSION_TOKEN")
