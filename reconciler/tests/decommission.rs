@@ -165,8 +165,8 @@ fn a_tenant_is_decommissioned_only_with_approval_and_can_come_back() {
     assert_eq!(code(&out), 2, "changes to apply: {}", show(&out));
     let text = stdout(&out);
     for want in [
-        "decommission globex-canary (tenant globex, account 310987654321)",
-        "decommission globex-prod (tenant globex, account 523456789012)",
+        "decommission globex-canary (tenant globex, account 310987654321, s3://fleetgate-config-310987654321/fleetgate/globex-canary/)",
+        "decommission globex-prod (tenant globex, account 523456789012, s3://fleetgate-config-523456789012/fleetgate/globex-prod/)",
         "2 to decommission",
     ] {
         assert!(text.contains(want), "{want:?} in:\n{text}");
@@ -249,6 +249,20 @@ fn a_tenant_is_decommissioned_only_with_approval_and_can_come_back() {
     let out = fleet.apply();
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert_eq!(fleet.pointer("globex-prod"), tomb);
+
+    // A glob never selects a decommissioned account (an incident's `rollback --accounts '*'`
+    // must not bring a tenant back); its exact name does.
+    let out = fleet.run(&[
+        "release",
+        "--repo",
+        fleet.repo_str(),
+        "--target",
+        &fleet.target,
+        "--accounts",
+        "globex-*",
+    ]);
+    assert_ne!(code(&out), 0, "{}", show(&out));
+    assert!(show(&out).contains("no account matches"), "{}", show(&out));
 
     // Rolled back to before the decommission: the account serves its bundle again.
     let out = fleet.run(&[
@@ -384,7 +398,8 @@ fn a_tenant_is_decommissioned_only_with_approval_and_can_come_back() {
         fleet.receipts().join("globex-canary.json"),
         serde_json::to_vec(&serde_json::json!({
             "formatVersion": 1, "account": "globex-canary", "accountId": "310987654321",
-            "tenant": "globex", "status": "in-progress", "location": "x",
+            "tenant": "globex", "status": "in-progress",
+            "location": format!("{}/globex-canary/", fleet.target),
             "erasedBy": "offboarding-test", "startedAt": "2026-12-05T10:00:00Z",
             "deleted": {}, "keys": [],
             "versions": [{"key": first_bundle}],
@@ -393,6 +408,8 @@ fn a_tenant_is_decommissioned_only_with_approval_and_can_come_back() {
     )
     .unwrap();
     std::fs::remove_file(&bundles[0]).unwrap();
+    // It had got as far as the pointer: what is left is found without one.
+    std::fs::remove_file(canary.join("current.json")).unwrap();
     let out = erase(&["--tenant", "globex"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert!(!canary.exists());

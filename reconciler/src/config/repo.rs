@@ -363,9 +363,23 @@ impl Repo {
         }
         if let Some(fleet) = &self.fleet {
             errors.extend(waves::check_fleet(fleet));
-            errors.extend(waves::check_offboarding(fleet, |name| {
-                self.accounts.contains_key(name)
-            }));
+            let live: Vec<waves::Placement> = self
+                .accounts
+                .iter()
+                .filter_map(|(name, a)| {
+                    let vars = a.vars();
+                    Some(waves::Placement {
+                        name: name.clone(),
+                        bucket: vars.expand(&fleet.spec.bucket).ok()?,
+                        prefix: vars.expand(&fleet.spec.prefix).ok()?,
+                    })
+                })
+                .collect();
+            errors.extend(waves::check_offboarding(
+                fleet,
+                |name| self.accounts.contains_key(name),
+                &live,
+            ));
             let accounts: Vec<&Account> = self.accounts.values().collect();
             errors.extend(waves::check_assignment(fleet, &accounts, unloaded_accounts));
         }

@@ -102,11 +102,9 @@ impl Selector {
                 .map(|f| f.spec.offboarding.decommission.as_slice())
                 .unwrap_or_default();
             for d in approved {
-                let matches = match term {
-                    Term::Name(n) => *n == d.account,
-                    Term::Glob(g) => glob(g, &d.account),
-                    _ => false,
-                };
+                // By exact name only: a glob (`prod-*`, `*`) must never bring a
+                // decommissioned tenant back.
+                let matches = matches!(term, Term::Name(n) if *n == d.account);
                 if matches {
                     hit = true;
                     out.insert(d.account.clone());

@@ -325,10 +325,42 @@ pub fn decommission_placeable(template: &str) -> bool {
     !template.contains("account.stage") && !template.contains("account.labels")
 }
 
+/// Where an account's state is: its bucket and key prefix, from fleet.yaml's templates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub name: String,
+    pub bucket: String,
+    pub prefix: String,
+}
+
+/// Where an approved account's state is (`None` when the templates cannot be filled in).
+pub fn placement(
+    fleet: &FleetSpec,
+    d: &crate::config::manifest::DecommissionSpec,
+) -> Option<Placement> {
+    let vars = crate::config::template::Vars::for_account(
+        &d.account,
+        &d.account_id.0,
+        &d.region,
+        "",
+        &d.tenant,
+        &Default::default(),
+    );
+    Some(Placement {
+        name: d.account.clone(),
+        bucket: vars.expand(&fleet.bucket).ok()?,
+        prefix: vars.expand(&fleet.prefix).ok()?,
+    })
+}
+
 /// Problems of fleet.yaml's `offboarding`: an approval names an account once, never one
 /// still in `accounts/` (its file is removed in the same change), and a region fleet.yaml
 /// allows.
-pub fn check_offboarding(fleet: &Doc<FleetSpec>, in_git: impl Fn(&str) -> bool) -> Vec<Diagnostic> {
+pub fn check_offboarding(
+    fleet: &Doc<FleetSpec>,
+    in_git: impl Fn(&str) -> bool,
+    live: &[Placement],
+) -> Vec<Diagnostic> {
     let spec = &fleet.spec;
     let mut errors = Vec::new();
     let items = match fleet
@@ -358,6 +390,42 @@ pub fn check_offboarding(fleet: &Doc<FleetSpec>, in_git: impl Fn(&str) -> bool) 
                 span.clone(),
                 format!("account {:?} is approved for decommission twice", d.account),
             ));
+        }
+        let name_ok = !d.account.is_empty()
+            && d.account.len() <= 128
+            && !d.account.starts_with('.')
+            && d.account
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !name_ok {
+            errors.push(Diagnostic::new(
+                span.clone(),
+                format!(
+                    "account {:?}: a name as accounts/<name>.yaml had it (letters, digits, '-', '_', '.')",
+                    d.account
+                ),
+            ));
+        }
+        // Where the approved account's state is: never where a live account's is, nor
+        // inside or around it, or its tombstone and erasure would reach a live tenant.
+        if placeable && let Some(mine) = placement(spec, d) {
+            for other in live {
+                let nested = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+                if other.bucket == mine.bucket
+                    && (nested(&mine.prefix, &other.prefix) || nested(&other.prefix, &mine.prefix))
+                {
+                    errors.push(
+                        Diagnostic::new(
+                            span.clone(),
+                            format!(
+                                "account {:?} would be at s3://{}/{}/, which is live account {:?}'s state (s3://{}/{}/): an approval must name the removed account's own id and name",
+                                d.account, mine.bucket, mine.prefix, other.name, other.bucket, other.prefix
+                            ),
+                        )
+                        .for_account(&d.account),
+                    );
+                }
+            }
         }
         if in_git(&d.account) {
             errors.push(

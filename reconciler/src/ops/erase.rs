@@ -129,6 +129,14 @@ pub async fn erase(
         .await
         .map_err(|e| EraseError::Receipt(name.clone(), e))?;
     let pointer = target.read_pointer(account).await?;
+    // The tombstone checked here is the only pointer erase ever deletes under: before every
+    // round it is read again, and anything else (a rollback that brought the account back,
+    // a new deployment) stops the erasure.
+    let checked = pointer.as_ref().map(|(_, etag)| etag.clone());
+    let location = match target.location() {
+        l if l.starts_with("file://") => format!("{l}/{}/", account.name),
+        _ => format!("s3://{}/{}/", account.bucket, account.prefix),
+    };
     let mut receipt = match (pointer, receipt) {
         (Some((p, _)), receipt) => {
             let Some(tomb) = p.decommissioned.clone() else {
@@ -169,30 +177,54 @@ pub async fn erase(
                     fresh.join(", ")
                 )));
             }
-            receipt.unwrap_or_else(|| Receipt {
-                format_version: RECEIPT_FORMAT_VERSION,
-                account: account.name.clone(),
-                account_id: account.id.clone(),
-                tenant: req.tenant.to_string(),
-                status: "in-progress".into(),
-                location: match target.location() {
-                    l if l.starts_with("file://") => format!("{l}/{}/", account.name),
-                    _ => format!("s3://{}/{}/", account.bucket, account.prefix),
+            match receipt {
+                // A receipt of this very decommission: a run to finish, or one finished whose
+                // objects came back (a late status report).
+                Some(r)
+                    if r.account_id == account.id
+                        && r.location == location
+                        && r.decommissioned_at.as_deref() == Some(tomb.at.as_str()) =>
+                {
+                    r
+                }
+                Some(r) => {
+                    return Err(refuse(format!(
+                        "a receipt of another erasure of this name is kept at {} (account {}, decommissioned at {}): it is proof of that erasure and is not overwritten; move it aside first",
+                        store.location(&account.name),
+                        r.account_id,
+                        r.decommissioned_at.as_deref().unwrap_or("-")
+                    )));
+                }
+                None => Receipt {
+                    format_version: RECEIPT_FORMAT_VERSION,
+                    account: account.name.clone(),
+                    account_id: account.id.clone(),
+                    tenant: req.tenant.to_string(),
+                    status: "in-progress".into(),
+                    location: location.clone(),
+                    decommissioned_at: Some(tomb.at.clone()),
+                    decommissioned_by: Some(tomb.by.clone()),
+                    decommission_commit: tomb.commit.clone(),
+                    erased_by: req.by.to_string(),
+                    started_at: rfc3339(req.now),
+                    finished_at: None,
+                    deleted: BTreeMap::new(),
+                    keys: Vec::new(),
+                    versions: Vec::new(),
                 },
-                decommissioned_at: Some(tomb.at.clone()),
-                decommissioned_by: Some(tomb.by.clone()),
-                decommission_commit: tomb.commit.clone(),
-                erased_by: req.by.to_string(),
-                started_at: rfc3339(req.now),
-                finished_at: None,
-                deleted: BTreeMap::new(),
-                keys: Vec::new(),
-                versions: Vec::new(),
-            })
+            }
         }
-        // The pointer is deleted last: no pointer and a receipt is a run to finish, or one
-        // finished.
-        (None, Some(r)) => r,
+        // The pointer is deleted last: no pointer and a receipt of this very account is a
+        // run to finish, or one finished.
+        (None, Some(r)) if r.account_id == account.id && r.location == location => r,
+        (None, Some(r)) => {
+            return Err(refuse(format!(
+                "its pointer is gone and the receipt at {} is of another account ({} at {})",
+                store.location(&account.name),
+                r.account_id,
+                r.location
+            )));
+        }
         (None, None) => {
             return Err(refuse(
                 "nothing is stored for it and no receipt exists: it was never deployed here, or another store was erased".into(),
@@ -221,7 +253,9 @@ pub async fn erase(
         // The pointer's versions last: while it exists the account reads as decommissioned.
         let (pointer, rest): (Vec<StoredObject>, Vec<StoredObject>) =
             found.into_iter().partition(|o| o.key == "current.json");
+        still_the_tombstone(target, account, checked.as_ref()).await?;
         target.delete_stored(account, &rest).await?;
+        still_the_tombstone(target, account, checked.as_ref()).await?;
         target.delete_stored(account, &pointer).await?;
         found = target.list_stored(account).await?;
     }
@@ -250,6 +284,25 @@ pub async fn erase(
         .await
         .map_err(|e| EraseError::Receipt(name.clone(), e))?;
     Ok(Erased::Now(receipt))
+}
+
+/// Stops an erasure whose account changed since it was checked: its pointer must still be
+/// the tombstone read then (`checked`: its version), or gone (this run, or the one it
+/// finishes, deleted it). A rollback or a deployment that wrote a pointer meanwhile is never
+/// erased.
+async fn still_the_tombstone(
+    target: &dyn Target,
+    account: &AccountRef,
+    checked: Option<&crate::target::ETag>,
+) -> Result<(), EraseError> {
+    match (target.read_pointer(account).await?, checked) {
+        (None, _) => Ok(()),
+        (Some((p, etag)), Some(c)) if &etag == c && p.is_tombstone() => Ok(()),
+        (Some(_), _) => Err(EraseError::Refused(
+            account.name.clone(),
+            "its pointer changed while it was being erased (a rollback, or a deployment): stopped; what was deleted is in the in-progress receipt. Check the account, then decommission it again".into(),
+        )),
+    }
 }
 
 /// Receipts as files: `<dir>/<account>.json`.

@@ -336,7 +336,7 @@ pub async fn observe_and_plan(
                     None => Observed::New,
                     Some((pointer, etag)) => Observed::Pointed { pointer, etag },
                 };
-                Ok(plan::plan_decommission(a, d, &seen))
+                Ok(plan::plan_decommission(a, d, &seen, superseded))
             },
         )
         .await;
@@ -350,7 +350,7 @@ pub async fn observe_and_plan(
         .map(|(name, r)| {
             r.unwrap_or_else(|e| {
                 let (a, d) = by_name[name.as_str()];
-                plan::plan_decommission(a, d, &Observed::from_error(&e))
+                plan::plan_decommission(a, d, &Observed::from_error(&e), superseded)
             })
         })
         .collect();
@@ -409,6 +409,8 @@ impl Prepared {
     /// Keeps only the shard's accounts: the plan, the rollout and orphans are the shard's.
     pub fn restrict_to(&mut self, shard: Shard) {
         self.desired.retain(|d| shard.contains(&d.account.name));
+        self.decommissions.retain(|(a, _)| shard.contains(&a.name));
+        self.context.decommission.retain(|n| shard.contains(n));
         self.context.fleet.retain(|n| shard.contains(n));
         self.context.wave_of.retain(|n, _| shard.contains(n));
         self.shard = Some(shard);

@@ -76,17 +76,20 @@ pub struct PlannedAccount {
 
 /// The plan from its accounts, each planned on its own ([`plan_account`], as soon as its
 /// state is observed): groups, waves, warnings and the summary.
-/// The decision for an account approved for decommission, from its pointer.
+/// The decision for an account approved for decommission, from its pointer. A hold keeps it
+/// served (a rollback brought it back) unless the branch has moved past it (`superseded`).
 pub fn plan_decommission(
     account: &crate::target::AccountRef,
     approval: &crate::config::manifest::DecommissionSpec,
     seen: &Observed,
+    superseded: &dyn Fn(&str) -> bool,
 ) -> DecommissionPlan {
     let mut entry = DecommissionPlan {
         name: account.name.clone(),
         account_id: account.id.clone(),
         tenant: approval.tenant.clone(),
         reason: approval.reason.clone(),
+        location: format!("s3://{}/{}/", account.bucket, account.prefix),
         action: DecommissionAction::NeverDeployed,
         from: None,
         note: None,
@@ -103,7 +106,11 @@ pub fn plan_decommission(
         | Observed::Pointed { pointer, etag }
         | Observed::Deployed { pointer, etag, .. } => {
             entry.from = Some(pointer.digest.to_string());
-            entry.action = match (&pointer.decommissioned, &pointer.hold) {
+            let hold = pointer
+                .hold
+                .as_ref()
+                .filter(|h| !h.branch_head.as_deref().is_some_and(superseded));
+            entry.action = match (&pointer.decommissioned, hold) {
                 (Some(d), _) => {
                     entry.note = Some(format!("decommissioned at {} by {}", d.at, d.by));
                     DecommissionAction::Decommissioned

@@ -225,6 +225,9 @@ pub struct DecommissionPlan {
     pub tenant: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Where its state is (`s3://<bucket>/<prefix>/`): what the tombstone and a later erasure
+    /// touch, for the reviewer to check.
+    pub location: String,
     pub action: DecommissionAction,
     /// The digest deployed now (kept in the tombstone, so a rollback can restore it).
     #[serde(skip_serializing_if = "Option::is_none")]

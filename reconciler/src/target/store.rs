@@ -189,20 +189,13 @@ impl AccountRef {
         if !decommission_placeable(&fleet.bucket) || !decommission_placeable(&fleet.prefix) {
             return None;
         }
-        let vars = crate::config::template::Vars::for_account(
-            &d.account,
-            &d.account_id.0,
-            &d.region,
-            "",
-            &d.tenant,
-            &Default::default(),
-        );
+        let at = crate::config::waves::placement(fleet, d)?;
         Some(AccountRef {
             name: d.account.clone(),
             id: d.account_id.0.clone(),
             region: d.region.clone(),
-            bucket: vars.expand(&fleet.bucket).ok()?,
-            prefix: vars.expand(&fleet.prefix).ok()?,
+            bucket: at.bucket,
+            prefix: at.prefix,
         })
     }
 }

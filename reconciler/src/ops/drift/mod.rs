@@ -217,6 +217,25 @@ pub fn assess(subject: &Subject<'_>) -> AccountDrift {
         out.cause = Some(cause);
     };
     match subject.observed {
+        // A tombstone keeps the digest: an account back in git still answers 410 until
+        // the next apply replaces it.
+        Observed::Deployed { pointer, .. }
+        | Observed::Current { pointer, .. }
+        | Observed::Pointed { pointer, .. }
+            if pointer.is_tombstone() =>
+        {
+            set(
+                CauseKind::OutOfBand,
+                format!(
+                    "{}: its pointer is a tombstone (decommissioned at {}) though the account is in git: it answers 410 until the next apply",
+                    subject.account.name,
+                    pointer
+                        .decommissioned
+                        .as_ref()
+                        .map_or("-", |d| d.at.as_str())
+                ),
+            );
+        }
         Observed::New => set(CauseKind::NeverDeployed, "never deployed".into()),
         Observed::Unreachable { reason, class } => match class {
             ErrorClass::Tampered => {
@@ -322,10 +341,16 @@ fn decommission_line(
                 None => {
                     line.status = DriftStatus::Drifted;
                     line.cause_kind = Some(CauseKind::DecommissionPending);
-                    line.cause = Some(format!(
-                        "{}: approved for decommission in fleet.yaml and still served: the next apply writes its tombstone",
-                        account.name
-                    ));
+                    line.cause = Some(match &pointer.hold {
+                        Some(h) => format!(
+                            "{}: approved for decommission and still served: held by {} since {} ({}); `fleetgate release` lets it be decommissioned",
+                            account.name, h.by, h.at, h.reason
+                        ),
+                        None => format!(
+                            "{}: approved for decommission in fleet.yaml and still served: the next apply writes its tombstone",
+                            account.name
+                        ),
+                    });
                 }
             }
         }

@@ -292,7 +292,7 @@ fn markdown_decommissions(plan: &Plan, limit: usize) -> String {
     );
     let items = plan.decommissions.iter().map(|d| {
         let mut line = format!(
-            "- {} **{}** {} (tenant {}, account {})",
+            "- {} **{}** {} (tenant {}, account {}, {})",
             if d.action == DecommissionAction::Decommission {
                 "➖"
             } else {
@@ -301,7 +301,8 @@ fn markdown_decommissions(plan: &Plan, limit: usize) -> String {
             d.action.as_str(),
             md_name(&d.name),
             md_name(&d.tenant),
-            md_code(&d.account_id)
+            md_code(&d.account_id),
+            md_code(&clip(&d.location, TEXT_CHARS))
         );
         if let Some(from) = &d.from {
             let _ = write!(line, " from {}", md_code(short(from)));

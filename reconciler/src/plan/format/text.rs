@@ -144,7 +144,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
         for d in &plan.decommissions {
             let _ = writeln!(
                 out,
-                "  {} {} {} (tenant {}, account {}){}{}",
+                "  {} {} {} (tenant {}, account {}, {}){}{}",
                 p.paint(
                     fg(AnsiColor::Red),
                     if d.action == DecommissionAction::Decommission {
@@ -157,6 +157,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
                 term(&d.name),
                 term(&d.tenant),
                 d.account_id,
+                term(&d.location),
                 d.from
                     .as_deref()
                     .map(|f| format!(" from {}", short(f)))
