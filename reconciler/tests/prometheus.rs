@@ -264,25 +264,12 @@ spec:
     - {name: dead, methods: [GET], path: /dead, backend: gone, public: true}
 "#;
 
-const IDP: &str = r#"apiVersion: fleetgate.dev/v1
-kind: IdentityProvider
-metadata: {name: base}
-spec:
-  issuer:
-    url: https://auth.${account.name}.test
-    audiences: ["https://api.${account.name}.test"]
-    tokenTtl: 15m
-    signingKeys:
-      active:
-        kid: k1
-        algorithm: RS256
-        privateKey: {awsSecretsManager: "arn:aws:secretsmanager:${account.region}:${account.id}:secret:idp"}
-  scopes: []
-  clients:
+/// The rig's identity provider gets one client, whose secret cannot be read.
+const BROKEN_CLIENT: &str = "  clients:
     - id: broken
       secret: {ref: {env: FLEETGATE_TEST_NO_SUCH_SECRET}}
       scopes: []
-"#;
+";
 
 /// What the load sends, beyond the rig's own `/hello`.
 #[derive(Default)]
@@ -525,7 +512,12 @@ fn dashboards_and_alerts_hold_against_a_real_prometheus() {
             .replace("DEAD", &dead.to_string()),
     )
     .unwrap();
-    std::fs::write(rig.repo.join("base/idp.yaml"), IDP).unwrap();
+    assert!(IDP.contains("  clients: []\n"));
+    std::fs::write(
+        rig.repo.join("base/idp.yaml"),
+        IDP.replace("  clients: []\n", BROKEN_CLIENT),
+    )
+    .unwrap();
     git(&rig.repo, &["commit", "-q", "-am", "every kind of route"]);
     let faults = Arc::new(Faults::default());
     load(&rig, faults.clone());

@@ -185,13 +185,17 @@ fn deployed_of(observed: &Observed) -> Option<Deployed> {
     match observed {
         Observed::Deployed { pointer, .. }
         | Observed::Current { pointer, .. }
-        | Observed::Pointed { pointer, .. } => Some(Deployed {
-            digest: pointer.digest.to_string(),
-            commit: pointer.commit.clone(),
-            applied_by: pointer.applied_by.clone(),
-            applied_at: pointer.applied_at.clone(),
-        }),
+        | Observed::Pointed { pointer, .. } => Some(deployed_from(pointer)),
         _ => None,
+    }
+}
+
+fn deployed_from(pointer: &crate::target::Pointer) -> Deployed {
+    Deployed {
+        digest: pointer.digest.to_string(),
+        commit: pointer.commit.clone(),
+        applied_by: pointer.applied_by.clone(),
+        applied_at: pointer.applied_at.clone(),
     }
 }
 
@@ -330,10 +334,7 @@ fn decommission_line(
             line.cause = Some("decommissioned: no state left (erased, or never deployed)".into());
         }
         Ok(Some((pointer, _))) => {
-            line.deployed = deployed_of(&Observed::Pointed {
-                pointer: pointer.clone(),
-                etag: crate::target::ETag(String::new()),
-            });
+            line.deployed = Some(deployed_from(&pointer));
             match &pointer.decommissioned {
                 Some(d) => {
                     line.cause = Some(format!("decommissioned at {} by {}", d.at, d.by));
